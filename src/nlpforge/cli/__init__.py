@@ -1,0 +1,36 @@
+"""The `nlpforge` command line: a thin shell that parses flags, calls the Python API and prints.
+
+    nlpforge train text-classification --train train.csv --output models/stars ...
+    nlpforge evaluate models/stars --data validation.csv
+    nlpforge predict models/stars "This product is great"
+    nlpforge demo
+
+User errors print one line and exit non-zero; a traceback is a bug.
+"""
+import sys
+
+import click
+import typer
+
+from nlpforge.errors import NlpforgeError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="nlpforge: from raw text to a served, monitored NLP model, on your own machine.")
+
+# Each module adds its commands to `app` (or a sub-app) when imported.
+from nlpforge.cli import train as _train  # noqa: E402,F401
+from nlpforge.cli import evaluate as _evaluate  # noqa: E402,F401
+from nlpforge.cli import demo as _demo  # noqa: E402,F401
+
+
+def main(argv=None) -> None:
+    try:
+        app(args=argv, prog_name="nlpforge")
+    except NlpforgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)

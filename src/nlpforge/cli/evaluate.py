@@ -1,0 +1,54 @@
+"""`nlpforge evaluate` and `nlpforge predict`: use a trained model folder."""
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from nlpforge.cli import app
+from nlpforge.errors import DataError
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Path = typer.Argument(..., help="model folder written by `nlpforge train`"),
+    data: Path = typer.Option(..., "--data", help="labelled file to evaluate on"),
+    text_column: Optional[List[str]] = typer.Option(None, help="text column(s) (default: the model's)"),
+    label_column: Optional[str] = typer.Option(None, help="label column (default: the model's)"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="also report TF-IDF + logistic regression"),
+    baseline_train: Optional[Path] = typer.Option(None, help="training file for the baseline (default: the model's)"),
+    output_dir: Optional[Path] = typer.Option(None, help="where the PNGs and report.json go (default: MODEL/evaluation)"),
+):
+    """Accuracy, macro-F1, per-class precision/recall and confusion matrices, beside the baseline."""
+    from nlpforge.evaluation.evaluate import evaluate_model
+
+    result = evaluate_model(model, data, text_column or None, label_column, baseline, baseline_train, output_dir)
+    typer.echo(result.text)
+
+
+@app.command("predict")
+def predict_command(
+    model: Path = typer.Argument(..., help="model folder written by `nlpforge train`"),
+    texts: Optional[List[str]] = typer.Argument(None, help="texts to classify"),
+    input: Optional[Path] = typer.Option(None, "--input", help="file of texts (.csv, .tsv, .jsonl, .parquet)"),
+    output: Optional[Path] = typer.Option(None, "--output", help="predictions file (.csv or .jsonl)"),
+    text_column: Optional[List[str]] = typer.Option(None, help="text column(s) of --input (default: the model's)"),
+    batch_size: int = typer.Option(64, help="texts per forward pass"),
+):
+    """Classify texts given as arguments (printed as JSON lines) or a whole file (--input/--output)."""
+    if input is not None or output is not None:
+        if input is None or output is None:
+            raise DataError("batch mode needs both --input FILE and --output FILE")
+        if texts:
+            raise DataError("give texts as arguments or --input FILE, not both")
+        from nlpforge.models.batch_predict import predict_file
+
+        rows = predict_file(model, input, output, text_column or None, batch_size=batch_size)
+        typer.echo(f"wrote {rows} predictions to {output}")
+        return
+    if not texts:
+        raise DataError("nothing to predict; give texts as arguments or --input FILE --output FILE")
+    from nlpforge.models.artifact import load
+
+    for text, prediction in zip(texts, load(model).predict(texts, batch_size=batch_size)):
+        typer.echo(json.dumps({"text": text, **prediction}, ensure_ascii=False))

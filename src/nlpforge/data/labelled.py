@@ -1,0 +1,185 @@
+"""Labelled text for classification: read, clean, validate, de-duplicate, split and report.
+
+    data = load_labelled("train.csv", "validation.csv", text_columns=["review_body"],
+                         label_column="star_rating")
+    data.train.texts, data.train.label_ids, data.labels, data.report
+
+Labels may be ints or strings; ints keep their numeric order (1..5 stars). With no validation
+file a seeded, stratified split is made from the training file.
+"""
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nlpforge.data.readers import read_table
+from nlpforge.errors import DataError
+from nlpforge.text.normalize import clean_html
+
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+@dataclass
+class Split:
+    """One split: parallel lists of texts (or text pairs) and label ids."""
+
+    texts: list
+    label_ids: list[int]
+
+    def __len__(self):
+        return len(self.texts)
+
+
+@dataclass
+class FileReport:
+    path: str
+    sha256: str
+    rows: int
+    empty_dropped: int = 0
+    duplicates_dropped: int = 0
+    missing_label_dropped: int = 0
+    replaced_bytes: int = 0
+
+
+@dataclass
+class LabelledData:
+    train: Split
+    validation: Split
+    labels: list  # label values in id order: labels[id] -> 1..5 or "positive"
+    text_columns: list[str]
+    label_column: str
+    files: list[FileReport] = field(default_factory=list)
+    split_from_train: bool = False
+
+    def label_counts(self, split: Split) -> dict:
+        counts = Counter(split.label_ids)
+        return {str(self.labels[i]): counts.get(i, 0) for i in range(len(self.labels))}
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _label_values(raw: pd.Series) -> list:
+    """Turn a label column into Python ints when every value is an integer, else strings."""
+    values = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in raw]
+    as_int = [v[:-2] if v.endswith(".0") and _INT.match(v[:-2]) else v for v in values]
+    if all(_INT.match(v) for v in as_int if v):
+        return [int(v) if v else None for v in as_int]
+    return [v if v else None for v in values]
+
+
+def read_labelled_file(path, text_columns, label_column, clean) -> tuple[list, list, list, FileReport]:
+    table = read_table(path, columns=[*text_columns, label_column])
+    frame = table.frame
+    columns = [frame[c].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+               for c in text_columns]
+    if clean:
+        columns = [c.map(clean_html) for c in columns]
+    for name, column in zip(text_columns, columns):
+        if not column.str.strip().astype(bool).any():
+            raise DataError(f"{table.path}: text column '{name}' is empty in every row; "
+                            "name the column that holds the text with --text-column")
+    labels = _label_values(frame[label_column])
+    if all(label is None for label in labels):
+        raise DataError(f"{table.path}: label column '{label_column}' is empty in every row; "
+                        "name the column that holds the labels with --label-column")
+    report = FileReport(path=str(table.path), sha256=file_sha256(table.path), rows=len(frame),
+                        replaced_bytes=table.replaced_bytes)
+    texts, kept_labels, source_rows, seen = [], [], [], set()
+    for row in range(len(frame)):
+        parts = tuple(c.iat[row] for c in columns)
+        if not any(p.strip() for p in parts):
+            report.empty_dropped += 1
+            continue
+        if labels[row] is None:
+            report.missing_label_dropped += 1
+            continue
+        key = (parts, labels[row])
+        if key in seen:
+            report.duplicates_dropped += 1
+            continue
+        seen.add(key)
+        texts.append(parts[0] if len(parts) == 1 else (parts[0], " \n".join(parts[1:])))
+        kept_labels.append(labels[row])
+        source_rows.append(row + 1)
+    return texts, kept_labels, source_rows, report
+
+
+def stratified_split(n_labels, label_ids, fraction, seed):
+    """Indices for (train, validation); each class keeps its share, classes of one stay in train."""
+    rng = np.random.default_rng(seed)
+    train, validation = [], []
+    ids = np.asarray(label_ids)
+    for label in range(n_labels):
+        members = np.flatnonzero(ids == label)
+        rng.shuffle(members)
+        take = int(round(len(members) * fraction)) if len(members) > 1 else 0
+        take = min(max(take, 1 if len(members) > 1 else 0), len(members) - 1) if len(members) else 0
+        validation.extend(members[:take].tolist())
+        train.extend(members[take:].tolist())
+    return sorted(train), sorted(validation)
+
+
+def stratified_sample(label_ids, rows: int, seed: int) -> list[int]:
+    """Exactly `rows` indices (sorted), each class keeping its share; remainders go to the largest fractions."""
+    ids = np.asarray(label_ids)
+    classes, counts = np.unique(ids, return_counts=True)
+    quota = counts * rows / len(ids)
+    take = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - take), kind="stable")[: rows - take.sum()]:
+        take[i] += 1
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label, count in zip(classes, take):
+        members = np.flatnonzero(ids == label)
+        chosen.extend(rng.choice(members, size=count, replace=False).tolist())
+    return sorted(chosen)
+
+
+def load_labelled(train, validation=None, *, text_columns, label_column, validation_fraction=0.1,
+                  seed=42, clean=True) -> LabelledData:
+    """Read the training (and validation) file and give id-encoded splits plus a report."""
+    if isinstance(text_columns, str):
+        text_columns = [text_columns]
+    text_columns = list(text_columns)
+    if not text_columns:
+        raise DataError("no text column given; name one or more with --text-column")
+    train_texts, train_labels, _, train_report = read_labelled_file(train, text_columns, label_column, clean)
+    if not train_texts:
+        raise DataError(f"{train}: no usable rows remain after dropping empty ones")
+    labels = sorted(set(train_labels), key=lambda v: (isinstance(v, str), v))
+    if len(labels) < 2:
+        raise DataError(f"{train}: column '{label_column}' holds a single label ({labels[0]!r}); "
+                        "classification needs at least two")
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    train_ids = [label_to_id[label] for label in train_labels]
+    files = [train_report]
+    if validation is None:
+        train_index, validation_index = stratified_split(len(labels), train_ids, validation_fraction, seed)
+        train_split = Split([train_texts[i] for i in train_index], [train_ids[i] for i in train_index])
+        validation_split = Split([train_texts[i] for i in validation_index],
+                                 [train_ids[i] for i in validation_index])
+        return LabelledData(train_split, validation_split, labels, text_columns, label_column, files, True)
+    validation_texts, validation_labels, validation_rows, validation_report = read_labelled_file(
+        validation, text_columns, label_column, clean)
+    files.append(validation_report)
+    kinds = {type(v) for v in train_labels} | {type(v) for v in validation_labels}
+    if len(kinds) > 1:
+        raise DataError(f"{validation}: labels in '{label_column}' are {'/'.join(sorted(k.__name__ for k in kinds))} "
+                        f"mixed across files; make both files use the same label values")
+    for row, label in zip(validation_rows, validation_labels):
+        if label not in label_to_id:
+            raise DataError(f"{validation}: data row {row}: label {label!r} never appears in the training "
+                            f"file {train}; known labels: {', '.join(map(str, labels))}")
+    return LabelledData(Split(train_texts, train_ids),
+                        Split(validation_texts, [label_to_id[v] for v in validation_labels]),
+                        labels, text_columns, label_column, files, False)

@@ -1,0 +1,40 @@
+"""The user-facing errors of nlpforge, in one catalogue.
+
+A user error (a bad file, flag or request) raises a `NlpforgeError` subclass whose message
+says what happened and what to do. The CLI prints it on one line and exits non-zero; the
+server answers it with a 4xx and a JSON body. Anything else escaping is a bug.
+"""
+
+
+class NlpforgeError(Exception):
+    """Base of every error a user can cause and fix."""
+
+    code = "E000"
+    exit_code = 2
+
+    def __str__(self):
+        return f"[{self.code}] {self.args[0] if self.args else self.__class__.__name__}"
+
+
+class DataError(NlpforgeError):
+    """A data file is missing, empty, malformed or inconsistent."""
+
+    code = "E100"
+
+
+class ModelNotFoundError(NlpforgeError):
+    """A base model name or folder cannot be resolved locally."""
+
+    code = "E200"
+
+
+class ArtifactError(NlpforgeError):
+    """A model folder is not a complete nlpforge artifact."""
+
+    code = "E210"
+
+
+class ConfigError(NlpforgeError):
+    """A setting, flag or config file is invalid."""
+
+    code = "E300"

@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics, confusion matrices and the TF-IDF baseline."""

@@ -1,0 +1,81 @@
+"""Evaluate a trained model on a labelled file, next to the TF-IDF + logistic regression baseline.
+
+    result = evaluate_model("models/stars", "validation.csv")
+    print(result.text)   # both reports; PNG confusion matrices are in result.output_dir
+
+The baseline trains on the model's own training file (from its metadata) or on `baseline_train`,
+so every report shows what the transformer adds over a bag of n-grams.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlpforge.data.labelled import file_sha256, read_labelled_file
+from nlpforge.errors import DataError
+from nlpforge.evaluation.baseline import fit_baseline
+from nlpforge.evaluation.metrics import classification_metrics, plot_confusion, render_report
+from nlpforge.models.artifact import load
+
+
+@dataclass
+class EvaluationResult:
+    model: dict
+    baseline: dict | None
+    text: str
+    output_dir: Path
+    notes: list
+
+
+def _training_file(meta: dict) -> str | None:
+    for f in meta.get("data_files", []):
+        if f.get("role") == "train":
+            return f["path"]
+    return None
+
+
+def evaluate_model(model_path, data, text_columns=None, label_column=None, baseline=True, baseline_train=None,
+                   output_dir=None, batch_size: int = 64) -> EvaluationResult:
+    classifier = load(model_path)
+    meta = classifier.metadata
+    text_columns = list(text_columns or meta["text_columns"])
+    label_column = label_column or meta["label_column"]
+    notes = []
+    texts, labels, _, _ = read_labelled_file(data, text_columns, label_column, clean=True)
+    known = {str(label): i for i, label in enumerate(classifier.labels)}
+    unknown = sorted({str(v) for v in labels} - set(known))
+    if unknown:
+        raise DataError(f"{data}: label(s) {', '.join(unknown)} in '{label_column}' are not among the model's "
+                        f"labels ({', '.join(known)})")
+    true_ids = [known[str(v)] for v in labels]
+    probabilities = classifier.predict_proba(texts, batch_size=batch_size)
+    model_report = classification_metrics(true_ids, probabilities.argmax(-1), classifier.labels)
+    output_dir = Path(output_dir) if output_dir else Path(model_path) / "evaluation"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name = Path(model_path).name
+    plot_confusion(model_report, output_dir / "confusion_model.png", title=f"{name} on {Path(data).name}")
+    parts = [render_report(model_report, f"{name} ({meta.get('base_model')})")]
+
+    baseline_report = None
+    if baseline:
+        train_file = baseline_train or _training_file(meta)
+        if not train_file or not Path(train_file).exists():
+            notes.append(f"baseline skipped: training file {train_file!r} not found; pass --baseline-train FILE")
+        else:
+            if not baseline_train:
+                recorded = next(f["sha256"] for f in meta["data_files"] if f.get("role") == "train")
+                if file_sha256(train_file) != recorded:
+                    notes.append(f"note: {train_file} changed since training (sha256 differs)")
+            train_texts, train_labels, _, _ = read_labelled_file(train_file, text_columns, label_column, clean=True)
+            train_ids = [known.get(str(v)) for v in train_labels]
+            pairs = [(t, i) for t, i in zip(train_texts, train_ids) if i is not None]
+            fitted = fit_baseline([t for t, _ in pairs], [i for _, i in pairs])
+            baseline_report = classification_metrics(true_ids, fitted.predict(texts), classifier.labels)
+            plot_confusion(baseline_report, output_dir / "confusion_baseline.png", title="TF-IDF + logistic regression")
+            parts.append(render_report(baseline_report, "baseline TF-IDF (1-2 grams) + logistic regression"))
+            parts.append(f"transformer vs baseline: accuracy {model_report['accuracy'] - baseline_report['accuracy']:+.4f}, "
+                         f"macro-F1 {model_report['macro_f1'] - baseline_report['macro_f1']:+.4f}")
+    parts.extend(notes)
+    parts.append(f"confusion matrices: {output_dir}/confusion_*.png; report: {output_dir}/report.json")
+    (output_dir / "report.json").write_text(json.dumps(
+        {"data": str(data), "model": model_report, "baseline": baseline_report}, indent=2) + "\n", encoding="utf-8")
+    return EvaluationResult(model_report, baseline_report, "\n\n".join(parts), output_dir, notes)

@@ -1,0 +1,1 @@
+"""Models: base-model resolution (aliases, local folders, from-scratch configs) and artifacts."""

@@ -1,0 +1,1 @@
+"""Training: settings, the training loop, and the tasks built on it."""

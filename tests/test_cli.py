@@ -1,0 +1,80 @@
+"""The CLI end to end: train, evaluate, predict; user errors are one line with no traceback."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import toy_rows, write_csv
+from nlpforge.cli import main
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nlpforge", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def call(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_train_evaluate_predict_end_to_end(tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", toy_rows(200, seed=1))
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps({"epochs": 6, "learning-rate": 2e-3, "max_seq_length": 32}))
+    code, out, err = call(capsys, "train", "text-classification", "--train", train, "--output", tmp_path / "m",
+                          "--model", "bert-tiny", "--config", config, "--batch-size", "16", "--no-progress")
+    assert code == 0, err
+    assert "validation accuracy" in out
+    meta = json.loads((tmp_path / "m" / "nlpforge.json").read_text())
+    assert meta["hyperparameters"]["epochs"] == 6 and meta["hyperparameters"]["batch_size"] == 16
+    assert meta["validation_split"] == "split_from_train"
+
+    test = write_csv(tmp_path / "test.csv", toy_rows(40, seed=3))
+    code, out, err = call(capsys, "evaluate", tmp_path / "m", "--data", test)
+    assert code == 0, err
+    assert "baseline TF-IDF" in out and "macro-F1" in out
+
+    code, out, err = call(capsys, "predict", tmp_path / "m", "a great film", "an awful film")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert [line["label"] for line in lines] == ["pos", "neg"]
+
+    for suffix in ("csv", "jsonl"):
+        output = tmp_path / f"predictions.{suffix}"
+        code, out, err = call(capsys, "predict", tmp_path / "m", "--input", test, "--output", output)
+        assert code == 0, err
+        assert len(output.read_text().strip().splitlines()) == 40 + (suffix == "csv")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "text-classification", "--train", "absent.csv", "--output", "o"], "absent.csv: no such file"),
+    (["train", "text-classification", "--output", "o"], "missing --train"),
+    (["train", "text-classification", "--train", "t.csv", "--output", "o", "--epochs", "0"], "epochs must be at least 1"),
+    (["train", "text-classification", "--train", "t.csv", "--output", "o", "--model", "gpt-17"], "unknown base model 'gpt-17'"),
+    (["train", "text-classification", "--train", "t.csv", "--output", "o", "--config", "bad.json"], "unknown setting(s) colour"),
+    (["predict", "absent-model", "hi"], "no such model folder"),
+    (["predict", "m", "--input", "t.csv"], "needs both --input FILE and --output FILE"),
+])
+def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
+    write_csv(tmp_path / "t.csv", toy_rows(20))
+    (tmp_path / "bad.json").write_text(json.dumps({"colour": "blue"}))
+    result = subprocess.run([sys.executable, "-m", "nlpforge", *args], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("train", "evaluate", "predict", "demo"):
+        assert command in result.stdout

@@ -1,0 +1,124 @@
+"""Fine-tuning: a tiny model learns a separable task; the artifact round-trips exactly."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import toy_rows, write_csv
+from nlpforge import load
+from nlpforge.data.batching import length_grouped_batches, pad_batch
+from nlpforge.errors import ArtifactError, ConfigError
+from nlpforge.models.registry import build_classifier, resolve_base
+from nlpforge.training.config import TextClassificationConfig
+from nlpforge.training.text_classification import freeze_lowest_layers
+
+
+def test_tiny_model_learns_the_toy_task(tiny_model):
+    assert tiny_model.metrics["validation_accuracy"] >= 0.9
+    history = tiny_model.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_artifact_is_complete_and_has_no_pickle(tiny_model):
+    folder = tiny_model.output
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "labels.json", "nlpforge.json", "README.md",
+            "tokenizer.json", "tokenizer_config.json"} <= names
+    assert not [p for p in folder.rglob("*") if p.suffix in (".bin", ".pkl", ".pt", ".pickle")]
+    meta = json.loads((folder / "nlpforge.json").read_text())
+    assert meta["task"] == "text-classification" and meta["base_model"] == "bert-tiny"
+    assert len(meta["data_files"][0]["sha256"]) == 64
+    assert meta["hyperparameters"]["learning_rate"] == 2e-3
+    assert "torch" in meta["library_versions"] and "transformers" in meta["library_versions"]
+    assert json.loads((folder / "labels.json").read_text())["labels"] == ["neg", "pos"]
+    assert "validation_accuracy" in (folder / "README.md").read_text()
+
+
+def test_load_gives_identical_predictions(tiny_model, tmp_path):
+    texts = [row["text"] for row in toy_rows(40, seed=9)] + ["", "x " * 500]
+    first = load(tiny_model.output).predict(texts)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in tiny_model.output.iterdir():
+        if path.is_file():
+            (copy / path.name).write_bytes(path.read_bytes())
+    second = load(copy).predict(texts)
+    assert first == second
+    assert set(first[0]) == {"label", "score", "probabilities"}
+    assert abs(sum(first[0]["probabilities"].values()) - 1) < 1e-5
+    assert first[0]["score"] == max(first[0]["probabilities"].values())
+
+
+def test_transformers_loads_the_artifact_directly(tiny_model):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model.output))
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_loading_a_folder_that_is_not_an_artifact_is_a_clear_error(tmp_path):
+    with pytest.raises(ArtifactError, match="missing config.json"):
+        load(tmp_path)
+    with pytest.raises(ArtifactError, match="no such model folder"):
+        load(tmp_path / "absent")
+
+
+def test_freezing_the_lowest_layers():
+    model, _ = build_classifier(resolve_base("bert-tiny"), ["a", "b"])
+    freeze_lowest_layers(model, 1)
+    layers = model.base_model.encoder.layer
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert all(p.requires_grad for p in layers[1].parameters())
+    assert not any(p.requires_grad for p in model.base_model.embeddings.parameters())
+    assert all(p.requires_grad for p in model.classifier.parameters())
+    with pytest.raises(ConfigError, match="has 2 layers"):
+        freeze_lowest_layers(model, 3)
+
+
+def test_batches_are_grouped_by_length_and_dynamically_padded():
+    lengths = list(np.random.default_rng(0).integers(3, 200, size=1000))
+    batches = length_grouped_batches(lengths, batch_size=10, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    grouped = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    random_order = np.random.default_rng(1).permutation(1000)
+    naive = sum(max(lengths[i] for i in random_order[s:s + 10]) * 10 for s in range(0, 1000, 10))
+    assert grouped < 0.6 * naive
+    assert batches == length_grouped_batches(lengths, batch_size=10, seed=1)
+    batch = pad_batch([{"input_ids": [1, 2, 3]}, {"input_ids": [4]}], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "epochs must be at least 1"),
+    ("learning_rate", -1.0, "learning-rate must be positive"),
+    ("lr_schedule", "step", "lr-schedule must be linear, cosine or constant"),
+    ("metric_for_best", "loss", "metric-for-best"),
+])
+def test_bad_settings_are_rejected(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TextClassificationConfig(train="t.csv", output="o", **{field: value})
+
+
+@pytest.mark.shared_data
+@pytest.mark.pretrained
+def test_minilm_fine_tunes_on_a_slice_of_amazon_reviews(amazon, tmp_path):
+    from nlpforge.training.text_classification import train_text_classification
+
+    torch.set_num_threads(2)
+    result = train_text_classification(TextClassificationConfig(
+        train=str(amazon / "digital_video_train.csv"), validation=str(amazon / "digital_video_validation.csv"),
+        text_column=["review_body"], label_column="star_rating", model="minilm-l6", output=str(tmp_path / "m"),
+        epochs=1, max_train_rows=160, max_seq_length=64, batch_size=16, progress=False), log=lambda *_: None)
+    assert result.samples == 160
+    # Fine-tuned from the pretrained weights: close to them, but moved.
+    from safetensors.torch import load_file
+
+    before = load_file(str(resolve_base("minilm-l6").weights / "model.safetensors"))
+    after = load_file(str(result.output / "model.safetensors"))
+    name = "encoder.layer.5.attention.self.query.weight"
+    delta = (after["bert." + name] - before[name]).abs()
+    assert 0 < delta.max().item() < 0.05
+    predictions = load(result.output).predict(["Absolutely loved it, five stars", "Terrible. Waste of money."])
+    assert [sorted(p["probabilities"]) for p in predictions] == [["1", "2", "3", "4", "5"]] * 2
