@@ -83,7 +83,7 @@ def resolve_base(name: str, tokenizer: str | Path | None = None) -> BaseModel:
                              f"aliases are {', '.join(aliases())}")
 
 
-def build_classifier(base: BaseModel, labels: list, max_seq_length: int = 512):
+def build_classifier(base: BaseModel, labels: list, max_seq_length: int = 512, dropout: float | None = None):
     """A sequence-classification model with a fresh head for `labels`, and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
     from transformers.utils import logging as hf_logging
@@ -91,18 +91,20 @@ def build_classifier(base: BaseModel, labels: list, max_seq_length: int = 512):
     hf_logging.disable_progress_bar()
     id2label = {i: str(label) for i, label in enumerate(labels)}
     label2id = {str(label): i for i, label in enumerate(labels)}
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+                                            "classifier_dropout": dropout}
     tokenizer = AutoTokenizer.from_pretrained(str(base.tokenizer))
     if base.pretrained:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(base.weights), num_labels=len(labels), id2label=id2label, label2id=label2id)
+                str(base.weights), num_labels=len(labels), id2label=id2label, label2id=label2id, **overrides)
         finally:
             hf_logging.set_verbosity(verbosity)
     else:
         config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, max_seq_length),
                             num_labels=len(labels), id2label=id2label, label2id=label2id,
-                            pad_token_id=tokenizer.pad_token_id or 0, **base.scratch_config)
+                            pad_token_id=tokenizer.pad_token_id or 0, **base.scratch_config, **overrides)
         model = AutoModelForSequenceClassification.from_config(config)
     return model, tokenizer

@@ -40,12 +40,29 @@ class TextClassificationConfig:
     lr_schedule: str = setting("linear", "learning-rate decay after warmup: linear, cosine or constant")
     gradient_accumulation: int = setting(1, "batches whose gradients are summed per optimizer step")
     max_grad_norm: float = setting(1.0, "clip gradients to this global norm (0 turns clipping off)")
+    dropout: float | None = setting(None, "dropout probability in the encoder (default: the base model's)")
     freeze_layers: int = setting(0, "freeze the embeddings and the lowest N encoder layers (freeze_bert_layer)")
     class_weights: str = setting("none", "loss weights per class: none or balanced")
     metric_for_best: str = setting("macro_f1", "validation metric that picks the best epoch: macro_f1 or accuracy")
     validation_fraction: float = setting(0.1, "share of --train held out when no --validation is given")
     max_train_rows: int | None = setting(None, "use only this many training rows (a stratified sample)")
+    early_stopping_patience: int = setting(0, "stop after N epochs without a better validation metric (0: never)")
+    test: str | None = setting(None, "test file, evaluated once with the best weights at the end")
     seed: int = setting(42, "seed for initialisation, shuffling and splits")
+    precision: str = setting("fp32", "fp32, bf16 (autocast; CPU or CUDA), fp16 (CUDA, grad scaler) or auto (measured)")
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto (CUDA when present)")
+    nproc: int = setting(1, "processes on this machine for data parallelism (launched through torchrun)")
+    nnodes: int = setting(1, "machines taking part in data parallelism")
+    node_rank: int = setting(0, "this machine's index among --nnodes")
+    master_addr: str = setting("127.0.0.1", "address of the rank-0 machine")
+    master_port: int = setting(29500, "port of the rank-0 machine")
+    checkpoint_dir: str | None = setting(None, "folder for checkpoints (default: OUTPUT/checkpoints)")
+    checkpoint_every: int = setting(0, "optimizer steps between checkpoints (0: only at epoch ends)")
+    keep_checkpoints: int = setting(2, "how many of the newest checkpoints to keep")
+    resume: str | None = setting(None, "auto (newest checkpoint in --checkpoint-dir, if any) or a checkpoint path")
+    log_every: int = setting(10, "optimizer steps between lines in OUTPUT/metrics.jsonl and TensorBoard")
+    num_workers: int = setting(0, "DataLoader worker processes that tokenize batches on the fly")
+    deterministic: bool = setting(False, "use only deterministic kernels (bit-exact resume on CPU holds without it)")
     threads: int | None = setting(None, "CPU threads for torch (default: all cores)")
     progress: bool = setting(True, "show a progress bar")
 
@@ -71,6 +88,15 @@ class TextClassificationConfig:
             (self.max_train_rows is None or self.max_train_rows >= 2, "max-train-rows must be at least 2"),
             (self.threads is None or self.threads >= 1, "threads must be at least 1"),
             (bool(self.text_column), "give at least one --text-column"),
+            (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.early_stopping_patience >= 0, "early-stopping-patience must be >= 0"),
+            (self.precision in ("fp32", "bf16", "fp16", "auto"), "precision must be fp32, bf16, fp16 or auto"),
+            (self.nproc >= 1 and self.nnodes >= 1, "nproc and nnodes must be at least 1"),
+            (0 <= self.node_rank < self.nnodes, "node-rank must be in [0, nnodes)"),
+            (self.checkpoint_every >= 0, "checkpoint-every must be >= 0"),
+            (self.keep_checkpoints >= 1, "keep-checkpoints must be at least 1"),
+            (self.log_every >= 0, "log-every must be >= 0"),
+            (self.num_workers >= 0, "num-workers must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,0 +1,163 @@
+"""Checkpoints of every object a resume needs, written atomically; `resume="auto"` finds the newest.
+
+A checkpoint is a folder `step-00001234/`:
+    model.safetensors        model weights
+    best.safetensors         weights of the best epoch so far (when it is not the current one)
+    optimizer.safetensors    optimizer tensors (AdamW moments, step counts)
+    rng.safetensors          torch (and CUDA) RNG states
+    state.json               counters, data position, best metric, optimizer/scheduler/scaler
+                             scalars, python and numpy RNG states, and the run's config
+    COMPLETE                 written last; a folder without it is ignored
+
+It is written to `.tmp-step-.../` and renamed into place, so a kill in the middle of a save
+leaves the previous checkpoint intact. No pickles: tensors go to safetensors, the rest to JSON.
+"""
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from nlpforge.errors import ConfigError
+
+COMPLETE = "COMPLETE"
+PREFIX = "step-"
+
+
+def _flatten_optimizer(state_dict: dict) -> tuple[dict, dict]:
+    tensors, scalars = {}, {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state: dict = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    for key, value in meta["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> tuple[dict, dict]:
+    """(tensors, JSON) of every RNG a training step touches."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = state
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return tensors, {"python": [version, list(internal), gauss],
+                     "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)]}
+
+
+def set_rng_state(tensors: dict, meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+
+
+def _state_dict_tensors(model: torch.nn.Module) -> dict:
+    # clone(): tied or non-contiguous views cannot go to safetensors as they are.
+    return {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(folder, step: int, *, model, optimizer, scheduler, scaler, loop_state: dict,
+                    config: dict, best_weights: dict | None, keep: int = 2) -> Path:
+    """Write `folder/step-NNNNNNNN` atomically and prune to the newest `keep`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{PREFIX}{step:08d}"
+    temporary = folder / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    save_file(_state_dict_tensors(model), str(temporary / "model.safetensors"))
+    if best_weights is not None:
+        save_file({k: v.contiguous() for k, v in best_weights.items()}, str(temporary / "best.safetensors"))
+    optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(optimizer_tensors, str(temporary / "optimizer.safetensors"))
+    rng_tensors, rng_meta = rng_state()
+    save_file(rng_tensors, str(temporary / "rng.safetensors"))
+    state = {"step": step, "loop": loop_state, "optimizer": optimizer_meta, "scheduler": scheduler.state_dict(),
+             "scaler": {k: v for k, v in scaler.state_dict().items()} if scaler else None,
+             "rng": rng_meta, "config": config}
+    (temporary / "state.json").write_text(json.dumps(state, indent=1, default=float), encoding="utf-8")
+    (temporary / COMPLETE).write_text("ok\n")
+    for path in temporary.iterdir():  # durable before the rename makes it visible
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    for old in complete_checkpoints(folder)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.glob(f".tmp-{PREFIX}*"):  # left by a save that was killed
+        if stale != temporary:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def complete_checkpoints(folder) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / COMPLETE).exists()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def find_checkpoint(resume: str, checkpoint_dir) -> Path | None:
+    """`auto`: the newest complete checkpoint in `checkpoint_dir` (None if there is none); else a path."""
+    if resume == "auto":
+        found = complete_checkpoints(checkpoint_dir) if checkpoint_dir else []
+        return found[-1] if found else None
+    path = Path(resume)
+    if path.is_dir() and not (path / COMPLETE).exists() and complete_checkpoints(path):
+        return complete_checkpoints(path)[-1]  # a checkpoint folder's parent was given
+    if not path.is_dir() or not (path / COMPLETE).exists() or not (path / "state.json").exists():
+        raise ConfigError(f"--resume {resume}: not a complete nlpforge checkpoint (a step-NNNNNNNN folder with "
+                          "state.json and COMPLETE); use --resume auto to take the newest in --checkpoint-dir")
+    return path
+
+
+def read_checkpoint(path: Path) -> dict:
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    state["path"] = path
+    return state
+
+
+def restore(path: Path, state: dict, *, model, optimizer, scheduler, scaler) -> dict | None:
+    """Load every object from the checkpoint at `path`; returns the best-epoch weights if stored."""
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
+    best = path / "best.safetensors"
+    return load_file(str(best)) if best.exists() else None
+
+
+def check_compatible(saved: dict, current: dict, path: Path, may_differ: set[str]) -> None:
+    """A checkpoint resumes only the run it came from: same model, data and shape-defining settings."""
+    differences = [key for key in sorted(set(saved) | set(current))
+                   if key not in may_differ and saved.get(key) != current.get(key)]
+    if differences:
+        detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}" for k in differences[:4])
+        raise ConfigError(f"checkpoint {path} is from a different model or config ({detail}); "
+                          "start a new --checkpoint-dir or resume with the original settings")
