@@ -40,10 +40,10 @@ def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def length_grouped_batches(lengths, batch_size: int, seed: int, group_size: int = 50) -> list[list[int]]:
-    """One epoch of batches: shuffle, sort within groups of `group_size` batches, shuffle the batches.
-
-    Randomness comes only from `seed`, so an epoch's batches can be rebuilt exactly.
+def length_grouped_batches(lengths, batch_size: int, seed: int, group_size: int = 50) -> list[np.ndarray]:
+    """One epoch of batches (arrays of row indices): shuffle, sort within groups of `group_size`
+    batches, shuffle the batches. Randomness comes only from `seed`, so an epoch's batches can be
+    rebuilt exactly; arrays, not lists of ints, keep a million-row epoch small in memory.
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(lengths))
@@ -53,9 +53,8 @@ def length_grouped_batches(lengths, batch_size: int, seed: int, group_size: int 
     for start in range(0, len(order), span):
         group = order[start:start + span]
         group = group[np.argsort(-lengths[group], kind="stable")]
-        batches.extend(group[i:i + batch_size].tolist() for i in range(0, len(group), batch_size))
-    rng.shuffle(batches)
-    return batches
+        batches.extend(group[i:i + batch_size] for i in range(0, len(group), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def sorted_batches(lengths, batch_size: int) -> list[list[int]]:

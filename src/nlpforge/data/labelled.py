@@ -9,7 +9,6 @@ file a seeded, stratified split is made from the training file.
 """
 import hashlib
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +26,16 @@ _INT = re.compile(r"^[+-]?\d+$")
 class Split:
     """One split: parallel lists of texts (or text pairs) and label ids."""
 
-    texts: list
-    label_ids: list[int]
+    texts: list                   # a list, or an ArrowTexts over a memory-mapped file
+    label_ids: list[int]          # a list or a numpy array
 
     def __len__(self):
         return len(self.texts)
+
+    def take(self, indices) -> "Split":
+        if hasattr(self.texts, "take"):
+            return Split(self.texts.take(indices), np.asarray(self.label_ids)[np.asarray(indices, dtype=np.int64)])
+        return Split([self.texts[i] for i in indices], [self.label_ids[i] for i in indices])
 
 
 @dataclass
@@ -43,6 +47,7 @@ class FileReport:
     duplicates_dropped: int = 0
     missing_label_dropped: int = 0
     replaced_bytes: int = 0
+    duplicates_checked: bool = True
 
 
 @dataclass
@@ -56,8 +61,8 @@ class LabelledData:
     split_from_train: bool = False
 
     def label_counts(self, split: Split) -> dict:
-        counts = Counter(split.label_ids)
-        return {str(self.labels[i]): counts.get(i, 0) for i in range(len(self.labels))}
+        counts = np.bincount(np.asarray(split.label_ids, dtype=np.int64), minlength=len(self.labels))
+        return {str(self.labels[i]): int(counts[i]) for i in range(len(self.labels))}
 
 
 def file_sha256(path) -> str:
@@ -145,14 +150,57 @@ def stratified_sample(label_ids, rows: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
+def _lazy_file(path, text_columns, label_column):
+    """(ArrowTexts, raw label values per usable row as numpy codes + their values, FileReport) for a big file."""
+    from nlpforge.data.lazy import ArrowTexts, lazy_columns
+
+    texts, labels, usable, lazy_report = lazy_columns(path, text_columns, label_column)
+    rows = np.flatnonzero(usable)
+    encoded = labels.take(rows).combine_chunks().dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    values = _label_values(pd.Series(encoded.dictionary.to_pylist(), dtype=object))
+    report = FileReport(path=str(path), sha256=file_sha256(path), rows=lazy_report.rows,
+                        empty_dropped=lazy_report.empty_dropped, missing_label_dropped=lazy_report.missing_label_dropped)
+    report.duplicates_checked = False
+    return ArrowTexts(texts, rows), codes, values, rows, report
+
+
+def _load_lazy(train, validation, text_columns, label_column, validation_fraction, seed) -> LabelledData:
+    texts, codes, values, _, report = _lazy_file(train, text_columns, label_column)
+    labels = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+    if len(labels) < 2:
+        raise DataError(f"{train}: column '{label_column}' holds a single label; classification needs at least two")
+    lookup = np.array([labels.index(v) for v in values], dtype=np.int64)
+    whole = Split(texts, lookup[codes])
+    if validation is None:
+        train_index, validation_index = stratified_split(len(labels), whole.label_ids, validation_fraction, seed)
+        return LabelledData(whole.take(train_index), whole.take(validation_index), labels, text_columns,
+                            label_column, [report], True)
+    v_texts, v_codes, v_values, v_rows, v_report = _lazy_file(validation, text_columns, label_column)
+    unknown = [i for i, v in enumerate(v_values) if v not in labels]
+    if unknown:
+        first = int(v_rows[np.flatnonzero(np.isin(v_codes, unknown))[0]]) + 1
+        raise DataError(f"{validation}: data row {first}: label {v_values[unknown[0]]!r} never appears in the "
+                        f"training file {train}; known labels: {', '.join(map(str, labels))}")
+    v_lookup = np.array([labels.index(v) for v in v_values], dtype=np.int64)
+    return LabelledData(whole, Split(v_texts, v_lookup[v_codes]), labels, text_columns, label_column,
+                        [report, v_report], False)
+
+
 def load_labelled(train, validation=None, *, text_columns, label_column, validation_fraction=0.1,
-                  seed=42, clean=True) -> LabelledData:
-    """Read the training (and validation) file and give id-encoded splits plus a report."""
+                  seed=42, clean=True, lazy=False) -> LabelledData:
+    """Read the training (and validation) file and give id-encoded splits plus a report.
+
+    `lazy=True` maps the files (through a cached Arrow copy) instead of reading them into memory;
+    it always cleans HTML and does not look for duplicate rows.
+    """
     if isinstance(text_columns, str):
         text_columns = [text_columns]
     text_columns = list(text_columns)
     if not text_columns:
         raise DataError("no text column given; name one or more with --text-column")
+    if lazy:
+        return _load_lazy(train, validation, text_columns, label_column, validation_fraction, seed)
     train_texts, train_labels, _, train_report = read_labelled_file(train, text_columns, label_column, clean)
     if not train_texts:
         raise DataError(f"{train}: no usable rows remain after dropping empty ones")

@@ -22,6 +22,8 @@ def render_data_report(data, train_lengths, max_seq_length: int) -> str:
         if f.missing_label_dropped:
             dropped.append(f"{f.missing_label_dropped} unlabelled")
         line = f"  {f.path}: {f.rows} rows" + (f", dropped {', '.join(dropped)}" if dropped else ", none dropped")
+        if not f.duplicates_checked:
+            line += " (lazy: duplicates not checked)"
         if f.replaced_bytes:
             line += f"; {f.replaced_bytes} non-UTF-8 bytes replaced with U+FFFD"
         lines.append(line)

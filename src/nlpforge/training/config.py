@@ -45,6 +45,8 @@ class TextClassificationConfig:
     class_weights: str = setting("none", "loss weights per class: none or balanced")
     metric_for_best: str = setting("macro_f1", "validation metric that picks the best epoch: macro_f1 or accuracy")
     validation_fraction: float = setting(0.1, "share of --train held out when no --validation is given")
+    data_loading: str = setting("auto", "memory, lazy (memory-mapped Arrow, tokenized on the fly) or auto (lazy above 256 MB)")
+    max_steps: int = setting(0, "stop after this many optimizer steps (0: run every epoch)")
     max_train_rows: int | None = setting(None, "use only this many training rows (a stratified sample)")
     early_stopping_patience: int = setting(0, "stop after N epochs without a better validation metric (0: never)")
     test: str | None = setting(None, "test file, evaluated once with the best weights at the end")
@@ -89,6 +91,8 @@ class TextClassificationConfig:
             (self.threads is None or self.threads >= 1, "threads must be at least 1"),
             (bool(self.text_column), "give at least one --text-column"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.data_loading in ("auto", "memory", "lazy"), "data-loading must be auto, memory or lazy"),
+            (self.max_steps >= 0, "max-steps must be >= 0"),
             (self.early_stopping_patience >= 0, "early-stopping-patience must be >= 0"),
             (self.precision in ("fp32", "bf16", "fp16", "auto"), "precision must be fp32, bf16, fp16 or auto"),
             (self.nproc >= 1 and self.nnodes >= 1, "nproc and nnodes must be at least 1"),

@@ -47,6 +47,7 @@ class LoopSettings:
     max_grad_norm: float = 1.0
     metric_for_best: str = "validation_macro_f1"
     early_stopping_patience: int = 0       # epochs without improvement before stopping; 0 = never
+    max_steps: int = 0                      # stop after this many optimizer steps; 0 = run every epoch
     precision: str = "fp32"                 # already resolved: fp32, bf16 or fp16
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0               # optimizer steps between checkpoints; 0 = only at epoch ends
@@ -187,6 +188,8 @@ def fit(model: torch.nn.Module, task: Task, settings: LoopSettings, world: World
     batches_per_epoch = len(task.epoch_batches(0))
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
     total_steps = steps_per_epoch * settings.epochs
+    if settings.max_steps:
+        total_steps = min(total_steps, settings.max_steps)
     optimizer = make_optimizer(model, settings.learning_rate, settings.weight_decay)
     scheduler = make_scheduler(optimizer, settings.lr_schedule, int(settings.warmup_ratio * total_steps), total_steps)
     scaler = grad_scaler(settings.precision, device)
@@ -300,6 +303,8 @@ def _run_epoch(trained, model, task, settings, state, world, device, optimizer, 
             window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
         if settings.on_step:
             settings.on_step(state.step)
+        if settings.max_steps and state.step >= settings.max_steps:
+            state.stopped_early = True
         stopping = _agree(stop.received is not None, world)
         if settings.checkpoint_every and state.step % settings.checkpoint_every == 0 or stopping:
             state.train_seconds += time.perf_counter() - started
@@ -309,6 +314,8 @@ def _run_epoch(trained, model, task, settings, state, world, device, optimizer, 
                 where = f"; checkpoint {path}" if path else " (no --checkpoint-dir, nothing saved)"
                 raise TrainingInterrupted(f"stopped by {stop.received or 'a signal on another rank'} at step "
                                           f"{state.step}{where}; resume with --resume auto")
+        if state.stopped_early:
+            break
     state.train_seconds += time.perf_counter() - started
     trained.eval()
     epoch_loss, epoch_rows = all_sum([state.epoch_loss, float(state.epoch_rows)], world)

@@ -32,6 +32,7 @@ from nlpforge.training.loop import LoopSettings, Task, fit
 from nlpforge.training.precision import resolve_precision
 
 TASK = "text-classification"
+LAZY_ABOVE_BYTES = 256 * 1024 * 1024  # data_loading=auto maps files larger than this
 
 
 @dataclass
@@ -114,12 +115,28 @@ def freeze_lowest_layers(model, count: int) -> None:
 def subsample(split: Split, rows: int, seed: int) -> Split:
     if rows >= len(split):
         return split
-    keep = stratified_sample(split.label_ids, rows, seed)
-    return Split([split.texts[i] for i in keep], [split.label_ids[i] for i in keep])
+    return split.take(stratified_sample(split.label_ids, rows, seed))
 
 
-def char_length(text) -> int:
-    return len(text) if isinstance(text, str) else sum(len(t) for t in text)
+def char_lengths(texts) -> list[int] | np.ndarray:
+    """Characters per row: the cheap proxy for token length that length grouping sorts by."""
+    if hasattr(texts, "char_lengths"):
+        return texts.char_lengths()
+    return [len(t) if isinstance(t, str) else sum(len(part) for part in t) for t in texts]
+
+
+def token_lengths(tokenizer, texts, chunk: int = 1000) -> list[int]:
+    """Untruncated token counts, tokenized a chunk at a time so only the counts stay in memory."""
+    lengths = []
+    for start in range(0, len(texts), chunk):
+        lengths.extend(len(row["input_ids"]) for row in encode(tokenizer, texts[start:start + chunk], 1_000_000))
+    return lengths
+
+
+def use_lazy(config: TextClassificationConfig) -> bool:
+    if config.data_loading == "auto":
+        return Path(config.train).is_file() and Path(config.train).stat().st_size > LAZY_ABOVE_BYTES
+    return config.data_loading == "lazy"
 
 
 def predict_ids(model, rows: list[dict], pad_id: int, batch_size: int, device=torch.device("cpu")) -> np.ndarray:
@@ -166,7 +183,7 @@ def make_evaluate(rows: list[dict], label_ids: list[int], labels: list, prefix: 
     return evaluate
 
 
-def train_text_classification(config: TextClassificationConfig, log=print) -> TrainResult | None:
+def train_text_classification(config: TextClassificationConfig, log=print, on_step=None) -> TrainResult | None:
     """Read the data, fine-tune, keep the best epoch, and write the artifact folder (rank 0).
 
     With nproc or nnodes above 1 and no torchrun around us, re-launch under torchrun and wait.
@@ -178,7 +195,7 @@ def train_text_classification(config: TextClassificationConfig, log=print) -> Tr
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
     try:
-        return _train(config, device, world, log if world.is_main else (lambda *_: None))
+        return _train(config, device, world, log if world.is_main else (lambda *_: None), on_step)
     finally:
         distributed.teardown()
 
@@ -199,16 +216,17 @@ def _launch_distributed(config: TextClassificationConfig, log) -> TrainResult:
                        metrics.get("train_samples", 0), metrics.get("padded_tokens", 0), 0)
 
 
-def _train(config: TextClassificationConfig, device: torch.device, world, log) -> TrainResult:
+def _train(config: TextClassificationConfig, device: torch.device, world, log, on_step=None) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     precision = resolve_precision(config.precision, device)
     seed_everything(config.seed)
+    lazy = use_lazy(config)
     data: LabelledData = load_labelled(config.train, config.validation, text_columns=config.text_column,
                                        label_column=config.label_column,
-                                       validation_fraction=config.validation_fraction, seed=config.seed)
+                                       validation_fraction=config.validation_fraction, seed=config.seed, lazy=lazy)
     if config.max_train_rows:
         data.train = subsample(data.train, config.max_train_rows, config.seed)
     base = resolve_base(config.model, config.tokenizer)
@@ -217,11 +235,13 @@ def _train(config: TextClassificationConfig, device: torch.device, world, log) -
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
 
-    full_lengths = [len(r["input_ids"]) for r in encode(tokenizer, data.train.texts[:20000], 100_000)]
+    # Report on every row of an in-memory file (up to 20k); a mapped file gets a 2k-row sample so
+    # that start-up does not grow with the file.
+    full_lengths = token_lengths(tokenizer, data.train.texts[:2000 if lazy else 20000])
     report = render_data_report(data, full_lengths, config.max_seq_length)
     log(report)
     validation_rows = encode(tokenizer, data.validation.texts, config.max_seq_length)
-    lengths = [char_length(t) for t in data.train.texts]
+    lengths = char_lengths(data.train.texts)
     if len(data.train) < world.size:
         raise DataError(f"{config.train}: {len(data.train)} training rows cannot feed {world.size} processes")
 
@@ -252,7 +272,7 @@ def _train(config: TextClassificationConfig, device: torch.device, world, log) -
         precision=precision, checkpoint_dir=str(checkpoint_dir), checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, resume=config.resume, log_every=config.log_every,
         metrics_path=str(output / "metrics.jsonl"), tensorboard_dir=str(output / "tensorboard"),
-        num_workers=config.num_workers, progress=config.progress)
+        num_workers=config.num_workers, progress=config.progress, max_steps=config.max_steps, on_step=on_step)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model {config.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
         f"({trainable / 1e6:.1f}M trainable); {config.epochs} epochs x {len(epoch_batches(0))} batches of "
