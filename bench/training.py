@@ -1,0 +1,261 @@
+"""Training-engine benchmark: nlpforge vs Hugging Face Trainer on MiniLM-L6 + Amazon reviews.
+
+Each measurement runs in its own process (peak memory is the process's high-water mark):
+  * throughput: samples/s over the same number of optimizer steps, batch 16, max 128 tokens,
+    and the share of the machine's measured fp32 matmul FLOP/s that each reaches;
+  * resume: seconds from process start to the first step after resuming at 10% and 90% of an
+    epoch (nlpforge restores its data position; Trainer skips batches to get back there);
+  * time to first step on a 1k-row and a 1M-row file (nlpforge, lazy loading).
+
+    .venv/bin/python bench/training.py [--steps 60] [--skip-large]
+"""
+import argparse
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+DATA = HERE.parents[1] / "shared" / "data" / "amazon_reviews"
+WORK = HERE / "results" / "training"
+TRAIN, VALIDATION = DATA / "digital_video_train.csv", DATA / "digital_video_validation.csv"
+COMMON = dict(batch_size=16, learning_rate=5e-5, max_seq_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42)
+
+
+def peak_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# ---------------------------------------------------------------- children (one per measurement)
+
+def child_nlpforge(args) -> dict:
+    from nlpforge.training.config import TextClassificationConfig
+    from nlpforge.training.text_classification import train_text_classification
+
+    marks = {}
+
+    def on_step(step):
+        now = time.perf_counter()
+        marks.setdefault("first", now)
+        marks.setdefault("steps", []).append(now)
+        if args.stop_at and step == args.stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # a spot interruption: save and stop
+        if args.first_step_only:
+            print(json.dumps({"first_step_seconds": now - START, "peak_mb": peak_mb()}), flush=True)
+            os._exit(0)
+
+    config = TextClassificationConfig(
+        train=args.train, validation=str(VALIDATION), text_column=["review_body"], label_column="star_rating",
+        model="minilm-l6", output=str(WORK / args.name), epochs=1, max_steps=args.steps, progress=False,
+        log_every=0, checkpoint_dir=str(WORK / f"{args.name}-ck") if args.checkpoint else None,
+        checkpoint_every=args.stop_at or 0, resume="auto" if args.resume else None,
+        data_loading=args.data_loading, max_seq_length=args.max_seq_length,
+        **{k: v for k, v in COMMON.items() if k != "max_seq_length"})
+    try:
+        result = train_text_classification(config, log=lambda *_: None, on_step=on_step)
+    except Exception as error:  # TrainingInterrupted after a deliberate stop
+        return {"stopped": str(error), "peak_mb": peak_mb()}
+    steps = marks["steps"]
+    warm = steps[min(5, len(steps) - 1):]
+    samples_per_step = result.samples / len(steps)
+    return {"samples_per_second": samples_per_step * (len(warm) - 1) / (warm[-1] - warm[0]),
+            "padded_tokens_per_sample": result.padded_tokens / result.samples, "peak_mb": peak_mb(),
+            "steps": len(steps)}
+
+
+def child_hf(args) -> dict:
+    import numpy as np
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainerCallback, TrainingArguments)
+
+    from nlpforge.data.labelled import load_labelled
+    from nlpforge.models.registry import resolve_base
+
+    data = load_labelled(args.train, VALIDATION, text_columns="review_body", label_column="star_rating")
+    folder = str(resolve_base("minilm-l6").weights)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(data.labels))
+    encoded = tokenizer(data.train.texts, truncation=True, max_length=args.max_seq_length)
+    rows = [{"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i],
+             "token_type_ids": encoded["token_type_ids"][i], "labels": int(data.train.label_ids[i])}
+            for i in range(len(data.train))]
+    padded = {"tokens": 0, "samples": 0}
+    base_collator = DataCollatorWithPadding(tokenizer)
+
+    def collator(features):
+        batch = base_collator(features)
+        padded["tokens"] += batch["input_ids"].numel()
+        padded["samples"] += batch["input_ids"].shape[0]
+        return batch
+
+    marks = {}
+
+    class Timing(TrainerCallback):
+        def on_step_end(self, arguments, state, control, **kwargs):
+            now = time.perf_counter()
+            marks.setdefault("steps", []).append(now)
+            if args.first_step_only:
+                print(json.dumps({"first_step_seconds": now - START, "peak_mb": peak_mb()}), flush=True)
+                os._exit(0)
+            if args.stop_at and state.global_step == args.stop_at:
+                control.should_save = True
+                control.should_training_stop = True
+
+    output = WORK / args.name
+    training_args = TrainingArguments(
+        output_dir=str(output), per_device_train_batch_size=COMMON["batch_size"], learning_rate=COMMON["learning_rate"],
+        warmup_steps=COMMON["warmup_ratio"], weight_decay=COMMON["weight_decay"], seed=COMMON["seed"],
+        num_train_epochs=1, max_steps=args.steps or -1, use_cpu=True, report_to=[], disable_tqdm=True,
+        save_strategy="steps" if args.stop_at else "no", save_steps=args.stop_at or 500, logging_strategy="no",
+        dataloader_num_workers=0, train_sampling_strategy="group_by_length" if args.group_by_length else "random")
+    trainer = Trainer(model=model, args=training_args, train_dataset=rows, data_collator=collator,
+                      callbacks=[Timing()])
+    resume = None
+    if args.resume:
+        checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        resume = str(checkpoints[-1])
+    trainer.train(resume_from_checkpoint=resume)
+    steps = marks["steps"]
+    warm = steps[min(5, len(steps) - 1):]
+    samples_per_step = padded["samples"] / max(len(steps), 1)
+    return {"samples_per_second": samples_per_step * (len(warm) - 1) / (warm[-1] - warm[0]),
+            "padded_tokens_per_sample": padded["tokens"] / max(padded["samples"], 1), "peak_mb": peak_mb(),
+            "steps": len(steps)}
+
+
+# ---------------------------------------------------------------- parent
+
+def run_child(name, *flags, timeout=1800) -> dict:
+    command = [sys.executable, __file__, "--child", *flags, "--name", name]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    lines = [line for line in done.stdout.strip().splitlines() if line.startswith("{")]
+    if not lines:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def make_large_file(path: Path, rows: int) -> Path:
+    if path.exists():
+        return path
+    with open(TRAIN, newline="", encoding="utf-8") as handle:
+        source = [(r["review_body"], r["star_rating"]) for r in csv.DictReader(handle)]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review_body", "star_rating"])
+        for i in range(rows):
+            writer.writerow(source[i % len(source)])
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--skip-resume", action="store_true")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"needs {DATA}")
+    import torch
+
+    from machine import describe, matmul_flops, training_flops
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    peak = matmul_flops()
+    results = {"machine": describe(), "matmul_gflops": peak / 1e9}
+    steps = str(args.steps)
+    results["nlpforge"] = run_child("ours", "--kind", "nlpforge", "--steps", steps)
+    results["hf"] = run_child("hf", "--kind", "hf", "--steps", steps)
+    results["hf_grouped"] = run_child("hf-grouped", "--kind", "hf", "--steps", steps, "--group-by-length")
+    # MiniLM-L6: 6 layers, hidden 384, 21.3M non-embedding weights... measured from the model itself:
+    from nlpforge.models.registry import build_classifier, resolve_base
+
+    model, _ = build_classifier(resolve_base("minilm-l6"), [1, 2, 3, 4, 5])
+    embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    non_embedding = sum(p.numel() for p in model.parameters()) - embedding
+    for key in ("nlpforge", "hf", "hf_grouped"):
+        r = results[key]
+        length = r["padded_tokens_per_sample"]
+        flops_per_sample = training_flops(non_embedding, 6, 384, length, length)
+        r["flops_share"] = r["samples_per_second"] * flops_per_sample / peak
+
+    if not args.skip_resume:
+        epoch_steps = -(-6077 // COMMON["batch_size"])
+        for share in (0.1, 0.9):
+            at = str(int(epoch_steps * share))
+            for kind, tag in (("nlpforge", "ours"), ("hf", "hf")):
+                name = f"{tag}-resume-{int(share * 100)}"
+                run_child(name, "--kind", kind, "--stop-at", at, "--checkpoint", "--max-seq-length", "64")
+                results[f"{tag}_resume_{int(share * 100)}"] = run_child(
+                    name, "--kind", kind, "--resume", "--checkpoint", "--first-step-only", "--max-seq-length", "64")
+
+    if not args.skip_large:
+        small = make_large_file(WORK / "reviews-1k.csv", 1_000)
+        large = make_large_file(WORK / "reviews-1m.csv", 1_000_000)
+        os.environ["NLPFORGE_CACHE"] = str(WORK / "cache")
+        for label, path in (("1k", small), ("1m", large), ("1m_cached", large)):
+            results[f"first_step_{label}"] = run_child(
+                f"first-{label}", "--kind", "nlpforge", "--train", str(path), "--data-loading", "lazy",
+                "--first-step-only", "--steps", "5")
+        results["large_file_mb"] = large.stat().st_size / 2**20
+
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "training.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+
+
+def print_table(r: dict) -> None:
+    ours, hf, grouped = r["nlpforge"], r["hf"], r["hf_grouped"]
+    print(f"\nmachine: {r['machine']}; fp32 matmul {r['matmul_gflops']:.1f} GFLOP/s")
+    print("| trainer | samples/s | vs HF Trainer | padded tokens/sample | share of matmul FLOP/s | peak RSS |")
+    print("|---|---|---|---|---|---|")
+    for name, row in (("nlpforge", ours), ("HF Trainer (random batches)", hf),
+                      ("HF Trainer (group_by_length)", grouped)):
+        print(f"| {name} | {row['samples_per_second']:.1f} | {row['samples_per_second'] / hf['samples_per_second']:.2f}x | "
+              f"{row['padded_tokens_per_sample']:.1f} | {100 * row['flops_share']:.0f}% | {row['peak_mb']:.0f} MB |")
+    if "ours_resume_10" in r:
+        print("\n| resume (seconds from process start to first step) | at 10% of an epoch | at 90% |")
+        print("|---|---|---|")
+        for tag, name in (("ours", "nlpforge"), ("hf", "HF Trainer")):
+            print(f"| {name} | {r[f'{tag}_resume_10']['first_step_seconds']:.1f} | "
+                  f"{r[f'{tag}_resume_90']['first_step_seconds']:.1f} |")
+    if "first_step_1k" in r:
+        print(f"\n| nlpforge time to first step (lazy) | seconds | peak RSS |")
+        print("|---|---|---|")
+        for label, name in (("1k", "1k rows"), ("1m", f"1M rows ({r['large_file_mb']:.0f} MB, first use: Arrow copy)"),
+                            ("1m_cached", "1M rows (Arrow copy cached)")):
+            row = r[f"first_step_{label}"]
+            print(f"| {name} | {row['first_step_seconds']:.1f} | {row['peak_mb']:.0f} MB |")
+
+
+START = time.perf_counter()
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--child", action="store_true")
+        parser.add_argument("--kind", required=True)
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--steps", type=int, default=0)
+        parser.add_argument("--train", default=str(TRAIN))
+        parser.add_argument("--stop-at", type=int, default=0)
+        parser.add_argument("--checkpoint", action="store_true")
+        parser.add_argument("--resume", action="store_true")
+        parser.add_argument("--first-step-only", action="store_true")
+        parser.add_argument("--group-by-length", action="store_true")
+        parser.add_argument("--data-loading", default="memory")
+        parser.add_argument("--max-seq-length", type=int, default=COMMON["max_seq_length"])
+        child_args = parser.parse_args()
+        outcome = (child_nlpforge if child_args.kind == "nlpforge" else child_hf)(child_args)
+        print(json.dumps(outcome), flush=True)
+    else:
+        main()
