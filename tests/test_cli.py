@@ -78,3 +78,17 @@ def test_help_lists_the_commands():
     assert result.returncode == 0
     for command in ("train", "evaluate", "predict", "demo"):
         assert command in result.stdout
+
+
+def test_demo_falls_back_to_packaged_movie_reviews(tmp_path, monkeypatch):
+    from nlpforge import demo
+    from nlpforge.data.labelled import load_labelled
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "shared_data_folder", lambda: None)
+    data = demo.demo_data()
+    assert "movie-reviews" in data.name
+    loaded = load_labelled(data.train, data.validation, text_columns=data.text_column, label_column=data.label_column)
+    assert loaded.labels == [0, 1]
+    assert len(loaded.train) > 5000 and len(loaded.validation) > 900
+    assert "--validation" in demo.full_quality_command(data)
