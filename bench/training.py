@@ -72,8 +72,6 @@ def child_nlpforge(args) -> dict:
 
 
 def child_hf(args) -> dict:
-    import numpy as np
-    import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainerCallback, TrainingArguments)
 
@@ -165,8 +163,6 @@ def main():
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
-    import torch
-
     from machine import describe, matmul_flops, training_flops
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -229,7 +225,7 @@ def print_table(r: dict) -> None:
             print(f"| {name} | {r[f'{tag}_resume_10']['first_step_seconds']:.1f} | "
                   f"{r[f'{tag}_resume_90']['first_step_seconds']:.1f} |")
     if "first_step_1k" in r:
-        print(f"\n| nlpforge time to first step (lazy) | seconds | peak RSS |")
+        print("\n| nlpforge time to first step (lazy) | seconds | peak RSS |")
         print("|---|---|---|")
         for label, name in (("1k", "1k rows"), ("1m", f"1M rows ({r['large_file_mb']:.0f} MB, first use: Arrow copy)"),
                             ("1m_cached", "1M rows (Arrow copy cached)")):

@@ -1,7 +1,6 @@
 """The training engine: exact resume after SIGKILL, save on SIGTERM, crash-safe saves, 2-process
 gloo equivalence, precision choices, and the errors for bad resume flags."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import toy_rows, write_csv
+from conftest import toy_rows
 from nlpforge import load
 from nlpforge.data.batching import length_grouped_batches, pad_batch
 from nlpforge.errors import ArtifactError, ConfigError

@@ -85,8 +85,6 @@ def demo_data() -> DemoData:
 
 
 def full_quality_command(data: DemoData) -> str:
-    from nlpforge.training.config import TextClassificationConfig  # noqa: F401 (the flags below are its fields)
-
     return (f"nlpforge train text-classification --model minilm-l6 --train {data.train} "
             f"--validation {data.validation} --text-column {data.text_column} --label-column {data.label_column} "
             "--epochs 4 --learning-rate 1e-4 --batch-size 16 --max-seq-length 256 --output models/stars")

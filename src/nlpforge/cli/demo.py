@@ -1,6 +1,4 @@
 """`nlpforge demo`: the flagship job end to end (train, evaluate against the baseline, predict)."""
-import typer
-
 from nlpforge.cli import app
 
 

@@ -10,7 +10,6 @@ file a seeded, stratified split is made from the training file.
 import hashlib
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

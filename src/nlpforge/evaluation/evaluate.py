@@ -40,7 +40,11 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
     text_columns = list(text_columns or meta["text_columns"])
     label_column = label_column or meta["label_column"]
     notes = []
-    texts, labels, _, _ = read_labelled_file(data, text_columns, label_column, clean=True)
+    texts, labels, _, file_report = read_labelled_file(data, text_columns, label_column, clean=True)
+    dropped = file_report.empty_dropped + file_report.duplicates_dropped + file_report.missing_label_dropped
+    if dropped:
+        notes.append(f"{data}: evaluated {len(texts)} of {file_report.rows} rows ({file_report.empty_dropped} empty, "
+                     f"{file_report.duplicates_dropped} duplicate, {file_report.missing_label_dropped} unlabelled dropped)")
     known = {str(label): i for i, label in enumerate(classifier.labels)}
     unknown = sorted({str(v) for v in labels} - set(known))
     if unknown:

@@ -37,7 +37,7 @@ def render_report(report: dict, title: str) -> str:
         row = report["per_class"][label]
         lines.append(f"  {label:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  "
                      f"{row['support']:7d}")
-    lines.append(f"  confusion matrix (rows true, columns predicted):")
+    lines.append("  confusion matrix (rows true, columns predicted):")
     lines.append("  " + " " * width + "".join(f"{label:>8}" for label in labels))
     for label, row in zip(labels, report["confusion_matrix"]):
         lines.append(f"  {label:<{width}}" + "".join(f"{value:8d}" for value in row))
