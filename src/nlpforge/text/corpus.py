@@ -14,7 +14,6 @@ table. Tagged text in the Brown style (`The/at jury/nn`) is recognised and its t
 import csv
 import gzip
 import io
-import json
 import re
 import sys
 import tarfile
@@ -23,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from nlpforge.data.readers import FORMATS
+from nlpforge.data.readers import FORMATS, json_record
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.text.normalize import NormalizeSettings, normalize
-from nlpforge.text.tokenize import TokenizeSettings, split_sentences, tokenize
+from nlpforge.text.tokenize import TokenizeSettings, render_markers, split_sentences, tokenize
 from nlpforge.training.config import setting
 
 # A Brown-style tagged token: word/tag with a lower-case tag such as nn, pp$, nn-tl, ``.
@@ -39,8 +38,8 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews run to tens of kB, 
 
 
 @dataclass
-class CorpusSettings(NormalizeSettings, TokenizeSettings):
-    """Which files make the corpus, and how their text becomes sentences of tokens."""
+class CorpusSource:
+    """Which files make the corpus."""
 
     corpus: list[str] = setting([], "corpus file or folder (.txt, .gz, .tar.gz, .csv, .tsv, .jsonl, .parquet); "
                                     "repeat for several", required=True)
@@ -48,11 +47,19 @@ class CorpusSettings(NormalizeSettings, TokenizeSettings):
     max_documents: int | None = setting(None, "read only this many documents (a quick look at a big corpus)")
 
     def __post_init__(self):
-        TokenizeSettings.__post_init__(self)
         if isinstance(self.corpus, (str, Path)):
             self.corpus = [str(self.corpus)]
         if self.max_documents is not None and self.max_documents < 1:
             raise ConfigError("max-documents must be at least 1")
+
+
+@dataclass
+class CorpusSettings(CorpusSource, NormalizeSettings, TokenizeSettings):
+    """Which files make the corpus, and how their text becomes sentences of tokens."""
+
+    def __post_init__(self):
+        CorpusSource.__post_init__(self)
+        TokenizeSettings.__post_init__(self)
 
 
 @dataclass
@@ -65,6 +72,11 @@ class CorpusStats:
     @property
     def types(self) -> int:
         return len(self.counts)
+
+    def text(self, top: int = 15) -> str:
+        common = ", ".join(f"{token} {count:,}" for token, count in self.counts.most_common(top))
+        return (f"documents  {self.documents:,}\nsentences  {self.sentences:,}\ntokens     {self.tokens:,}\n"
+                f"types      {self.types:,}\nmost common: {common}")
 
 
 def corpus_files(paths) -> list[Path]:
@@ -114,17 +126,33 @@ def _pick_column(header: list[str], column: str | None, where: str) -> str:
 
 def _lines(handle: io.TextIOBase) -> Iterator[str]:
     """Non-empty lines; Brown-style `word/tag` text (recognised on its first lines) loses its tags."""
-    tagged = None
+    tagged, head, head_words = None, [], 0
     for line in handle:
         line = line.strip()
         if not line:
             continue
         if tagged is None:
-            words = line.split()
-            tagged = sum(bool(_TAGGED.match(w)) for w in words) >= 0.8 * len(words) and len(words) >= 3
-        if tagged:
-            line = " ".join(w.rsplit("/", 1)[0] for w in line.split())
-        yield line
+            # Decide on the first dozen words, not the first line: a title line may be one word.
+            head.append(line)
+            head_words += len(line.split())
+            if head_words < 12 and len(head) < 10:
+                continue
+            tagged = _looks_tagged(head)
+            yield from (_untag(held) if tagged else held for held in head)
+            continue
+        yield _untag(line) if tagged else line
+    if tagged is None and head:  # a file shorter than the look-ahead
+        tagged = _looks_tagged(head)
+        yield from (_untag(held) if tagged else held for held in head)
+
+
+def _looks_tagged(lines: list[str]) -> bool:
+    words = " ".join(lines).split()
+    return sum(bool(_TAGGED.match(w)) for w in words) >= 0.8 * len(words)
+
+
+def _untag(line: str) -> str:
+    return " ".join(w.rsplit("/", 1)[0] for w in line.split())
 
 
 def _table_cells(handle: io.TextIOBase, fmt: str, column: str | None, where: str) -> Iterator[str]:
@@ -142,13 +170,7 @@ def _table_cells(handle: io.TextIOBase, fmt: str, column: str | None, where: str
     for number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: line {number} is not valid JSON ({error.msg}); "
-                            "JSONL needs one JSON object per line") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: line {number} is a JSON {type(record).__name__}, not an object")
+        record = json_record(line, number, where)
         name = name or _pick_column(list(record), column, where)
         text = record.get(name)
         if isinstance(text, str) and text.strip():
@@ -202,6 +224,15 @@ def iter_documents(paths, column: str | None = None) -> Iterator[str]:
             raise DataError(f"{path}: cannot be read: {error}") from None
 
 
+def source_documents(source: CorpusSource) -> Iterator[str]:
+    """The raw documents of a corpus source, up to its `max_documents`."""
+    limit = source.max_documents
+    for number, document in enumerate(iter_documents(source.corpus, source.column)):
+        if limit is not None and number >= limit:
+            return
+        yield document
+
+
 def document_sentences(text: str, settings: CorpusSettings) -> list[list[str]]:
     """Normalise one document and return its sentences as token lists."""
     text = normalize(text, settings)
@@ -222,11 +253,7 @@ class Corpus:
         corpus_files(settings.corpus)  # fail now, not on the first pass, when a path is wrong
 
     def documents(self) -> Iterator[str]:
-        limit = self.settings.max_documents
-        for number, document in enumerate(iter_documents(self.settings.corpus, self.settings.column)):
-            if limit is not None and number >= limit:
-                return
-            yield document
+        return source_documents(self.settings)
 
     def __iter__(self) -> Iterator[list[str]]:
         empty = True
@@ -252,3 +279,29 @@ def corpus_stats(corpus: Corpus) -> CorpusStats:
         raise DataError(f"{', '.join(map(str, corpus.settings.corpus))}: the corpus is empty (no tokens after "
                         "normalisation); check the files, and --column for tables")
     return stats
+
+
+@dataclass
+class TokenizeJob(CorpusSettings):
+    """Write a corpus as tokens: one sentence a line, space-separated or in the <BOS>/<SP>/<EOS> rendering."""
+
+    output: str | None = setting(None, "file to write (default: print to the terminal)")
+    format: str = setting("tokens", "tokens (space-separated) or markers (<BOS>hello<SP>world<SP>!<EOS>)")
+    phrases: str | None = setting(None, "phrase file from `nlpforge corpus phrases` to join phrases with")
+
+    def __post_init__(self):
+        CorpusSettings.__post_init__(self)
+        if self.format not in ("tokens", "markers"):
+            raise ConfigError(f"format must be tokens or markers, not '{self.format}'")
+
+
+def tokenized_lines(job: TokenizeJob) -> Iterator[str]:
+    """The corpus's sentences rendered as `job.format` lines, phrases joined when `job.phrases` is set."""
+    from nlpforge.text.phrases import PhraseModel
+
+    sentences = iter(Corpus(job))
+    if job.phrases:
+        sentences = PhraseModel.load(job.phrases).apply_all(sentences)
+    render = render_markers if job.format == "markers" else " ".join
+    for tokens in sentences:
+        yield render(tokens)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from nlpforge.errors import ConfigError, DataError
+from nlpforge.text.corpus import Corpus, CorpusSettings
 from nlpforge.training.config import setting
 
 SCORINGS = ("default", "npmi")
@@ -79,6 +80,7 @@ class PhraseModel:
 
     settings: PhraseSettings
     layers: list = field(default_factory=list)  # gensim FrozenPhrases, one per pass
+    corpus_tokens: int = 0  # tokens the first pass learned from
 
     def apply(self, tokens: list[str]) -> list[str]:
         for layer in self.layers:
@@ -104,8 +106,9 @@ class PhraseModel:
                    "delimiter": layer.delimiter, "connector_words": sorted(layer.connector_words),
                    "phrasegrams": dict(sorted(layer.phrasegrams.items(), key=lambda item: -item[1]))}
                   for layer in self.layers]
-        path.write_text(json.dumps({"format": FORMAT, "version": 1, "settings": asdict(self.settings),
-                                    "layers": layers}, indent=1, ensure_ascii=False), encoding="utf-8")
+        saved = {"format": FORMAT, "version": 1, "settings": asdict(self.settings),
+                 "corpus_tokens": self.corpus_tokens, "layers": layers}
+        path.write_text(json.dumps(saved, indent=1, ensure_ascii=False), encoding="utf-8")
         return path
 
     @classmethod
@@ -119,7 +122,8 @@ class PhraseModel:
             raise DataError(f"{path}: not a phrase file ({error})") from None
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise DataError(f"{path}: not a phrase file written by nlpforge (no \"format\": \"{FORMAT}\")")
-        return cls(PhraseSettings(**saved["settings"]), [_frozen(layer) for layer in saved["layers"]])
+        return cls(PhraseSettings(**saved["settings"]), [_frozen(layer) for layer in saved["layers"]],
+                   saved.get("corpus_tokens", 0))
 
 
 class _SpillingStream:
@@ -177,6 +181,8 @@ def learn_phrases(sentences: Iterable[list[str]], settings: PhraseSettings, spil
                           connector_words=_connector_words(settings.phrase_connectors))
         if learner.corpus_word_count == 0:
             raise DataError("the corpus is empty: no tokens to learn phrases from")
+        if number == 0:
+            model.corpus_tokens = learner.corpus_word_count
         layer = learner.freeze()
         layer.delimiter = settings.phrase_delimiter
         layer.phrasegrams = {phrase.replace(_LEARNING_DELIMITER, settings.phrase_delimiter): score
@@ -200,3 +206,23 @@ class _Applied:
         layer = self.layer
         for tokens in self.sentences:
             yield layer[tokens]
+
+
+@dataclass
+class PhraseJob(CorpusSettings, PhraseSettings):
+    """Learn multi-word phrases from a corpus and save them as a JSON file."""
+
+    output: str = setting("phrases.json", "phrase file to write")
+
+    def __post_init__(self):
+        CorpusSettings.__post_init__(self)
+        PhraseSettings.__post_init__(self)
+        if self.phrase_passes < 1:
+            raise ConfigError("phrase-passes must be at least 1 to learn phrases")
+
+
+def phrases_from_corpus(job: PhraseJob) -> PhraseModel:
+    """Stream the corpus once per pass, learn the phrases, save them to `job.output`."""
+    model = learn_phrases(Corpus(job), job)
+    model.save(job.output)
+    return model

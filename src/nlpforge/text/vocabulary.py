@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from nlpforge.errors import ConfigError, DataError
+from nlpforge.text.corpus import Corpus, CorpusSettings, corpus_files
 from nlpforge.training.config import setting
 
 HEADER = "token\tcount"
@@ -166,3 +167,38 @@ def vocabulary_stats(vocabulary: Vocabulary, counts: Counter,
             raise DataError("the held-out file has no tokens; give a non-empty held-out file")
         stats.held_out_tokens, stats.held_out_oov_tokens, stats.held_out_oov_types = tokens, oov, len(oov_types)
     return stats
+
+
+@dataclass
+class VocabularyJob(CorpusSettings, VocabularySettings):
+    """Count a corpus's tokens into a vocabulary file, and report coverage and held-out OOV."""
+
+    output: str = setting("vocab.tsv", "vocabulary file to write")
+    held_out: str | None = setting(None, "held-out file read like the corpus, for the OOV rate")
+    phrases: str | None = setting(None, "phrase file from `nlpforge corpus phrases` to join phrases first")
+
+    def __post_init__(self):
+        CorpusSettings.__post_init__(self)
+        VocabularySettings.__post_init__(self)
+        if self.held_out:
+            corpus_files([self.held_out])
+
+
+def vocabulary_from_corpus(job: VocabularyJob) -> tuple[Vocabulary, VocabularyStats]:
+    """Stream the corpus once, build and save the vocabulary, and measure it (on the held-out file too)."""
+    from dataclasses import replace
+
+    from nlpforge.text.phrases import PhraseModel
+
+    phrases = PhraseModel.load(job.phrases) if job.phrases else None
+    counts = Counter()
+    sentences = iter(Corpus(job))
+    for tokens in phrases.apply_all(sentences) if phrases else sentences:
+        counts.update(tokens)
+    vocabulary = build_vocabulary(counts, job)
+    vocabulary.save(job.output)
+    held_out = None
+    if job.held_out:
+        held_out = iter(Corpus(replace(job, corpus=[job.held_out], max_documents=None)))
+        held_out = phrases.apply_all(held_out) if phrases else held_out
+    return vocabulary, vocabulary_stats(vocabulary, counts, held_out)
