@@ -70,9 +70,13 @@ def evaluate_vectors(vectors, restrict_vocab: int = 30_000) -> EvaluationReport:
     similarity = {}
     for name, filename in BENCHMARKS.items():
         path = datapath(filename)
-        pearson, spearman, oov_percent = keyed_vectors.evaluate_word_pairs(
-            path, restrict_vocab=restrict_vocab * 10, case_insensitive=True)
         pairs = _pair_count(path)
+        try:
+            pearson, spearman, oov_percent = keyed_vectors.evaluate_word_pairs(
+                path, restrict_vocab=restrict_vocab * 10, case_insensitive=True)
+        except ValueError:  # gensim raises when every pair has an unknown word
+            similarity[name] = SimilarityScore(float("nan"), float("nan"), pairs, pairs)
+            continue
         similarity[name] = SimilarityScore(float(spearman[0]), float(pearson[0]), pairs,
                                            round(oov_percent / 100 * pairs))
     return EvaluationReport(analogies, similarity, restrict_vocab)
