@@ -1,7 +1,7 @@
 """Benchmark: raw corpus to word vectors through nlpforge, against gensim alone on the same tokens.
 
     .venv/bin/python bench/vectors.py                     # IMDB + Brown from ../shared/data, 5 epochs
-    .venv/bin/python bench/vectors.py --epochs 3 --max-documents 5000   # a quicker look
+    .venv/bin/python bench/vectors.py --epochs 1 --max-documents 5000   # a quick look (IMDB only)
 
 Four runs, each in its own process (so each peak memory is its own), one after the other in
 this one invocation so that the machine's load is as alike as it can be:
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--architecture", default="skipgram", choices=["skipgram", "cbow"])
     parser.add_argument("--vector-size", type=int, default=100)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--max-documents", type=int, default=None, help="per corpus file list (a quick look)")
+    parser.add_argument("--max-documents", type=int, default=None, help="read only the first N documents (a quick look)")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--child", choices=["nlpforge", "gensim"], help=argparse.SUPPRESS)
     parser.add_argument("--phrases", type=int, default=0, help=argparse.SUPPRESS)
