@@ -49,9 +49,10 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
-def _pair_count(path: str) -> int:
+def _line_count(path: str, comment: str = "#") -> int:
+    """Questions or pairs in a benchmark file: its lines that are neither blank nor comments/headers."""
     with open(path, encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip() and not line.startswith("#"))
+        return sum(1 for line in handle if line.strip() and not line.startswith(comment))
 
 
 def evaluate_vectors(vectors, restrict_vocab: int = 30_000) -> EvaluationReport:
@@ -63,14 +64,13 @@ def evaluate_vectors(vectors, restrict_vocab: int = 30_000) -> EvaluationReport:
                                                         restrict_vocab=restrict_vocab, case_insensitive=True)
     total = next(s for s in sections if s["section"] == "Total accuracy")
     correct, incorrect = len(total["correct"]), len(total["incorrect"])
-    questions = sum(1 for line in open(datapath("questions-words.txt"), encoding="utf-8")
-                    if line.strip() and not line.startswith(":"))
+    questions = _line_count(datapath("questions-words.txt"), comment=":")
     analogies = AnalogyScore(correct / (correct + incorrect) if correct + incorrect else 0.0, correct,
                              correct + incorrect, questions - correct - incorrect)
     similarity = {}
     for name, filename in BENCHMARKS.items():
         path = datapath(filename)
-        pairs = _pair_count(path)
+        pairs = _line_count(path)
         try:
             pearson, spearman, oov_percent = keyed_vectors.evaluate_word_pairs(
                 path, restrict_vocab=restrict_vocab * 10, case_insensitive=True)
