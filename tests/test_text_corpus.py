@@ -37,6 +37,8 @@ def test_split_sentences_at_ends_followed_by_a_capital():
     assert split_sentences("It rained. We stayed in! Did we? Yes... the end.\nNew line") == \
         ["It rained.", "We stayed in!", "Did we?", "Yes... the end.", "New line"]
     assert split_sentences("Version 2.5 is out. e.g. this") == ["Version 2.5 is out. e.g. this"]
+    assert split_sentences("Judge James B. Parsons met Mr. Smith. He left.") == \
+        ["Judge James B. Parsons met Mr. Smith.", "He left."]
 
 
 def _write_reviews(path, rows):

@@ -24,8 +24,11 @@ _TOKEN = {
     "drop": re.compile(_WORD),
 }
 # A sentence ends at . ! ? (plus closing quotes/brackets) when whitespace and a capital,
-# digit or opening quote follow: "Mr. smith" stays whole, "It rained. We" splits.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9<])")
+# digit or opening quote follow: "It rained. We" splits, "e.g. this" does not. Titles and
+# initials ("Mr. Smith", "James B. Parsons") are not sentence ends.
+_NOT_AN_END = "".join(rf"(?<!\b{title}\.)" for title in ("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "vs", "Prof")) \
+    + r"(?<!\b[A-Z]\.)"
+_SENTENCE_END = re.compile(rf"(?<=[.!?]){_NOT_AN_END}[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9<])")
 
 
 @dataclass
