@@ -12,6 +12,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NLPFORGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 AMAZON = SHARED_DATA / "amazon_reviews"
+IMDB = SHARED_DATA / "imdb" / "imdb_50k.csv.gz"
+BROWN = SHARED_DATA / "brown" / "brown_corpus.tar.gz"
 
 POSITIVE = ["great", "excellent", "wonderful", "superb", "love", "fantastic"]
 NEGATIVE = ["awful", "terrible", "boring", "worst", "hate", "dreadful"]
@@ -50,6 +52,66 @@ def amazon():
     if not AMAZON.is_dir():
         pytest.skip(f"shared data not found at {AMAZON} (set NLPFORGE_SHARED_DATA to its folder)")
     return AMAZON
+
+
+@pytest.fixture
+def imdb():
+    if not IMDB.is_file():
+        pytest.skip(f"IMDB corpus not found at {IMDB} (set NLPFORGE_SHARED_DATA to the shared data folder)")
+    return IMDB
+
+
+@pytest.fixture
+def brown():
+    if not BROWN.is_file():
+        pytest.skip(f"Brown corpus not found at {BROWN} (set NLPFORGE_SHARED_DATA to the shared data folder)")
+    return BROWN
+
+
+# Capitals and countries: each word is one "kind" (city or country) and one "nation". Sentences
+# mix a word with marker words of its kind and of its nation, so in a word2vec space
+# france - paris + berlin lands on germany: the relation the corpus holds.
+NATIONS = {"french": ("paris", "france"), "german": ("berlin", "germany"), "italian": ("rome", "italy"),
+           "spanish": ("madrid", "spain"), "polish": ("warsaw", "poland"), "greek": ("athens", "greece")}
+KIND_MARKERS = ({"city": ["street", "mayor", "downtown", "tram", "district", "square"],
+                 "country": ["nation", "border", "government", "province", "flag", "territory"]})
+NATION_MARKERS = {nation: [f"{nation}{i}" for i in range(5)] for nation in NATIONS}
+
+
+def relation_sentences(n: int, seed: int = 0) -> list[list[str]]:
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        nation = rng.choice(list(NATIONS))
+        kind = rng.randrange(2)
+        word = NATIONS[nation][kind]
+        words = [word] + rng.sample(KIND_MARKERS["city" if kind == 0 else "country"], 3) \
+            + rng.sample(NATION_MARKERS[nation], 3)
+        rng.shuffle(words)
+        sentences.append(words)
+    return sentences
+
+
+@pytest.fixture(scope="session")
+def relation_corpus(tmp_path_factory) -> Path:
+    """A text file, one sentence a line, built to hold the capital-of relation (see NATIONS)."""
+    path = tmp_path_factory.mktemp("relation") / "capitals.txt"
+    path.write_text("\n".join(" ".join(s) for s in relation_sentences(4000)) + "\n", encoding="utf-8")
+    return path
+
+
+def planted_sentences(n: int, seed: int = 0) -> list[list[str]]:
+    """Random words from a 400-word vocabulary; every fourth sentence holds « rio de janeiro »."""
+    rng = random.Random(seed)
+    words = [f"word{i}" for i in range(400)]
+    sentences = []
+    for i in range(n):
+        sentence = rng.choices(words, k=10)
+        if i % 4 == 0:
+            at = rng.randrange(len(sentence))
+            sentence[at:at] = ["rio", "de", "janeiro"]
+        sentences.append(sentence)
+    return sentences
 
 
 @pytest.fixture(scope="session")

@@ -38,3 +38,9 @@ class ConfigError(NlpforgeError):
     """A setting, flag or config file is invalid."""
 
     code = "E300"
+
+
+class VocabularyError(NlpforgeError):
+    """A word asked for is not in the vocabulary of the vectors or tokenizer."""
+
+    code = "E400"

@@ -4,6 +4,9 @@
     nlpforge evaluate models/stars --data validation.csv
     nlpforge predict models/stars "This product is great"
     nlpforge demo
+    nlpforge corpus stats --corpus reviews.csv      (also tokenize, phrases, vocab)
+    nlpforge vectors train --corpus reviews.csv     (also similar, analogy, distance, evaluate, plot)
+    nlpforge tokenizer train --corpus reviews.csv --output tokenizers/reviews
 
 User errors print one line and exit non-zero; a traceback is a bug.
 """
@@ -21,6 +24,9 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_comp
 from nlpforge.cli import train as _train  # noqa: E402,F401
 from nlpforge.cli import evaluate as _evaluate  # noqa: E402,F401
 from nlpforge.cli import demo as _demo  # noqa: E402,F401
+from nlpforge.cli import corpus as _corpus  # noqa: E402,F401
+from nlpforge.cli import vectors as _vectors  # noqa: E402,F401
+from nlpforge.cli import tokenizer as _tokenizer  # noqa: E402,F401
 
 
 def main(argv=None) -> None:

@@ -94,16 +94,18 @@ def _parse_text(text: str, fmt: str, path: Path) -> pd.DataFrame:
         # keep_default_na=False: an empty review is "", and the string "NA" stays text.
         return pd.read_csv(io.StringIO(text), sep="," if fmt == "csv" else "\t", dtype=str,
                            keep_default_na=False, na_values=[], engine="python" if fmt == "tsv" else "c")
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}: row {number} is not valid JSON ({error.msg}); "
-                            "JSONL needs one JSON object per line") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: row {number} is a JSON {type(record).__name__}, not an object")
-        records.append(record)
+    records = [json_record(line, number, path) for number, line in enumerate(text.splitlines(), start=1)
+               if line.strip()]
     return pd.DataFrame.from_records(records)
+
+
+def json_record(line: str, number: int, where) -> dict:
+    """One JSONL row as a dict; anything else is a DataError naming the file and row."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{where}: row {number} is not valid JSON ({error.msg}); "
+                        "JSONL needs one JSON object per line") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: row {number} is a JSON {type(record).__name__}, not an object")
+    return record

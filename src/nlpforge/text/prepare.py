@@ -1,0 +1,78 @@
+"""Turn a raw corpus into one token file, phrases joined, with its token counts: what word2vec reads.
+
+Normalising and phrase-joining happen once, in streaming passes that spill to disk; word2vec's
+epochs then read the token file in gensim's compiled `corpus_file` mode, so no epoch pays for
+Python text processing again and every worker thread reads its own part of the file.
+
+    prepared = prepare_corpus(settings, workdir="runs/tmp")
+    prepared.path      # one sentence a line, tokens separated by spaces
+    prepared.counts    # Counter of the tokens in that file (phrases counted as one token)
+
+Passes over the data: 1 + phrase_passes (pass k learns phrase layer k and writes its input).
+"""
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlpforge.errors import DataError
+from nlpforge.text.corpus import Corpus
+from nlpforge.text.phrases import PhraseModel, TokenFile, learn_phrases
+
+
+@dataclass
+class PreparedCorpus:
+    path: Path
+    counts: Counter
+    sentences: int
+    corpus_tokens: int  # tokens before phrases were joined
+    phrases: PhraseModel | None
+    seconds: dict = field(default_factory=dict)  # time per stage
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in the prepared file (a phrase counts once)."""
+        return sum(self.counts.values())
+
+
+def _write_counted(sentences, path: Path) -> tuple[Counter, int]:
+    counts, number = Counter(), 0
+    with open(path, "w", encoding="utf-8") as out:
+        for tokens in sentences:
+            counts.update(tokens)
+            out.write(" ".join(tokens))
+            out.write("\n")
+            number += 1
+    return counts, number
+
+
+def prepare_corpus(settings, workdir) -> PreparedCorpus:
+    """Read, normalise and tokenise `settings.corpus`, learn and join phrases; write `workdir/tokens.txt`.
+
+    `settings` carries the corpus and phrase fields (e.g. a `Word2VecSettings`).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus = Corpus(settings)
+    final = workdir / "tokens.txt"
+    seconds = {}
+    start = time.perf_counter()
+    if settings.phrase_passes == 0:
+        counts, sentences = _write_counted(corpus, final)
+        seconds["read, normalise, tokenise"] = time.perf_counter() - start
+        phrases, corpus_tokens = None, sum(counts.values())
+    else:
+        phrases = learn_phrases(corpus, settings, spill_dir=workdir)
+        seconds["read, normalise, tokenise, learn phrases"] = time.perf_counter() - start
+        start = time.perf_counter()
+        last = workdir / f"phrases-input-{settings.phrase_passes - 1}.txt"
+        layer = phrases.layers[-1]
+        counts, sentences = _write_counted((layer[tokens] for tokens in TokenFile(last)), final)
+        seconds["join phrases"] = time.perf_counter() - start
+        for number in range(settings.phrase_passes):
+            (workdir / f"phrases-input-{number}.txt").unlink(missing_ok=True)
+        corpus_tokens = phrases.corpus_tokens
+    if not counts:
+        raise DataError(f"{', '.join(map(str, settings.corpus))}: the corpus is empty (no tokens after "
+                        "normalisation); check the files, and --column for tables")
+    return PreparedCorpus(final, counts, sentences, corpus_tokens, phrases, seconds)

@@ -1,0 +1,66 @@
+"""Sentences and tokens: the step from normalised text to what word2vec and Phrases read.
+
+    split_sentences("It rained. We stayed in!")   # -> ["It rained.", "We stayed in!"]
+    tokenize("hello, world!")                     # -> ["hello", "world", "!"]
+    render_markers(tokenize("hello, world!"))     # -> "<BOS>hello<SP>world<SP>!<EOS>"
+
+Words keep inner apostrophes and hyphens (`don't`, `well-made`); numbers stay whole (`3.5`);
+`<url>` and `<num>` masks are single tokens. By default only sentence-final punctuation
+(`.`, `!`, `?`) is kept, as in the talk's example; commas, quotes and brackets are dropped.
+"""
+import re
+from dataclasses import dataclass
+
+from nlpforge.errors import ConfigError
+from nlpforge.training.config import setting
+
+BOS, SEPARATOR, EOS = "<BOS>", "<SP>", "<EOS>"
+PUNCTUATION_MODES = ("sentence-end", "keep", "drop")
+
+_WORD = r"<url>|<num>|\d+(?:[.,:/]\d+)*|[^\W_]+(?:['’\-][^\W_]+)*"
+_TOKEN = {
+    "sentence-end": re.compile(rf"{_WORD}|[.!?]+"),
+    "keep": re.compile(rf"{_WORD}|[^\w\s]+"),
+    "drop": re.compile(_WORD),
+}
+# A sentence ends at . ! ? (plus closing quotes/brackets) when whitespace and a capital,
+# digit or opening quote follow: "It rained. We" splits, "e.g. this" does not. Titles and
+# initials ("Mr. Smith", "James B. Parsons") are not sentence ends.
+_NOT_AN_END = "".join(rf"(?<!\b{title}\.)" for title in ("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "vs", "Prof")) \
+    + r"(?<!\b[A-Z]\.)"
+_SENTENCE_END = re.compile(rf"(?<=[.!?]){_NOT_AN_END}[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9<])")
+
+
+@dataclass
+class TokenizeSettings:
+    """How sentences become tokens."""
+
+    punctuation: str = setting("sentence-end", "punctuation tokens kept: sentence-end (. ! ?), keep (all) or drop")
+    split_sentences: bool = setting(True, "split documents into sentences (off: one document is one sentence)")
+    min_sentence_tokens: int = setting(1, "drop sentences with fewer tokens than this")
+
+    def __post_init__(self):
+        if self.punctuation not in PUNCTUATION_MODES:
+            raise ConfigError(f"punctuation must be one of {', '.join(PUNCTUATION_MODES)}, not '{self.punctuation}'")
+        if self.min_sentence_tokens < 1:
+            raise ConfigError("min-sentence-tokens must be at least 1")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a document at sentence ends; lines breaks in the input also end sentences."""
+    sentences = []
+    for line in text.splitlines():
+        sentences.extend(part for part in _SENTENCE_END.split(line) if part and not part.isspace())
+    return sentences
+
+
+def tokenize(sentence: str, lowercase: bool = True, punctuation: str = "sentence-end") -> list[str]:
+    """The tokens of one sentence (see the module docstring for what counts as a token)."""
+    if lowercase:
+        sentence = sentence.lower()
+    return _TOKEN[punctuation].findall(sentence)
+
+
+def render_markers(tokens: list[str]) -> str:
+    """The talk's rendering: « hello, world! » -> « <BOS>hello<SP>world<SP>!<EOS> »."""
+    return BOS + SEPARATOR.join(tokens) + EOS

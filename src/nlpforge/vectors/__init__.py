@@ -1,0 +1,1 @@
+"""Word vectors: word2vec training on gensim, queries, maps and benchmark evaluation."""

@@ -1,0 +1,100 @@
+"""Query a vectors folder: nearest words, analogies and distances.
+
+    vectors = load_vectors("vectors/imdb")
+    vectors.similar("car")                       # [("truck", 0.81), ...]
+    vectors.analogy("paris", "france", "berlin") # paris is to france as berlin is to ... germany
+    vectors.distance("good", "bad")              # cosine distance, 0 = same direction
+
+Query words go through the corpus's own normalisation and phrase model, so `Rio de Janeiro`
+finds `rio_de_janeiro`. A word the vectors do not know raises `VocabularyError` naming the
+closest known spellings.
+"""
+import difflib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from nlpforge.errors import ArtifactError, VocabularyError
+from nlpforge.text.corpus import CorpusSettings
+from nlpforge.text.normalize import normalize
+from nlpforge.text.phrases import PhraseModel
+from nlpforge.text.tokenize import tokenize
+
+METADATA = "nlpforge-vectors.json"
+# Spelling suggestions look at the most frequent words only: difflib over a whole
+# vocabulary of millions would take seconds, and rare words make poor suggestions.
+_SUGGESTION_POOL = 50_000
+
+
+@dataclass
+class WordVectors:
+    """Loaded vectors: gensim KeyedVectors plus the normalisation and phrases that made them."""
+
+    keyed_vectors: object  # gensim.models.KeyedVectors
+    corpus_settings: CorpusSettings = field(default_factory=CorpusSettings)
+    phrases: PhraseModel | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.keyed_vectors)
+
+    def key(self, word: str) -> str:
+        """The vocabulary entry for a query word or phrase; unknown words raise VocabularyError."""
+        if word in self.keyed_vectors.key_to_index:
+            return word
+        settings = self.corpus_settings
+        tokens = tokenize(normalize(word, settings), settings.lowercase, "drop")
+        if self.phrases is not None:
+            tokens = self.phrases.apply(tokens)
+        delimiter = self.phrases.settings.phrase_delimiter if self.phrases else "_"
+        for candidate in (" ".join(tokens), delimiter.join(tokens)):
+            if candidate in self.keyed_vectors.key_to_index:
+                return candidate
+        raise VocabularyError(unknown_word_message(word, delimiter.join(tokens) or word,
+                                                  self.keyed_vectors.index_to_key))
+
+    def vector(self, word: str):
+        return self.keyed_vectors[self.key(word)]
+
+    def similar(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
+        """The `topn` nearest words by cosine similarity."""
+        return [(w, float(s)) for w, s in self.keyed_vectors.most_similar(self.key(word), topn=topn)]
+
+    def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
+        """`a` is to `b` as `c` is to ...: the words nearest to b - a + c (3CosAdd)."""
+        keys = [self.key(w) for w in (a, b, c)]
+        found = self.keyed_vectors.most_similar(positive=[keys[1], keys[2]], negative=[keys[0]], topn=topn)
+        return [(w, float(s)) for w, s in found]
+
+    def distance(self, first: str, second: str) -> float:
+        """Cosine distance (1 - cosine similarity): 0 for the same direction, up to 2."""
+        return float(self.keyed_vectors.distance(self.key(first), self.key(second)))
+
+
+def unknown_word_message(word: str, key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known[:_SUGGESTION_POOL], n=5, cutoff=0.7)
+    hint = f"closest known spellings: {', '.join(close)}" if close else "no known word is spelled like it"
+    return f"'{word}' is not in the vocabulary ({len(known):,} words); {hint}"
+
+
+def load_vectors(folder) -> WordVectors:
+    """Load a folder written by `train_vectors` (or any word2vec file: .bin binary, .txt/.vec text)."""
+    from gensim.models import KeyedVectors
+
+    path = Path(folder)
+    if path.is_file():
+        try:
+            return WordVectors(KeyedVectors.load_word2vec_format(str(path), binary=path.suffix == ".bin"))
+        except (ValueError, UnicodeDecodeError, EOFError) as error:
+            raise ArtifactError(f"{path}: not a word2vec file ({error})") from None
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such vectors folder; train one with `nlpforge vectors train`")
+    if not (path / "vectors.bin").is_file():
+        raise ArtifactError(f"{path}: no vectors.bin; is this a folder written by `nlpforge vectors train`?")
+    metadata = json.loads((path / METADATA).read_text(encoding="utf-8")) if (path / METADATA).is_file() else {}
+    saved = metadata.get("settings", {})
+    known = {f.name for f in fields(CorpusSettings)}
+    corpus_settings = CorpusSettings(**{k: v for k, v in saved.items() if k in known})
+    phrases = PhraseModel.load(path / "phrases.json") if (path / "phrases.json").is_file() else None
+    keyed_vectors = KeyedVectors.load_word2vec_format(str(path / "vectors.bin"), binary=True)
+    return WordVectors(keyed_vectors, corpus_settings, phrases, metadata)

@@ -1,0 +1,153 @@
+"""Train word2vec (skip-gram or CBOW, negative sampling) on gensim, from a raw corpus to a vectors folder.
+
+    nlpforge vectors train --corpus imdb_50k.csv.gz --corpus brown_corpus.tar.gz --column review --output vectors/imdb
+
+    result = train_vectors(Word2VecSettings(corpus=["reviews.csv"], output="vectors/reviews"))
+
+The folder holds what queries need, apart from what further training needs:
+
+    vectors.bin             KeyedVectors in the word2vec binary format (any word2vec tool reads it)
+    vocab.tsv               the word2vec vocabulary with counts (nlpforge.text.vocabulary format)
+    phrases.json            the phrase model, applied to query words too (absent with --phrase-passes 0)
+    nlpforge-vectors.json   settings, corpus, sizes, timings and versions
+    training/word2vec.model the full gensim model (weights + training state) to continue training;
+                            gensim's own format, needed by nobody who only queries
+"""
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nlpforge.errors import ConfigError, DataError
+from nlpforge.text.corpus import CorpusSettings
+from nlpforge.text.phrases import PhraseSettings
+from nlpforge.text.prepare import PreparedCorpus, prepare_corpus
+from nlpforge.text.vocabulary import Vocabulary
+from nlpforge.training.config import setting
+
+METADATA = "nlpforge-vectors.json"
+ARCHITECTURES = ("skipgram", "cbow")
+
+
+@dataclass
+class Word2VecSettings(CorpusSettings, PhraseSettings):
+    """Train word vectors (word2vec with negative sampling) from a raw corpus."""
+
+    output: str = setting("vectors", "folder to write the vectors to")
+    architecture: str = setting("skipgram", "skipgram (better for rare words) or cbow (faster)")
+    vector_size: int = setting(100, "dimensions of each word vector (50-300 is usual)")
+    window: int = setting(5, "context words on each side of the target word")
+    min_count: int = setting(5, "ignore words (and phrases) seen fewer times than this")
+    negative: int = setting(5, "negative samples per positive one")
+    sample: float = setting(1e-3, "down-sampling threshold for frequent words (0 turns it off)")
+    epochs: int = setting(5, "passes over the corpus")
+    alpha: float = setting(0.025, "initial learning rate, decaying linearly to min-alpha")
+    min_alpha: float = setting(0.0001, "final learning rate")
+    workers: int | None = setting(None, "training threads (default: all cores)")
+    seed: int = setting(1, "seed of the initial vectors and sampling")
+    workdir: str | None = setting(None, "folder for the intermediate token file (default: a temporary folder)")
+    save_training_state: bool = setting(True, "also save the full gensim model, to continue training later")
+
+    def __post_init__(self):
+        CorpusSettings.__post_init__(self)
+        PhraseSettings.__post_init__(self)
+        checks = [
+            (self.architecture in ARCHITECTURES, f"architecture must be skipgram or cbow, not '{self.architecture}'"),
+            (1 <= self.vector_size <= 2000, "vector-size must be between 1 and 2000"),
+            (self.window >= 1, "window must be at least 1"),
+            (self.min_count >= 1, "min-count must be at least 1"),
+            (self.negative >= 1, "negative must be at least 1 (this trainer uses negative sampling)"),
+            (self.sample >= 0, "sample must be >= 0"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (0 < self.min_alpha <= self.alpha, "need 0 < min-alpha <= alpha"),
+            (self.workers is None or self.workers >= 1, "workers must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass
+class TrainedVectors:
+    folder: Path
+    words: int  # vocabulary size
+    corpus_tokens: int
+    seconds: dict = field(default_factory=dict)
+
+    def text(self) -> str:
+        stages = ", ".join(f"{name} {s:.1f}s" for name, s in self.seconds.items())
+        return (f"wrote {self.words:,} word vectors to {self.folder} "
+                f"({self.corpus_tokens:,} corpus tokens; {stages})")
+
+
+def word2vec_from_prepared(prepared: PreparedCorpus, settings: Word2VecSettings):
+    """Train a gensim Word2Vec on a prepared token file; the vocabulary comes from its counts (no extra scan)."""
+    from gensim.models import Word2Vec
+
+    model = Word2Vec(vector_size=settings.vector_size, window=settings.window, min_count=settings.min_count,
+                     sg=int(settings.architecture == "skipgram"), hs=0, negative=settings.negative,
+                     sample=settings.sample, alpha=settings.alpha, min_alpha=settings.min_alpha,
+                     workers=settings.workers or os.cpu_count() or 1, seed=settings.seed, epochs=settings.epochs)
+    model.build_vocab_from_freq(prepared.counts, corpus_count=prepared.sentences)
+    if len(model.wv) == 0:
+        raise DataError(f"no word occurs min-count={settings.min_count} times in the corpus "
+                        f"({prepared.tokens:,} tokens); lower --min-count or give a larger corpus")
+    total = prepared.tokens
+    model.corpus_total_words = total
+    model.train(corpus_file=str(prepared.path), total_words=total, epochs=settings.epochs,
+                start_alpha=settings.alpha, end_alpha=settings.min_alpha)
+    return model
+
+
+def _versions() -> dict:
+    import gensim
+
+    return {"nlpforge": _nlpforge_version(), "gensim": gensim.__version__, "python": platform.python_version()}
+
+
+def _nlpforge_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nlpforge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def save_vectors_folder(model, prepared: PreparedCorpus, settings: Word2VecSettings, folder: Path,
+                        seconds: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.wv.save_word2vec_format(str(folder / "vectors.bin"), binary=True)
+    counts = {word: int(model.wv.get_vecattr(word, "count")) for word in model.wv.index_to_key}
+    Vocabulary([], counts, settings.min_count, None, prepared.tokens, len(prepared.counts)).save(folder / "vocab.tsv")
+    if prepared.phrases is not None:
+        prepared.phrases.save(folder / "phrases.json")
+    if settings.save_training_state:
+        (folder / "training").mkdir(exist_ok=True)
+        model.save(str(folder / "training" / "word2vec.model"))
+    metadata = {"format": "nlpforge-vectors", "version": 1, "settings": asdict(settings),
+                "words": len(model.wv), "vector_size": model.wv.vector_size,
+                "corpus_tokens": prepared.corpus_tokens, "prepared_tokens": prepared.tokens,
+                "sentences": prepared.sentences, "phrases": len(prepared.phrases.phrases) if prepared.phrases else 0,
+                "seconds": {k: round(v, 2) for k, v in seconds.items()}, "versions": _versions()}
+    (folder / METADATA).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+
+
+def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print) -> TrainedVectors:
+    """Prepare the corpus (one streaming pass per phrase layer), train word2vec and save the folder."""
+    folder = Path(settings.output)
+    with tempfile.TemporaryDirectory(prefix="nlpforge-vectors-", dir=settings.workdir) as workdir:
+        log(f"preparing {', '.join(map(str, settings.corpus))} ...")
+        prepared = prepare_corpus(settings, workdir)
+        seconds = dict(prepared.seconds)
+        log(f"{prepared.corpus_tokens:,} tokens in {prepared.sentences:,} sentences"
+            + (f", {len(prepared.phrases.phrases):,} phrases" if prepared.phrases else ""))
+        start = time.perf_counter()
+        model = word2vec_from_prepared(prepared, settings)
+        seconds["word2vec"] = time.perf_counter() - start
+    save_vectors_folder(model, prepared, settings, folder, seconds)
+    return TrainedVectors(folder, len(model.wv), prepared.corpus_tokens, seconds)
