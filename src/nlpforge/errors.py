@@ -38,3 +38,27 @@ class ConfigError(NlpforgeError):
     """A setting, flag or config file is invalid."""
 
     code = "E300"
+
+
+class TrainingJobError(NlpforgeError):
+    """A training job failed, was stopped, or cannot be found; the message holds its failure reason."""
+
+    code = "E400"
+
+
+class EndpointError(NlpforgeError):
+    """An endpoint cannot be created, reached or found."""
+
+    code = "E410"
+
+
+class TuningError(NlpforgeError):
+    """A hyperparameter tuning job is misconfigured or has no usable trial."""
+
+    code = "E420"
+
+
+class TrackingError(NlpforgeError):
+    """An experiment run cannot be found or the tracking store cannot be read."""
+
+    code = "E430"

@@ -1,0 +1,292 @@
+"""Run one prepared training job to its end: the local stand-in for SageMaker's training service.
+
+    run_job(JobPaths(folder), stream=print)     # in-process, what fit(wait=True) does
+    python -m nlpforge.sdk.runner FOLDER        # detached, what fit(wait=False) starts
+
+It starts the script (python, or torchrun with one process per host for instance_count > 1),
+keeps and streams its log, turns log lines into metrics with the metric_definitions regexes,
+enforces max_run, handles stop requests, simulates spot interruptions (SIGTERM, wait for
+capacity, restart from the checkpoint folder), packs model.tar.gz and output.tar.gz to the
+output path, writes output/failure on failure, and records the job in MLflow.
+"""
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from nlpforge.sdk.contract import JobPaths
+from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, update_status, write_json
+
+SPOT_GRACE_SECONDS = 120  # SageMaker's two-minute interruption notice
+STOP_GRACE_SECONDS = 30
+HOST_ENTRY = Path(__file__).with_name("host_entry.py")
+
+
+class StopJob(Exception):
+    """Raised by an on_metric callback to stop the job (tuning's early stopping)."""
+
+
+def compile_metric_definitions(definitions) -> list[tuple[str, re.Pattern]]:
+    return [(d["Name"], re.compile(d["Regex"])) for d in definitions or []]
+
+
+class MetricRecorder:
+    """Appends metric values to metrics.jsonl as log lines or engine JSONL lines reveal them."""
+
+    def __init__(self, paths: JobPaths, definitions, on_metric=None):
+        self.paths = paths
+        self.patterns = compile_metric_definitions(definitions)
+        self.on_metric = on_metric
+        self.counts: dict[str, int] = {}
+        self.stop_reason: str | None = None
+        self.lock = threading.Lock()
+
+    def record(self, name: str, value: float, source: str, step=None) -> None:
+        with self.lock:
+            step = self.counts.get(name, 0) if step is None else int(step)
+            self.counts[name] = self.counts.get(name, 0) + 1
+            row = {"name": name, "value": value, "step": step, "timestamp": time.time(), "source": source}
+            with open(self.paths.metrics, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+        if self.on_metric is not None and self.stop_reason is None:
+            try:
+                self.on_metric(name, value, step)
+            except StopJob as stop:
+                self.stop_reason = str(stop) or "stopped by its tuning job"
+
+    def scan(self, line: str) -> None:
+        for name, pattern in self.patterns:
+            match = pattern.search(line)
+            if match:
+                try:
+                    self.record(name, float(match.group(1) if pattern.groups else match.group(0)), "log")
+                except (ValueError, IndexError):
+                    pass
+
+
+def pump_output(process: subprocess.Popen, log_handle, stream, recorder: MetricRecorder) -> None:
+    for raw in iter(process.stdout.readline, b""):
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        log_handle.write(line + "\n")
+        log_handle.flush()
+        if stream is not None:
+            stream(line)
+        recorder.scan(line)
+
+
+def command_for(spec: dict, paths: JobPaths) -> list[str]:
+    """python script args, or torchrun with one process per host."""
+    args = spec["command_args"]
+    if spec["instance_count"] == 1:
+        return [*spec["interpreter"], spec["entry_point"], *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+            "--nproc-per-node", str(spec["instance_count"]), str(HOST_ENTRY), str(paths.host_environments),
+            *spec["interpreter"][1:], spec["entry_point"], *args]
+
+
+def failure_reason(paths: JobPaths, exit_code: int, command: list[str]) -> str:
+    """The script's own output/failure if it wrote one, else the toolkit's ExecuteUserScriptError."""
+    if paths.failure.exists() and paths.failure.read_text(encoding="utf-8").strip():
+        return paths.failure.read_text(encoding="utf-8").strip()
+    message = ""
+    if paths.log.exists():
+        lines = paths.log.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
+        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+        tail = lines[starts[-1]:] if starts else lines[-5:]
+        errors = [line for line in tail if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
+        message = errors[-1] if errors else "\n".join(tail[-3:])
+    return (f"AlgorithmError: ExecuteUserScriptError:\nExitCode {exit_code}\nErrorMessage \"{message}\"\n"
+            f"Command \"{' '.join(command)}\"")
+
+
+def install_requirements(paths: JobPaths, log_handle, stream) -> None:
+    requirements = paths.code / "requirements.txt"
+    if not requirements.exists():
+        return
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(requirements)]
+    log_handle.write(f"installing {requirements.name}: {' '.join(command)}\n")
+    done = subprocess.run(command, cwd=paths.code, capture_output=True, text=True)
+    for line in (done.stdout + done.stderr).splitlines():
+        log_handle.write(line + "\n")
+        if stream:
+            stream(line)
+    if done.returncode != 0:
+        raise RuntimeError(f"ClientError: installing requirements.txt failed (pip exit {done.returncode}); "
+                           f"see {paths.log}")
+
+
+def pack(folder: Path, archive: Path) -> Path:
+    """A .tar.gz of a folder's contents at its root, as SageMaker packs /opt/ml/model."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for item in sorted(folder.iterdir()):
+            tar.add(item, arcname=item.name)
+    return archive
+
+
+def import_engine_metrics(paths: JobPaths, recorder: MetricRecorder) -> None:
+    """The training engine's per-step JSON lines (<model dir>/metrics.jsonl), when it wrote them."""
+    engine = paths.model / "metrics.jsonl"
+    if not engine.exists():
+        return
+    for line in engine.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for key, value in row.items():
+            if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                recorder.record(key, float(value), "engine", step=row.get("step"))
+
+
+def run_attempt(spec, paths, env, command, stream, recorder, deadline, interrupt_after, log_handle):
+    """One run of the script. Returns (exit_code, how it ended: exited/interrupted/stopped/timeout/pruned)."""
+    process = subprocess.Popen(command, cwd=paths.code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    update_status(paths, ProcessPid=process.pid, SecondaryStatus="Training")
+    pump = threading.Thread(target=pump_output, args=(process, log_handle, stream, recorder), daemon=True)
+    pump.start()
+    started = time.monotonic()
+    ended, grace = "exited", STOP_GRACE_SECONDS
+    while process.poll() is None:
+        time.sleep(0.05)
+        if paths.stop_request.exists():
+            ended = "stopped"
+        elif recorder.stop_reason:
+            ended = "pruned"
+        elif interrupt_after is not None and time.monotonic() - started >= interrupt_after:
+            ended, grace = "interrupted", SPOT_GRACE_SECONDS
+        elif deadline is not None and time.monotonic() >= deadline:
+            ended = "timeout"
+        else:
+            continue
+        if ended == "interrupted":
+            log_handle.write(f"[nlpforge] spot interruption after {interrupt_after:.1f}s: sending SIGTERM\n")
+            log_handle.flush()
+        signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            signal_group(process, signal.SIGKILL)
+            process.wait()
+        break
+    pump.join(timeout=10)
+    return process.returncode, ended, time.monotonic() - started
+
+
+def signal_group(process: subprocess.Popen, signum) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
+    """Run the job described by paths.spec to its end; returns the final status dict."""
+    spec = read_json(paths.spec)
+    recorder = MetricRecorder(paths, spec.get("metric_definitions"), on_metric)
+    started_wall, started = now_iso(), time.monotonic()
+    status = update_status(paths, TrainingJobStatus="InProgress", SecondaryStatus="Starting",
+                           TrainingStartTime=started_wall, SupervisorPid=os.getpid(), Attempts=[])
+    spot = spec.get("spot") or {}
+    interruptions = list(spot.get("interruptions") or []) if spec.get("use_spot_instances") else []
+    deadline = started + spec["max_run"] if spec.get("max_run") else None
+    max_wait = spec.get("max_wait")
+    attempts, failures = [], 0
+    command = command_for(spec, paths)
+    env = {**os.environ, **spec.get("environment", {}), **read_json(paths.host_environments / "algo-1.json", {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.code), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    outcome, reason = "Completed", None
+    with open(paths.log, "a", encoding="utf-8") as log_handle:
+        try:
+            if spec.get("install_requirements"):
+                update_status(paths, SecondaryStatus="Downloading")
+                install_requirements(paths, log_handle, stream)
+        except RuntimeError as error:
+            outcome, reason = "Failed", str(error)
+        while outcome == "Completed":
+            interrupt_after = interruptions.pop(0) if interruptions else None
+            log_handle.write(f"[nlpforge] attempt {len(attempts) + 1}: {' '.join(command)}\n")
+            log_handle.flush()
+            attempt_start = now_iso()
+            exit_code, ended, seconds = run_attempt(spec, paths, env, command, stream, recorder, deadline,
+                                                    interrupt_after, log_handle)
+            attempts.append({"start": attempt_start, "seconds": round(seconds, 3), "exit_code": exit_code,
+                             "ended": ended})
+            update_status(paths, Attempts=attempts)
+            if ended == "exited" and exit_code == 0:
+                break
+            if ended == "interrupted":
+                waited = spot.get("capacity_wait", 0.0)
+                if max_wait and time.monotonic() - started + waited > max_wait:
+                    outcome, reason = "Stopped", (f"MaxWaitTimeExceeded: spot capacity did not return within "
+                                                  f"max_wait={max_wait}s")
+                    break
+                update_status(paths, SecondaryStatus="Interrupted")
+                log_handle.write(f"[nlpforge] waiting {waited:.1f}s for spot capacity, then restarting from "
+                                 f"{spec.get('checkpoint_dir')}\n")
+                log_handle.flush()
+                time.sleep(waited)
+                continue
+            if ended == "stopped":
+                outcome, reason = "Stopped", "the job was stopped on request"
+            elif ended == "pruned":
+                outcome, reason = "Stopped", f"early stopping: {recorder.stop_reason}"
+            elif ended == "timeout":
+                outcome, reason = "Failed", (f"MaxRuntimeExceeded: the job ran longer than max_run="
+                                             f"{spec['max_run']}s and was stopped")
+            else:
+                reason = failure_reason(paths, exit_code, command)
+                failures += 1
+                if failures <= spec.get("max_retry_attempts", 0):
+                    log_handle.write(f"[nlpforge] attempt failed; retry {failures} of "
+                                     f"{spec['max_retry_attempts']}\n")
+                    paths.failure.unlink(missing_ok=True)
+                    continue
+                outcome = "Failed"
+        if outcome == "Completed":
+            update_status(paths, SecondaryStatus="Uploading")
+            import_engine_metrics(paths, recorder)
+            model_archive = pack(paths.model, Path(spec["output_path"]) / spec["job_name"] / "output" / "model.tar.gz")
+            pack(paths.output_data, model_archive.with_name("output.tar.gz"))
+            status["ModelArtifacts"] = {"S3ModelArtifacts": str(model_archive)}
+        else:
+            paths.failure.write_text(reason + "\n", encoding="utf-8")
+            log_handle.write(f"[nlpforge] job {outcome.lower()}: {reason}\n")
+    running = sum(a["seconds"] for a in attempts)
+    training_seconds = time.monotonic() - started
+    billable = running * spot.get("price_ratio", 1.0) if spec.get("use_spot_instances") else running
+    status = update_status(
+        paths, TrainingJobStatus=outcome, SecondaryStatus=outcome, FailureReason=reason, TrainingEndTime=now_iso(),
+        TrainingTimeInSeconds=max(1, math.ceil(training_seconds)), BillableTimeInSeconds=max(1, math.ceil(billable)),
+        RunningSeconds=round(running, 3), WallSeconds=round(training_seconds, 3), Attempts=attempts,
+        ModelArtifacts=status.get("ModelArtifacts"), ProcessPid=None)
+    if spec.get("tracking", True):
+        record_in_tracking(paths, spec, status)
+    return read_json(paths.status)
+
+
+def record_in_tracking(paths: JobPaths, spec: dict, status: dict) -> None:
+    from nlpforge.tracking.runs import log_training_job
+
+    try:
+        run_id = log_training_job(paths, spec, status, read_metrics(paths))
+    except Exception as error:  # tracking must never turn a finished job into a failed one
+        with open(paths.log, "a", encoding="utf-8") as handle:
+            handle.write(f"[nlpforge] could not record the job in MLflow: {error}\n")
+        return
+    update_status(paths, MlflowRunId=run_id)
+
+
+if __name__ == "__main__":
+    job = JobPaths(Path(sys.argv[1]))
+    write_json(job.root / "runner.pid", os.getpid())
+    run_job(job)
