@@ -146,8 +146,15 @@ def list_jobs(root=None, name_contains: str | None = None) -> list[dict]:
         job = describe_job(folder.name, root)
         rows.append({"name": folder.name, "status": job["TrainingJobStatus"], "created": job["CreationTime"] or "",
                      "seconds": job["TrainingTimeInSeconds"], "billable": job["BillableTimeInSeconds"],
-                     "failure": (job["FailureReason"] or "").splitlines()[0] if job["FailureReason"] else ""})
+                     "failure": failure_summary(job["FailureReason"])})
     return sorted(rows, key=lambda row: row["created"], reverse=True)
+
+
+def failure_summary(reason: str | None) -> str:
+    """One line of a failure reason: the script's error message when there is one."""
+    lines = (reason or "").splitlines()
+    messages = [line for line in lines if line.startswith("ErrorMessage")]
+    return (messages[0] if messages else lines[0] if lines else "")[:160]
 
 
 def stop_job(name: str, root=None) -> str:
