@@ -22,6 +22,7 @@ from nlpforge.cli import train as _train  # noqa: E402,F401
 from nlpforge.cli import evaluate as _evaluate  # noqa: E402,F401
 from nlpforge.cli import demo as _demo  # noqa: E402,F401
 from nlpforge.cli import jobs as _jobs  # noqa: E402,F401
+from nlpforge.cli import runs as _runs  # noqa: E402,F401
 
 
 def main(argv=None) -> None:

@@ -205,6 +205,9 @@ def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.code), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     outcome, reason = "Completed", None
+    if spec.get("tracking", True):
+        # Load MLflow while the script runs, so recording the run adds little after it ends.
+        threading.Thread(target=warm_up_tracking, daemon=True).start()
     with open(paths.log, "a", encoding="utf-8") as log_handle:
         try:
             if spec.get("install_requirements"):
@@ -272,6 +275,15 @@ def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
     if spec.get("tracking", True):
         record_in_tracking(paths, spec, status)
     return read_json(paths.status)
+
+
+def warm_up_tracking() -> None:
+    try:
+        import mlflow.tracking  # noqa: F401
+
+        import nlpforge.tracking.runs  # noqa: F401
+    except ImportError:
+        pass
 
 
 def record_in_tracking(paths: JobPaths, spec: dict, status: dict) -> None:
