@@ -197,3 +197,30 @@ def test_bad_arguments_get_clear_errors(tmp_path, settings, inputs, message):
         Estimator(jobs_root=str(tmp_path / "jobs"), **settings).fit(inputs, logs=False)
     # Nothing was run: a bad argument never leaves a half-made job behind.
     assert not list((tmp_path / "jobs").glob("*/status.json"))
+
+
+def test_builtin_text_classifier_passes_checkpoint_flags_only_to_an_engine_that_has_them(tmp_path):
+    from nlpforge.sdk import TextClassifier
+    from nlpforge.sdk.contract import JobPaths
+
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\ngood,pos\nbad,neg\n")
+    est = TextClassifier(base_model="bert-tiny", hyperparameters={"epochs": 2, "learning_rate": 1e-3,
+                                                                  "text-column": ["title", "body"]},
+                         jobs_root=str(tmp_path / "jobs"))
+    paths = JobPaths(tmp_path / "jobs" / "job")
+    channels = {"train": train}
+    args = est.command_args(paths, channels)
+    assert args[:7] == ["train", "text-classification", "--train", str(paths.channel("train") / "train.csv"),
+                        "--output", str(paths.model), "--no-progress"]
+    assert args[7:13] == ["--model", "bert-tiny", "--epochs", "2", "--learning-rate", "0.001"]
+    assert args.count("--text-column") == 2
+    has_resume = {"checkpoint_dir", "resume"} <= est.known_settings
+    assert ("--checkpoint-dir" in args) == has_resume
+    est.known_settings = est.known_settings | {"checkpoint_dir", "resume"}  # the engine once it resumes
+    args = est.command_args(paths, channels)
+    assert args[-4:] == ["--checkpoint-dir", str(paths.checkpoints), "--resume", "auto"]
+    with pytest.raises(ConfigError, match="unknown TextClassifier hyperparameter"):
+        TextClassifier(hyperparameters={"learning-rat": 1e-3})
+    with pytest.raises(ConfigError, match="needs a 'train' channel"):
+        est.command_args(paths, {"validation": train})

@@ -19,6 +19,7 @@ args = parser.parse_args()
 for epoch in range(args.epochs):
     print(f"epoch={epoch} loss={args.learning_rate / (epoch + 1):.4f}")
 open(os.path.join(os.environ["SM_MODEL_DIR"], "weights.txt"), "w").write("w")
+open(os.path.join(os.environ["SM_MODEL_DIR"], "nlpforge.json"), "w").write('{"task": "text-classification"}')
 '''
 
 
@@ -66,6 +67,23 @@ def test_runs_are_queryable_through_mlflows_own_client(tracked):
     trial = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert trial.info.run_name == "learning-rate-sweep" and trial.data.tags["nlpforge.kind"] == "trial"
     assert runs[1].data.tags["mlflow.parentRunId"] == trial.info.run_id
+
+
+def test_lineage_runs_from_job_to_model_version_to_endpoint(tracked):
+    from mlflow.tracking import MlflowClient
+
+    from nlpforge.tracking.runs import find_run, record_deployment
+
+    folder, jobs = tracked
+    record_deployment("tracked-2", "stars-endpoint", folder / "jobs")
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'jobs' / 'mlflow.db'}")
+    run = find_run("tracked-2", folder / "jobs")
+    assert run.data.tags["nlpforge.endpoint"] == "stars-endpoint"
+    name, number = run.data.tags["nlpforge.model_version"].rsplit("/", 1)
+    version = client.get_model_version(name, number)
+    assert version.run_id == run.info.run_id and version.tags["nlpforge.job_name"] == "tracked-2"
+    assert version.tags["nlpforge.endpoint"] == "stars-endpoint"
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'")) == [1, 2]
 
 
 def test_runs_cli_lists_shows_and_compares(tracked, capsys):

@@ -11,11 +11,7 @@ import json
 
 
 class JSONSerializer:
-    CONTENT_TYPE = "application/json"
-
-    @property
-    def content_type(self) -> str:
-        return self.CONTENT_TYPE
+    content_type = "application/json"
 
     def serialize(self, data) -> bytes:
         if isinstance(data, (bytes, bytearray)):
@@ -24,11 +20,7 @@ class JSONSerializer:
 
 
 class CSVSerializer:
-    CONTENT_TYPE = "text/csv"
-
-    @property
-    def content_type(self) -> str:
-        return self.CONTENT_TYPE
+    content_type = "text/csv"
 
     def serialize(self, data) -> bytes:
         if isinstance(data, (bytes, bytearray)):
