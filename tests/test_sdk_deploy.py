@@ -57,16 +57,16 @@ class Handler(BaseHTTPRequestHandler):
         if name not in models:
             return self.answer(404, {"message": f"model {name} not found"})
         kind = self.headers.get("Content-Type", "")
+        value = json.loads(body) if kind == "application/json" else None
+        if isinstance(value, dict):  # one request, one answer
+            return self.answer(200, models[name].predict([value["text"]])[0])
         if kind == "application/json":
-            value = json.loads(body)
-            texts = [v["text"] if isinstance(v, dict) else v for v in (value if isinstance(value, list) else [value])]
+            texts = [v["text"] if isinstance(v, dict) else v for v in value]
         elif kind == "text/csv":
             texts = [row[0] for row in csv.reader(io.StringIO(body))]
         else:
             texts = body.splitlines()
-        predictions = models[name].predict(texts)
-        self.answer(200, predictions if isinstance(json.loads(body) if kind == "application/json" else [], list)
-                    or len(predictions) > 1 else predictions[0])
+        self.answer(200, models[name].predict(texts))
 
     def do_DELETE(self):
         name = self.path.removeprefix("/models/")

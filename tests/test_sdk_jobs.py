@@ -113,3 +113,31 @@ def test_jobs_cli_names_a_missing_job(tmp_path, capsys):
         main(["jobs", "describe", "nope", "--jobs-root", str(tmp_path)])
     assert done.value.code == 2
     assert "no training job named 'nope'" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_fit_stops_the_script_and_the_job(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script(tmp_path, SPOT_SCRIPT)
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        from nlpforge.sdk import Estimator
+        Estimator(entry_point={str(tmp_path / 'train.py')!r}, hyperparameters={{"steps": 10000}},
+                  jobs_root={str(tmp_path / 'jobs')!r}, tracking=False).fit(job_name="interrupted", logs=False)
+    """))
+    process = subprocess.Popen([sys.executable, str(driver)], stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "jobs" / "interrupted" / "logs" / "training.log"
+    deadline = time.monotonic() + 30
+    while "step 2 " not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode != 0 and "KeyboardInterrupt" in err
+    status = json.loads((tmp_path / "jobs" / "interrupted" / "status.json").read_text())
+    assert status["TrainingJobStatus"] == "Stopped" and status["FailureReason"] == "interrupted from the keyboard"
+    assert "checkpointed at step" in log.read_text()  # the script itself got SIGTERM, not orphaned
+    with pytest.raises(ProcessLookupError):
+        os.kill(json.loads((tmp_path / "jobs" / "interrupted" / "status.json").read_text())["SupervisorPid"], 0)

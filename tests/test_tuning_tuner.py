@@ -93,6 +93,21 @@ def test_an_interrupted_tuning_job_resumes(script_estimator):
     assert again.best_training_job() == frame.loc[frame["FinalObjectiveValue"].idxmax(), "TrainingJobName"]
 
 
+@pytest.mark.parametrize("strategy", ["Bayesian", "Hyperband"])
+def test_bayesian_and_hyperband_run_parallel_trials_and_pick_the_best(script_estimator, strategy):
+    tuner = HyperparameterTuner(script_estimator, "validation:accuracy",
+                                {"quality": ContinuousParameter(0.05, 0.95), "steps": IntegerParameter(2, 4)},
+                                metric_definitions=METRICS, strategy=strategy, max_jobs=4, max_parallel_jobs=2,
+                                random_seed=0)
+    tuner.fit(job_name=f"{strategy.lower()}-search")
+    frame = tuner.analytics().dataframe()
+    assert len(frame) == 4 and set(frame["TrialState"]) <= {"COMPLETE", "PRUNED"}
+    complete = frame[frame["TrialState"] == "COMPLETE"]
+    # The objective is the last accuracy printed, which is --quality itself.
+    assert list(complete["FinalObjectiveValue"].round(4)) == list(complete["quality"].round(4))
+    assert tuner.best_training_job() == complete.loc[complete["FinalObjectiveValue"].idxmax(), "TrainingJobName"]
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: ContinuousParameter(0.5, 0.1), "min_value 0.5 must be below max_value 0.1"),
     (lambda: ContinuousParameter(0, 1, scaling_type="Logarithmic"), "Logarithmic range needs min_value > 0"),

@@ -146,15 +146,42 @@ def import_engine_metrics(paths: JobPaths, recorder: MetricRecorder) -> None:
                 recorder.record(key, float(value), "engine", step=row.get("step"))
 
 
-def run_attempt(spec, paths, env, command, stream, recorder, deadline, interrupt_after, log_handle):
-    """One run of the script. Returns (exit_code, how it ended: exited/interrupted/stopped/timeout/pruned)."""
+def run_attempt(spec, paths, env, command, stream, recorder, run_limit, interrupt_after, log_handle):
+    """One run of the script, for at most run_limit seconds.
+
+    Returns (exit code, how it ended: exited/interrupted/stopped/timeout/pruned, seconds it ran).
+    """
     process = subprocess.Popen(command, cwd=paths.code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     update_status(paths, ProcessPid=process.pid, SecondaryStatus="Training")
     pump = threading.Thread(target=pump_output, args=(process, log_handle, stream, recorder), daemon=True)
     pump.start()
     started = time.monotonic()
-    ended, grace = "exited", STOP_GRACE_SECONDS
+    try:
+        ended, grace = watch(process, paths, recorder, started, run_limit, interrupt_after, log_handle)
+    except KeyboardInterrupt:  # the script runs in its own session, so Ctrl-C must be passed on
+        terminate(process, STOP_GRACE_SECONDS)
+        pump.join(timeout=10)
+        raise
+    if ended != "exited":
+        terminate(process, grace)
+    pump.join(timeout=10)
+    return process.returncode, ended, time.monotonic() - started
+
+
+def terminate(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the script's process group; SIGKILL it if it is still running after grace seconds."""
+    signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def watch(process, paths, recorder, started, run_limit, interrupt_after, log_handle) -> tuple[str, float]:
+    """Wait for the script to exit or for a reason to stop it; returns (reason, grace seconds)."""
+    grace = STOP_GRACE_SECONDS
     while process.poll() is None:
         time.sleep(0.05)
         if paths.stop_request.exists():
@@ -163,22 +190,15 @@ def run_attempt(spec, paths, env, command, stream, recorder, deadline, interrupt
             ended = "pruned"
         elif interrupt_after is not None and time.monotonic() - started >= interrupt_after:
             ended, grace = "interrupted", SPOT_GRACE_SECONDS
-        elif deadline is not None and time.monotonic() >= deadline:
+        elif run_limit is not None and time.monotonic() - started >= run_limit:
             ended = "timeout"
         else:
             continue
         if ended == "interrupted":
             log_handle.write(f"[nlpforge] spot interruption after {interrupt_after:.1f}s: sending SIGTERM\n")
             log_handle.flush()
-        signal_group(process, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            signal_group(process, signal.SIGKILL)
-            process.wait()
-        break
-    pump.join(timeout=10)
-    return process.returncode, ended, time.monotonic() - started
+        return ended, grace
+    return "exited", STOP_GRACE_SECONDS
 
 
 def signal_group(process: subprocess.Popen, signum) -> None:
@@ -188,92 +208,97 @@ def signal_group(process: subprocess.Popen, signum) -> None:
         pass
 
 
+def run_attempts(spec, paths, env, command, stream, recorder, started, attempts, log_handle) -> tuple[str, str]:
+    """Run the script until it succeeds or the job must end; returns (outcome, failure reason or None)."""
+    spot = spec.get("spot") or {}
+    interruptions = list(spot.get("interruptions") or []) if spec.get("use_spot_instances") else []
+    max_wait, failures = spec.get("max_wait"), 0
+    while True:
+        interrupt_after = interruptions.pop(0) if interruptions else None
+        log_handle.write(f"[nlpforge] attempt {len(attempts) + 1}: {' '.join(command)}\n")
+        log_handle.flush()
+        attempt_start = now_iso()
+        # max_run bounds the running time of all attempts; waiting for spot capacity does not count.
+        run_limit = spec["max_run"] - sum(a["seconds"] for a in attempts) if spec.get("max_run") else None
+        exit_code, ended, seconds = run_attempt(spec, paths, env, command, stream, recorder, run_limit,
+                                                interrupt_after, log_handle)
+        attempts.append({"start": attempt_start, "seconds": round(seconds, 3), "exit_code": exit_code,
+                         "ended": ended})
+        update_status(paths, Attempts=attempts)
+        if ended == "exited" and exit_code == 0:
+            return "Completed", None
+        if ended == "interrupted":
+            waited = spot.get("capacity_wait", 0.0)
+            if max_wait and time.monotonic() - started + waited > max_wait:
+                return "Stopped", f"MaxWaitTimeExceeded: spot capacity did not return within max_wait={max_wait}s"
+            update_status(paths, SecondaryStatus="Interrupted")
+            log_handle.write(f"[nlpforge] waiting {waited:.1f}s for spot capacity, then restarting from "
+                             f"{spec.get('checkpoint_dir')}\n")
+            log_handle.flush()
+            time.sleep(waited)
+            continue
+        if ended == "stopped":
+            return "Stopped", "the job was stopped on request"
+        if ended == "pruned":
+            return "Stopped", f"early stopping: {recorder.stop_reason}"
+        if ended == "timeout":
+            return "Failed", f"MaxRuntimeExceeded: the job ran longer than max_run={spec['max_run']}s and was stopped"
+        reason = failure_reason(paths, exit_code, command)
+        failures += 1
+        if failures > spec.get("max_retry_attempts", 0):
+            return "Failed", reason
+        log_handle.write(f"[nlpforge] attempt failed; retry {failures} of {spec['max_retry_attempts']}\n")
+        paths.failure.unlink(missing_ok=True)
+
+
 def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
     """Run the job described by paths.spec to its end; returns the final status dict."""
     spec = read_json(paths.spec)
     recorder = MetricRecorder(paths, spec.get("metric_definitions"), on_metric)
-    started_wall, started = now_iso(), time.monotonic()
-    status = update_status(paths, TrainingJobStatus="InProgress", SecondaryStatus="Starting",
-                           TrainingStartTime=started_wall, SupervisorPid=os.getpid(), Attempts=[])
-    spot = spec.get("spot") or {}
-    interruptions = list(spot.get("interruptions") or []) if spec.get("use_spot_instances") else []
-    deadline = started + spec["max_run"] if spec.get("max_run") else None
-    max_wait = spec.get("max_wait")
-    attempts, failures = [], 0
+    started = time.monotonic()
+    update_status(paths, TrainingJobStatus="InProgress", SecondaryStatus="Starting", TrainingStartTime=now_iso(),
+                  SupervisorPid=os.getpid(), Attempts=[])
     command = command_for(spec, paths)
     env = {**os.environ, **spec.get("environment", {}), **read_json(paths.host_environments / "algo-1.json", {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.code), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
-    outcome, reason = "Completed", None
     if spec.get("tracking", True):
         # Load MLflow while the script runs, so recording the run adds little after it ends.
         threading.Thread(target=warm_up_tracking, daemon=True).start()
+    attempts, model_artifacts, keyboard = [], None, False
     with open(paths.log, "a", encoding="utf-8") as log_handle:
         try:
             if spec.get("install_requirements"):
                 update_status(paths, SecondaryStatus="Downloading")
                 install_requirements(paths, log_handle, stream)
-        except RuntimeError as error:
+            outcome, reason = run_attempts(spec, paths, env, command, stream, recorder, started, attempts,
+                                           log_handle)
+        except RuntimeError as error:  # requirements.txt could not be installed
             outcome, reason = "Failed", str(error)
-        while outcome == "Completed":
-            interrupt_after = interruptions.pop(0) if interruptions else None
-            log_handle.write(f"[nlpforge] attempt {len(attempts) + 1}: {' '.join(command)}\n")
-            log_handle.flush()
-            attempt_start = now_iso()
-            exit_code, ended, seconds = run_attempt(spec, paths, env, command, stream, recorder, deadline,
-                                                    interrupt_after, log_handle)
-            attempts.append({"start": attempt_start, "seconds": round(seconds, 3), "exit_code": exit_code,
-                             "ended": ended})
-            update_status(paths, Attempts=attempts)
-            if ended == "exited" and exit_code == 0:
-                break
-            if ended == "interrupted":
-                waited = spot.get("capacity_wait", 0.0)
-                if max_wait and time.monotonic() - started + waited > max_wait:
-                    outcome, reason = "Stopped", (f"MaxWaitTimeExceeded: spot capacity did not return within "
-                                                  f"max_wait={max_wait}s")
-                    break
-                update_status(paths, SecondaryStatus="Interrupted")
-                log_handle.write(f"[nlpforge] waiting {waited:.1f}s for spot capacity, then restarting from "
-                                 f"{spec.get('checkpoint_dir')}\n")
-                log_handle.flush()
-                time.sleep(waited)
-                continue
-            if ended == "stopped":
-                outcome, reason = "Stopped", "the job was stopped on request"
-            elif ended == "pruned":
-                outcome, reason = "Stopped", f"early stopping: {recorder.stop_reason}"
-            elif ended == "timeout":
-                outcome, reason = "Failed", (f"MaxRuntimeExceeded: the job ran longer than max_run="
-                                             f"{spec['max_run']}s and was stopped")
-            else:
-                reason = failure_reason(paths, exit_code, command)
-                failures += 1
-                if failures <= spec.get("max_retry_attempts", 0):
-                    log_handle.write(f"[nlpforge] attempt failed; retry {failures} of "
-                                     f"{spec['max_retry_attempts']}\n")
-                    paths.failure.unlink(missing_ok=True)
-                    continue
-                outcome = "Failed"
+        except KeyboardInterrupt:
+            outcome, reason, keyboard = "Stopped", "interrupted from the keyboard", True
         if outcome == "Completed":
             update_status(paths, SecondaryStatus="Uploading")
             import_engine_metrics(paths, recorder)
             model_archive = pack(paths.model, Path(spec["output_path"]) / spec["job_name"] / "output" / "model.tar.gz")
             pack(paths.output_data, model_archive.with_name("output.tar.gz"))
-            status["ModelArtifacts"] = {"S3ModelArtifacts": str(model_archive)}
+            model_artifacts = {"S3ModelArtifacts": str(model_archive)}
         else:
             paths.failure.write_text(reason + "\n", encoding="utf-8")
             log_handle.write(f"[nlpforge] job {outcome.lower()}: {reason}\n")
     running = sum(a["seconds"] for a in attempts)
     training_seconds = time.monotonic() - started
+    spot = spec.get("spot") or {}
     billable = running * spot.get("price_ratio", 1.0) if spec.get("use_spot_instances") else running
     status = update_status(
         paths, TrainingJobStatus=outcome, SecondaryStatus=outcome, FailureReason=reason, TrainingEndTime=now_iso(),
         TrainingTimeInSeconds=max(1, math.ceil(training_seconds)), BillableTimeInSeconds=max(1, math.ceil(billable)),
         RunningSeconds=round(running, 3), WallSeconds=round(training_seconds, 3), Attempts=attempts,
-        ModelArtifacts=status.get("ModelArtifacts"), ProcessPid=None)
-    if spec.get("tracking", True):
+        ModelArtifacts=model_artifacts, ProcessPid=None)
+    if spec.get("tracking", True) and not keyboard:
         record_in_tracking(paths, spec, status)
+    if keyboard:
+        raise KeyboardInterrupt
     return read_json(paths.status)
 
 
