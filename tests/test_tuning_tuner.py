@@ -136,3 +136,10 @@ def test_bad_tuner_arguments_get_clear_errors(script_estimator, settings, messag
     arguments.update(settings)
     with pytest.raises(TuningError, match=message.replace("(", r"\(").replace(")", r"\)")):
         HyperparameterTuner(script_estimator, **arguments)
+
+
+def test_ranges_of_a_builtin_estimator_must_name_its_settings(tmp_path):
+    est = TextClassifier(base_model="bert-tiny", jobs_root=str(tmp_path / "jobs"))
+    with pytest.raises(TuningError, match="TextClassifier has no hyperparameter learning-rat"):
+        HyperparameterTuner(est, "validation_accuracy", {"learning-rat": ContinuousParameter(1e-5, 1e-3)},
+                            max_jobs=2)

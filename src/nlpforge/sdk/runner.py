@@ -46,6 +46,7 @@ class MetricRecorder:
         self.on_metric = on_metric
         self.counts: dict[str, int] = {}
         self.stop_reason: str | None = None
+        self.callback_error: str | None = None
         self.lock = threading.Lock()
 
     def record(self, name: str, value: float, source: str, step=None) -> None:
@@ -60,6 +61,8 @@ class MetricRecorder:
                 self.on_metric(name, value, step)
             except StopJob as stop:
                 self.stop_reason = str(stop) or "stopped by its tuning job"
+            except Exception as error:  # a failing callback must not stop the log from being read
+                self.callback_error = f"{type(error).__name__}: {error}"
 
     def scan(self, line: str) -> None:
         for name, pattern in self.patterns:
@@ -277,6 +280,8 @@ def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
             outcome, reason = "Failed", str(error)
         except KeyboardInterrupt:
             outcome, reason, keyboard = "Stopped", "interrupted from the keyboard", True
+        if recorder.callback_error:
+            log_handle.write(f"[nlpforge] the metric callback failed: {recorder.callback_error}\n")
         if outcome == "Completed":
             update_status(paths, SecondaryStatus="Uploading")
             import_engine_metrics(paths, recorder)
@@ -304,9 +309,9 @@ def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
 
 def warm_up_tracking() -> None:
     try:
-        import mlflow.tracking  # noqa: F401
+        import nlpforge.tracking.runs  # noqa: F401  (first: it turns MLflow's telemetry off)
 
-        import nlpforge.tracking.runs  # noqa: F401
+        import mlflow.tracking  # noqa: F401
     except ImportError:
         pass
 

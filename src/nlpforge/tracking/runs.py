@@ -23,6 +23,10 @@ from pathlib import Path
 from nlpforge.errors import TrackingError
 from nlpforge.sdk.contract import jobs_root
 
+# MLflow must not phone home: its usage telemetry is off before mlflow is first imported.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
 DEFAULT_EXPERIMENT = "nlpforge"
 STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Stopped": "KILLED"}
 
@@ -37,9 +41,7 @@ def tracking_uri(root=None) -> str:
 
 
 def client(root=None):
-    """An MlflowClient on the store; MLflow's usage telemetry is turned off before it loads."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
+    """An MlflowClient on the store."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import logging
 

@@ -16,6 +16,7 @@ prunes a trial whose intermediate objective values fall below the median of earl
 """
 import copy
 import secrets
+import threading
 from datetime import datetime, timezone
 
 from nlpforge.errors import TrainingJobError, TuningError
@@ -78,6 +79,12 @@ class HyperparameterTuner:
         self.storage = storage or f"sqlite:///{self.root / 'optuna.db'}"
         self.random_seed, self.experiment_name = random_seed, experiment_name
         self.latest_tuning_job: str | None = None
+        self.pruning_lock = threading.Lock()
+        settings = getattr(estimator, "known_settings", None)  # a built-in estimator's engine settings
+        unknown = sorted(n for n in self.ranges if settings is not None and n.replace("-", "_") not in settings)
+        if unknown:
+            raise TuningError(f"{type(estimator).__name__} has no hyperparameter {', '.join(unknown)}; see "
+                              "`nlpforge train text-classification --help`")
 
     # -- the study -------------------------------------------------------------------------------
     def sampler(self, optuna):
@@ -121,8 +128,11 @@ class HyperparameterTuner:
             def on_metric(name, value, step):
                 if name != self.objective_metric_name:
                     return
-                trial.report(value, step)
-                if trial.should_prune():
+                # Optuna's pruners are not thread-safe (HyperbandPruner sets its brackets up lazily).
+                with self.pruning_lock:
+                    trial.report(value, step)
+                    prune = trial.should_prune()
+                if prune:
                     from nlpforge.sdk.runner import StopJob
 
                     raise StopJob(f"{name}={value:.4g} at step {step} is below the median of earlier trials")
