@@ -189,6 +189,7 @@ def test_requirements_are_installed_on_request(tmp_path):
     (dict(entry_point="{script}", metric_definitions=[{"Name": "loss"}]), None, "'Name': ..., 'Regex': ..."),
     (dict(entry_point="{script}", use_spot_instances=True, max_run=100, max_wait=10), None,
      "max_wait must be at least max_run"),
+    (dict(entry_point="{script}", hyperparameter={"epochs": 1}), None, "unknown Estimator argument(s) hyperparameter"),
 ])
 def test_bad_arguments_get_clear_errors(tmp_path, settings, inputs, message):
     script = write_script(tmp_path, "train.py", "print('hi')\n")
@@ -224,3 +225,24 @@ def test_builtin_text_classifier_passes_checkpoint_flags_only_to_an_engine_that_
         TextClassifier(hyperparameters={"learning-rat": 1e-3})
     with pytest.raises(ConfigError, match="needs a 'train' channel"):
         est.command_args(paths, {"validation": train})
+
+
+def test_the_training_engines_metrics_jsonl_becomes_job_metrics(tmp_path):
+    script = write_script(tmp_path, "train.py", """
+        import json, os
+        with open(os.path.join(os.environ["SM_MODEL_DIR"], "metrics.jsonl"), "w") as handle:
+            for step in (1, 2, 3):
+                handle.write(json.dumps({"step": step, "epoch": 0, "loss": 1.0 / step, "learning_rate": 1e-3,
+                                         "samples_per_second": 50.0}) + "\\n")
+            handle.write(json.dumps({"step": 3, "epoch": 1, "validation_accuracy": 0.75,
+                                     "validation_macro_f1": 0.7}) + "\\n")
+    """)
+    est = Estimator(entry_point=str(script), jobs_root=str(tmp_path / "jobs"), role="SageMakerRole",
+                    framework_version="2.13")  # SageMaker-only arguments are accepted
+    est.fit(logs=False)
+    final = {m["MetricName"]: m["Value"] for m in est.latest_training_job.describe()["FinalMetricDataList"]}
+    assert final == {"loss": pytest.approx(1 / 3), "learning_rate": 1e-3, "samples_per_second": 50.0,
+                     "validation_accuracy": 0.75, "validation_macro_f1": 0.7}
+    rows = [json.loads(line) for line in (tmp_path / "jobs" / est.latest_training_job.name / "metrics.jsonl")
+            .read_text().splitlines()]
+    assert [(r["step"], r["value"]) for r in rows if r["name"] == "loss"] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]

@@ -25,6 +25,12 @@ from nlpforge.sdk.jobs import (NAME_PATTERN, describe_job, follow_log, now_iso, 
                                write_json)
 
 INSTANCE_TYPES = ("local", "local_gpu")
+# SageMaker arguments that mean nothing on one machine: accepted so that the talk's code runs, and recorded.
+SAGEMAKER_ONLY_ARGUMENTS = {"role", "sagemaker_session", "image_uri", "framework_version", "py_version",
+                            "distribution", "volume_size", "volume_kms_key", "output_kms_key", "tags", "subnets",
+                            "security_group_ids", "checkpoint_s3_uri", "model_uri", "model_channel_name",
+                            "code_location", "dependencies", "debugger_hook_config", "rules",
+                            "disable_profiler", "enable_network_isolation", "keep_alive_period_in_seconds"}
 BUILTIN_LAUNCHER = Path(__file__).with_name("builtin_launcher.py")
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 
@@ -144,6 +150,9 @@ class Estimator:
             (0 < spot_price_ratio <= 1, "spot_price_ratio must be in (0, 1]"),
             (spot_interruptions is None or use_spot_instances, "spot_interruptions needs use_spot_instances=True"),
         ]
+        unknown = sorted(set(framework_settings) - SAGEMAKER_ONLY_ARGUMENTS)
+        if unknown:
+            raise ConfigError(f"unknown Estimator argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator)")
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -166,7 +175,7 @@ class Estimator:
         self.spot = {"interruptions": list(spot_interruptions or []), "capacity_wait": spot_capacity_wait,
                      "price_ratio": spot_price_ratio}
         self.tracking = tracking and os.environ.get("NLPFORGE_TRACKING", "1") not in ("0", "off", "false")
-        self.framework_settings = framework_settings  # framework_version, py_version, ...: recorded only
+        self.framework_settings = {k: repr(v) for k, v in framework_settings.items()}  # recorded only
         self.latest_training_job: TrainingJob | None = None
         self.tuning_job_name: str | None = None
 
@@ -310,7 +319,7 @@ class Estimator:
 
         return deploy_model(self.model_dir, endpoint_name or self._job().name, initial_instance_count,
                             serializer=serializer, deserializer=deserializer, jobs_root=self.jobs_root,
-                            training_job_name=self._job().name, **server_settings)
+                            training_job_name=self._job().name, tracking=self.tracking, **server_settings)
 
     def transformer(self, instance_count: int = 1, instance_type: str = "local", output_path: str | None = None,
                     strategy: str = "MultiRecord", assemble_with: str = "Line", accept: str = "application/jsonlines"):

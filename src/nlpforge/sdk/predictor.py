@@ -89,7 +89,8 @@ def start_server(host: str, ports: dict, root: Path, command: list[str] | None, 
 def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1, *, serializer=None,
                  deserializer=None, jobs_root=None, training_job_name: str | None = None, host: str = DEFAULT_HOST,
                  inference_port: int = 8080, management_port: int = 8081, metrics_port: int = 8082,
-                 server_command: list[str] | None = None, startup_timeout: float = 120) -> "Predictor":
+                 server_command: list[str] | None = None, startup_timeout: float = 120,
+                 tracking: bool = True) -> "Predictor":
     """Register a model folder as an endpoint on the model server, starting the server if none answers."""
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "nlpforge.json").exists():
@@ -116,7 +117,7 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
     write_json_record(record_path, {"endpoint_name": endpoint_name, "model_dir": str(model_dir),
                                     "training_job_name": training_job_name, "host": host, **ports,
                                     "server_pid": started_pid, "created": now_iso()})
-    if training_job_name and os.environ.get("NLPFORGE_TRACKING", "1") not in ("0", "off", "false"):
+    if training_job_name and tracking and os.environ.get("NLPFORGE_TRACKING", "1") not in ("0", "off", "false"):
         try:
             from nlpforge.tracking.runs import record_deployment
 
