@@ -3,6 +3,7 @@ import json
 import re
 import tarfile
 import textwrap
+import time
 
 import pytest
 
@@ -246,3 +247,25 @@ def test_the_training_engines_metrics_jsonl_becomes_job_metrics(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "jobs" / est.latest_training_job.name / "metrics.jsonl")
             .read_text().splitlines()]
     assert [(r["step"], r["value"]) for r in rows if r["name"] == "loss"] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
+
+
+def test_engine_metrics_are_read_while_the_job_runs_and_replace_the_regex(tmp_path):
+    script = write_script(tmp_path, "train.py", """
+        import json, os, time
+        path = os.path.join(os.environ["SM_MODEL_DIR"], "metrics.jsonl")
+        for step in (1, 2):
+            with open(path, "a") as handle:
+                handle.write(json.dumps({"step": step * 10, "epoch": step, "validation_accuracy": 0.4 * step}) + "\\n")
+            print(f"epoch {step}: validation_accuracy {0.4 * step:.4f}", flush=True)
+            time.sleep(1.0)
+    """)
+    seen = []
+    est = Estimator(entry_point=str(script), jobs_root=str(tmp_path / "jobs"),
+                    metric_definitions=[{"Name": "validation_accuracy", "Regex": r"validation_accuracy ([0-9.]+)"}])
+    est.fit(logs=False, on_metric=lambda name, value, step: seen.append((name, value, step, time.monotonic())))
+    ended = time.monotonic()
+    engine_steps = [(round(value, 4), step) for name, value, step, _ in seen if step >= 10]
+    assert engine_steps == [(0.4, 10), (0.8, 20)]
+    first_engine = next(at for _, _, step, at in seen if step >= 10)
+    assert first_engine < ended - 0.5  # read while the script still ran, not after it
+    assert len(seen) <= 3  # once the engine reports a metric, the regex no longer counts it

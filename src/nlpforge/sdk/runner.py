@@ -47,6 +47,8 @@ class MetricRecorder:
         self.counts: dict[str, int] = {}
         self.stop_reason: str | None = None
         self.callback_error: str | None = None
+        self.engine_names: set[str] = set()
+        self.engine_offset = 0
         self.lock = threading.Lock()
 
     def record(self, name: str, value: float, source: str, step=None) -> None:
@@ -64,8 +66,34 @@ class MetricRecorder:
             except Exception as error:  # a failing callback must not stop the log from being read
                 self.callback_error = f"{type(error).__name__}: {error}"
 
+    def poll_engine(self) -> None:
+        """Read what the training engine added to <model dir>/metrics.jsonl since the last poll.
+
+        A metric the engine reports is taken from there, with the engine's global step, and no
+        longer from the log regexes, so that its history is not counted twice.
+        """
+        try:
+            with open(self.paths.model / "metrics.jsonl", "rb") as handle:
+                handle.seek(self.engine_offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+        self.engine_offset += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.engine_names.add(key)
+                    self.record(key, float(value), "engine", step=row.get("step"))
+
     def scan(self, line: str) -> None:
         for name, pattern in self.patterns:
+            if name in self.engine_names:
+                continue
             match = pattern.search(line)
             if match:
                 try:
@@ -134,21 +162,6 @@ def pack(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def import_engine_metrics(paths: JobPaths, recorder: MetricRecorder) -> None:
-    """The training engine's per-step JSON lines (<model dir>/metrics.jsonl), when it wrote them."""
-    engine = paths.model / "metrics.jsonl"
-    if not engine.exists():
-        return
-    for line in engine.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        for key, value in row.items():
-            if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                recorder.record(key, float(value), "engine", step=row.get("step"))
-
-
 def run_attempt(spec, paths, env, command, stream, recorder, run_limit, interrupt_after, log_handle):
     """One run of the script, for at most run_limit seconds.
 
@@ -169,6 +182,7 @@ def run_attempt(spec, paths, env, command, stream, recorder, run_limit, interrup
     if ended != "exited":
         terminate(process, grace)
     pump.join(timeout=10)
+    recorder.poll_engine()
     return process.returncode, ended, time.monotonic() - started
 
 
@@ -184,9 +198,12 @@ def terminate(process: subprocess.Popen, grace: float) -> None:
 
 def watch(process, paths, recorder, started, run_limit, interrupt_after, log_handle) -> tuple[str, float]:
     """Wait for the script to exit or for a reason to stop it; returns (reason, grace seconds)."""
-    grace = STOP_GRACE_SECONDS
+    grace, polled = STOP_GRACE_SECONDS, 0.0
     while process.poll() is None:
         time.sleep(0.05)
+        if time.monotonic() - polled >= 0.5:
+            recorder.poll_engine()
+            polled = time.monotonic()
         if paths.stop_request.exists():
             ended = "stopped"
         elif recorder.stop_reason:
@@ -284,7 +301,6 @@ def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
             log_handle.write(f"[nlpforge] the metric callback failed: {recorder.callback_error}\n")
         if outcome == "Completed":
             update_status(paths, SecondaryStatus="Uploading")
-            import_engine_metrics(paths, recorder)
             model_archive = pack(paths.model, Path(spec["output_path"]) / spec["job_name"] / "output" / "model.tar.gz")
             pack(paths.output_data, model_archive.with_name("output.tar.gz"))
             model_artifacts = {"S3ModelArtifacts": str(model_archive)}
