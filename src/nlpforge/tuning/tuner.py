@@ -154,7 +154,10 @@ class HyperparameterTuner:
         return run_trial
 
     def fit(self, inputs=None, job_name: str | None = None, wait: bool = True) -> None:
-        """Run (or resume) the tuning job until max_jobs trials have finished."""
+        """Run (or resume) the tuning job until max_jobs trials have finished (in the foreground)."""
+        if not wait:
+            raise TuningError("tuning runs in the foreground; call fit() with wait=True (the default), and run "
+                              "several tuners on one storage URL to spread trials over machines")
         optuna = optuna_module()
         name = job_name or f"{self.base_tuning_job_name[:20]}-" + \
             datetime.now(timezone.utc).strftime("%y%m%d-%H%M%S")
