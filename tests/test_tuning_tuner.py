@@ -39,9 +39,10 @@ def test_three_trial_tuning_of_the_builtin_task_picks_the_best_trial(tmp_path):
     train = write_csv(tmp_path / "train.csv", toy_rows(80, seed=1))
     validation = write_csv(tmp_path / "val.csv", toy_rows(20, seed=2))
     est = TextClassifier(base_model="bert-tiny", jobs_root=str(tmp_path / "jobs"),
-                         hyperparameters={"epochs": 5, "batch-size": 8, "max-seq-length": 16})
+                         hyperparameters={"epochs": 5, "batch-size": 8, "max-seq-length": 16, "threads": 1})
     tuner = HyperparameterTuner(est, "validation_accuracy",
-                                {"learning-rate": CategoricalParameter([1e-5, 3e-3, 1e-2])}, strategy="Grid")
+                                {"learning-rate": CategoricalParameter([1e-5, 3e-3, 1e-2])}, strategy="Grid",
+                                max_parallel_jobs=3)
     assert tuner.max_jobs == 3  # the grid's size
     tuner.fit({"train": str(train), "validation": str(validation)}, job_name="stars-tuning")
     frame = tuner.analytics().dataframe()

@@ -177,8 +177,45 @@ class HyperparameterTuner:
                 if not t.user_attrs.get("interrupted")]
         remaining = self.max_jobs - len(done)
         if remaining > 0:
-            study.optimize(self.objective(name, inputs, optuna), n_trials=remaining,
-                           n_jobs=self.max_parallel_jobs, catch=(TrainingJobError, TuningError))
+            self.run_trials(study, self.objective(name, inputs, optuna), remaining, optuna)
+
+    def run_trials(self, study, objective, count: int, optuna) -> None:
+        """Run `count` trials, max_parallel_jobs at a time (Optuna's ask-and-tell).
+
+        Asking under a lock lets each new trial see the grid points its running neighbours took,
+        so parallel Grid trials never repeat one.
+        """
+        lock, left, errors = threading.Lock(), [count], []
+        state = optuna.trial.TrialState
+
+        def worker():
+            while True:
+                with lock:
+                    if left[0] <= 0 or errors:
+                        return
+                    left[0] -= 1
+                    trial = study.ask()
+                try:
+                    value = objective(trial)
+                except optuna.TrialPruned:
+                    tell(study, trial, state=state.PRUNED)
+                except (TrainingJobError, TuningError) as error:
+                    study._storage.set_trial_user_attr(trial._trial_id, "error", str(error)[:2000])
+                    tell(study, trial, state=state.FAIL)
+                except BaseException as error:  # a bug: fail the trial, stop the others, raise in fit
+                    tell(study, trial, state=state.FAIL)
+                    errors.append(error)
+                    return
+                else:
+                    tell(study, trial, value)
+
+        workers = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.max_parallel_jobs, count))]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        if errors:
+            raise errors[0]
 
     # -- results ---------------------------------------------------------------------------------
     def _study(self):
@@ -218,6 +255,19 @@ class HyperparameterTuner:
         return {"HyperParameterTuningJobName": self.latest_tuning_job, "Strategy": self.strategy,
                 "MaxNumberOfTrainingJobs": self.max_jobs, "MaxParallelTrainingJobs": self.max_parallel_jobs,
                 "TrainingJobStatusCounters": counts, "BestTrainingJob": best, "Storage": self.storage}
+
+
+def tell(study, trial, value=None, state=None) -> None:
+    """study.tell, outside Optuna's optimize loop.
+
+    GridSampler calls study.stop() once the grid is used up, which raises outside optimize(); the
+    trial's result is stored before that (Optuna stores it in a `finally`), so the error is dropped.
+    """
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
 
 
 class TuningJobAnalytics:
