@@ -44,3 +44,27 @@ class VocabularyError(NlpforgeError):
     """A word asked for is not in the vocabulary of the vectors or tokenizer."""
 
     code = "E400"
+
+
+class TrainingJobError(NlpforgeError):
+    """A training job failed, was stopped, or cannot be found; the message holds its failure reason."""
+
+    code = "E600"
+
+
+class EndpointError(NlpforgeError):
+    """An endpoint cannot be created, reached or found."""
+
+    code = "E610"
+
+
+class TuningError(NlpforgeError):
+    """A hyperparameter tuning job is misconfigured or has no usable trial."""
+
+    code = "E620"
+
+
+class TrackingError(NlpforgeError):
+    """An experiment run cannot be found or the tracking store cannot be read."""
+
+    code = "E630"

@@ -27,6 +27,8 @@ from nlpforge.cli import demo as _demo  # noqa: E402,F401
 from nlpforge.cli import corpus as _corpus  # noqa: E402,F401
 from nlpforge.cli import vectors as _vectors  # noqa: E402,F401
 from nlpforge.cli import tokenizer as _tokenizer  # noqa: E402,F401
+from nlpforge.cli import jobs as _jobs  # noqa: E402,F401
+from nlpforge.cli import runs as _runs  # noqa: E402,F401
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,264 @@
+"""SageMaker's training contract for a local job folder: the folder layout, the SM_* variables, the arguments.
+
+A job folder mirrors `/opt/ml` on a SageMaker training instance:
+
+    <jobs root>/<job name>/
+      code/                     the user's source_dir (or entry point), the script's working directory
+      input/config/             hyperparameters.json, inputdataconfig.json, resourceconfig.json
+      input/data/<channel>/     one folder per channel given to fit()
+      model/                    SM_MODEL_DIR; packed into model.tar.gz when the job completes
+      output/data/              SM_OUTPUT_DATA_DIR; packed into output.tar.gz
+      output/failure            the failure reason, when the job fails
+      checkpoints/              the /opt/ml/checkpoints equivalent (unless checkpoint_local_path is given)
+      logs/training.log         everything the job printed, kept
+      job.json, status.json     what was asked, and what happened (see sdk/jobs.py)
+
+The variables and their values follow aws/sagemaker-training-toolkit (`environment.py`,
+`mapping.py`): strings pass as they are, everything else as compact JSON; hyperparameters are
+also passed as `--name value` arguments, sorted by name. Since `/opt/ml` cannot exist here, the
+toolkit's own `SAGEMAKER_BASE_DIR` names the job folder and `SM_CHECKPOINT_DIR` (an nlpforge
+addition) names the checkpoint folder.
+"""
+import json
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+INSTANCE_GROUP = "homogeneousCluster"
+JOBS_ROOT_ENV = "NLPFORGE_JOBS_ROOT"
+
+
+def jobs_root(root=None) -> Path:
+    """The folder holding every job: the argument, else $NLPFORGE_JOBS_ROOT, else ./jobs."""
+    return Path(root or os.environ.get(JOBS_ROOT_ENV) or "jobs").expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Every path of one job folder."""
+
+    root: Path
+
+    @property
+    def code(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def input(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def input_config(self) -> Path:
+        return self.root / "input" / "config"
+
+    @property
+    def input_data(self) -> Path:
+        return self.root / "input" / "data"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def output_data(self) -> Path:
+        return self.root / "output" / "data"
+
+    @property
+    def output_intermediate(self) -> Path:
+        return self.root / "output" / "intermediate"
+
+    @property
+    def failure(self) -> Path:
+        return self.root / "output" / "failure"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "logs" / "training.log"
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def stop_request(self) -> Path:
+        return self.root / "stop-requested"
+
+    @property
+    def host_environments(self) -> Path:
+        return self.root / "input" / "config" / "hosts"
+
+    def channel(self, name: str) -> Path:
+        return self.input_data / name
+
+    def create(self) -> None:
+        for folder in (self.code, self.input_config, self.input_data, self.model, self.output_data,
+                       self.output_intermediate, self.checkpoints, self.log.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def env_value(value) -> str:
+    """The toolkit's `mapping.to_env_vars` value format."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def to_cmd_args(hyperparameters: dict) -> list[str]:
+    """The toolkit's `mapping.to_cmd_args`: `--name value` sorted by name, `-x` for one-letter names."""
+    args = []
+    for key in sorted(hyperparameters):
+        name = str(key)
+        value = hyperparameters[key]
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+        args += [f"--{name}" if len(name) > 1 else f"-{name}", "" if value is None else str(value)]
+    return args
+
+
+def serialized_hyperparameters(hyperparameters: dict) -> dict[str, str]:
+    """hyperparameters.json as the SageMaker SDK writes it: every value JSON-encoded into a string."""
+    return {str(k): json.dumps(v) for k, v in hyperparameters.items()}
+
+
+def count_gpus() -> int:
+    """GPUs visible to the job, found the way the toolkit does (`nvidia-smi --list-gpus`)."""
+    try:
+        output = subprocess.run(shlex.split("nvidia-smi --list-gpus"), capture_output=True, text=True,
+                                timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in output.splitlines() if line.startswith("GPU "))
+
+
+def host_names(instance_count: int) -> list[str]:
+    return [f"algo-{i + 1}" for i in range(instance_count)]
+
+
+def resource_config(hosts: list[str], current_host: str, instance_type: str) -> dict:
+    """resourceconfig.json of one host."""
+    return {"current_host": current_host, "current_instance_type": instance_type,
+            "current_group_name": INSTANCE_GROUP, "hosts": hosts,
+            "instance_groups": [{"instance_group_name": INSTANCE_GROUP, "instance_type": instance_type,
+                                 "hosts": hosts}],
+            "network_interface_name": "eth0"}
+
+
+def input_data_config(channels: list[str]) -> dict:
+    return {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
+                   "RecordWrapperType": "None"} for name in channels}
+
+
+def training_environment(paths: JobPaths, *, job_name: str, entry_point: str, hyperparameters: dict,
+                         channels: list[str], hosts: list[str], current_host: str, instance_type: str,
+                         num_gpus: int, num_cpus: int, distributed: bool, log_level: int = 20) -> dict:
+    """The toolkit's `Environment` as a dict: the value of SM_TRAINING_ENV for one host."""
+    framework_params = {"sagemaker_torch_distributed_enabled": True} if distributed else {}
+    distribution_groups = [INSTANCE_GROUP] if distributed else []
+    resources = resource_config(hosts, current_host, instance_type)
+    module_name = entry_point[:-3] if entry_point.endswith(".py") else entry_point
+    return {
+        "additional_framework_parameters": framework_params,
+        "channel_input_dirs": {name: str(paths.channel(name)) for name in channels},
+        "current_host": current_host,
+        "current_instance_group": INSTANCE_GROUP,
+        "current_instance_group_hosts": hosts,
+        "current_instance_type": instance_type,
+        "distribution_hosts": hosts if distributed else [],
+        "distribution_instance_groups": distribution_groups,
+        "framework_module": None,
+        "hosts": hosts,
+        "hyperparameters": hyperparameters,
+        "input_config_dir": str(paths.input_config),
+        "input_data_config": input_data_config(channels),
+        "input_dir": str(paths.input),
+        "instance_groups": [INSTANCE_GROUP],
+        "instance_groups_dict": {INSTANCE_GROUP: resources["instance_groups"][0]},
+        "is_hetero": False,
+        "is_master": current_host == hosts[0],
+        "is_modelparallel_enabled": None,
+        "job_name": job_name,
+        "log_level": log_level,
+        "master_hostname": hosts[0],
+        "model_dir": str(paths.model),
+        "module_dir": str(paths.code),
+        "module_name": module_name,
+        "network_interface_name": "eth0",
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "output_data_dir": str(paths.output_data),
+        "output_dir": str(paths.output),
+        "output_intermediate_dir": str(paths.output_intermediate),
+        "resource_config": resources,
+        "user_entry_point": entry_point,
+    }
+
+
+def environment_variables(env: dict, checkpoint_dir: Path, paths: JobPaths) -> dict[str, str]:
+    """The SM_* variables of one host, as the toolkit's `Environment.to_env_vars` builds them."""
+    values = {
+        "hosts": env["hosts"], "network_interface_name": env["network_interface_name"],
+        "hps": env["hyperparameters"], "user_entry_point": env["user_entry_point"],
+        "framework_params": env["additional_framework_parameters"], "resource_config": env["resource_config"],
+        "input_data_config": env["input_data_config"], "output_data_dir": env["output_data_dir"],
+        "channels": sorted(env["channel_input_dirs"]), "current_host": env["current_host"],
+        "current_instance_type": env["current_instance_type"],
+        "current_instance_group": env["current_instance_group"],
+        "current_instance_group_hosts": env["current_instance_group_hosts"],
+        "instance_groups": env["instance_groups"], "instance_groups_dict": env["instance_groups_dict"],
+        "distribution_instance_groups": env["distribution_instance_groups"], "is_hetero": env["is_hetero"],
+        "module_name": env["module_name"], "log_level": env["log_level"],
+        "framework_module": env["framework_module"], "input_dir": env["input_dir"],
+        "input_config_dir": env["input_config_dir"], "output_dir": env["output_dir"],
+        "num_cpus": env["num_cpus"], "num_gpus": env["num_gpus"], "model_dir": env["model_dir"],
+        "module_dir": env["module_dir"], "training_env": env, "user_args": to_cmd_args(env["hyperparameters"]),
+        "output_intermediate_dir": env["output_intermediate_dir"],
+    }
+    for name, path in env["channel_input_dirs"].items():
+        values[f"channel_{name}"] = path
+    for key, value in env["hyperparameters"].items():
+        values[f"hp_{key}"] = value
+    variables = {f"SM_{str(k).upper()}": env_value(v) for k, v in values.items()}
+    variables.update({
+        "TRAINING_JOB_NAME": env["job_name"],
+        "SAGEMAKER_JOB_NAME": env["job_name"],
+        "CURRENT_HOST": env["current_host"],
+        "SAGEMAKER_PROGRAM": env["user_entry_point"],
+        "SAGEMAKER_SUBMIT_DIRECTORY": env["module_dir"],
+        "SAGEMAKER_BASE_DIR": str(paths.root),
+        "SM_CHECKPOINT_DIR": str(checkpoint_dir),
+    })
+    return variables
+
+
+def write_input_config(paths: JobPaths, *, job_name: str, entry_point: str, hyperparameters: dict,
+                       channels: list[str], hosts: list[str], instance_type: str) -> None:
+    """input/config/*.json as SageMaker writes them (resourceconfig.json of the first host)."""
+    paths.input_config.mkdir(parents=True, exist_ok=True)
+    all_hyperparameters = {**hyperparameters, "sagemaker_program": entry_point,
+                           "sagemaker_submit_directory": str(paths.code), "sagemaker_job_name": job_name,
+                           "sagemaker_container_log_level": 20}
+    files = {"hyperparameters.json": serialized_hyperparameters(all_hyperparameters),
+             "inputdataconfig.json": input_data_config(channels),
+             "resourceconfig.json": resource_config(hosts, hosts[0], instance_type)}
+    for name, value in files.items():
+        (paths.input_config / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,397 @@
+"""Estimator: SageMaker's `Estimator.fit → deploy → predict`, run on this machine.
+
+    from nlpforge.sdk import PyTorch
+    est = PyTorch(entry_point="pytorch-bert.py", source_dir="src", instance_count=2,
+                  hyperparameters={"epochs": 20, "batch-size": 64, "learning-rate": 0.1})
+    est.fit({"train": "data/train.csv", "test": "data/test.csv"})
+    predictor = est.deploy(initial_instance_count=1)
+    predictor.predict({"text": "Loved it"})
+
+`fit` prepares a job folder that mirrors /opt/ml (see sdk/contract.py), then runs the script in a
+subprocess with SageMaker's training contract (sdk/runner.py). `TextClassifier` runs the
+platform's own fine-tuning through the same machinery, with no script to write.
+"""
+import json
+import os
+import shutil
+import sys
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nlpforge.errors import ConfigError, TrainingJobError
+from nlpforge.sdk import contract
+from nlpforge.sdk.jobs import (NAME_PATTERN, describe_job, follow_log, now_iso, stop_job, wait_for_job,
+                               write_json)
+
+INSTANCE_TYPES = ("local", "local_gpu")
+# SageMaker arguments that mean nothing on one machine: accepted so that the talk's code runs, and recorded.
+SAGEMAKER_ONLY_ARGUMENTS = {"role", "sagemaker_session", "image_uri", "framework_version", "py_version",
+                            "distribution", "volume_size", "volume_kms_key", "output_kms_key", "tags", "subnets",
+                            "security_group_ids", "checkpoint_s3_uri", "model_uri", "model_channel_name",
+                            "code_location", "dependencies", "debugger_hook_config", "rules",
+                            "disable_profiler", "enable_network_isolation", "keep_alive_period_in_seconds"}
+BUILTIN_LAUNCHER = Path(__file__).with_name("builtin_launcher.py")
+DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
+
+
+def timestamped_name(base: str) -> str:
+    """SageMaker's job naming: <base>-YYYY-mm-dd-HH-MM-SS-mmm, within 63 characters."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
+    base = "".join(c if c.isalnum() or c == "-" else "-" for c in base).strip("-")[: 63 - len(stamp) - 1] or "job"
+    return f"{base}-{stamp}"
+
+
+def channel_paths(inputs) -> dict[str, Path]:
+    """fit()'s inputs as {channel: existing local path}; a lone path is the 'training' channel."""
+    if inputs is None:
+        return {}
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = {"training": inputs}
+    if not isinstance(inputs, dict):
+        raise ConfigError("fit() inputs must be a path or a dict of channel name -> path, "
+                          "e.g. {'train': 'data/train.csv'}")
+    channels = {}
+    for name, value in inputs.items():
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"channel name {name!r} must be letters, digits, '-' or '_'")
+        text = str(getattr(value, "config", value))
+        if text.startswith("s3://"):
+            raise ConfigError(f"channel '{name}': {text} is an S3 URI; nlpforge runs locally, give a local path")
+        path = Path(text.removeprefix("file://")).expanduser()
+        if not path.exists():
+            raise ConfigError(f"channel '{name}': {path} does not exist; give an existing file or folder")
+        channels[name] = path.resolve()
+    return channels
+
+
+def link_channel(source: Path, target: Path) -> None:
+    """input/data/<channel> as a folder: a folder is linked, a single file is linked inside one."""
+    if target.is_symlink() or target.exists():
+        return
+    if source.is_dir():
+        target.symlink_to(source, target_is_directory=True)
+    else:
+        target.mkdir(parents=True)
+        (target / source.name).symlink_to(source)
+
+
+def copy_code(entry_point: str, source_dir: Path | None, destination: Path) -> None:
+    if source_dir is not None:
+        shutil.copytree(source_dir, destination, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv"))
+    else:
+        shutil.copy2(entry_point, destination / Path(entry_point).name)
+
+
+class TrainingJob:
+    """A job started by `fit`: SageMaker's `estimator.latest_training_job`."""
+
+    def __init__(self, name: str, root=None):
+        self.name = self.job_name = name
+        self.root = root
+
+    def describe(self) -> dict:
+        return describe_job(self.name, self.root)
+
+    def wait(self, logs: bool = False) -> dict:
+        if logs:
+            follow_log(self.name, root=self.root)
+        return wait_for_job(self.name, self.root)
+
+    def logs(self, follow: bool = True, emit=print) -> None:
+        follow_log(self.name, emit, self.root, follow=follow)
+
+    def stop(self) -> str:
+        return stop_job(self.name, self.root)
+
+    def __repr__(self):
+        return f"TrainingJob({self.name!r})"
+
+
+class Estimator:
+    """Runs a script-mode training script as a local SageMaker-style training job."""
+
+    def __init__(self, entry_point: str, source_dir: str | None = None, hyperparameters: dict | None = None,
+                 instance_count: int = 1, instance_type: str = "local", output_path: str | None = None,
+                 checkpoint_local_path: str | None = None, max_run: int = 24 * 60 * 60,
+                 use_spot_instances: bool = False, max_wait: int | None = None, max_retry_attempts: int = 0,
+                 environment: dict | None = None, metric_definitions: list[dict] | None = None,
+                 base_job_name: str | None = None, install_requirements: bool = False,
+                 spot_interruptions: list[float] | None = None, spot_capacity_wait: float = 0.0,
+                 spot_price_ratio: float = 0.3, jobs_root: str | None = None, tracking: bool = True,
+                 **framework_settings):
+        """SageMaker's Estimator arguments; the nlpforge additions are:
+
+        install_requirements: pip-install source_dir/requirements.txt before the script runs.
+        spot_interruptions: seconds into each attempt at which the spot instance is reclaimed (SIGTERM).
+        spot_capacity_wait: seconds to wait for spot capacity before restarting (not billed).
+        spot_price_ratio: price of a spot second as a share of on-demand, for BillableTimeInSeconds.
+        jobs_root: folder holding the job folders (default $NLPFORGE_JOBS_ROOT or ./jobs).
+        tracking: record every job as an MLflow run.
+        """
+        self.source_dir = Path(source_dir).expanduser().resolve() if source_dir else None
+        if self.source_dir is not None and not self.source_dir.is_dir():
+            raise ConfigError(f"source_dir {source_dir} is not a folder; give the folder holding the entry point")
+        script = (self.source_dir / entry_point) if self.source_dir else Path(entry_point).expanduser()
+        if not entry_point or not script.is_file():
+            where = f" in source_dir {self.source_dir}" if self.source_dir else ""
+            raise ConfigError(f"entry_point '{entry_point}' not found{where}; give the path of the training script")
+        self.entry_point = entry_point if self.source_dir else str(script.resolve())
+        checks = [
+            (isinstance(instance_count, int) and instance_count >= 1, "instance_count must be an integer >= 1"),
+            (instance_type in INSTANCE_TYPES, f"instance_type must be one of {', '.join(INSTANCE_TYPES)} "
+                                              f"(nlpforge runs on this machine), not {instance_type!r}"),
+            (max_run is None or max_run > 0, "max_run must be positive seconds"),
+            (not use_spot_instances or max_wait is None or max_wait >= max_run,
+             "max_wait must be at least max_run (SageMaker's rule for spot training)"),
+            (max_wait is None or use_spot_instances, "max_wait applies only with use_spot_instances=True"),
+            (max_retry_attempts >= 0, "max_retry_attempts must be >= 0"),
+            (0 < spot_price_ratio <= 1, "spot_price_ratio must be in (0, 1]"),
+            (spot_interruptions is None or use_spot_instances, "spot_interruptions needs use_spot_instances=True"),
+        ]
+        unknown = sorted(set(framework_settings) - SAGEMAKER_ONLY_ARGUMENTS)
+        if unknown:
+            raise ConfigError(f"unknown Estimator argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator)")
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        for definition in metric_definitions or []:
+            if not isinstance(definition, dict) or set(definition) != {"Name", "Regex"}:
+                raise ConfigError("each metric definition must be {'Name': ..., 'Regex': ...}, got "
+                                  f"{definition!r}")
+        self._hyperparameters = dict(hyperparameters or {})
+        self.instance_count, self.instance_type = instance_count, instance_type
+        self.jobs_root = contract.jobs_root(jobs_root)
+        self.output_path = str(Path(output_path).expanduser().resolve()) if output_path else \
+            str(self.jobs_root / "_artifacts")
+        self.checkpoint_local_path = checkpoint_local_path
+        self.max_run, self.use_spot_instances, self.max_wait = max_run, use_spot_instances, max_wait
+        self.max_retry_attempts = max_retry_attempts
+        self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
+        self.metric_definitions = list(metric_definitions or [])
+        self.base_job_name = base_job_name
+        self.install_requirements = install_requirements
+        self.spot = {"interruptions": list(spot_interruptions or []), "capacity_wait": spot_capacity_wait,
+                     "price_ratio": spot_price_ratio}
+        self.tracking = tracking and os.environ.get("NLPFORGE_TRACKING", "1") not in ("0", "off", "false")
+        self.framework_settings = {k: repr(v) for k, v in framework_settings.items()}  # recorded only
+        self.latest_training_job: TrainingJob | None = None
+        self.tuning_job_name: str | None = None
+
+    # -- hyperparameters -------------------------------------------------------------------------
+    def hyperparameters(self) -> dict:
+        return dict(self._hyperparameters)
+
+    def set_hyperparameters(self, **values) -> None:
+        self._hyperparameters.update(values)
+
+    def command_args(self, paths: contract.JobPaths, channels: dict[str, Path]) -> list[str]:
+        """What follows the script on its command line: the hyperparameters as `--name value`."""
+        return contract.to_cmd_args(self._hyperparameters)
+
+    def default_job_base(self) -> str:
+        return self.base_job_name or Path(self.entry_point).stem
+
+    # -- fit -------------------------------------------------------------------------------------
+    def prepare_job(self, inputs=None, job_name: str | None = None, experiment_config: dict | None = None) \
+            -> contract.JobPaths:
+        """Create the job folder with its code, channels, config files and per-host variables."""
+        channels = channel_paths(inputs)
+        name = job_name or timestamped_name(self.default_job_base())
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(f"job name {name!r} must be 1-63 letters, digits or '-', starting with a letter or "
+                              "digit")
+        paths = contract.JobPaths(self.jobs_root / name)
+        if paths.spec.exists():
+            raise ConfigError(f"a job named {name} already exists in {self.jobs_root}; choose another job_name")
+        paths.create()
+        copy_code(self.entry_point, self.source_dir, paths.code)
+        for channel, source in channels.items():
+            link_channel(source, paths.channel(channel))
+        entry = Path(self.entry_point).name if self.source_dir is None else self.entry_point
+        checkpoint_dir = Path(self.checkpoint_local_path).expanduser().resolve() if self.checkpoint_local_path \
+            else paths.checkpoints
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        hosts = contract.host_names(self.instance_count)
+        gpus = contract.count_gpus() if self.instance_type == "local_gpu" else 0
+        if self.instance_type == "local_gpu" and gpus == 0:
+            raise ConfigError("instance_type='local_gpu' but nvidia-smi finds no GPU; use instance_type='local'")
+        contract.write_input_config(paths, job_name=name, entry_point=entry, hyperparameters=self._hyperparameters,
+                                    channels=sorted(channels), hosts=hosts, instance_type=self.instance_type)
+        paths.host_environments.mkdir(parents=True, exist_ok=True)
+        cpus = os.cpu_count() or 1
+        for host in hosts:
+            env = contract.training_environment(
+                paths, job_name=name, entry_point=entry, hyperparameters=self._hyperparameters,
+                channels=sorted(channels), hosts=hosts, current_host=host, instance_type=self.instance_type,
+                num_gpus=gpus, num_cpus=cpus, distributed=self.instance_count > 1)
+            write_json(paths.host_environments / f"{host}.json",
+                       contract.environment_variables(env, checkpoint_dir, paths))
+        spec = {
+            "job_name": name, "created": now_iso(), "estimator": type(self).__name__,
+            "entry_point": entry, "interpreter": [sys.executable],
+            "command_args": self.command_args(paths, channels), "hyperparameters": self._hyperparameters,
+            "channels": {k: str(v) for k, v in channels.items()}, "instance_count": self.instance_count,
+            "instance_type": self.instance_type, "output_path": self.output_path,
+            "checkpoint_dir": str(checkpoint_dir), "max_run": self.max_run,
+            "use_spot_instances": self.use_spot_instances, "max_wait": self.max_wait,
+            "max_retry_attempts": self.max_retry_attempts, "spot": self.spot, "environment": self.environment,
+            "metric_definitions": self.metric_definitions, "install_requirements": self.install_requirements,
+            "base_job_name": self.default_job_base(), "tuning_job_name": self.tuning_job_name,
+            "experiment": experiment_config or {}, "tracking": self.tracking,
+            "framework_settings": self.framework_settings,
+        }
+        write_json(paths.spec, spec)
+        write_json(paths.status, {"TrainingJobStatus": "InProgress", "SecondaryStatus": "Starting"})
+        return paths
+
+    def fit(self, inputs=None, wait: bool = True, logs: bool = True, job_name: str | None = None,
+            experiment_config: dict | None = None, on_metric=None) -> None:
+        """Run a training job; with wait, stream its log and raise TrainingJobError if it fails."""
+        paths = self.prepare_job(inputs, job_name, experiment_config)
+        self.latest_training_job = TrainingJob(paths.root.name, self.jobs_root)
+        if not wait:
+            import subprocess
+
+            subprocess.Popen([sys.executable, "-m", "nlpforge.sdk.runner", str(paths.root)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+            return
+        from nlpforge.sdk.runner import run_job
+
+        status = run_job(paths, stream=print if logs else None, on_metric=on_metric)
+        if status["TrainingJobStatus"] == "Failed":
+            raise TrainingJobError(f"training job {paths.root.name} failed: {status['FailureReason']} "
+                                   f"(log: {paths.log})")
+        if logs and self.use_spot_instances:
+            self.print_spot_savings(status)
+
+    @staticmethod
+    def print_spot_savings(status: dict) -> None:
+        training, billable = status["TrainingTimeInSeconds"], status["BillableTimeInSeconds"]
+        print(f"Training seconds: {training}\nBillable seconds: {billable}\n"
+              f"Managed Spot Training savings: {(1 - billable / training) * 100:.1f}%")
+
+    def _job(self) -> TrainingJob:
+        if self.latest_training_job is None:
+            raise TrainingJobError("this estimator has not run a job yet; call fit() first, or attach() to one")
+        return self.latest_training_job
+
+    def logs(self, follow: bool = True) -> None:
+        """Print the latest job's log (following it while it runs), like SageMaker's `estimator.logs()`."""
+        self._job().logs(follow=follow)
+
+    @property
+    def model_data(self) -> str:
+        """The latest job's model.tar.gz."""
+        job = self._job().describe()
+        if job["TrainingJobStatus"] != "Completed":
+            raise TrainingJobError(f"job {job['TrainingJobName']} is {job['TrainingJobStatus']}; it has no model")
+        return job["ModelArtifacts"]["S3ModelArtifacts"]
+
+    @property
+    def model_dir(self) -> Path:
+        """The latest completed job's model folder (SM_MODEL_DIR), what deploy() serves."""
+        self.model_data  # noqa: B018 (raises when there is no completed job)
+        return contract.JobPaths(self.jobs_root / self._job().name).model
+
+    @classmethod
+    def attach(cls, training_job_name: str, jobs_root: str | None = None) -> "Estimator":
+        """An estimator for an existing job, as SageMaker's `Estimator.attach`."""
+        root = contract.jobs_root(jobs_root)
+        describe_job(training_job_name, root)  # a clear error if it does not exist
+        spec = json.loads((root / training_job_name / "job.json").read_text(encoding="utf-8"))
+        estimator = cls.__new__(cls)
+        Estimator.__init__(estimator, entry_point=str(root / training_job_name / "code" / spec["entry_point"]),
+                           hyperparameters=spec["hyperparameters"], instance_count=spec["instance_count"],
+                           instance_type=spec["instance_type"], output_path=spec["output_path"],
+                           metric_definitions=spec["metric_definitions"], jobs_root=str(root),
+                           tracking=spec.get("tracking", True))
+        estimator.latest_training_job = TrainingJob(training_job_name, root)
+        return estimator
+
+    # -- deploy and batch transform (sdk/predictor.py) ------------------------------------------
+    def deploy(self, initial_instance_count: int = 1, instance_type: str = "local", endpoint_name: str | None = None,
+               serializer=None, deserializer=None, **server_settings):
+        """Register the latest model with the nlpforge model server (started if none runs); returns a Predictor."""
+        from nlpforge.sdk.predictor import deploy_model
+
+        return deploy_model(self.model_dir, endpoint_name or self._job().name, initial_instance_count,
+                            serializer=serializer, deserializer=deserializer, jobs_root=self.jobs_root,
+                            training_job_name=self._job().name, tracking=self.tracking, **server_settings)
+
+    def transformer(self, instance_count: int = 1, instance_type: str = "local", output_path: str | None = None,
+                    strategy: str = "MultiRecord", assemble_with: str = "Line", accept: str = "application/jsonlines"):
+        from nlpforge.sdk.predictor import Transformer
+
+        return Transformer(self.model_dir, output_path=output_path, accept=accept,
+                           training_job_name=self._job().name)
+
+
+class PyTorch(Estimator):
+    """SageMaker's `sagemaker.pytorch.PyTorch`: the same Estimator; framework_version/py_version are recorded."""
+
+
+class TextClassifier(Estimator):
+    """The flagship task as a built-in estimator: no script, `nlpforge train text-classification` runs in the job.
+
+        est = TextClassifier(base_model="minilm-l6", hyperparameters={"epochs": 2, "learning-rate": 5e-5})
+        est.fit({"train": "train.csv", "validation": "validation.csv"})
+
+    Hyperparameter names are the engine's settings, with dashes or underscores.
+    """
+
+    METRICS = [{"Name": "train_loss", "Regex": r"train loss ([0-9.]+)"},
+               {"Name": "validation_accuracy", "Regex": r"validation_accuracy ([0-9.]+)"},
+               {"Name": "validation_macro_f1", "Regex": r"validation_macro_f1 ([0-9.]+)"}]
+
+    def __init__(self, base_model: str = "minilm-l6", hyperparameters: dict | None = None, **settings):
+        from nlpforge.training.config import TextClassificationConfig
+
+        self.known_settings = {f.name for f in fields(TextClassificationConfig)}
+        unknown = sorted(str(k) for k in (hyperparameters or {})
+                         if str(k).replace("-", "_") not in self.known_settings - {"train", "validation", "output"})
+        if unknown:
+            raise ConfigError(f"unknown TextClassifier hyperparameter(s) {', '.join(unknown)}; see "
+                              "`nlpforge train text-classification --help` for the settings")
+        settings.setdefault("metric_definitions", self.METRICS)
+        settings.setdefault("base_job_name", "text-classifier")
+        super().__init__(entry_point=str(BUILTIN_LAUNCHER), hyperparameters={"model": base_model,
+                                                                             **(hyperparameters or {})}, **settings)
+
+    def command_args(self, paths: contract.JobPaths, channels: dict[str, Path]) -> list[str]:
+        """`train text-classification --train ... --output $SM_MODEL_DIR` plus one flag per hyperparameter."""
+        train = channels.get("train") or channels.get("training")
+        if train is None:
+            raise ConfigError("TextClassifier.fit needs a 'train' channel, e.g. fit({'train': 'train.csv'})")
+        args = ["train", "text-classification", "--train", str(channel_file(paths, "train" if "train" in channels
+                                                                             else "training", train)),
+                "--output", str(paths.model), "--no-progress"]
+        if "validation" in channels:
+            args += ["--validation", str(channel_file(paths, "validation", channels["validation"]))]
+        for key, value in self._hyperparameters.items():
+            flag = "--" + str(key).replace("_", "-")
+            if isinstance(value, bool):
+                args.append(flag if value else "--no-" + flag[2:])
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    args += [flag, str(item)]
+            else:
+                args += [flag, str(value)]
+        # The training engine's checkpoint flags exist only in engines that support resume.
+        if {"checkpoint_dir", "resume"} <= self.known_settings:
+            checkpoint_dir = self.checkpoint_local_path or str(paths.checkpoints)
+            args += ["--checkpoint-dir", str(Path(checkpoint_dir).resolve()), "--resume", "auto"]
+        return args
+
+
+def channel_file(paths: contract.JobPaths, channel: str, source: Path) -> Path:
+    """The one data file of a channel, by its path inside the job folder."""
+    if source.is_file():
+        return paths.channel(channel) / source.name
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
+    if len(files) != 1:
+        raise ConfigError(f"channel '{channel}': {source} holds {len(files)} data files; the built-in task "
+                          "reads exactly one (give the file itself)")
+    return paths.channel(channel) / files[0].name

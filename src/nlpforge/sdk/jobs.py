@@ -1,0 +1,204 @@
+"""Training job records: what was asked (job.json), what happened (status.json), and how to read them.
+
+    describe_job("pytorch-bert-2026-11-25-19-40-00-123")   # a DescribeTrainingJob-shaped dict
+    list_jobs()                                             # newest first
+    stop_job(name)                                          # SIGTERM to the script, status Stopped
+    follow_log(name, print)                                 # tail the kept log until the job ends
+
+The CLI (`nlpforge jobs ...`), `Estimator.latest_training_job` and the tuner all read jobs here.
+"""
+import json
+import os
+import re
+import signal
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nlpforge.errors import TrainingJobError
+from nlpforge.sdk.contract import JobPaths, jobs_root, serialized_hyperparameters
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def write_json(path: Path, value) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def job_paths(name: str, root=None) -> JobPaths:
+    paths = JobPaths(jobs_root(root) / name)
+    if not paths.spec.exists():
+        raise TrainingJobError(f"no training job named '{name}' under {paths.root.parent}; "
+                               "see `nlpforge jobs list` (or set NLPFORGE_JOBS_ROOT)")
+    return paths
+
+
+def update_status(paths: JobPaths, **changes) -> dict:
+    status = read_json(paths.status, {}) or {}
+    status.update(changes)
+    write_json(paths.status, status)
+    return status
+
+
+def pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_metrics(paths: JobPaths) -> list[dict]:
+    """Every metric value the job reported, in order: {"name", "value", "step", "timestamp", "source"}."""
+    if not paths.metrics.exists():
+        return []
+    rows = []
+    for line in paths.metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written while we read
+    return rows
+
+
+def final_metrics(rows: list[dict]) -> dict:
+    """The last value of each metric."""
+    latest = {}
+    for row in rows:
+        latest[row["name"]] = row
+    return latest
+
+
+def describe_job(name: str, root=None) -> dict:
+    """The job as SageMaker's DescribeTrainingJob shows it (local paths in place of S3 URIs)."""
+    paths = job_paths(name, root)
+    spec = read_json(paths.spec, {})
+    status = read_json(paths.status, {}) or {}
+    state = status.get("TrainingJobStatus", "InProgress")
+    if state not in TERMINAL and status.get("SupervisorPid") and not pid_alive(status["SupervisorPid"]):
+        state = "Failed"
+        status["FailureReason"] = status.get("FailureReason") or "the process running the job exited unexpectedly"
+    metrics = final_metrics(read_metrics(paths))
+    return {
+        "TrainingJobName": name,
+        "TrainingJobStatus": state,
+        "SecondaryStatus": status.get("SecondaryStatus", "Starting"),
+        "FailureReason": status.get("FailureReason"),
+        "CreationTime": spec.get("created"),
+        "TrainingStartTime": status.get("TrainingStartTime"),
+        "TrainingEndTime": status.get("TrainingEndTime"),
+        "TrainingTimeInSeconds": status.get("TrainingTimeInSeconds"),
+        "BillableTimeInSeconds": status.get("BillableTimeInSeconds"),
+        "HyperParameters": serialized_hyperparameters(spec.get("hyperparameters", {})),
+        "AlgorithmSpecification": {"TrainingImage": spec.get("image", "local"), "TrainingInputMode": "File",
+                                   "EntryPoint": spec.get("entry_point"),
+                                   "MetricDefinitions": spec.get("metric_definitions", [])},
+        "InputDataConfig": [{"ChannelName": channel, "DataUri": path}
+                            for channel, path in spec.get("channels", {}).items()],
+        "OutputDataConfig": {"S3OutputPath": spec.get("output_path")},
+        "ResourceConfig": {"InstanceType": spec.get("instance_type"), "InstanceCount": spec.get("instance_count")},
+        "StoppingCondition": {"MaxRuntimeInSeconds": spec.get("max_run"),
+                              "MaxWaitTimeInSeconds": spec.get("max_wait")},
+        "EnableManagedSpotTraining": spec.get("use_spot_instances", False),
+        "CheckpointConfig": {"LocalPath": spec.get("checkpoint_dir")},
+        "RetryStrategy": {"MaximumRetryAttempts": spec.get("max_retry_attempts", 0)},
+        "ModelArtifacts": status.get("ModelArtifacts"),
+        "FinalMetricDataList": [{"MetricName": key, "Value": row["value"], "Timestamp": row.get("timestamp")}
+                                for key, row in metrics.items()],
+        "Attempts": status.get("Attempts", []),
+        "JobFolder": str(paths.root),
+        "LogFile": str(paths.log),
+        "TuningJobName": spec.get("tuning_job_name"),
+        "MlflowRunId": status.get("MlflowRunId"),
+    }
+
+
+def list_jobs(root=None, name_contains: str | None = None) -> list[dict]:
+    """One summary row per job, newest first."""
+    base = jobs_root(root)
+    rows = []
+    if not base.is_dir():
+        return rows
+    for folder in base.iterdir():
+        if not (folder / "job.json").exists() or folder.name.startswith("_"):
+            continue
+        if name_contains and name_contains not in folder.name:
+            continue
+        job = describe_job(folder.name, root)
+        rows.append({"name": folder.name, "status": job["TrainingJobStatus"], "created": job["CreationTime"] or "",
+                     "seconds": job["TrainingTimeInSeconds"], "billable": job["BillableTimeInSeconds"],
+                     "failure": failure_summary(job["FailureReason"])})
+    return sorted(rows, key=lambda row: row["created"], reverse=True)
+
+
+def failure_summary(reason: str | None) -> str:
+    """One line of a failure reason: the script's error message when there is one."""
+    lines = (reason or "").splitlines()
+    messages = [line for line in lines if line.startswith("ErrorMessage")]
+    return (messages[0] if messages else lines[0] if lines else "")[:160]
+
+
+def stop_job(name: str, root=None) -> str:
+    """Ask a running job to stop: SIGTERM to its script, which may checkpoint; the job ends Stopped."""
+    paths = job_paths(name, root)
+    status = read_json(paths.status, {}) or {}
+    if status.get("TrainingJobStatus") in TERMINAL:
+        return status["TrainingJobStatus"]
+    paths.stop_request.write_text(now_iso(), encoding="utf-8")
+    pid = status.get("ProcessPid")
+    if pid_alive(pid):
+        try:
+            os.killpg(int(pid), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return "Stopping"
+
+
+def wait_for_job(name: str, root=None, poll: float = 0.2, timeout: float | None = None) -> dict:
+    started = time.monotonic()
+    while True:
+        job = describe_job(name, root)
+        if job["TrainingJobStatus"] in TERMINAL:
+            return job
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise TrainingJobError(f"job '{name}' still {job['TrainingJobStatus']} after {timeout:.0f}s")
+        time.sleep(poll)
+
+
+def follow_log(name: str, emit=print, root=None, follow: bool = True, poll: float = 0.2) -> None:
+    """Print the job's kept log; with follow, keep printing new lines until the job ends."""
+    paths = job_paths(name, root)
+    position = 0
+    while True:
+        finished = describe_job(name, root)["TrainingJobStatus"] in TERMINAL
+        if paths.log.exists():
+            with open(paths.log, encoding="utf-8", errors="replace") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                # Print only whole lines while the job still writes.
+                cut = len(chunk) if finished else chunk.rfind("\n") + 1
+                for line in chunk[:cut].splitlines():
+                    emit(line)
+                position += len(chunk[:cut].encode("utf-8"))
+        if finished or not follow:
+            return
+        time.sleep(poll)

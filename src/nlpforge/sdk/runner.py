@@ -1,0 +1,350 @@
+"""Run one prepared training job to its end: the local stand-in for SageMaker's training service.
+
+    run_job(JobPaths(folder), stream=print)     # in-process, what fit(wait=True) does
+    python -m nlpforge.sdk.runner FOLDER        # detached, what fit(wait=False) starts
+
+It starts the script (python, or torchrun with one process per host for instance_count > 1),
+keeps and streams its log, turns log lines into metrics with the metric_definitions regexes,
+enforces max_run, handles stop requests, simulates spot interruptions (SIGTERM, wait for
+capacity, restart from the checkpoint folder), packs model.tar.gz and output.tar.gz to the
+output path, writes output/failure on failure, and records the job in MLflow.
+"""
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from nlpforge.sdk.contract import JobPaths
+from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, update_status, write_json
+
+SPOT_GRACE_SECONDS = 120  # SageMaker's two-minute interruption notice
+STOP_GRACE_SECONDS = 30
+HOST_ENTRY = Path(__file__).with_name("host_entry.py")
+
+
+class StopJob(Exception):
+    """Raised by an on_metric callback to stop the job (tuning's early stopping)."""
+
+
+def compile_metric_definitions(definitions) -> list[tuple[str, re.Pattern]]:
+    return [(d["Name"], re.compile(d["Regex"])) for d in definitions or []]
+
+
+class MetricRecorder:
+    """Appends metric values to metrics.jsonl as log lines or engine JSONL lines reveal them."""
+
+    def __init__(self, paths: JobPaths, definitions, on_metric=None):
+        self.paths = paths
+        self.patterns = compile_metric_definitions(definitions)
+        self.on_metric = on_metric
+        self.counts: dict[str, int] = {}
+        self.stop_reason: str | None = None
+        self.callback_error: str | None = None
+        self.engine_names: set[str] = set()
+        self.engine_offset = 0
+        self.lock = threading.Lock()
+
+    def record(self, name: str, value: float, source: str, step=None) -> None:
+        with self.lock:
+            step = self.counts.get(name, 0) if step is None else int(step)
+            self.counts[name] = self.counts.get(name, 0) + 1
+            row = {"name": name, "value": value, "step": step, "timestamp": time.time(), "source": source}
+            with open(self.paths.metrics, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+        if self.on_metric is not None and self.stop_reason is None:
+            try:
+                self.on_metric(name, value, step)
+            except StopJob as stop:
+                self.stop_reason = str(stop) or "stopped by its tuning job"
+            except Exception as error:  # a failing callback must not stop the log from being read
+                self.callback_error = f"{type(error).__name__}: {error}"
+
+    def poll_engine(self) -> None:
+        """Read what the training engine added to <model dir>/metrics.jsonl since the last poll.
+
+        A metric the engine reports is taken from there, with the engine's global step, and no
+        longer from the log regexes, so that its history is not counted twice.
+        """
+        try:
+            with open(self.paths.model / "metrics.jsonl", "rb") as handle:
+                handle.seek(self.engine_offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+        self.engine_offset += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.engine_names.add(key)
+                    self.record(key, float(value), "engine", step=row.get("step"))
+
+    def scan(self, line: str) -> None:
+        for name, pattern in self.patterns:
+            if name in self.engine_names:
+                continue
+            match = pattern.search(line)
+            if match:
+                try:
+                    self.record(name, float(match.group(1) if pattern.groups else match.group(0)), "log")
+                except (ValueError, IndexError):
+                    pass
+
+
+def pump_output(process: subprocess.Popen, log_handle, stream, recorder: MetricRecorder) -> None:
+    for raw in iter(process.stdout.readline, b""):
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        log_handle.write(line + "\n")
+        log_handle.flush()
+        if stream is not None:
+            stream(line)
+        recorder.scan(line)
+
+
+def command_for(spec: dict, paths: JobPaths) -> list[str]:
+    """python script args, or torchrun with one process per host."""
+    args = spec["command_args"]
+    if spec["instance_count"] == 1:
+        return [*spec["interpreter"], spec["entry_point"], *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+            "--nproc-per-node", str(spec["instance_count"]), str(HOST_ENTRY), str(paths.host_environments),
+            *spec["interpreter"][1:], spec["entry_point"], *args]
+
+
+def failure_reason(paths: JobPaths, exit_code: int, command: list[str]) -> str:
+    """The script's own output/failure if it wrote one, else the toolkit's ExecuteUserScriptError."""
+    if paths.failure.exists() and paths.failure.read_text(encoding="utf-8").strip():
+        return paths.failure.read_text(encoding="utf-8").strip()
+    message = ""
+    if paths.log.exists():
+        lines = paths.log.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
+        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+        tail = lines[starts[-1]:] if starts else lines[-5:]
+        errors = [line for line in tail if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
+        message = errors[-1] if errors else "\n".join(tail[-3:])
+    return (f"AlgorithmError: ExecuteUserScriptError:\nExitCode {exit_code}\nErrorMessage \"{message}\"\n"
+            f"Command \"{' '.join(command)}\"")
+
+
+def install_requirements(paths: JobPaths, log_handle, stream) -> None:
+    requirements = paths.code / "requirements.txt"
+    if not requirements.exists():
+        return
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(requirements)]
+    log_handle.write(f"installing {requirements.name}: {' '.join(command)}\n")
+    done = subprocess.run(command, cwd=paths.code, capture_output=True, text=True)
+    for line in (done.stdout + done.stderr).splitlines():
+        log_handle.write(line + "\n")
+        if stream:
+            stream(line)
+    if done.returncode != 0:
+        raise RuntimeError(f"ClientError: installing requirements.txt failed (pip exit {done.returncode}); "
+                           f"see {paths.log}")
+
+
+def pack(folder: Path, archive: Path) -> Path:
+    """A .tar.gz of a folder's contents at its root, as SageMaker packs /opt/ml/model."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for item in sorted(folder.iterdir()):
+            tar.add(item, arcname=item.name)
+    return archive
+
+
+def run_attempt(spec, paths, env, command, stream, recorder, run_limit, interrupt_after, log_handle):
+    """One run of the script, for at most run_limit seconds.
+
+    Returns (exit code, how it ended: exited/interrupted/stopped/timeout/pruned, seconds it ran).
+    """
+    process = subprocess.Popen(command, cwd=paths.code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    update_status(paths, ProcessPid=process.pid, SecondaryStatus="Training")
+    pump = threading.Thread(target=pump_output, args=(process, log_handle, stream, recorder), daemon=True)
+    pump.start()
+    started = time.monotonic()
+    try:
+        ended, grace = watch(process, paths, recorder, started, run_limit, interrupt_after, log_handle)
+    except KeyboardInterrupt:  # the script runs in its own session, so Ctrl-C must be passed on
+        terminate(process, STOP_GRACE_SECONDS)
+        pump.join(timeout=10)
+        raise
+    if ended != "exited":
+        terminate(process, grace)
+    pump.join(timeout=10)
+    recorder.poll_engine()
+    return process.returncode, ended, time.monotonic() - started
+
+
+def terminate(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the script's process group; SIGKILL it if it is still running after grace seconds."""
+    signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def watch(process, paths, recorder, started, run_limit, interrupt_after, log_handle) -> tuple[str, float]:
+    """Wait for the script to exit or for a reason to stop it; returns (reason, grace seconds)."""
+    grace, polled = STOP_GRACE_SECONDS, 0.0
+    while process.poll() is None:
+        time.sleep(0.05)
+        if time.monotonic() - polled >= 0.5:
+            recorder.poll_engine()
+            polled = time.monotonic()
+        if paths.stop_request.exists():
+            ended = "stopped"
+        elif recorder.stop_reason:
+            ended = "pruned"
+        elif interrupt_after is not None and time.monotonic() - started >= interrupt_after:
+            ended, grace = "interrupted", SPOT_GRACE_SECONDS
+        elif run_limit is not None and time.monotonic() - started >= run_limit:
+            ended = "timeout"
+        else:
+            continue
+        if ended == "interrupted":
+            log_handle.write(f"[nlpforge] spot interruption after {interrupt_after:.1f}s: sending SIGTERM\n")
+            log_handle.flush()
+        return ended, grace
+    return "exited", STOP_GRACE_SECONDS
+
+
+def signal_group(process: subprocess.Popen, signum) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_attempts(spec, paths, env, command, stream, recorder, started, attempts, log_handle) -> tuple[str, str]:
+    """Run the script until it succeeds or the job must end; returns (outcome, failure reason or None)."""
+    spot = spec.get("spot") or {}
+    interruptions = list(spot.get("interruptions") or []) if spec.get("use_spot_instances") else []
+    max_wait, failures = spec.get("max_wait"), 0
+    while True:
+        interrupt_after = interruptions.pop(0) if interruptions else None
+        log_handle.write(f"[nlpforge] attempt {len(attempts) + 1}: {' '.join(command)}\n")
+        log_handle.flush()
+        attempt_start = now_iso()
+        # max_run bounds the running time of all attempts; waiting for spot capacity does not count.
+        run_limit = spec["max_run"] - sum(a["seconds"] for a in attempts) if spec.get("max_run") else None
+        exit_code, ended, seconds = run_attempt(spec, paths, env, command, stream, recorder, run_limit,
+                                                interrupt_after, log_handle)
+        attempts.append({"start": attempt_start, "seconds": round(seconds, 3), "exit_code": exit_code,
+                         "ended": ended})
+        update_status(paths, Attempts=attempts)
+        if ended == "exited" and exit_code == 0:
+            return "Completed", None
+        if ended == "interrupted":
+            waited = spot.get("capacity_wait", 0.0)
+            if max_wait and time.monotonic() - started + waited > max_wait:
+                return "Stopped", f"MaxWaitTimeExceeded: spot capacity did not return within max_wait={max_wait}s"
+            update_status(paths, SecondaryStatus="Interrupted")
+            log_handle.write(f"[nlpforge] waiting {waited:.1f}s for spot capacity, then restarting from "
+                             f"{spec.get('checkpoint_dir')}\n")
+            log_handle.flush()
+            time.sleep(waited)
+            continue
+        if ended == "stopped":
+            return "Stopped", "the job was stopped on request"
+        if ended == "pruned":
+            return "Stopped", f"early stopping: {recorder.stop_reason}"
+        if ended == "timeout":
+            return "Failed", f"MaxRuntimeExceeded: the job ran longer than max_run={spec['max_run']}s and was stopped"
+        reason = failure_reason(paths, exit_code, command)
+        failures += 1
+        if failures > spec.get("max_retry_attempts", 0):
+            return "Failed", reason
+        log_handle.write(f"[nlpforge] attempt failed; retry {failures} of {spec['max_retry_attempts']}\n")
+        paths.failure.unlink(missing_ok=True)
+
+
+def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
+    """Run the job described by paths.spec to its end; returns the final status dict."""
+    spec = read_json(paths.spec)
+    recorder = MetricRecorder(paths, spec.get("metric_definitions"), on_metric)
+    started = time.monotonic()
+    update_status(paths, TrainingJobStatus="InProgress", SecondaryStatus="Starting", TrainingStartTime=now_iso(),
+                  SupervisorPid=os.getpid(), Attempts=[])
+    command = command_for(spec, paths)
+    env = {**os.environ, **spec.get("environment", {}), **read_json(paths.host_environments / "algo-1.json", {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.code), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    if spec.get("tracking", True):
+        # Load MLflow while the script runs, so recording the run adds little after it ends.
+        threading.Thread(target=warm_up_tracking, daemon=True).start()
+    attempts, model_artifacts, keyboard = [], None, False
+    with open(paths.log, "a", encoding="utf-8") as log_handle:
+        try:
+            if spec.get("install_requirements"):
+                update_status(paths, SecondaryStatus="Downloading")
+                install_requirements(paths, log_handle, stream)
+            outcome, reason = run_attempts(spec, paths, env, command, stream, recorder, started, attempts,
+                                           log_handle)
+        except RuntimeError as error:  # requirements.txt could not be installed
+            outcome, reason = "Failed", str(error)
+        except KeyboardInterrupt:
+            outcome, reason, keyboard = "Stopped", "interrupted from the keyboard", True
+        if recorder.callback_error:
+            log_handle.write(f"[nlpforge] the metric callback failed: {recorder.callback_error}\n")
+        if outcome == "Completed":
+            update_status(paths, SecondaryStatus="Uploading")
+            model_archive = pack(paths.model, Path(spec["output_path"]) / spec["job_name"] / "output" / "model.tar.gz")
+            pack(paths.output_data, model_archive.with_name("output.tar.gz"))
+            model_artifacts = {"S3ModelArtifacts": str(model_archive)}
+        else:
+            paths.failure.write_text(reason + "\n", encoding="utf-8")
+            log_handle.write(f"[nlpforge] job {outcome.lower()}: {reason}\n")
+    running = sum(a["seconds"] for a in attempts)
+    training_seconds = time.monotonic() - started
+    spot = spec.get("spot") or {}
+    billable = running * spot.get("price_ratio", 1.0) if spec.get("use_spot_instances") else running
+    status = update_status(
+        paths, TrainingJobStatus=outcome, SecondaryStatus=outcome, FailureReason=reason, TrainingEndTime=now_iso(),
+        TrainingTimeInSeconds=max(1, math.ceil(training_seconds)), BillableTimeInSeconds=max(1, math.ceil(billable)),
+        RunningSeconds=round(running, 3), WallSeconds=round(training_seconds, 3), Attempts=attempts,
+        ModelArtifacts=model_artifacts, ProcessPid=None)
+    if spec.get("tracking", True) and not keyboard:
+        record_in_tracking(paths, spec, status)
+    if keyboard:
+        raise KeyboardInterrupt
+    return read_json(paths.status)
+
+
+def warm_up_tracking() -> None:
+    try:
+        import nlpforge.tracking.runs  # noqa: F401  (first: it turns MLflow's telemetry off)
+
+        import mlflow.tracking  # noqa: F401
+    except ImportError:
+        pass
+
+
+def record_in_tracking(paths: JobPaths, spec: dict, status: dict) -> None:
+    from nlpforge.tracking.runs import log_training_job
+
+    try:
+        run_id = log_training_job(paths, spec, status, read_metrics(paths))
+    except Exception as error:  # tracking must never turn a finished job into a failed one
+        with open(paths.log, "a", encoding="utf-8") as handle:
+            handle.write(f"[nlpforge] could not record the job in MLflow: {error}\n")
+        return
+    update_status(paths, MlflowRunId=run_id)
+
+
+if __name__ == "__main__":
+    job = JobPaths(Path(sys.argv[1]))
+    write_json(job.root / "runner.pid", os.getpid())
+    run_job(job)

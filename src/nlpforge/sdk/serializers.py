@@ -1,0 +1,65 @@
+"""SageMaker's serializers and deserializers: how Predictor.predict encodes a request and decodes the answer.
+
+    Predictor("stars", serializer=CSVSerializer(), deserializer=JSONDeserializer())
+
+JSON is the model server's native format ({"text": ...} or a list); CSV and plain text send one
+text per line.
+"""
+import csv
+import io
+import json
+
+
+class JSONSerializer:
+    content_type = "application/json"
+
+    def serialize(self, data) -> bytes:
+        if isinstance(data, (bytes, bytearray)):
+            return bytes(data)
+        return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+
+class CSVSerializer:
+    content_type = "text/csv"
+
+    def serialize(self, data) -> bytes:
+        if isinstance(data, (bytes, bytearray)):
+            return bytes(data)
+        if isinstance(data, str):
+            return data.encode("utf-8")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        for row in data:
+            writer.writerow(row if isinstance(row, (list, tuple)) else [row])
+        return buffer.getvalue().encode("utf-8")
+
+
+class IdentitySerializer:
+    """Sends the data as it is (str or bytes) with the given content type, e.g. 'text/plain'."""
+
+    def __init__(self, content_type: str = "text/plain"):
+        self.content_type = content_type
+
+    def serialize(self, data) -> bytes:
+        return data if isinstance(data, bytes) else str(data).encode("utf-8")
+
+
+class JSONDeserializer:
+    ACCEPT = ("application/json",)
+
+    def deserialize(self, body: bytes, content_type: str | None = None):
+        return json.loads(body.decode("utf-8"))
+
+
+class StringDeserializer:
+    ACCEPT = ("text/plain", "application/json")
+
+    def deserialize(self, body: bytes, content_type: str | None = None) -> str:
+        return body.decode("utf-8")
+
+
+class CSVDeserializer:
+    ACCEPT = ("text/csv",)
+
+    def deserialize(self, body: bytes, content_type: str | None = None) -> list[list[str]]:
+        return list(csv.reader(io.StringIO(body.decode("utf-8"))))

@@ -1,0 +1,1 @@
+"""Experiments: MLflow runs for every training job and tuning trial (see tracking/runs.py)."""

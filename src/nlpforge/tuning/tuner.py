@@ -1,0 +1,297 @@
+"""HyperparameterTuner: SageMaker's automatic model tuning, on Optuna, with every trial a training job.
+
+    tuner = HyperparameterTuner(est, objective_metric_name="validation:accuracy",
+                                hyperparameter_ranges={"learning-rate": ContinuousParameter(1e-5, 1e-3, "Logarithmic"),
+                                                       "batch-size": CategoricalParameter([16, 32])},
+                                metric_definitions=[{"Name": "validation:accuracy", "Regex": "acc=([0-9.]+)"}],
+                                strategy="Bayesian", max_jobs=10, max_parallel_jobs=2, early_stopping_type="Auto")
+    tuner.fit({"train": "train.csv"})
+    tuner.best_training_job(); tuner.best_estimator().deploy(); tuner.analytics().dataframe()
+
+The study lives in `<jobs root>/optuna.db` (SQLite) unless `storage` names a database URL, which
+lets tuners on several machines share it. Calling fit again with the same job_name resumes: trials
+that were running when the tuner stopped are run again, finished ones are kept. Strategies map to
+Optuna samplers (Bayesian: TPE, Random, Grid, Hyperband: TPE + Hyperband pruning); early stopping
+prunes a trial whose intermediate objective values fall below the median of earlier trials.
+"""
+import copy
+import secrets
+import threading
+from datetime import datetime, timezone
+
+from nlpforge.errors import TrainingJobError, TuningError
+from nlpforge.sdk.contract import jobs_root
+from nlpforge.sdk.jobs import describe_job
+from nlpforge.tuning.parameters import check_ranges
+
+STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
+
+
+def optuna_module():
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    return optuna
+
+
+class HyperparameterTuner:
+    """Runs up to max_jobs training jobs of an estimator, choosing hyperparameters to optimise one metric."""
+
+    def __init__(self, estimator, objective_metric_name: str, hyperparameter_ranges: dict,
+                 metric_definitions: list[dict] | None = None, objective_type: str = "Maximize",
+                 strategy: str = "Bayesian", max_jobs: int | None = None, max_parallel_jobs: int = 1,
+                 early_stopping_type: str = "Off", base_tuning_job_name: str | None = None,
+                 storage: str | None = None, random_seed: int | None = None, experiment_name: str | None = None):
+        self.ranges = check_ranges(hyperparameter_ranges)
+        checks = [
+            (isinstance(objective_metric_name, str) and objective_metric_name, "objective_metric_name is required"),
+            (objective_type in ("Maximize", "Minimize"), "objective_type must be Maximize or Minimize"),
+            (strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}"),
+            (max_jobs is None or (isinstance(max_jobs, int) and max_jobs >= 1), "max_jobs must be an integer >= 1"),
+            (isinstance(max_parallel_jobs, int) and max_parallel_jobs >= 1, "max_parallel_jobs must be >= 1"),
+            (early_stopping_type in ("Off", "Auto"), "early_stopping_type must be Off or Auto"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TuningError(message)
+        self.grid = {name: r.grid(name) for name, r in self.ranges.items()} if strategy == "Grid" else None
+        if max_jobs is None:
+            if self.grid is None:
+                raise TuningError(f"max_jobs is required with the {strategy} strategy")
+            max_jobs = 1
+            for values in self.grid.values():
+                max_jobs *= len(values)
+        known = {d["Name"] for d in (metric_definitions or []) + list(estimator.metric_definitions)}
+        if objective_metric_name not in known:
+            raise TuningError(f"objective metric '{objective_metric_name}' has no metric definition; add "
+                              f"{{'Name': '{objective_metric_name}', 'Regex': ...}} to metric_definitions "
+                              f"(known: {', '.join(sorted(known)) or 'none'})")
+        self.estimator = estimator
+        self.objective_metric_name, self.objective_type = objective_metric_name, objective_type
+        self.metric_definitions = list(metric_definitions or [])
+        self.strategy, self.max_jobs, self.max_parallel_jobs = strategy, max_jobs, max_parallel_jobs
+        self.early_stopping_type = early_stopping_type
+        self.base_tuning_job_name = base_tuning_job_name or estimator.default_job_base()
+        self.root = jobs_root(estimator.jobs_root)
+        self.storage = storage or f"sqlite:///{self.root / 'optuna.db'}"
+        self.random_seed, self.experiment_name = random_seed, experiment_name
+        self.latest_tuning_job: str | None = None
+        self.pruning_lock = threading.Lock()
+        settings = getattr(estimator, "known_settings", None)  # a built-in estimator's engine settings
+        unknown = sorted(n for n in self.ranges if settings is not None and n.replace("-", "_") not in settings)
+        if unknown:
+            raise TuningError(f"{type(estimator).__name__} has no hyperparameter {', '.join(unknown)}; see "
+                              "`nlpforge train text-classification --help`")
+
+    # -- the study -------------------------------------------------------------------------------
+    def sampler(self, optuna):
+        if self.strategy == "Grid":
+            return optuna.samplers.GridSampler(self.grid, seed=self.random_seed)
+        if self.strategy == "Random":
+            return optuna.samplers.RandomSampler(seed=self.random_seed)
+        return optuna.samplers.TPESampler(seed=self.random_seed, n_startup_trials=min(10, max(2, self.max_jobs // 3)))
+
+    def pruner(self, optuna):
+        if self.strategy == "Hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=1)
+        if self.early_stopping_type == "Auto":
+            return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1)
+        return optuna.pruners.NopPruner()
+
+    def study(self, name: str):
+        optuna = optuna_module()
+        self.root.mkdir(parents=True, exist_ok=True)
+        return optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True,
+                                   direction="maximize" if self.objective_type == "Maximize" else "minimize",
+                                   sampler=self.sampler(optuna), pruner=self.pruner(optuna))
+
+    def trial_estimator(self, hyperparameters: dict, tuning_job_name: str):
+        estimator = copy.copy(self.estimator)
+        estimator._hyperparameters = {**self.estimator.hyperparameters(), **hyperparameters}
+        names = {d["Name"] for d in self.metric_definitions}
+        estimator.metric_definitions = self.metric_definitions + [d for d in self.estimator.metric_definitions
+                                                                  if d["Name"] not in names]
+        estimator.latest_training_job = None
+        estimator.tuning_job_name = tuning_job_name
+        return estimator
+
+    def objective(self, tuning_job_name: str, inputs, optuna):
+        def run_trial(trial):
+            hyperparameters = {name: r.suggest(trial, name) for name, r in self.ranges.items()}
+            job_name = f"{tuning_job_name[:45]}-{trial.number:03d}-{secrets.token_hex(4)}"
+            trial.set_user_attr("job_name", job_name)
+            estimator = self.trial_estimator(hyperparameters, tuning_job_name)
+
+            def on_metric(name, value, step):
+                if name != self.objective_metric_name:
+                    return
+                # Optuna's pruners are not thread-safe (HyperbandPruner sets its brackets up lazily).
+                with self.pruning_lock:
+                    trial.report(value, step)
+                    prune = trial.should_prune()
+                if prune:
+                    from nlpforge.sdk.runner import StopJob
+
+                    raise StopJob(f"{name}={value:.4g} at step {step} is below the median of earlier trials")
+
+            estimator.fit(inputs, logs=False, job_name=job_name, on_metric=on_metric,
+                          experiment_config={"ExperimentName": self.experiment_name or tuning_job_name,
+                                             "TrialName": tuning_job_name, "TrialComponentDisplayName": job_name})
+            job = describe_job(job_name, self.root)
+            if job["TrainingJobStatus"] == "Stopped" and "early stopping" in (job["FailureReason"] or ""):
+                raise optuna.TrialPruned(job["FailureReason"])
+            if job["TrainingJobStatus"] != "Completed":
+                raise TrainingJobError(f"{job_name} ended {job['TrainingJobStatus']}: {job['FailureReason']}")
+            values = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
+            if self.objective_metric_name not in values:
+                raise TuningError(f"{job_name} never logged '{self.objective_metric_name}'; check that its regex "
+                                  "matches a line the script prints")
+            return values[self.objective_metric_name]
+
+        return run_trial
+
+    def fit(self, inputs=None, job_name: str | None = None, wait: bool = True) -> None:
+        """Run (or resume) the tuning job until max_jobs trials have finished (in the foreground)."""
+        if not wait:
+            raise TuningError("tuning runs in the foreground; call fit() with wait=True (the default), and run "
+                              "several tuners on one storage URL to spread trials over machines")
+        optuna = optuna_module()
+        name = job_name or f"{self.base_tuning_job_name[:20]}-" + \
+            datetime.now(timezone.utc).strftime("%y%m%d-%H%M%S")
+        self.latest_tuning_job = name
+        study = self.study(name)
+        study.set_user_attr("objective_metric_name", self.objective_metric_name)
+        study.set_user_attr("strategy", self.strategy)
+        study.set_user_attr("max_jobs", self.max_jobs)
+        state = optuna.trial.TrialState
+        # Trials left running by an interrupted tuner: mark them failed and queue their parameters again.
+        for trial in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
+            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+            study._storage.set_trial_state_values(trial._trial_id, state.FAIL)
+            if trial.params:
+                study.enqueue_trial(trial.params, skip_if_exists=False)
+        done = [t for t in study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL))
+                if not t.user_attrs.get("interrupted")]
+        remaining = self.max_jobs - len(done)
+        if remaining > 0:
+            self.run_trials(study, self.objective(name, inputs, optuna), remaining, optuna)
+
+    def run_trials(self, study, objective, count: int, optuna) -> None:
+        """Run `count` trials, max_parallel_jobs at a time (Optuna's ask-and-tell).
+
+        Asking under a lock lets each new trial see the grid points its running neighbours took,
+        so parallel Grid trials never repeat one.
+        """
+        lock, left, errors = threading.Lock(), [count], []
+        state = optuna.trial.TrialState
+
+        def worker():
+            while True:
+                with lock:
+                    if left[0] <= 0 or errors:
+                        return
+                    left[0] -= 1
+                    trial = study.ask()
+                try:
+                    value = objective(trial)
+                except optuna.TrialPruned:
+                    tell(study, trial, state=state.PRUNED)
+                except (TrainingJobError, TuningError) as error:
+                    study._storage.set_trial_user_attr(trial._trial_id, "error", str(error)[:2000])
+                    tell(study, trial, state=state.FAIL)
+                except BaseException as error:  # a bug: fail the trial, stop the others, raise in fit
+                    tell(study, trial, state=state.FAIL)
+                    errors.append(error)
+                    return
+                else:
+                    tell(study, trial, value)
+
+        workers = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.max_parallel_jobs, count))]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    # -- results ---------------------------------------------------------------------------------
+    def _study(self):
+        if self.latest_tuning_job is None:
+            raise TuningError("this tuner has not run; call fit() first")
+        return self.study(self.latest_tuning_job)
+
+    def best_training_job(self) -> str:
+        study = self._study()
+        try:
+            best = study.best_trial
+        except ValueError:
+            raise TuningError(f"tuning job {self.latest_tuning_job} has no completed trial; see "
+                              "`nlpforge jobs list` for the failure reasons") from None
+        return best.user_attrs["job_name"]
+
+    def best_estimator(self):
+        from nlpforge.sdk.estimator import Estimator
+
+        return Estimator.attach(self.best_training_job(), jobs_root=str(self.root))
+
+    def analytics(self) -> "TuningJobAnalytics":
+        return TuningJobAnalytics(self._study(), self.root)
+
+    def describe(self) -> dict:
+        study = self._study()
+        counts = {}
+        for trial in study.get_trials(deepcopy=False):
+            counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        best = None
+        try:
+            best = {"TrainingJobName": study.best_trial.user_attrs["job_name"],
+                    "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": self.objective_metric_name,
+                                                                    "Value": study.best_value}}
+        except ValueError:
+            pass
+        return {"HyperParameterTuningJobName": self.latest_tuning_job, "Strategy": self.strategy,
+                "MaxNumberOfTrainingJobs": self.max_jobs, "MaxParallelTrainingJobs": self.max_parallel_jobs,
+                "TrainingJobStatusCounters": counts, "BestTrainingJob": best, "Storage": self.storage}
+
+
+def tell(study, trial, value=None, state=None) -> None:
+    """study.tell, outside Optuna's optimize loop.
+
+    GridSampler calls study.stop() once the grid is used up, which raises outside optimize(); the
+    trial's result is stored before that (Optuna stores it in a `finally`), so the error is dropped.
+    """
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
+
+
+class TuningJobAnalytics:
+    """SageMaker's HyperparameterTuningJobAnalytics: one row per training job of the tuning job."""
+
+    def __init__(self, study, root):
+        self.study, self.root = study, root
+
+    def dataframe(self):
+        import pandas as pd
+
+        rows = []
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.user_attrs.get("interrupted") or "job_name" not in trial.user_attrs:
+                continue
+            job_name = trial.user_attrs["job_name"]
+            try:
+                job = describe_job(job_name, self.root)
+            except TrainingJobError:
+                job = {"TrainingJobStatus": "NotStarted"}
+            rows.append({**trial.params, "TrainingJobName": job_name,
+                         "TrainingJobStatus": job.get("TrainingJobStatus"), "TrialState": trial.state.name,
+                         "FinalObjectiveValue": trial.value,
+                         "TrainingStartTime": job.get("TrainingStartTime"),
+                         "TrainingEndTime": job.get("TrainingEndTime"),
+                         "TrainingElapsedTimeSeconds": job.get("TrainingTimeInSeconds")})
+        return pd.DataFrame(rows)
