@@ -21,6 +21,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_comp
 from nlpforge.cli import train as _train  # noqa: E402,F401
 from nlpforge.cli import evaluate as _evaluate  # noqa: E402,F401
 from nlpforge.cli import demo as _demo  # noqa: E402,F401
+from nlpforge.cli import serve as _serve  # noqa: E402,F401
 
 
 def main(argv=None) -> None:
