@@ -23,6 +23,14 @@ from nlpforge.errors import NlpforgeError, RequestError, ServingError
 log = logging.getLogger("nlpforge.serving")
 
 
+def _context():
+    """A forkserver that has imported torch and transformers once: a worker then starts in a fraction of a
+    second instead of several (spawn), and without fork's hazards in a threaded server."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["nlpforge.serving.preload"])
+    return context
+
+
 class WorkerCrashed(Exception):
     """The worker process died while holding a batch."""
 
@@ -82,7 +90,7 @@ class WorkerProcess:
         self.lock = threading.Lock()
 
     def start(self) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         here, there = context.Pipe(duplex=True)
         self.status = "STARTING"
         self.process = context.Process(target=worker_main, daemon=True, name=f"nlpforge-worker-{self.worker_id}",
