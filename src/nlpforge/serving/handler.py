@@ -73,8 +73,9 @@ class TextClassificationHandler(Handler):
 
     task = "text-classification"
 
-    def __init__(self, max_chars: int = 100_000):
+    def __init__(self, max_chars: int = 100_000, chunk_tokens: int = 1024):
         self.max_chars = max_chars
+        self.chunk_tokens = chunk_tokens
         self.session = None
 
     def setup(self, folder: str, backend: str = "torch", threads: int = 1) -> None:
@@ -109,29 +110,44 @@ class TextClassificationHandler(Handler):
         encoded = self.tokenizer(texts, truncation=True, max_length=self.max_seq_length, padding=True,
                                  return_offsets_mapping=True, return_tensors=framework)
         offsets = encoded.pop("offset_mapping")  # (B, T, 2) character spans, (0, 0) for special tokens
-        truncated = []
-        for text, spans in zip(texts, offsets.tolist()):
-            last_end = max((end for _, end in spans), default=0)
-            truncated.append(last_end < len(text.rstrip()))
-        return encoded, truncated
+        return encoded, _truncated(texts, offsets.tolist())
 
     def predict(self, batch: list[str]) -> list[dict]:
+        """Sorted by length and cut into chunks of at most `chunk_tokens` padded tokens: on a CPU the cost
+        is rows x padded length, so padding short reviews to a long one's length would waste most of it."""
+        import numpy as np
+
+        encoded = self.tokenizer(batch, truncation=True, max_length=self.max_seq_length,
+                                 return_offsets_mapping=True)
+        truncated = _truncated(batch, encoded["offset_mapping"])
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoded]
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        probabilities = np.zeros((len(batch), len(self.labels)), dtype=np.float32)
+        for chunk in _chunks(lengths, self.chunk_tokens):
+            width = max(lengths[i] for i in chunk)
+            arrays = {}
+            for name in names:
+                fill = (self.tokenizer.pad_token_id or 0) if name == "input_ids" else 0
+                rows = np.full((len(chunk), width), fill, dtype=np.int64)  # (B, T)
+                for row, i in enumerate(chunk):
+                    rows[row, :lengths[i]] = encoded[name][i]
+                arrays[name] = rows
+            probabilities[chunk] = self._probabilities(arrays)
+        return [self._answer(row, flag) for row, flag in zip(probabilities, truncated)]
+
+    def _probabilities(self, arrays: dict):
         import numpy as np
 
         if self.session is not None:
-            encoded, truncated = self._encode(batch, "np")
-            feeds = {i.name: encoded[i.name].astype(np.int64) for i in self.session.get_inputs() if i.name in encoded}
+            feeds = {i.name: arrays[i.name] for i in self.session.get_inputs() if i.name in arrays}
             logits = self.session.run(None, feeds)[0]  # (B, num_labels)
             logits = logits - logits.max(axis=-1, keepdims=True)
-            probabilities = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
-        else:
-            import torch
+            return np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+        import torch
 
-            encoded, truncated = self._encode(batch, "pt")
-            with torch.inference_mode():
-                logits = self.classifier.model(**encoded).logits  # (B, num_labels)
-                probabilities = torch.softmax(logits.float(), dim=-1).numpy()
-        return [self._answer(row, flag) for row, flag in zip(probabilities, truncated)]
+        with torch.inference_mode():
+            logits = self.classifier.model(**{k: torch.from_numpy(v) for k, v in arrays.items()}).logits
+            return torch.softmax(logits.float(), dim=-1).numpy()
 
     def _answer(self, row, truncated: bool) -> dict:
         best = int(row.argmax())
@@ -161,6 +177,25 @@ class TextClassificationHandler(Handler):
                         "cls_attention": [round(v, 5) for v in layers[-1][0].tolist()],
                         "attentions": [[[round(v, 5) for v in row] for row in layer.tolist()] for layer in layers]})
         return out
+
+
+def _truncated(texts: list[str], offsets) -> list[bool]:
+    """Whether each text lost characters to truncation: its last token ends before the text does."""
+    return [max((end for _, end in spans), default=0) < len(text.rstrip()) for text, spans in zip(texts, offsets)]
+
+
+def _chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices sorted by length, cut so that rows x longest row stays within max_tokens."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    chunks, current = [], []
+    for i in order:
+        if current and (len(current) + 1) * lengths[i] > max_tokens:
+            chunks.append(current)
+            current = []
+        current.append(i)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class EchoHandler(Handler):
