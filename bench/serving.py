@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "amazon_reviews"
 TS_VENV = ROOT / "bench" / ".ts-venv"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-BATCH_SIZE, MAX_BATCH_DELAY = 16, 5
+BATCH_SIZE, MAX_BATCH_DELAY = 32, 5  # a batch as large as the top concurrency: one batch ahead at most
 
 
 def free_port() -> int:
@@ -83,7 +83,7 @@ async def _load(url: str, texts: list[str], concurrency: int, seconds: float, wa
     def pct(p):
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
     return {"requests": len(latencies), "errors": errors, "rps": len(latencies) / seconds,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "latencies": latencies}
 
 
 def run_load(url: str, texts_file: Path, concurrency: int, seconds: float, warmup: float) -> dict:
@@ -253,19 +253,26 @@ def start_torchserve(model: str, work: Path):
     raise RuntimeError(f"TorchServe served no prediction within 300s; see {work / 'torchserve.log'}")
 
 
-def batch_stats(metrics_url: str) -> tuple[float, float]:
-    """(mean batch time in ms, mean batch size) from the server's Prometheus metrics."""
+def batch_totals(metrics_url: str) -> dict:
+    """Running totals of batch time, batch count and batched inputs from the server's Prometheus metrics."""
     import httpx
 
-    values = {}
+    values = dict.fromkeys(("nlpforge_batch_time_seconds_sum", "nlpforge_batch_time_seconds_count",
+                            "nlpforge_batch_size_sum"), 0.0)
     for line in httpx.get(metrics_url).text.splitlines():
-        for name in ("nlpforge_batch_time_seconds_sum", "nlpforge_batch_time_seconds_count", "nlpforge_batch_size_sum"):
+        for name in values:
             if line.startswith(name + "{"):
-                values[name] = values.get(name, 0) + float(line.rsplit(" ", 1)[1])
-    count = values.get("nlpforge_batch_time_seconds_count", 0)
+                values[name] += float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def batch_stats(before: dict, after: dict) -> tuple[float, float]:
+    """(mean batch time in ms, mean batch size) between two batch_totals readings."""
+    delta = {k: after[k] - before[k] for k in after}
+    count = delta["nlpforge_batch_time_seconds_count"]
     if not count:
         return float("nan"), float("nan")
-    return values["nlpforge_batch_time_seconds_sum"] / count * 1000, values["nlpforge_batch_size_sum"] / count
+    return delta["nlpforge_batch_time_seconds_sum"] / count * 1000, delta["nlpforge_batch_size_sum"] / count
 
 
 # --- accuracy -----------------------------------------------------------------------------------------
@@ -318,7 +325,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "bench" / "models" / "stars"))
     parser.add_argument("--validation", default=str(DATA / "digital_video_validation.csv"))
-    parser.add_argument("--seconds", type=float, default=12.0, help="measured seconds per concurrency level")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per target, level and round")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all targets")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--skip", nargs="*", default=[], help="targets to leave out")
@@ -334,49 +342,77 @@ def main() -> None:
     echo.mkdir(exist_ok=True)
     (echo / "nlpforge.json").write_text(json.dumps({"task": "echo", "format_version": 1}))
 
-    results, notes = {}, {}
-
-    def measure(name, url, metrics_url=None):
-        results[name] = {}
-        for c in args.concurrency:
-            row = run_load(url, texts_file, c, args.seconds, args.warmup)
-            if metrics_url:
-                row["batch_ms"], row["batch_size"] = batch_stats(metrics_url)
-            results[name][c] = row
-            print(f"{name:12s} c={c:<3d} {row['rps']:8.1f} req/s  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms"
-                  f"  errors {row['errors']}" + (f"  batch {row['batch_size']:.1f} in {row['batch_ms']:.1f} ms"
-                                                 if metrics_url else ""), flush=True)
-
+    results, notes, servers = {}, {}, {}
     targets = [t for t in ("noop", "naive", "echo", "torch", "onnx-int8", "torchserve") if t not in args.skip]
-    for target in targets:
-        try:
-            if target in ("noop", "naive"):
-                process, base = start_naive(args.model)
-                measure(target, base + ("/noop" if target == "noop" else "/predict"))
-            elif target == "torchserve":
-                process, base = start_torchserve(args.model, work / "torchserve")
-                measure(target, base + "/predictions/stars")
-            else:
-                model = str(echo) if target == "echo" else args.model
-                backend = "torch" if target == "echo" else target
-                process, base, metrics_url = start_nlpforge(model, backend, work / f"store-{target}")
-                measure(target, base + "/predictions/m", metrics_url)
-        except Exception as error:  # noqa: BLE001 - one target failing must not lose the others' numbers
-            notes[target] = f"{type(error).__name__}: {error}"
-            print(f"{target}: FAILED: {notes[target]}", flush=True)
-            continue
-        finally:
-            if "process" in locals():
-                stop(process)
-                del process
-            if target == "torchserve" and (TS_VENV / "bin" / "torchserve").exists():
-                # the launcher's SIGTERM leaves the Java frontend running; its own --stop ends it
-                subprocess.run([str(TS_VENV / "bin" / "torchserve"), "--stop"], env=ENV, capture_output=True)
+    # Every server runs for the whole benchmark and the rounds interleave them, so a change in the
+    # machine's load (it is shared) hits every target alike instead of whichever ran at that time.
+    processes = []
+    try:
+        for target in targets:
+            try:
+                if target in ("noop", "naive"):
+                    if "naive-process" not in servers:
+                        process, base = start_naive(args.model)
+                        processes.append(process)
+                        servers["naive-process"] = base
+                    base = servers["naive-process"]
+                    servers[target] = (base + ("/noop" if target == "noop" else "/predict"), None)
+                elif target == "torchserve":
+                    process, base = start_torchserve(args.model, work / "torchserve")
+                    processes.append(process)
+                    servers[target] = (base + "/predictions/stars", None)
+                else:
+                    model = str(echo) if target == "echo" else args.model
+                    backend = "torch" if target == "echo" else target
+                    process, base, metrics_url = start_nlpforge(model, backend, work / f"store-{target}")
+                    processes.append(process)
+                    servers[target] = (base + "/predictions/m", metrics_url)
+            except Exception as error:  # noqa: BLE001 - one target failing must not lose the others' numbers
+                notes[target] = f"{type(error).__name__}: {error}"
+                print(f"{target}: FAILED: {notes[target]}", flush=True)
+        measured = [t for t in targets if t in servers]
+        pooled = {(t, c): {"latencies": [], "requests": 0, "errors": 0, "batch": [0.0, 0.0, 0.0]}
+                  for t in measured for c in args.concurrency}
+        for round_number in range(args.rounds):
+            for c in args.concurrency:
+                for target in measured:
+                    url, metrics_url = servers[target]
+                    before = batch_totals(metrics_url) if metrics_url else None
+                    row = run_load(url, texts_file, c, args.seconds, args.warmup)
+                    cell = pooled[(target, c)]
+                    cell["latencies"] += row["latencies"]
+                    cell["requests"] += row["requests"]
+                    cell["errors"] += row["errors"]
+                    if metrics_url:  # includes the warm-up seconds, whose batches look like the measured ones
+                        after = batch_totals(metrics_url)
+                        for i, key in enumerate(("nlpforge_batch_time_seconds_sum", "nlpforge_batch_time_seconds_count",
+                                                 "nlpforge_batch_size_sum")):
+                            cell["batch"][i] += after[key] - before[key]
+                    print(f"round {round_number + 1} {target:11s} c={c:<3d} {row['rps']:8.1f} req/s  "
+                          f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms", flush=True)
+        for (target, c), cell in pooled.items():
+            latencies = sorted(cell["latencies"])
+
+            def pct(p):
+                return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+            row = {"rps": cell["requests"] / (args.seconds * args.rounds), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+                   "requests": cell["requests"], "errors": cell["errors"]}
+            seconds_sum, count, inputs = cell["batch"]
+            if count:
+                row["batch_ms"], row["batch_size"] = seconds_sum / count * 1000, inputs / count
+            results.setdefault(target, {})[c] = row
+    finally:
+        for process in processes:
+            stop(process)
+        if "torchserve" in targets and (TS_VENV / "bin" / "torchserve").exists():
+            # the launcher's SIGTERM leaves the Java frontend running; its own --stop ends it
+            subprocess.run([str(TS_VENV / "bin" / "torchserve"), "--stop"], env=ENV, capture_output=True)
     if "accuracy" not in args.skip:
         results["accuracy"] = accuracy(args.model, Path(args.validation))
         print(json.dumps(results["accuracy"], indent=2))
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps({"results": results, "notes": notes, "seconds": args.seconds,
+                                              "rounds": args.rounds,
                                               "batch_size": BATCH_SIZE, "max_batch_delay_ms": MAX_BATCH_DELAY},
                                              indent=2))
     print(f"wrote {args.results}")
