@@ -24,6 +24,7 @@ from nlpforge.serving.handler import BACKENDS, default_threads
 from nlpforge.serving.metrics import ServerMetrics
 from nlpforge.serving.registry import ModelRegistry
 from nlpforge.serving.security import load_or_create_keys
+from nlpforge.serving.workers import warm_up
 from nlpforge.training.config import setting
 
 log = logging.getLogger("nlpforge.serving")
@@ -193,6 +194,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, star
                               "running? choose other ports")
         await asyncio.sleep(0.02)
     ports = [s.servers[0].sockets[0].getsockname()[1] for s in servers]
+    warming = loop.run_in_executor(None, warm_up)  # imports torch in the forkserver while we wait
     log.info("nlpforge serving: inference http://%s:%s, management http://%s:%s, metrics http://%s:%s",
              settings.host, ports[0], settings.host, ports[1], settings.host, ports[2])
     if state.keys is not None:
@@ -223,6 +225,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, star
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.gather(*state.background, return_exceptions=True)
     await state.registry.close()
+    await asyncio.gather(warming, return_exceptions=True)
     state.capture.close()
     log.info("stopped")
 

@@ -31,6 +31,14 @@ def _context():
     return context
 
 
+def warm_up() -> None:
+    """Start the forkserver (importing torch and transformers) now, so the first register is quick too."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()
+
+
 class WorkerCrashed(Exception):
     """The worker process died while holding a batch."""
 
