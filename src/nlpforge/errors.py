@@ -68,3 +68,22 @@ class TrackingError(NlpforgeError):
     """An experiment run cannot be found or the tracking store cannot be read."""
 
     code = "E630"
+
+
+class RequestError(NlpforgeError):
+    """A request to the model server is malformed, too large, or names what does not exist.
+
+    `status` is the HTTP status the server answers with (400 unless said otherwise)."""
+
+    code = "E700"
+
+    def __init__(self, message: str, status: int = 400, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+class ServingError(NlpforgeError):
+    """The model server cannot start or cannot load a model as asked."""
+
+    code = "E710"

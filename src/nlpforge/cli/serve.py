@@ -1,0 +1,126 @@
+"""`nlpforge serve` and `nlpforge models ...`: run the model server and manage what it serves.
+
+    nlpforge serve --model-store model_store --models stars=models/stars --backend onnx-int8
+    nlpforge models register models/stars --name stars --version 2.0
+    nlpforge models traffic stars --weight 1.0=90 --weight 2.0=10 --shadow 3.0
+    nlpforge models set-default stars 2.0
+"""
+import asyncio
+import json
+import logging
+from typing import Optional
+
+import typer
+
+from nlpforge.cli import app
+from nlpforge.cli.options import command_from_settings
+from nlpforge.errors import ConfigError
+from nlpforge.serving.server import ServeSettings
+
+models_app = typer.Typer(no_args_is_help=True, help="Manage the models a running server serves.")
+app.add_typer(models_app, name="models")
+
+URL = typer.Option("http://127.0.0.1:8081", "--management-url", help="the server's management API")
+KEY_FILE = typer.Option(None, "--key-file", help="key file of the server (default: $NLPFORGE_KEY_FILE, "
+                        "then ./model_store/key_file.json)")
+TOKEN = typer.Option(None, "--token", help="management key (default: read from the key file)")
+
+
+def _run_serve(settings: ServeSettings) -> None:
+    from nlpforge.serving.server import serve
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.models = [m for entry in settings.models for m in entry.split(",") if m]
+    asyncio.run(serve(settings))
+
+
+command_from_settings(app, "serve", ServeSettings, _run_serve,
+                      help="Serve models behind a TorchServe-compatible REST API (inference 8080, management "
+                           "8081, metrics 8082).")
+
+
+def _client(url: str, key_file: Optional[str], token: Optional[str]):
+    from pathlib import Path
+
+    from nlpforge.serving.client import ManagementClient
+
+    if key_file is None and Path("model_store/key_file.json").exists():
+        key_file = "model_store/key_file.json"
+    return ManagementClient(url, token=token, key_file=key_file)
+
+
+def _print(value) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@models_app.command("register")
+def register(url: str = typer.Argument(..., help="model folder or .tar.gz (relative: in the model store)"),
+             name: Optional[str] = typer.Option(None, help="name to serve it under (default: folder name)"),
+             version: Optional[str] = typer.Option(None, help="version (default 1.0)"),
+             batch_size: Optional[int] = typer.Option(None, help="largest batch per worker call"),
+             max_batch_delay: Optional[float] = typer.Option(None, help="ms to wait for a batch to fill"),
+             workers: Optional[int] = typer.Option(None, help="worker processes"),
+             backend: Optional[str] = typer.Option(None, help="torch, onnx or onnx-int8"),
+             capture_percent: Optional[float] = typer.Option(None, help="% of requests to data capture"),
+             management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN):
+    """Register a model version (TorchServe's POST /models)."""
+    _print(_client(management_url, key_file, token).register(
+        url, name, version, batch_size=batch_size, max_batch_delay=max_batch_delay, initial_workers=workers,
+        backend=backend, capture_percent=capture_percent))
+
+
+@models_app.command("list")
+def list_models(management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN):
+    """List the served models."""
+    _print(_client(management_url, key_file, token).list())
+
+
+@models_app.command("describe")
+def describe(name: str, version: Optional[str] = typer.Argument(None, help="a version, or 'all'"),
+             management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN):
+    """Describe a model's default version, one version, or all of them."""
+    _print(_client(management_url, key_file, token).describe(name, version))
+
+
+@models_app.command("scale")
+def scale(name: str, workers: int = typer.Argument(..., help="worker processes to run"),
+          version: Optional[str] = typer.Option(None, help="version (default: the default one)"),
+          management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN):
+    """Set the number of worker processes of a version."""
+    _print(_client(management_url, key_file, token).scale(name, workers, version))
+
+
+@models_app.command("unregister")
+def unregister(name: str, version: Optional[str] = typer.Argument(None, help="one version (default: all)"),
+               management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN):
+    """Stop serving a model or one of its versions."""
+    _print(_client(management_url, key_file, token).unregister(name, version))
+
+
+@models_app.command("set-default")
+def set_default(name: str, version: str, management_url: str = URL, key_file: Optional[str] = KEY_FILE,
+                token: Optional[str] = TOKEN):
+    """Promote a version: it becomes the default and takes all traffic, atomically."""
+    _print(_client(management_url, key_file, token).set_default(name, version))
+
+
+@models_app.command("traffic")
+def traffic(name: str,
+            weight: list[str] = typer.Option([], "--weight", help="version=weight, e.g. --weight 1.0=90"),
+            shadow: Optional[str] = typer.Option(None, help="version that gets a copy of the traffic"),
+            no_shadow: bool = typer.Option(False, "--no-shadow", help="remove the shadow version"),
+            management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN):
+    """Show, or set, the weighted A/B split and the shadow version."""
+    weights = None
+    if weight:
+        weights = {}
+        for entry in weight:
+            version, sep, value = entry.partition("=")
+            if not sep:
+                raise ConfigError(f"--weight {entry!r}: use version=weight, e.g. 1.0=90")
+            try:
+                weights[version] = float(value)
+            except ValueError:
+                raise ConfigError(f"--weight {entry!r}: the weight must be a number") from None
+    shadow_value = None if no_shadow else (shadow if shadow is not None else "")
+    _print(_client(management_url, key_file, token).traffic(name, weights, shadow_value))

@@ -1,0 +1,255 @@
+"""Dynamic batching for one model version: a bounded queue and one batching loop per worker.
+
+    runtime = VersionRuntime(spec, metrics)
+    await runtime.start()                           # starts spec.workers processes
+    outputs = await runtime.submit(["Loved it"])    # waits for the batch that holds it
+    await runtime.scale(2)
+    await runtime.close()                           # finishes what was accepted, then stops workers
+
+Each worker's loop takes the oldest input, then waits up to `max_batch_delay` ms for more, up to
+`batch_size`; under load the queue already holds a full batch and nothing waits. A full queue
+refuses new inputs with 503 and a Retry-After. A crashed or hung worker is restarted (counted in
+`nlpforge_worker_restarts_total`, logged) and a crashed batch is tried once more on the new one.
+"""
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from nlpforge.errors import RequestError, ServingError
+from nlpforge.serving.metrics import ServerMetrics
+from nlpforge.serving.workers import WorkerCrashed, WorkerProcess, WorkerTimeout
+
+log = logging.getLogger("nlpforge.serving")
+
+
+@dataclass
+class VersionSpec:
+    """How one model version is served (TorchServe's register parameters, plus ours)."""
+
+    name: str
+    version: str
+    folder: str
+    url: str
+    task: str = "text-classification"
+    backend: str = "torch"
+    batch_size: int = 8
+    max_batch_delay: float = 10.0
+    workers: int = 1
+    threads: int = 1
+    queue_size: int = 256
+    response_timeout: float = 120.0
+    capture_percent: float = 0.0
+    max_seq_length: int | None = None
+
+
+@dataclass
+class Pending:
+    kind: str
+    item: object
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class VersionRuntime:
+    """The queue, batching loops and worker processes of one model version."""
+
+    def __init__(self, spec: VersionSpec, metrics: ServerMetrics):
+        self.spec = spec
+        self.metrics = metrics
+        self.labels = (spec.name, spec.version)
+        self.pending: collections.deque[Pending] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.workers: list[WorkerProcess] = []
+        self.loops: dict[int, asyncio.Task] = {}
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix=f"{spec.name}-{spec.version}")
+        self.in_flight = 0
+        self.next_worker_id = 0
+        self.closing = False
+        self.restarts = 0
+        self.batch_seconds = 0.0  # totals for the Retry-After estimate
+        self.inputs_done = 0
+
+    # --- workers -------------------------------------------------------------------------------------
+    async def _start_worker(self) -> WorkerProcess:
+        worker = WorkerProcess(self.spec.folder, self.spec.task, self.spec.backend, self.spec.threads,
+                               worker_id=self.next_worker_id)
+        self.next_worker_id += 1
+        await asyncio.get_running_loop().run_in_executor(self.executor, worker.start)
+        self.workers.append(worker)
+        self.loops[worker.worker_id] = asyncio.create_task(self._loop(worker))
+        self.metrics.workers.labels(*self.labels).set(len(self.workers))
+        log.info("model %s version %s: worker %s ready (pid %s)", *self.labels, worker.worker_id, worker.pid)
+        return worker
+
+    async def start(self) -> None:
+        await self.scale(self.spec.workers)
+
+    async def scale(self, count: int) -> None:
+        if count < 1:
+            raise RequestError("min_worker must be at least 1; unregister the version to stop it")
+        while len(self.workers) < count:
+            await self._start_worker()
+        while len(self.workers) > count:
+            worker = self.workers.pop()
+            task = self.loops.pop(worker.worker_id)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.get_running_loop().run_in_executor(self.executor, worker.stop)
+        self.spec.workers = count
+        self.metrics.workers.labels(*self.labels).set(len(self.workers))
+
+    async def _restart(self, worker: WorkerProcess, reason: str) -> None:
+        self.restarts += 1
+        self.metrics.worker_restarts.labels(*self.labels, reason).inc()
+        log.error("model %s version %s: worker %s (pid %s) %s; restarting it", *self.labels, worker.worker_id,
+                  worker.pid, reason)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, worker.kill)
+        while not self.closing:
+            try:
+                await loop.run_in_executor(self.executor, worker.start)
+                log.info("model %s version %s: worker %s restarted (pid %s)", *self.labels, worker.worker_id,
+                         worker.pid)
+                return
+            except ServingError as error:
+                log.error("model %s version %s: restart failed (%s); trying again in 1s", *self.labels, error)
+                await asyncio.sleep(1.0)
+
+    # --- requests ------------------------------------------------------------------------------------
+    def room(self) -> int:
+        return self.spec.queue_size - len(self.pending)
+
+    def submit(self, items: list, kind: str = "predict") -> list[asyncio.Future]:
+        """Queue inputs; returns one future per input. Raises a 503 RequestError when the queue is full."""
+        if self.closing:
+            raise RequestError(f"model {self.spec.name} version {self.spec.version} is being removed; retry",
+                               status=503, headers={"Retry-After": "1"})
+        if len(items) > self.room():
+            self.metrics.rejected.labels(*self.labels).inc(len(items))
+            retry = max(1, round(len(self.pending) * self._seconds_per_input()))
+            raise RequestError(f"model {self.spec.name} version {self.spec.version} has {len(self.pending)} inputs "
+                               f"queued (limit {self.spec.queue_size}); retry after {retry}s", status=503,
+                               headers={"Retry-After": str(retry)})
+        loop = asyncio.get_running_loop()
+        futures = []
+        for item in items:
+            future = loop.create_future()
+            self.pending.append(Pending(kind, item, future))
+            futures.append(future)
+        self.metrics.queue_depth.labels(*self.labels).set(len(self.pending))
+        self.wakeup.set()
+        return futures
+
+    def _seconds_per_input(self) -> float:
+        if not self.inputs_done:
+            return 0.05
+        return self.batch_seconds / self.inputs_done / max(1, len(self.workers))
+
+    async def _next_batch(self) -> list[Pending]:
+        while not self.pending:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        batch = [self.pending.popleft()]
+        deadline = time.perf_counter() + self.spec.max_batch_delay / 1000
+        while len(batch) < self.spec.batch_size:
+            if self.pending:
+                batch.append(self.pending.popleft())
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self.wakeup.clear()
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        self.metrics.queue_depth.labels(*self.labels).set(len(self.pending))
+        return batch
+
+    async def _loop(self, worker: WorkerProcess) -> None:
+        while True:
+            batch = await self._next_batch()
+            batch = [p for p in batch if not p.future.done()]  # the client gave up or timed out
+            if not batch:
+                continue
+            self.in_flight += len(batch)
+            try:
+                for kind in ("predict", "explain"):
+                    part = [p for p in batch if p.kind == kind]
+                    if part:
+                        await self._run(worker, kind, part)
+            finally:
+                self.in_flight -= len(batch)
+
+    async def _run(self, worker: WorkerProcess, kind: str, batch: list[Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        for p in batch:
+            self.metrics.queue_time.labels(*self.labels).observe(started - p.enqueued)
+        items = [p.item for p in batch]
+        for attempt in (1, 2):
+            try:
+                outputs = await loop.run_in_executor(self.executor, worker.call, kind, items,
+                                                     self.spec.response_timeout)
+                break
+            except RequestError as error:
+                return _fail(batch, error)
+            except WorkerTimeout as error:
+                await self._restart(worker, "timeout")
+                return _fail(batch, RequestError(f"{error}; the worker was restarted", status=504))
+            except WorkerCrashed as error:
+                await self._restart(worker, "crash")
+                if attempt == 2:
+                    return _fail(batch, RequestError(f"the worker crashed twice on this batch ({error})",
+                                                     status=503, headers={"Retry-After": "1"}))
+        elapsed = time.perf_counter() - started
+        if kind == "predict":
+            self.metrics.batch_size.labels(*self.labels).observe(len(batch))
+            self.metrics.batch_time.labels(*self.labels).observe(elapsed)
+            self.batch_seconds += elapsed
+            self.inputs_done += len(batch)
+        for p, output in zip(batch, outputs):
+            if not p.future.done():
+                p.future.set_result(output)
+
+    # --- shutdown ------------------------------------------------------------------------------------
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Wait until every accepted input has its answer (or timeout seconds pass)."""
+        end = time.perf_counter() + timeout
+        while (self.pending or self.in_flight) and time.perf_counter() < end:
+            await asyncio.sleep(0.01)
+
+    async def close(self, drain: bool = True) -> None:
+        self.closing = True
+        if drain:
+            await self.drain()
+        for task in self.loops.values():
+            task.cancel()
+        await asyncio.gather(*self.loops.values(), return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self.executor, w.stop) for w in self.workers))
+        for p in self.pending:
+            if not p.future.done():
+                p.future.set_exception(RequestError("the model was removed before this input ran", status=503))
+        self.workers.clear()
+        self.metrics.forget(*self.labels)
+        self.executor.shutdown(wait=False)
+
+    def describe(self) -> dict:
+        s = self.spec
+        return {"modelName": s.name, "modelVersion": s.version, "modelUrl": s.url, "task": s.task,
+                "backend": s.backend, "batchSize": s.batch_size, "maxBatchDelay": s.max_batch_delay,
+                "minWorkers": s.workers, "maxWorkers": s.workers, "threadsPerWorker": s.threads,
+                "queueSize": s.queue_size, "queued": len(self.pending), "responseTimeout": s.response_timeout,
+                "capturePercent": s.capture_percent, "workerRestarts": self.restarts,
+                "workers": [w.describe() for w in self.workers]}
+
+
+def _fail(batch: list[Pending], error: Exception) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(error)
+

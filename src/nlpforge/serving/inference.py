@@ -1,0 +1,210 @@
+"""The inference API (port 8080): TorchServe's and KServe v1's prediction routes.
+
+    GET  /ping                                    {"status": "Healthy"}
+    POST /predictions/{model}[/{version}]         raw text, {"text": ...}, a JSON list, or multipart
+    POST /explanations/{model}[/{version}]        the prediction plus attention weights
+    POST /v1/models/{model}:predict               KServe v1: {"instances": [...]} -> {"predictions": [...]}
+    GET  /v1/models/{model}                       KServe v1 readiness
+    OPTIONS /                                     the OpenAPI description
+
+A single input gets one JSON object back; a list gets a list. The served version is in the
+`X-Model-Version` header. Bad input is a 4xx with {"code", "type", "message"}, never a 500.
+"""
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from nlpforge.errors import NlpforgeError, RequestError
+from nlpforge.serving.handler import HANDLERS, Handler
+
+log = logging.getLogger("nlpforge.serving")
+
+BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"anyOf": [
+        {"type": "string"},
+        {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        {"type": "array", "items": {"anyOf": [{"type": "string"},
+                                              {"type": "object", "properties": {"text": {"type": "string"}}}]}}]}},
+    "text/plain": {"schema": {"type": "string"}}}}}
+KSERVE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["instances"],
+    "properties": {"instances": {"type": "array", "items": {"anyOf": [
+        {"type": "string"}, {"type": "object", "properties": {"text": {"type": "string"}}}]}}}}}}}}
+
+
+async def read_values(request: Request, max_bytes: int) -> tuple[list, bool]:
+    """The request's input values and whether it was a list: raw text, JSON, or multipart form parts."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestError(f"the request body has {declared} bytes, over the limit of {max_bytes}", status=413)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form()
+        except Exception as error:  # noqa: BLE001 - python-multipart raises several types on bad bodies
+            raise RequestError(f"the multipart body cannot be read ({error}); send valid multipart/form-data") from None
+        values = [await v.read() if hasattr(v, "read") else v for _, v in form.multi_items()]
+        if not values:
+            raise RequestError("the multipart body has no parts; send the text in a part named 'data'")
+        return values, len(values) > 1
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise RequestError(f"the request body is over the limit of {max_bytes} bytes", status=413)
+    if content_type.endswith("json") or (not content_type and body[:1] in (b"{", b"[")):
+        try:
+            value = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RequestError(f"the body is not valid JSON ({error}); send e.g. {{\"text\": \"Loved it\"}}") from None
+        if isinstance(value, dict) and isinstance(value.get("instances"), list):
+            value = value["instances"]
+        elif isinstance(value, dict) and isinstance(value.get("text"), list):
+            value = value["text"]
+        if isinstance(value, list):
+            if not value:
+                raise RequestError("the list of inputs is empty; send at least one text")
+            return value, True
+        return [value], False
+    return [body], False
+
+
+def error_response(error: RequestError) -> JSONResponse:
+    names = {400: "BadRequestException", 401: "AuthenticationException", 404: "ModelNotFoundException",
+             409: "ConflictStatusException", 413: "RequestTooLargeException", 503: "ServiceUnavailableException",
+             504: "RequestTimeoutException"}
+    message = str(error).split("] ", 1)[-1]
+    return JSONResponse({"code": error.status, "type": names.get(error.status, "RequestException"),
+                         "message": message}, status_code=error.status, headers=error.headers)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request, error: RequestError):
+        return error_response(error)
+
+    @app.exception_handler(NlpforgeError)
+    async def _user_error(request, error: NlpforgeError):
+        return error_response(RequestError(str(error).split("] ", 1)[-1], status=400))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        return error_response(RequestError(f"invalid parameters: {problems}"))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, error: HTTPException):
+        return error_response(RequestError(str(error.detail), status=error.status_code,
+                                           headers=dict(error.headers or {})))
+
+    @app.options("/", include_in_schema=False)
+    async def _describe():
+        return JSONResponse(app.openapi())
+
+
+def inference_app(state) -> FastAPI:
+    """The FastAPI app of the inference port; `state` is the server's ServerState."""
+    settings = state.settings
+    app = FastAPI(title="nlpforge inference API", version="1", docs_url=None, redoc_url=None,
+                  description="TorchServe- and KServe-v1-compatible prediction routes")
+    add_error_handlers(app)
+    auth = [Depends(state.require("inference"))]
+    decoders: dict[str, Handler] = {}
+
+    def decoder(task: str) -> Handler:
+        if task not in decoders:
+            handler = HANDLERS[task]()
+            if hasattr(handler, "max_chars"):
+                handler.max_chars = settings.max_text_chars
+            decoders[task] = handler
+        return decoders[task]
+
+    async def infer(request: Request, model: str, version: str | None, kind: str = "predict"):
+        started = time.perf_counter()
+        served = ("", "")
+        try:
+            runtime, shadow = state.registry.route(model, version, request.headers.get(settings.sticky_header))
+            served = runtime.labels
+            handler = decoder(runtime.spec.task)
+            values, is_list = await read_values(request, settings.max_request_bytes)
+            if len(values) > settings.max_batch_items:
+                raise RequestError(f"the request holds {len(values)} inputs, over the limit of "
+                                   f"{settings.max_batch_items}; split it", status=413)
+            items = [handler.decode_request(v) for v in values]
+            futures = runtime.submit(items, kind)
+            try:
+                outputs = await asyncio.wait_for(asyncio.gather(*futures), settings.request_timeout)
+            except asyncio.TimeoutError:
+                raise RequestError(f"no answer within {settings.request_timeout:.0f}s; the server is overloaded "
+                                   "or the model is slow, retry later", status=504) from None
+        except RequestError as error:
+            state.metrics.requests.labels(*served, str(error.status)).inc()
+            return error_response(error)
+        state.metrics.requests.labels(*served, "200").inc()
+        state.metrics.latency.labels(*served).observe(time.perf_counter() - started)
+        truncated = sum(1 for o in outputs if isinstance(o, dict) and o.get("truncated"))
+        if truncated:
+            state.metrics.truncated.labels(*served).inc(truncated)
+        if kind == "predict":
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            state.after_prediction(runtime, shadow, items, outputs, request_id)
+        body = [handler.encode_response(o) for o in outputs]
+        return body if is_list else body[0], runtime
+
+    def respond(result):
+        if isinstance(result, JSONResponse):
+            return result
+        body, runtime = result
+        return JSONResponse(body, headers={"X-Model-Name": runtime.spec.name, "X-Model-Version": runtime.spec.version})
+
+    @app.get("/ping", summary="Health check")
+    async def ping():
+        if not state.ready:
+            return JSONResponse({"status": "Starting"}, status_code=503, headers={"Retry-After": "1"})
+        return {"status": "Healthy"}
+
+    @app.post("/predictions/{model_name}", dependencies=auth, openapi_extra=BODY, summary="Predict")
+    async def predictions(model_name: str, request: Request):
+        return respond(await infer(request, model_name, None))
+
+    @app.post("/predictions/{model_name}/{model_version}", dependencies=auth, openapi_extra=BODY,
+              summary="Predict with one version")
+    async def predictions_version(model_name: str, model_version: str, request: Request):
+        return respond(await infer(request, model_name, model_version))
+
+    @app.post("/explanations/{model_name}", dependencies=auth, openapi_extra=BODY, summary="Attention weights")
+    async def explanations(model_name: str, request: Request):
+        return respond(await infer(request, model_name, None, "explain"))
+
+    @app.post("/explanations/{model_name}/{model_version}", dependencies=auth, openapi_extra=BODY,
+              summary="Attention weights of one version")
+    async def explanations_version(model_name: str, model_version: str, request: Request):
+        return respond(await infer(request, model_name, model_version, "explain"))
+
+    @app.post("/v1/models/{model_name}:predict", dependencies=auth, openapi_extra=KSERVE_BODY,
+              summary="KServe v1 predict")
+    async def kserve_predict(model_name: str, request: Request):
+        result = await infer(request, model_name, None)
+        if isinstance(result, JSONResponse):
+            return result
+        body, runtime = result
+        return JSONResponse({"predictions": body if isinstance(body, list) else [body]},
+                            headers={"X-Model-Name": runtime.spec.name, "X-Model-Version": runtime.spec.version})
+
+    @app.get("/v1/models/{model_name}", dependencies=auth, summary="KServe v1 model readiness")
+    async def kserve_model(model_name: str):
+        try:
+            runtime = state.registry.version(model_name, None)
+        except RequestError as error:
+            return error_response(error)
+        return {"name": model_name, "ready": bool(runtime.workers)}
+
+    return app

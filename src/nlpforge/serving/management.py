@@ -1,0 +1,145 @@
+"""The management API (port 8081), TorchServe's, plus traffic weights and a shadow; and the metrics app (8082).
+
+    POST   /models?url=...&model_name=...&model_version=...&batch_size=...&max_batch_delay=...&initial_workers=...
+    GET    /models?limit=...&next_page_token=...
+    GET    /models/{name}[/{version}|/all]
+    PUT    /models/{name}[/{version}]?min_worker=...
+    DELETE /models/{name}[/{version}]
+    PUT    /models/{name}/{version}/set-default        promote: default and all traffic, atomically
+    GET    /models/{name}/traffic
+    PUT    /models/{name}/traffic   {"weights": {"1.0": 90, "2.0": 10}, "shadow": "3.0"}
+    GET    /metrics                                     (metrics port) Prometheus text format
+"""
+import asyncio
+import logging
+
+from fastapi import Body, Depends, FastAPI, Query
+from fastapi.responses import JSONResponse, Response
+
+from nlpforge.errors import RequestError
+from nlpforge.serving.inference import add_error_handlers
+
+log = logging.getLogger("nlpforge.serving")
+
+
+def management_app(state) -> FastAPI:
+    settings = state.settings
+    registry = state.registry
+    app = FastAPI(title="nlpforge management API", version="1", docs_url=None, redoc_url=None,
+                  description="TorchServe-compatible model management, plus traffic weights and shadow versions")
+    add_error_handlers(app)
+    auth = [Depends(state.require("management"))]
+
+    @app.post("/models", dependencies=auth, summary="Register a model version")
+    async def register(
+        url: str = Query(..., description="nlpforge model folder or .tar.gz; relative paths are read from "
+                                          "the model store"),
+        model_name: str | None = Query(None, description="name to serve it under (default: the folder name)"),
+        model_version: str | None = Query(None, description="version (default 1.0)"),
+        batch_size: int = Query(settings.batch_size, description="largest batch sent to a worker"),
+        max_batch_delay: float = Query(settings.max_batch_delay, description="ms to wait for a batch to fill"),
+        initial_workers: int = Query(settings.workers, description="worker processes"),
+        synchronous: bool = Query(True, description="answer once the workers are up"),
+        response_timeout: float = Query(settings.response_timeout, description="s before a silent worker is restarted"),
+        backend: str = Query(settings.backend, description="torch, onnx or onnx-int8"),
+        queue_size: int = Query(settings.queue_size, description="inputs that may wait; more get 503"),
+        capture_percent: float = Query(settings.capture_percent, description="% of requests written to data capture"),
+        threads: int | None = Query(None, description="torch/ONNX threads per worker (default: cores / workers)"),
+    ):
+        from nlpforge.serving.handler import default_threads
+
+        kwargs = dict(url=url, name=model_name, version=model_version, batch_size=batch_size,
+                      max_batch_delay=max_batch_delay, workers=initial_workers,
+                      threads=threads or settings.threads or default_threads(initial_workers), backend=backend,
+                      queue_size=queue_size, response_timeout=response_timeout, capture_percent=capture_percent)
+        if not synchronous:
+            registry.resolve_url(url)  # a bad path is still a 4xx now, not a log line later
+            task = asyncio.create_task(registry.register(**kwargs))
+            state.background.add(task)
+            task.add_done_callback(_log_failure)
+            return JSONResponse({"status": f"Model \"{model_name or url}\" registration started"}, status_code=202)
+        runtime = await registry.register(**kwargs)
+        spec = runtime.spec
+        return {"status": f"Model \"{spec.name}\" Version: {spec.version} registered with {spec.workers} "
+                          f"initial workers"}
+
+    @app.get("/models", dependencies=auth, summary="List models")
+    async def list_models(limit: int = Query(100), next_page_token: str | None = Query(None)):
+        return registry.listing(limit, next_page_token)
+
+    @app.get("/models/{model_name}/traffic", dependencies=auth, summary="Traffic weights and shadow")
+    async def get_traffic(model_name: str):
+        return registry.model(model_name).routing.describe()
+
+    @app.put("/models/{model_name}/traffic", dependencies=auth, summary="Set traffic weights and a shadow")
+    async def put_traffic(model_name: str,
+                          weights: dict[str, float] | None = Body(None, description="weight per version"),
+                          shadow: str | None = Body("", description="shadow version; null removes it")):
+        routing = registry.set_traffic(model_name, weights, shadow)
+        log.info("model %s: traffic set to %s", model_name, routing.describe())
+        return routing.describe()
+
+    @app.get("/models/{model_name}", dependencies=auth, summary="Describe the default version")
+    async def describe(model_name: str):
+        return registry.describe(model_name)
+
+    @app.get("/models/{model_name}/{model_version}", dependencies=auth, summary="Describe a version, or all")
+    async def describe_version(model_name: str, model_version: str):
+        return registry.describe(model_name, model_version)
+
+    async def scale(model_name: str, model_version: str | None, min_worker: int | None, max_worker: int | None):
+        count = min_worker if min_worker is not None else max_worker
+        if count is None:
+            raise RequestError("give min_worker (the number of workers to run)")
+        if not 1 <= count <= 16:
+            raise RequestError("min_worker must be 1..16; to stop a model, DELETE it")
+        runtime = registry.version(model_name, model_version)
+        await runtime.scale(count)
+        return {"status": f"Model \"{model_name}\" Version: {runtime.spec.version} scaled to {count} workers"}
+
+    @app.put("/models/{model_name}", dependencies=auth, summary="Scale the default version's workers")
+    async def scale_default(model_name: str, min_worker: int | None = Query(None), max_worker: int | None = Query(None),
+                            synchronous: bool = Query(True)):
+        return await scale(model_name, None, min_worker, max_worker)
+
+    @app.put("/models/{model_name}/{model_version}", dependencies=auth, summary="Scale a version's workers")
+    async def scale_version(model_name: str, model_version: str, min_worker: int | None = Query(None),
+                            max_worker: int | None = Query(None), synchronous: bool = Query(True)):
+        return await scale(model_name, model_version, min_worker, max_worker)
+
+    @app.delete("/models/{model_name}", dependencies=auth, summary="Unregister a model")
+    async def unregister(model_name: str):
+        removed = await registry.unregister(model_name)
+        return {"status": f"Model \"{model_name}\" unregistered (versions {', '.join(removed)})"}
+
+    @app.delete("/models/{model_name}/{model_version}", dependencies=auth, summary="Unregister a version")
+    async def unregister_version(model_name: str, model_version: str):
+        await registry.unregister(model_name, model_version)
+        return {"status": f"Model \"{model_name}\" Version: {model_version} unregistered"}
+
+    @app.put("/models/{model_name}/{model_version}/set-default", dependencies=auth,
+             summary="Promote a version: default, all traffic")
+    async def set_default(model_name: str, model_version: str):
+        routing = registry.set_default(model_name, model_version)
+        log.info("model %s: version %s promoted to default", model_name, model_version)
+        return {"status": f"Default version successfully updated for model \"{model_name}\" to \"{model_version}\"",
+                "routing": routing.describe()}
+
+    return app
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background registration failed: %s", task.exception())
+
+
+def metrics_app(state) -> FastAPI:
+    app = FastAPI(title="nlpforge metrics API", version="1", docs_url=None, redoc_url=None)
+    add_error_handlers(app)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics():
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    return app
+

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the model server, per model and version, served on the metrics port.
+
+    metrics = ServerMetrics()
+    metrics.requests.labels("stars", "1.0", "200").inc()
+    metrics.render()  # text exposition format for GET /metrics
+
+Each server owns its registry, so several servers in one process (tests) do not mix counts.
+"""
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class ServerMetrics:
+    """Every series the server exports; labels are (model, version[, ...])."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("nlpforge_requests", "Inference requests by HTTP status code",
+                                ["model", "version", "status"], registry=r)
+        self.latency = Histogram("nlpforge_request_latency_seconds", "Time from request to response",
+                                 ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_time = Histogram("nlpforge_queue_time_seconds", "Time an input waited before its batch ran",
+                                    ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_time = Histogram("nlpforge_batch_time_seconds", "Time a worker took for one batch",
+                                    ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("nlpforge_batch_size", "Inputs per batch sent to a worker",
+                                    ["model", "version"], buckets=BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge("nlpforge_queue_depth", "Inputs waiting for a worker",
+                                 ["model", "version"], registry=r)
+        self.workers = Gauge("nlpforge_workers", "Live worker processes", ["model", "version"], registry=r)
+        self.worker_restarts = Counter("nlpforge_worker_restarts", "Worker processes restarted after a crash or hang",
+                                       ["model", "version", "reason"], registry=r)
+        self.rejected = Counter("nlpforge_rejected", "Inputs refused because the queue was full",
+                                ["model", "version"], registry=r)
+        self.truncated = Counter("nlpforge_truncated_inputs", "Inputs longer than max_seq_length, truncated",
+                                 ["model", "version"], registry=r)
+        self.shadow = Counter("nlpforge_shadow_comparisons", "Shadow predictions compared with the served ones",
+                              ["model", "version", "shadow_version", "agree"], registry=r)
+        self.captured = Counter("nlpforge_captured", "Request/response pairs written to data capture",
+                                ["model", "version"], registry=r)
+
+    def forget(self, model: str, version: str) -> None:
+        """Drop a removed version's gauges, so scrapes stop reporting it."""
+        for gauge in (self.queue_depth, self.workers):
+            try:
+                gauge.remove(model, version)
+            except KeyError:
+                pass
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

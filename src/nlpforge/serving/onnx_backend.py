@@ -1,0 +1,98 @@
+"""The fast CPU path: export a model folder to ONNX, optionally quantize it to dynamic int8, run it
+on ONNX Runtime.
+
+    path = export_onnx("models/stars")                  # models/stars/onnx/model.onnx (cached)
+    path = export_onnx("models/stars", quantized=True)  # models/stars/onnx/model-int8.onnx
+    session = open_session("models/stars", quantized=True, threads=2)
+
+The exported files are a cache beside the weights, rebuilt when model.safetensors is newer. A
+read-only model folder caches them under ~/.cache/nlpforge/onnx instead. Dynamic int8 keeps the
+weights of every MatMul as int8 and quantizes activations per batch: no calibration data needed.
+"""
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from nlpforge.errors import ArtifactError
+
+log = logging.getLogger("nlpforge.serving")
+OPSET = 17
+
+
+def _cache_folder(folder: Path) -> Path:
+    target = folder / "onnx"
+    try:
+        target.mkdir(exist_ok=True)
+        probe = target / ".write-test"
+        probe.touch()
+        probe.unlink()
+        return target
+    except OSError:
+        digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+        target = Path.home() / ".cache" / "nlpforge" / "onnx" / digest
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+
+def _fresh(path: Path, source: Path) -> bool:
+    return path.exists() and path.stat().st_mtime >= source.stat().st_mtime
+
+
+def export_onnx(folder, quantized: bool = False) -> Path:
+    """The ONNX file of a text-classification folder (fp32, or dynamic int8), exporting it if needed."""
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise ArtifactError(f"{folder}: no model.safetensors to export; give an nlpforge model folder")
+    cache = _cache_folder(folder)
+    fp32 = cache / "model.onnx"
+    if not _fresh(fp32, weights):
+        _export(folder, fp32)
+    if not quantized:
+        return fp32
+    int8 = cache / "model-int8.onnx"
+    if not _fresh(int8, fp32):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        partial = int8.with_suffix(f".partial-{os.getpid()}.onnx")
+        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8)
+        os.replace(partial, int8)
+        log.info("quantized %s to dynamic int8", folder)
+    return int8
+
+
+def _export(folder: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), attn_implementation="eager").eval()
+    model.config.return_dict = False
+    sample = tokenizer(["an example sentence", "another one"], padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    partial = target.with_suffix(f".partial-{os.getpid()}.onnx")
+    with torch.inference_mode():
+        # The TorchScript exporter: the dynamo one needs onnxscript and gives the same graph here.
+        torch.onnx.export(model, tuple(sample[n] for n in names), str(partial), input_names=names,
+                          output_names=["logits"], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+                          do_constant_folding=True)
+    os.replace(partial, target)
+    log.info("exported %s to ONNX", folder)
+
+
+def open_session(folder, quantized: bool = False, threads: int = 1):
+    """An ONNX Runtime session on `threads` intra-op threads and one inter-op thread (no oversubscription
+    when several workers share the cores)."""
+    import onnxruntime as ort
+
+    path = export_onnx(folder, quantized)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # yield cores when idle
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

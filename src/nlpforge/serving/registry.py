@@ -1,0 +1,265 @@
+"""The served models: their versions, the default one, traffic weights and a shadow.
+
+    registry = ModelRegistry(model_store="model_store", metrics=metrics)
+    await registry.register(url="stars", name="stars", version="1.0", batch_size=8)
+    await registry.register(url="stars-v2.tar.gz", name="stars", version="2.0")
+    registry.set_traffic("stars", {"1.0": 90, "2.0": 10}, shadow=None)
+    runtime, shadow = registry.route("stars", None, sticky_key="user-42")   # 1.0 about 90% of the time
+    registry.set_default("stars", "2.0")                                      # promote: one atomic swap
+
+Each model's routing (default, weights, shadow) is one frozen object replaced in a single
+assignment, so a request sees the old routing or the new one, never half of each. A sticky key
+(a request header) hashes to the same version every time while the weights stay the same.
+"""
+import asyncio
+import hashlib
+import random
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlpforge.errors import ArtifactError, RequestError
+from nlpforge.serving.batching import VersionRuntime, VersionSpec
+from nlpforge.serving.handler import BACKENDS, handler_for
+from nlpforge.serving.metrics import ServerMetrics
+
+
+@dataclass(frozen=True)
+class Routing:
+    default: str
+    weights: tuple[tuple[str, float], ...] = ()   # ((version, weight), ...); empty: all to default
+    shadow: str | None = None
+
+    def pick(self, sticky_key: str | None, rng: random.Random) -> str:
+        if not self.weights:
+            return self.default
+        total = sum(w for _, w in self.weights)
+        if sticky_key:
+            digest = hashlib.sha256(sticky_key.encode("utf-8")).digest()
+            point = int.from_bytes(digest[:8], "big") / 2 ** 64 * total
+        else:
+            point = rng.random() * total
+        for version, weight in self.weights:
+            if point < weight:
+                return version
+            point -= weight
+        return self.weights[-1][0]
+
+    def describe(self) -> dict:
+        return {"defaultVersion": self.default, "weights": {v: w for v, w in self.weights}, "shadow": self.shadow}
+
+
+@dataclass
+class ServedModel:
+    name: str
+    versions: dict[str, VersionRuntime] = field(default_factory=dict)
+    routing: Routing | None = None
+
+
+class ModelRegistry:
+    """Every served model; the management API and the inference routes both go through it."""
+
+    def __init__(self, model_store, metrics: ServerMetrics, default_threads: int = 1, seed: int | None = None):
+        self.model_store = Path(model_store)
+        self.metrics = metrics
+        self.default_threads = default_threads
+        self.models: dict[str, ServedModel] = {}
+        self.lock = asyncio.Lock()
+        self.rng = random.Random(seed)
+
+    # --- lookups -------------------------------------------------------------------------------------
+    def model(self, name: str) -> ServedModel:
+        if name not in self.models:
+            known = ", ".join(sorted(self.models)) or "none yet"
+            raise RequestError(f"model {name!r} is not registered (served: {known}); "
+                               "register it with POST /models?url=...", status=404)
+        return self.models[name]
+
+    def version(self, name: str, version: str | None) -> VersionRuntime:
+        model = self.model(name)
+        version = version or model.routing.default
+        if version not in model.versions:
+            raise RequestError(f"model {name!r} has no version {version!r} (versions: "
+                               f"{', '.join(model.versions)})", status=404)
+        return model.versions[version]
+
+    def route(self, name: str, version: str | None, sticky_key: str | None = None):
+        """(the runtime that answers, the shadow runtime or None) for one inference request."""
+        if version is not None:
+            return self.version(name, version), None
+        model = self.model(name)
+        routing = model.routing  # one read: the routing cannot change half-way through
+        chosen = model.versions[routing.pick(sticky_key, self.rng)]
+        shadow = model.versions.get(routing.shadow) if routing.shadow and routing.shadow != chosen.spec.version else None
+        return chosen, shadow
+
+    # --- registration --------------------------------------------------------------------------------
+    def resolve_url(self, url: str) -> Path:
+        """A model folder from `url`: a folder or .tar.gz, absolute or relative to the model store."""
+        if not url:
+            raise RequestError("url is required: the path of an nlpforge model folder or a .tar.gz of one")
+        if "://" in url and not url.startswith("file://"):
+            raise RequestError(f"url {url!r}: the server loads local files only; download the model first "
+                               "and give its path")
+        path = Path(url.removeprefix("file://"))
+        if not path.is_absolute():
+            path = self.model_store / path
+        if not path.exists():
+            raise RequestError(f"url {url!r}: nothing at {path}; give an nlpforge model folder or .tar.gz "
+                               f"(relative paths are read from the model store {self.model_store})", status=404)
+        if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+            return self._extract(path)
+        if not path.is_dir():
+            raise RequestError(f"url {url!r}: {path} is neither a model folder nor a .tar.gz")
+        return path
+
+    def _extract(self, archive: Path) -> Path:
+        digest = hashlib.sha256(f"{archive.resolve()}:{archive.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+        target = self.model_store / ".extracted" / f"{archive.name.split('.')[0]}-{digest}"
+        if not target.exists():
+            partial = target.with_name(target.name + ".partial")
+            partial.mkdir(parents=True, exist_ok=True)
+            try:
+                with tarfile.open(archive, "r:gz") as tar:
+                    tar.extractall(partial, filter="data")  # refuses absolute paths and ../ escapes
+            except (tarfile.TarError, OSError) as error:
+                raise RequestError(f"{archive}: cannot extract ({error}); give a .tar.gz of a model folder") from None
+            partial.rename(target)
+        found = [p.parent for p in target.rglob("nlpforge.json")]
+        if not found:
+            raise RequestError(f"{archive}: holds no nlpforge model folder (no nlpforge.json inside)")
+        return sorted(found, key=lambda p: len(p.parts))[0]
+
+    async def register(self, url: str, name: str | None = None, version: str | None = None, *,
+                       batch_size: int = 8, max_batch_delay: float = 10.0, workers: int = 1,
+                       threads: int | None = None, backend: str = "torch", queue_size: int = 256,
+                       response_timeout: float = 120.0, capture_percent: float = 0.0) -> VersionRuntime:
+        folder = self.resolve_url(url)
+        try:
+            handler = handler_for(str(folder))
+        except ArtifactError as error:
+            raise RequestError(str(error).split("] ", 1)[-1]) from None
+        name = name or folder.name
+        version = str(version or "1.0")
+        _check_name(name, "model_name")
+        _check_name(version, "model_version")
+        checks = [(1 <= batch_size <= 1024, "batch_size must be 1..1024"),
+                  (0 <= max_batch_delay <= 10_000, "max_batch_delay must be 0..10000 ms"),
+                  (1 <= workers <= 16, "initial_workers must be 1..16"),
+                  (backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
+                  (1 <= queue_size <= 100_000, "queue_size must be 1..100000"),
+                  (0 < response_timeout <= 3600, "response_timeout must be 1..3600 s"),
+                  (0 <= capture_percent <= 100, "capture_percent must be 0..100")]
+        for ok, message in checks:
+            if not ok:
+                raise RequestError(message)
+        spec = VersionSpec(name=name, version=version, folder=str(folder), url=url, task=handler.task,
+                           backend=backend, batch_size=batch_size, max_batch_delay=max_batch_delay,
+                           workers=workers, threads=threads or self.default_threads, queue_size=queue_size,
+                           response_timeout=response_timeout, capture_percent=capture_percent)
+        async with self.lock:
+            if name in self.models and version in self.models[name].versions:
+                raise RequestError(f"model {name!r} version {version!r} is already registered; unregister it "
+                                   "first or give another model_version", status=409)
+            runtime = VersionRuntime(spec, self.metrics)
+        try:
+            await runtime.start()
+        except Exception:
+            await runtime.close(drain=False)
+            raise
+        async with self.lock:
+            model = self.models.setdefault(name, ServedModel(name))
+            model.versions[version] = runtime
+            if model.routing is None:
+                model.routing = Routing(default=version)
+        return runtime
+
+    async def unregister(self, name: str, version: str | None = None) -> list[str]:
+        """Remove a model (every version) or one version; accepted inputs are answered first."""
+        async with self.lock:
+            model = self.model(name)
+            if version is None:
+                removed = list(model.versions.values())
+                del self.models[name]
+            else:
+                if version not in model.versions:
+                    raise RequestError(f"model {name!r} has no version {version!r}", status=404)
+                routing = model.routing
+                in_use = {routing.default, routing.shadow, *(v for v, w in routing.weights if w > 0)}
+                if version in in_use and len(model.versions) > 1:
+                    raise RequestError(f"version {version!r} of {name!r} still takes traffic (default, weight or "
+                                       "shadow); set-default or change the traffic first", status=409)
+                removed = [model.versions.pop(version)]
+                if not model.versions:
+                    del self.models[name]
+        await asyncio.gather(*(r.close() for r in removed))
+        return [r.spec.version for r in removed]
+
+    def set_default(self, name: str, version: str) -> Routing:
+        """Promote `version`: it becomes the default and takes all traffic, in one assignment."""
+        model = self.model(name)
+        self.version(name, version)
+        shadow = model.routing.shadow if model.routing.shadow != version else None
+        model.routing = Routing(default=version, weights=(), shadow=shadow)
+        return model.routing
+
+    def set_traffic(self, name: str, weights: dict[str, float] | None, shadow: str | None = "") -> Routing:
+        """Weights per version (any scale, e.g. 90/10) and a shadow version; "" keeps the shadow, None drops it."""
+        model = self.model(name)
+        current = model.routing
+        pairs = current.weights
+        if weights is not None:
+            pairs = []
+            for version, weight in weights.items():
+                self.version(name, str(version))
+                try:
+                    weight = float(weight)
+                except (TypeError, ValueError):
+                    raise RequestError(f"weight of version {version!r} must be a number, got {weight!r}") from None
+                if not 0 <= weight <= 1e6:
+                    raise RequestError(f"weight of version {version!r} must be between 0 and 1000000")
+                pairs.append((str(version), weight))
+            if pairs and sum(w for _, w in pairs) <= 0:
+                raise RequestError("at least one traffic weight must be above 0")
+            pairs = tuple(pairs)
+        if shadow == "":
+            shadow = current.shadow
+        elif shadow is not None:
+            self.version(name, shadow)
+        model.routing = Routing(default=current.default, weights=pairs, shadow=shadow)
+        return model.routing
+
+    def describe(self, name: str, version: str | None = None) -> list[dict]:
+        model = self.model(name)
+        routing = model.routing
+        runtimes = model.versions.values() if version in (None, "all") else [self.version(name, version)]
+        if version is None:
+            runtimes = [model.versions[routing.default]]
+        return [{**r.describe(), "isDefault": r.spec.version == routing.default, "routing": routing.describe()}
+                for r in runtimes]
+
+    def listing(self, limit: int = 100, next_page_token: str | None = None) -> dict:
+        names = sorted(self.models)
+        try:
+            start = int(next_page_token or 0)
+        except ValueError:
+            raise RequestError("next_page_token must be the value a previous GET /models returned") from None
+        if limit < 1 or limit > 1000 or start < 0:
+            raise RequestError("limit must be 1..1000 and next_page_token at least 0")
+        page = names[start:start + limit]
+        out = {"models": [{"modelName": n, "modelUrl": self.models[n].versions[self.models[n].routing.default].spec.url}
+                          for n in page]}
+        if start + limit < len(names):
+            out["nextPageToken"] = str(start + limit)
+        return out
+
+    async def close(self) -> None:
+        runtimes = [r for m in self.models.values() for r in m.versions.values()]
+        await asyncio.gather(*(r.close() for r in runtimes))
+        self.models.clear()
+
+
+def _check_name(value: str, what: str) -> None:
+    if not value or len(value) > 100 or not all(c.isalnum() or c in "-_." for c in value):
+        raise RequestError(f"{what} {value!r}: use 1-100 letters, digits, '-', '_' or '.'")
+

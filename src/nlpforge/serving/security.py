@@ -1,0 +1,71 @@
+"""Token auth as TorchServe does it: keys in a key file, sent as `Authorization: Bearer <key>`.
+
+    keys = load_or_create_keys("model_store/key_file.json")
+    keys.check("management", request.headers.get("authorization"))   # raises a 401 RequestError
+
+The key file (mode 0600) has TorchServe's layout, so its tooling and habits carry over:
+
+    {"management": {"key": "..."}, "inference": {"key": "..."}, "API": {"key": "..."}}
+
+Management needs its key by default; inference only with `--auth-inference`. The "API" key
+opens both.
+"""
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlpforge.errors import RequestError, ServingError
+
+KINDS = ("management", "inference", "API")
+
+
+@dataclass
+class Keys:
+    management: str
+    inference: str
+    api: str
+    path: Path | None = None
+
+    def check(self, kind: str, authorization: str | None) -> None:
+        if not authorization:
+            raise RequestError(f"this {kind} API needs a token: send 'Authorization: Bearer <key>' with the "
+                               f"{kind} key from {self.path}", status=401, headers={"WWW-Authenticate": "Bearer"})
+        scheme, _, token = authorization.partition(" ")
+        expected = self.management if kind == "management" else self.inference
+        token = token.strip()
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k.encode())
+                                                 for k in (expected, self.api)):
+            raise RequestError(f"the token is not the {kind} key; read it from {self.path}", status=401,
+                               headers={"WWW-Authenticate": "Bearer"})
+
+
+def load_or_create_keys(path) -> Keys:
+    """Read the key file, or write a new one with fresh random keys."""
+    path = Path(path)
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return Keys(data["management"]["key"], data["inference"]["key"], data["API"]["key"], path)
+        except (ValueError, KeyError, TypeError):
+            raise ServingError(f"{path}: not a key file (need management, inference and API keys); "
+                               "delete it to have a new one written") from None
+    keys = {kind: {"key": secrets.token_urlsafe(18)} for kind in KINDS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(keys, handle, indent=2)
+    return Keys(keys["management"]["key"], keys["inference"]["key"], keys["API"]["key"], path)
+
+
+def read_key(path, kind: str = "management") -> str | None:
+    """The key of `kind` from a key file, or None when there is no file (a client-side helper)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))[kind]["key"]
+    except (ValueError, KeyError, TypeError):
+        return None
