@@ -44,6 +44,20 @@ def request(method: str, url: str, body: bytes | None = None, headers: dict | No
         return error.code, error.read(), error.headers.get("Content-Type", "")
 
 
+def management_headers(root: Path) -> dict:
+    """The server's management API wants TorchServe's bearer token: from NLPFORGE_MANAGEMENT_KEY, or the
+    key file that a server started by deploy() writes into its model store."""
+    key = os.environ.get("NLPFORGE_MANAGEMENT_KEY")
+    key_file = Path(os.environ.get("NLPFORGE_KEY_FILE", root / "_model_store" / "key_file.json"))
+    if not key and key_file.exists():
+        try:
+            key = json.loads(key_file.read_text(encoding="utf-8"))["management"]["key"]
+        except (ValueError, KeyError, TypeError):
+            raise EndpointError(f"{key_file}: not a model-server key file; delete it to let the server write "
+                                "a new one, or set NLPFORGE_MANAGEMENT_KEY") from None
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def server_answers(host: str, port: int) -> bool:
     try:
         status, body, _ = request("GET", f"http://{host}:{port}/ping", timeout=2)
@@ -110,7 +124,8 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
         started_pid = start_server(host, ports, root, server_command, startup_timeout)
     query = urllib.parse.urlencode({"url": str(model_dir), "model_name": endpoint_name,
                                     "initial_workers": initial_instance_count, "synchronous": "true"})
-    status, body, _ = request("POST", f"http://{host}:{management_port}/models?{query}", timeout=startup_timeout)
+    status, body, _ = request("POST", f"http://{host}:{management_port}/models?{query}",
+                              headers=management_headers(root), timeout=startup_timeout)
     if status >= 300:
         raise EndpointError(f"the model server refused to register '{endpoint_name}' (HTTP {status}): "
                             f"{error_message(body)}")
@@ -174,7 +189,8 @@ class Predictor:
         """Unregister the model; stop the server too if deploy() started it and no endpoint is left."""
         try:
             status, body, _ = request("DELETE", f"http://{self.host}:{self.management_port}/models/"
-                                                f"{urllib.parse.quote(self.endpoint_name)}")
+                                                f"{urllib.parse.quote(self.endpoint_name)}",
+                                      headers=management_headers(self.jobs_root))
         except OSError as error:
             raise EndpointError(f"cannot reach the model server's management API on {self.host}:"
                                 f"{self.management_port} ({error})") from None
