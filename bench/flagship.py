@@ -3,7 +3,7 @@
 Records validation accuracy and macro-F1 next to the TF-IDF + logistic regression baseline on the
 same split, wall time, samples/s and the share of the machine's measured matmul FLOP/s used.
 
-    .venv/bin/python bench/flagship.py [--epochs 4] [--max-seq-length 256]
+    .venv/bin/python bench/flagship.py [--epochs 2] [--max-seq-length 128]
 """
 import argparse
 import json
@@ -25,8 +25,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_reviews
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--class-weights", default="none")
