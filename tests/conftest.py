@@ -41,6 +41,23 @@ def write_csv(path: Path, rows: list[dict], fieldnames=None) -> Path:
     return path
 
 
+def run_cli(args, cwd=None, timeout: int = 300):
+    """`nlpforge ARGS` in a fresh process, as a user runs it."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "nlpforge", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def assert_user_error(result, message: str) -> None:
+    """A user error: non-zero exit, one line on stderr that holds `message`, no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 @pytest.fixture
 def toy_files(tmp_path):
     """(train.csv, validation.csv) of the separable toy task, string labels."""

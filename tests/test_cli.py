@@ -1,17 +1,10 @@
 """The CLI end to end: train, evaluate, predict; user errors are one line with no traceback."""
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import toy_rows, write_csv
+from conftest import assert_user_error, run_cli, toy_rows, write_csv
 from nlpforge.cli import main
-
-
-def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nlpforge", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
 
 
 def call(capsys, *args) -> tuple[int, str, str]:
@@ -65,16 +58,11 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys):
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
     write_csv(tmp_path / "t.csv", toy_rows(20))
     (tmp_path / "bad.json").write_text(json.dumps({"colour": "blue"}))
-    result = subprocess.run([sys.executable, "-m", "nlpforge", *args], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_user_error(run_cli(args, cwd=tmp_path), message)
 
 
 def test_help_lists_the_commands():
-    result = run("--help")
+    result = run_cli(["--help"])
     assert result.returncode == 0
     for command in ("train", "evaluate", "predict", "demo"):
         assert command in result.stdout

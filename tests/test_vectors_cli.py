@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import planted_sentences
+from conftest import assert_user_error, planted_sentences, run_cli
 from test_cli import call  # runs `nlpforge ...` in-process: (exit code, stdout, stderr)
 
 
@@ -71,9 +71,4 @@ def test_tokenizer_train(tmp_path, capsys):
 def test_bad_input_is_one_line_without_traceback(tmp_path, cli_vectors, args, message):
     (tmp_path / "empty.txt").write_text("\n<br />\n")
     args = [a.replace("{vectors}", str(cli_vectors)) for a in args]
-    result = subprocess.run([sys.executable, "-m", "nlpforge", *args], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert_user_error(run_cli(args, cwd=tmp_path), message)
