@@ -124,6 +124,10 @@ def test_ctrl_c_during_fit_stops_the_script_and_the_job(tmp_path):
     script(tmp_path, SPOT_SCRIPT)
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(f"""
+        import signal
+        # A shell's background jobs start with SIGINT ignored, and Python keeps that; this driver
+        # plays an interactive user, so it takes Ctrl-C's default behaviour back.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from nlpforge.sdk import Estimator
         Estimator(entry_point={str(tmp_path / 'train.py')!r}, hyperparameters={{"steps": 10000}},
                   jobs_root={str(tmp_path / 'jobs')!r}, tracking=False).fit(job_name="interrupted", logs=False)
