@@ -9,6 +9,7 @@
 CLI: `nlpforge train text-classification --train ... --output ...` (add `--nproc 2` for two
 data-parallel processes, `--resume auto` to continue an interrupted run).
 """
+import functools
 import json
 import random
 import shutil
@@ -245,6 +246,9 @@ def _train(config: TextClassificationConfig, device: torch.device, world, log, o
     if len(data.train) < world.size:
         raise DataError(f"{config.train}: {len(data.train)} training rows cannot feed {world.size} processes")
 
+    # Cached: start-up, the loop and the log line all ask for epoch 0's batches, and on a
+    # million-row file each build sorts the whole epoch.
+    @functools.lru_cache(maxsize=2)
     def epoch_batches(epoch: int) -> list[list[int]]:
         return length_grouped_batches(lengths, config.batch_size, seed=config.seed + epoch)
 
