@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/nlpforge demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 clean:

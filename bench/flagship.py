@@ -16,9 +16,9 @@ from machine import describe, matmul_flops, training_flops  # noqa: E402
 
 from nlpforge.data.labelled import load_labelled  # noqa: E402
 from nlpforge.evaluation.baseline import fit_baseline  # noqa: E402
-from nlpforge.evaluation.metrics import classification_metrics  # noqa: E402
-from nlpforge.training.config import TextClassificationConfig  # noqa: E402
-from nlpforge.training.text_classification import train_text_classification  # noqa: E402
+from nlpforge.tasks.text_classification import classification_metrics  # noqa: E402
+from nlpforge.training.run import train as train_job  # noqa: E402
+from nlpforge.training.settings import job_class  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_reviews"
 
@@ -43,13 +43,13 @@ def main():
     base = classification_metrics(data.validation.label_ids, baseline.predict(data.validation.texts), data.labels)
     baseline_seconds = time.perf_counter() - started
 
-    config = TextClassificationConfig(
+    config = dict(epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                  max_seq_length=args.max_seq_length, class_weights=args.class_weights)
+    job = job_class("text-classification").of(
         train=str(train), validation=str(validation), text_column=["review_body"], label_column="star_rating",
-        model="minilm-l6", output=args.output, epochs=args.epochs, learning_rate=args.learning_rate,
-        batch_size=args.batch_size, max_seq_length=args.max_seq_length, class_weights=args.class_weights,
-        progress=False, log_every=50)
+        model="minilm-l6", output=args.output, progress=False, log_every=50, **config)
     started = time.perf_counter()
-    result = train_text_classification(config)
+    result = train_job(job)
     wall = time.perf_counter() - started
     peak_after = matmul_flops()
     peak = max(peak_before, peak_after)
@@ -63,8 +63,7 @@ def main():
                            result.padded_tokens, result.padded_tokens / max(result.samples, 1))
     used = flops / result.train_seconds
     row = {
-        "machine": describe(), "config": {k: getattr(config, k) for k in ("epochs", "learning_rate", "batch_size",
-                                                                         "max_seq_length", "class_weights")},
+        "machine": describe(), "config": config,
         "validation_accuracy": result.metrics["validation_accuracy"],
         "validation_macro_f1": result.metrics["validation_macro_f1"], "best_epoch": result.metrics["best_epoch"],
         "baseline_accuracy": base["accuracy"], "baseline_macro_f1": base["macro_f1"],

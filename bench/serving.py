@@ -277,17 +277,16 @@ def batch_stats(before: dict, after: dict) -> tuple[float, float]:
 
 # --- accuracy -----------------------------------------------------------------------------------------
 def accuracy(model: str, validation: Path) -> dict:
-    from nlpforge.serving.handler import TextClassificationHandler
+    from nlpforge import load
 
     texts, labels = read_texts(validation)
     out = {}
     for backend in ("torch", "onnx", "onnx-int8"):
-        handler = TextClassificationHandler()
-        handler.setup(model, backend=backend, threads=2)
+        model_for_backend = load(model, backend=backend)
         started = time.perf_counter()
         predicted = []
         for i in range(0, len(texts), 32):
-            predicted += [str(p["label"]) for p in handler.predict(texts[i:i + 32])]
+            predicted += [str(p["label"]) for p in model_for_backend.predict(texts[i:i + 32])]
         seconds = time.perf_counter() - started
         out[backend] = {"accuracy": sum(p == str(y) for p, y in zip(predicted, labels)) / len(labels),
                         "rows": len(labels), "rows_per_s": len(labels) / seconds}

@@ -37,8 +37,8 @@ def peak_mb() -> float:
 # ---------------------------------------------------------------- children (one per measurement)
 
 def child_nlpforge(args) -> dict:
-    from nlpforge.training.config import TextClassificationConfig
-    from nlpforge.training.text_classification import train_text_classification
+    from nlpforge.training.run import train
+    from nlpforge.training.settings import job_class
 
     marks = {}
 
@@ -52,7 +52,7 @@ def child_nlpforge(args) -> dict:
             print(json.dumps({"first_step_seconds": now - START, "peak_mb": peak_mb()}), flush=True)
             os._exit(0)
 
-    config = TextClassificationConfig(
+    job = job_class("text-classification").of(
         train=args.train, validation=str(VALIDATION), text_column=["review_body"], label_column="star_rating",
         model="minilm-l6", output=str(WORK / args.name), epochs=1, max_steps=args.steps, progress=False,
         log_every=0, checkpoint_dir=str(WORK / f"{args.name}-ck") if args.checkpoint else None,
@@ -60,7 +60,7 @@ def child_nlpforge(args) -> dict:
         data_loading=args.data_loading, max_seq_length=args.max_seq_length,
         **{k: v for k, v in COMMON.items() if k != "max_seq_length"})
     try:
-        result = train_text_classification(config, log=lambda *_: None, on_step=on_step)
+        result = train(job, log=lambda *_: None, on_step=on_step)
     except Exception as error:  # TrainingInterrupted after a deliberate stop
         return {"stopped": str(error), "peak_mb": peak_mb()}
     steps = marks["steps"]

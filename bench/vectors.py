@@ -38,7 +38,7 @@ def _peak_mib() -> float:
 def _settings(args, phrase_passes: int, workdir: Path):
     from nlpforge.vectors.train import Word2VecSettings
 
-    return Word2VecSettings(corpus=[str(p) for p in CORPUS], column="review", output=str(workdir / "vectors"),
+    return Word2VecSettings.of(corpus=[str(p) for p in CORPUS], column="review", output=str(workdir / "vectors"),
                             architecture=args.architecture, vector_size=args.vector_size, epochs=args.epochs,
                             workers=args.workers, phrase_passes=phrase_passes, max_documents=args.max_documents)
 

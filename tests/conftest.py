@@ -131,17 +131,29 @@ def planted_sentences(n: int, seed: int = 0) -> list[list[str]]:
     return sentences
 
 
+def classifier_job(**values):
+    """Settings of a text-classification training job, from flat names (as the CLI and config files give them)."""
+    from nlpforge.training.settings import job_class
+
+    return job_class("text-classification").of(**values)
+
+
+def train_classifier(log=lambda *_: None, on_step=None, **values):
+    """Train a text classifier with these settings, quietly."""
+    from nlpforge.training.run import train
+
+    return train(classifier_job(**values), log=log, on_step=on_step)
+
+
+# The settings the pinned predictions (tests/data/pinned_text_classification.json) were made with.
+TINY = dict(model="bert-tiny", epochs=6, learning_rate=2e-3, batch_size=16, max_seq_length=32, warmup_ratio=0.1,
+            progress=False, seed=0)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A bert-tiny classifier trained once on the toy task, shared by read-only tests."""
-    from nlpforge.training.config import TextClassificationConfig
-    from nlpforge.training.text_classification import train_text_classification
-
     folder = tmp_path_factory.mktemp("tiny")
     train = write_csv(folder / "train.csv", toy_rows(240, seed=1))
     validation = write_csv(folder / "val.csv", toy_rows(60, seed=2))
-    result = train_text_classification(TextClassificationConfig(
-        train=str(train), validation=str(validation), output=str(folder / "model"), model="bert-tiny",
-        epochs=6, learning_rate=2e-3, batch_size=16, max_seq_length=32, warmup_ratio=0.1, progress=False,
-        seed=0), log=lambda *_: None)
-    return result
+    return train_classifier(train=str(train), validation=str(validation), output=str(folder / "model"), **TINY)

@@ -3,13 +3,13 @@ import contextlib
 
 import httpx
 
-from nlpforge.serving.server import ServerThread, ServeSettings
+from nlpforge.serving import ServerThread, ServeSettings
 
 
 @contextlib.contextmanager
 def running_server(store, **overrides):
-    settings = ServeSettings(model_store=str(store), inference_port=0, management_port=0, metrics_port=0,
-                             threads=1, **overrides)
+    settings = ServeSettings.of(model_store=str(store), inference_port=0, management_port=0, metrics_port=0,
+                                threads=1, **overrides)
     server = ServerThread(settings).start()
     try:
         yield server

@@ -11,7 +11,7 @@ from nlpforge.data import load_labelled, read_table
 from nlpforge.data.labelled import stratified_split
 from nlpforge.data.report import render_data_report
 from nlpforge.errors import DataError
-from nlpforge.text.normalize import clean_html
+from nlpforge.data.clean import clean_html
 
 
 def test_reads_every_format_with_the_same_content(tmp_path):

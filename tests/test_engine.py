@@ -11,12 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import assert_user_error, run_cli, toy_rows, write_csv
+from conftest import assert_user_error, run_cli, toy_rows, train_classifier, write_csv
 from nlpforge.errors import ConfigError
 from nlpforge.training import checkpoint as ckpt
-from nlpforge.training.config import TextClassificationConfig
 from nlpforge.training.precision import resolve_precision
-from nlpforge.training.text_classification import train_text_classification
 
 
 def _train_args(folder: Path, output: Path, *extra) -> list[str]:
@@ -102,7 +100,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(engine_files):
 
 
 def test_a_crash_during_a_save_leaves_the_previous_checkpoint_usable(engine_files, monkeypatch):
-    config = TextClassificationConfig(
+    settings = dict(
         train=str(engine_files / "train.csv"), validation=str(engine_files / "val.csv"),
         output=str(engine_files / "m"), model="bert-tiny", epochs=1, batch_size=16, max_seq_length=32,
         checkpoint_dir=str(engine_files / "ck"), checkpoint_every=2, progress=False, log_every=0)
@@ -119,13 +117,12 @@ def test_a_crash_during_a_save_leaves_the_previous_checkpoint_usable(engine_file
 
     monkeypatch.setattr(ckpt, "save_file", failing_save)
     with pytest.raises(OSError, match="disk died"):
-        train_text_classification(config, log=lambda *_: None)
+        train_classifier(**settings)
     complete = ckpt.complete_checkpoints(engine_files / "ck")
     assert [p.name for p in complete] == ["step-00000002", "step-00000004"]
     assert list((engine_files / "ck").glob(".tmp-*"))  # the half-written one is there, ignored
     monkeypatch.setattr(ckpt, "save_file", real_save)
-    config.resume = "auto"
-    result = train_text_classification(config, log=lambda *_: None)
+    result = train_classifier(**settings, resume="auto")
     assert result.metrics["best_epoch"] == 1
     assert not list((engine_files / "ck").glob(".tmp-*"))  # cleaned by the next save
 
@@ -157,10 +154,10 @@ def test_precision_choices():
 
 
 def test_bf16_autocast_trains_on_cpu(engine_files):
-    result = train_text_classification(TextClassificationConfig(
+    result = train_classifier(
         train=str(engine_files / "train.csv"), validation=str(engine_files / "val.csv"),
         output=str(engine_files / "bf16"), model="bert-tiny", epochs=1, batch_size=32, max_seq_length=16,
-        precision="bf16", progress=False), log=lambda *_: None)
+        precision="bf16", progress=False)
     assert json.loads((result.output / "nlpforge.json").read_text())["precision"] == "bf16"
 
 
@@ -168,15 +165,12 @@ def test_bad_resume_flags_are_clear_errors(engine_files, tiny_model):
     base = dict(train=str(engine_files / "train.csv"), validation=str(engine_files / "val.csv"),
                 model="bert-tiny", epochs=1, batch_size=16, max_seq_length=32, progress=False, log_every=0)
     with pytest.raises(ConfigError, match="not a complete nlpforge checkpoint"):
-        train_text_classification(TextClassificationConfig(output=str(engine_files / "a"),
-                                                           resume=str(tiny_model.output), **base))
-    train_text_classification(TextClassificationConfig(output=str(engine_files / "b"),
-                                                       checkpoint_dir=str(engine_files / "ck"), **base),
-                              log=lambda *_: None)
+        train_classifier(output=str(engine_files / "a"), resume=str(tiny_model.output), **base)
+    train_classifier(output=str(engine_files / "b"), checkpoint_dir=str(engine_files / "ck"), **base)
     different = dict(base, model="bert-mini")
     with pytest.raises(ConfigError, match="from a different model or config .*model: checkpoint 'bert-tiny', now 'bert-mini'"):
-        train_text_classification(TextClassificationConfig(output=str(engine_files / "c"), resume="auto",
-                                                           checkpoint_dir=str(engine_files / "ck"), **different))
+        train_classifier(output=str(engine_files / "c"), resume="auto", checkpoint_dir=str(engine_files / "ck"),
+                         **different)
     assert_user_error(run_cli(["train", "text-classification", "--train", base["train"], "--output",
                                engine_files / "d", "--precision", "fp16", "--device", "cpu"]), "fp16 needs a CUDA GPU")
 
@@ -193,10 +187,10 @@ def test_metrics_jsonl_and_tensorboard_are_written(tiny_model):
 
 def test_early_stopping_and_test_channel(engine_files):
     write_csv(engine_files / "test.csv", toy_rows(30, seed=7))
-    result = train_text_classification(TextClassificationConfig(
+    result = train_classifier(
         train=str(engine_files / "train.csv"), validation=str(engine_files / "val.csv"),
         test=str(engine_files / "test.csv"), output=str(engine_files / "es"), model="bert-tiny", epochs=20,
         learning_rate=1e-6, warmup_ratio=0.0, early_stopping_patience=1, batch_size=32, max_seq_length=16,
-        lr_schedule="cosine", gradient_accumulation=2, progress=False), log=lambda *_: None)
+        lr_schedule="cosine", gradient_accumulation=2, progress=False)
     assert len(result.history) < 20
     assert "test_accuracy" in result.metrics and "test_macro_f1" in result.metrics

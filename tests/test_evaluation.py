@@ -4,7 +4,8 @@ import json
 from conftest import toy_rows, write_csv
 from nlpforge.evaluation.baseline import fit_baseline
 from nlpforge.evaluation.evaluate import evaluate_model
-from nlpforge.evaluation.metrics import classification_metrics, plot_confusion, render_report
+from nlpforge.evaluation.render import plot_confusion, render_report
+from nlpforge.tasks.text_classification import classification_metrics
 
 
 def test_metrics_on_known_predictions(tmp_path):

@@ -13,14 +13,14 @@ from nlpforge.errors import DataError
 PROBE = textwrap.dedent("""
     import json, sys, time
     start = time.perf_counter()
-    from nlpforge.training.config import TextClassificationConfig
-    from nlpforge.training.text_classification import train_text_classification
+    from nlpforge.training.run import train
+    from nlpforge.training.settings import job_class
     marks = {}
     def on_step(step):
         if step == 1:
             marks["first_step"] = time.perf_counter() - start
             marks["anon_mb"] = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssAnon")) / 1024
-    train_text_classification(TextClassificationConfig(
+    train(job_class("text-classification").of(
         train=sys.argv[1], validation=sys.argv[2], output=sys.argv[3], model="bert-tiny", epochs=1, max_steps=2,
         batch_size=8, max_seq_length=16, data_loading="lazy", progress=False, log_every=0), log=lambda *_: None,
         on_step=on_step)

@@ -2,7 +2,13 @@
 import pytest
 
 from nlpforge.errors import ModelNotFoundError
-from nlpforge.models.registry import aliases, build_classifier, resolve_base
+from nlpforge.models.registry import aliases, build_model, load_tokenizer, resolve_base
+
+
+def classifier(base, labels):
+    tokenizer = load_tokenizer(base)
+    return build_model(base, "AutoModelForSequenceClassification", tokenizer, num_labels=len(labels),
+                       id2label=dict(enumerate(labels))), tokenizer
 
 
 def test_unknown_name_lists_the_aliases():
@@ -18,7 +24,7 @@ def test_folder_without_config_is_rejected(tmp_path):
 
 
 def test_bert_tiny_has_the_named_shape():
-    model, tokenizer = build_classifier(resolve_base("bert-tiny"), ["a", "b", "c"])
+    model, tokenizer = classifier(resolve_base("bert-tiny"), ["a", "b", "c"])
     config = model.config
     assert (config.num_hidden_layers, config.hidden_size, config.num_labels) == (2, 128, 3)
     assert config.id2label == {0: "a", 1: "b", 2: "c"}
@@ -30,7 +36,7 @@ def test_bert_tiny_has_the_named_shape():
 def test_minilm_alias_is_the_real_pretrained_model():
     base = resolve_base("minilm-l6")
     assert base.pretrained and (base.weights / "model.safetensors").exists()
-    model, _ = build_classifier(base, [1, 2, 3, 4, 5])
+    model, _ = classifier(base, [1, 2, 3, 4, 5])
     assert (model.config.num_hidden_layers, model.config.hidden_size) == (6, 384)
     # Pretrained, not random: the word embeddings differ from a fresh initialisation's scale.
     embeddings = model.base_model.embeddings.word_embeddings.weight

@@ -22,7 +22,7 @@ def test_builtin_estimator_resumes_through_the_engine_after_a_spot_interruption(
     assert job["TrainingJobStatus"] == "Completed"
     assert [attempt["ended"] for attempt in job["Attempts"]] == ["interrupted", "exited"]
     log = (tmp_path / "jobs" / "spot-builtin" / "logs" / "training.log").read_text()
-    assert "stopped by SIGTERM at step" in log and "resumed from" in log
+    assert "stopped by SIGTERM" in log and "resumed from" in log  # at a step, or at an epoch's end
     meta = json.loads((tmp_path / "jobs" / "spot-builtin" / "model" / "nlpforge.json").read_text())
     assert meta["resumed_from"] and "checkpoints/step-" in meta["resumed_from"]
     assert job["BillableTimeInSeconds"] < job["TrainingTimeInSeconds"]

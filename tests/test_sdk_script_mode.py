@@ -186,7 +186,7 @@ def test_requirements_are_installed_on_request(tmp_path):
     (dict(entry_point="{script}"), {"train": "/no/such/data.csv"}, "channel 'train': /no/such/data.csv does not exist"),
     (dict(entry_point="{script}"), {"train": "s3://bucket/train"}, "is an S3 URI"),
     (dict(entry_point="{script}", instance_type="ml.p3.2xlarge"), None, "instance_type must be one of local"),
-    (dict(entry_point="{script}", instance_count=0), None, "instance_count must be an integer >= 1"),
+    (dict(entry_point="{script}", instance_count=0), None, "instance_count must be at least 1, not 0"),
     (dict(entry_point="{script}", metric_definitions=[{"Name": "loss"}]), None, "'Name': ..., 'Regex': ..."),
     (dict(entry_point="{script}", use_spot_instances=True, max_run=100, max_wait=10), None,
      "max_wait must be at least max_run"),
@@ -201,9 +201,10 @@ def test_bad_arguments_get_clear_errors(tmp_path, settings, inputs, message):
     assert not list((tmp_path / "jobs").glob("*/status.json"))
 
 
-def test_builtin_text_classifier_passes_checkpoint_flags_only_to_an_engine_that_has_them(tmp_path):
+def test_builtin_text_classifier_writes_its_job_as_a_settings_file(tmp_path):
     from nlpforge.sdk import TextClassifier
     from nlpforge.sdk.contract import JobPaths
+    from nlpforge.training.run import read_job
 
     train = tmp_path / "train.csv"
     train.write_text("text,label\ngood,pos\nbad,neg\n")
@@ -211,21 +212,22 @@ def test_builtin_text_classifier_passes_checkpoint_flags_only_to_an_engine_that_
                                                                   "text-column": ["title", "body"]},
                          jobs_root=str(tmp_path / "jobs"))
     paths = JobPaths(tmp_path / "jobs" / "job")
-    channels = {"train": train}
-    args = est.command_args(paths, channels)
-    assert args[:7] == ["train", "text-classification", "--train", str(paths.channel("train") / "train.csv"),
-                        "--output", str(paths.model), "--no-progress"]
-    assert args[7:13] == ["--model", "bert-tiny", "--epochs", "2", "--learning-rate", "0.001"]
-    assert args.count("--text-column") == 2
-    has_resume = {"checkpoint_dir", "resume"} <= est.known_settings
-    assert ("--checkpoint-dir" in args) == has_resume
-    est.known_settings = est.known_settings | {"checkpoint_dir", "resume"}  # the engine once it resumes
-    args = est.command_args(paths, channels)
-    assert args[-4:] == ["--checkpoint-dir", str(paths.checkpoints), "--resume", "auto"]
+    args = est.command_args(paths, {"train": train})
+    assert args == [str(paths.input_config / "nlpforge-job.json")]  # no command line to compose and parse back
+    job = read_job(args[0])
+    assert job.task == "text-classification" and job.output == str(paths.model)
+    assert job.data.train == str(paths.channel("train") / "train.csv")
+    assert (job.model.model, job.train.epochs, job.train.learning_rate) == ("bert-tiny", 2, 1e-3)
+    assert job.data.text_column == ["title", "body"] and job.runtime.progress is False
+    assert (job.checkpoint.checkpoint_dir, job.checkpoint.resume) == (str(paths.checkpoints.resolve()), "auto")
     with pytest.raises(ConfigError, match="unknown TextClassifier hyperparameter"):
         TextClassifier(hyperparameters={"learning-rat": 1e-3})
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        TextClassifier(hyperparameters={"epochs": 0})
     with pytest.raises(ConfigError, match="needs a 'train' channel"):
         est.command_args(paths, {"validation": train})
+    with pytest.raises(ConfigError, match="has no channel 'extra'"):
+        est.command_args(paths, {"train": train, "extra": train})
 
 
 def test_the_training_engines_metrics_jsonl_becomes_job_metrics(tmp_path):

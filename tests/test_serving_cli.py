@@ -1,12 +1,13 @@
 """`nlpforge models ...` against a running server, the serve settings, and data-capture sampling and rotation."""
 import json
+import re
 
 import pytest
 
 from nlpforge.cli import main
 from nlpforge.errors import ConfigError
 from nlpforge.serving.capture import DataCapture
-from nlpforge.serving.server import ServeSettings
+from nlpforge.serving import ServeSettings
 from serving_support import inference, running_server
 
 
@@ -41,13 +42,14 @@ def test_models_commands_drive_the_management_api(tiny_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("values, words", [
-    ({"backend": "tensorrt"}, "--backend"),
+    ({"backend": "tensorrt"}, "backend must be one of torch, onnx, onnx-int8, not 'tensorrt'"),
     ({"models": ["stars"]}, "name=path"),
-    ({"capture_percent": 120}, "--capture-percent"),
+    ({"capture_percent": 120}, "capture-percent must be between 0 and 100, not 120"),
+    ({"batch_size": 0}, "batch-size must be between 1 and 1024, not 0"),
 ])
 def test_serve_settings_reject_bad_values(values, words):
-    with pytest.raises(ConfigError, match=words):
-        ServeSettings(model_store="store", **values)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        ServeSettings.of(model_store="store", **values)
 
 
 def test_capture_samples_the_given_share_and_rotates(tmp_path):

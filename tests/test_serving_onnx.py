@@ -1,9 +1,9 @@
 """The fast CPU path: ONNX and dynamic int8 give the torch model's answers, and a server serves them."""
 import pytest
 
-from nlpforge.models.artifact import load
-from nlpforge.serving.handler import TextClassificationHandler
-from nlpforge.serving.onnx_backend import export_onnx
+from nlpforge import load
+from nlpforge.models.onnx import export_onnx
+from nlpforge.serving.handler import handler_for
 from serving_support import inference, management, running_server
 
 TEXTS = ["a great movie", "an awful film", "the plot was superb and the acting wonderful", "boring and dreadful",
@@ -21,10 +21,11 @@ def copy_of_model(tiny_model, tmp_path_factory):
 
 @pytest.mark.parametrize("backend, tolerance", [("torch", 1e-5), ("onnx", 1e-4), ("onnx-int8", 0.05)])
 def test_backends_match_the_artifacts_own_predict(copy_of_model, backend, tolerance):
-    expected = load(copy_of_model).predict(TEXTS)  # one padded batch, no chunking, plain torch
-    handler = TextClassificationHandler(chunk_tokens=40)  # forces several length-sorted chunks
+    expected = load(copy_of_model).predict(TEXTS)  # plain torch
+    handler = handler_for("text-classification")
     handler.setup(str(copy_of_model), backend=backend, threads=1)
-    got = handler.predict(TEXTS)
+    handler.loaded.max_tokens = 40  # forces several length-sorted batches
+    got = handler.predict([handler.decode_request(text) for text in TEXTS])
     assert [g["label"] for g in got] == [e["label"] for e in expected]
     assert [g["truncated"] for g in got] == [False, False, False, False, True]
     for e, g in zip(expected, got):
@@ -32,9 +33,11 @@ def test_backends_match_the_artifacts_own_predict(copy_of_model, backend, tolera
 
 
 def test_export_is_cached_until_the_weights_change(copy_of_model):
-    path = export_onnx(copy_of_model, quantized=True)
+    outputs = {"logits": ("batch",)}
+    path = export_onnx(copy_of_model, "AutoModelForSequenceClassification", outputs, quantized=True)
     stamp = path.stat().st_mtime_ns
-    assert export_onnx(copy_of_model, quantized=True).stat().st_mtime_ns == stamp
+    assert export_onnx(copy_of_model, "AutoModelForSequenceClassification", outputs,
+                       quantized=True).stat().st_mtime_ns == stamp
     assert path.stat().st_size < (copy_of_model / "onnx" / "model.onnx").stat().st_size
 
 

@@ -9,12 +9,14 @@ import tracemalloc
 import pytest
 
 from nlpforge.errors import DataError
-from nlpforge.text.corpus import Corpus, CorpusSettings, TokenizeJob, corpus_stats, iter_documents, tokenized_lines
-from nlpforge.text.normalize import NormalizeSettings, clean_html, normalize
+from nlpforge.text.corpus import Corpus, CorpusSettings, corpus_stats, iter_documents
+from nlpforge.text.jobs import TokenizeJob, tokenized_lines
+from nlpforge.data.clean import clean_html
+from nlpforge.text.normalize import NormalizeSettings, normalize
 from nlpforge.text.tokenize import render_markers, split_sentences, tokenize
 
 
-def test_the_talks_example_renders_exactly():
+def test_the_marker_rendering_of_a_sentence_is_exact():
     assert render_markers(tokenize("hello, world!")) == "<BOS>hello<SP>world<SP>!<EOS>"
 
 
@@ -73,28 +75,28 @@ def test_a_folder_is_walked_and_the_corpus_is_re_iterable(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "one.txt").write_text("Hello, world! Second sentence here.\n")
     (tmp_path / "docs" / ".hidden").write_text("never read\n")
-    corpus = Corpus(CorpusSettings(corpus=[str(tmp_path / "docs")]))
+    corpus = Corpus(CorpusSettings.of(corpus=[str(tmp_path / "docs")]))
     first, second = list(corpus), list(corpus)
     assert first == second == [["hello", "world", "!"], ["second", "sentence", "here", "."]]
     stats = corpus_stats(corpus)
     assert (stats.documents, stats.sentences, stats.tokens, stats.types) == (1, 2, 7, 7)
-    lines = list(tokenized_lines(TokenizeJob(corpus=[str(tmp_path / "docs")], format="markers")))
+    lines = list(tokenized_lines(TokenizeJob.of(corpus=[str(tmp_path / "docs")], format="markers")))
     assert lines[0] == "<BOS>hello<SP>world<SP>!<EOS>"
 
 
 def test_missing_file_and_empty_corpus_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="absent.txt: no such file or folder"):
-        Corpus(CorpusSettings(corpus=[str(tmp_path / "absent.txt")]))
+        Corpus(CorpusSettings.of(corpus=[str(tmp_path / "absent.txt")]))
     (tmp_path / "empty.txt").write_text("\n  \n<br /><p>\n")
     with pytest.raises(DataError, match="the corpus is empty"):
-        list(Corpus(CorpusSettings(corpus=[str(tmp_path / "empty.txt")])))
+        list(Corpus(CorpusSettings.of(corpus=[str(tmp_path / "empty.txt")])))
     _write_reviews(tmp_path / "r.csv.gz", [["text", "positive"]])
     with pytest.raises(DataError, match="no column 'body'; the columns are: review, sentiment"):
         list(iter_documents([tmp_path / "r.csv.gz"], column="body"))
 
 
 def _peak_while_streaming(path) -> int:
-    corpus = Corpus(CorpusSettings(corpus=[str(path)], column="review"))
+    corpus = Corpus(CorpusSettings.of(corpus=[str(path)], column="review"))
     tracemalloc.start()
     tokens = sum(len(sentence) for sentence in corpus)
     _, peak = tracemalloc.get_traced_memory()
@@ -121,7 +123,7 @@ def test_brown_loses_its_tags_and_imdb_its_html(brown, imdb):
     brown_first = next(iter_documents([brown]))
     assert brown_first.startswith("The Fulton County Grand Jury said Friday")
     assert "/" not in brown_first
-    imdb_corpus = Corpus(CorpusSettings(corpus=[str(imdb)], column="review", max_documents=50))
+    imdb_corpus = Corpus(CorpusSettings.of(corpus=[str(imdb)], column="review", max_documents=50))
     tokens = [token for sentence in imdb_corpus for token in sentence]
     assert tokens[:6] == ["one", "of", "the", "other", "reviewers", "has"]
     assert "br" not in tokens and "<br" not in tokens

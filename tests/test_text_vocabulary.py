@@ -4,8 +4,8 @@ from collections import Counter
 import pytest
 
 from nlpforge.errors import DataError
-from nlpforge.text.vocabulary import (Vocabulary, VocabularyJob, VocabularySettings, build_vocabulary,
-                                      vocabulary_from_corpus, vocabulary_stats)
+from nlpforge.text.jobs import VocabularyJob, vocabulary_from_corpus
+from nlpforge.text.vocabulary import Vocabulary, VocabularySettings, build_vocabulary, vocabulary_stats
 
 COUNTS = Counter({"the": 50, "film": 20, "plot": 20, "actor": 7, "rare": 2, "<UNK>": 3})
 
@@ -40,7 +40,7 @@ def test_stats_give_coverage_and_held_out_oov():
 def test_vocabulary_from_a_corpus_file(tmp_path):
     (tmp_path / "train.txt").write_text("The film was great. The film was long.\n" * 3)
     (tmp_path / "held.txt").write_text("The film was dull.\n")
-    job = VocabularyJob(corpus=[str(tmp_path / "train.txt")], held_out=str(tmp_path / "held.txt"), min_count=2,
+    job = VocabularyJob.of(corpus=[str(tmp_path / "train.txt")], held_out=str(tmp_path / "held.txt"), min_count=2,
                         output=str(tmp_path / "vocab.tsv"), special_tokens=[])
     vocabulary, stats = vocabulary_from_corpus(job)
     assert vocabulary.tokens == [".", "film", "the", "was", "great", "long"]  # by count, ties by spelling

@@ -11,7 +11,7 @@ def wordpiece_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("wordpiece")
     corpus = write_csv(folder / "corpus.csv", toy_rows(300) + [{"text": "Unbelievably <br />wonderful acting",
                                                                  "label": "pos"}])
-    return train_wordpiece(WordPieceSettings(corpus=[str(corpus)], output=str(folder / "tokenizer"), vocab_size=120,
+    return train_wordpiece(WordPieceSettings.of(corpus=[str(corpus)], output=str(folder / "tokenizer"), vocab_size=120,
                                              min_frequency=1))
 
 
@@ -30,10 +30,11 @@ def test_wordpiece_folder_loads_with_auto_tokenizer(wordpiece_folder):
 
 
 def test_wordpiece_folder_starts_a_from_scratch_model(wordpiece_folder):
-    from nlpforge.models.registry import build_classifier, resolve_base
+    from nlpforge.models.registry import build_model, load_tokenizer, resolve_base
 
     base = resolve_base("bert-tiny", tokenizer=wordpiece_folder)
-    model, tokenizer = build_classifier(base, ["neg", "pos"], max_seq_length=32)
+    tokenizer = load_tokenizer(base)
+    model = build_model(base, "AutoModelForSequenceClassification", tokenizer, max_seq_length=32, num_labels=2)
     assert model.config.vocab_size == len(tokenizer) and tokenizer.pad_token_id == 0
     batch = tokenizer(["a great film"], return_tensors="pt")
     assert model(**batch).logits.shape == (1, 2)
@@ -42,4 +43,4 @@ def test_wordpiece_folder_starts_a_from_scratch_model(wordpiece_folder):
 def test_wordpiece_on_an_empty_corpus_is_an_error(tmp_path):
     (tmp_path / "empty.txt").write_text("<br />\n\n")
     with pytest.raises(DataError, match="the corpus is empty"):
-        train_wordpiece(WordPieceSettings(corpus=[str(tmp_path / "empty.txt")], output=str(tmp_path / "t")))
+        train_wordpiece(WordPieceSettings.of(corpus=[str(tmp_path / "empty.txt")], output=str(tmp_path / "t")))

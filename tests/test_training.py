@@ -1,17 +1,16 @@
 """Fine-tuning: a tiny model learns a separable task; the artifact round-trips exactly."""
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import toy_rows
+from conftest import classifier_job, toy_rows, train_classifier
 from nlpforge import load
 from nlpforge.data.batching import length_grouped_batches, pad_batch
 from nlpforge.errors import ArtifactError, ConfigError
-from nlpforge.models.registry import build_classifier, resolve_base
-from nlpforge.training.config import TextClassificationConfig
-from nlpforge.training.text_classification import freeze_lowest_layers
+from nlpforge.models.registry import build_model, freeze_lowest_layers, load_tokenizer, resolve_base
 
 
 def test_tiny_model_learns_the_toy_task(tiny_model):
@@ -45,7 +44,8 @@ def test_load_gives_identical_predictions(tiny_model, tmp_path):
             (copy / path.name).write_bytes(path.read_bytes())
     second = load(copy).predict(texts)
     assert first == second
-    assert set(first[0]) == {"label", "score", "probabilities"}
+    assert set(first[0]) == {"label", "score", "probabilities", "truncated"}
+    assert [p["truncated"] for p in first[-2:]] == [False, True]
     assert abs(sum(first[0]["probabilities"].values()) - 1) < 1e-5
     assert first[0]["score"] == max(first[0]["probabilities"].values())
 
@@ -65,7 +65,8 @@ def test_loading_a_folder_that_is_not_an_artifact_is_a_clear_error(tmp_path):
 
 
 def test_freezing_the_lowest_layers():
-    model, _ = build_classifier(resolve_base("bert-tiny"), ["a", "b"])
+    base = resolve_base("bert-tiny")
+    model = build_model(base, "AutoModelForSequenceClassification", load_tokenizer(base), num_labels=2)
     freeze_lowest_layers(model, 1)
     layers = model.base_model.encoder.layer
     assert not any(p.requires_grad for p in layers[0].parameters())
@@ -92,26 +93,39 @@ def test_batches_are_grouped_by_length_and_dynamically_padded():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("epochs", 0, "epochs must be at least 1"),
+    ("epochs", 0, "epochs must be at least 1, not 0"),
     ("learning_rate", -1.0, "learning-rate must be positive"),
-    ("lr_schedule", "step", "lr-schedule must be linear, cosine or constant"),
-    ("metric_for_best", "loss", "metric-for-best"),
+    ("lr_schedule", "step", "lr-schedule must be one of linear, cosine, constant, not 'step'"),
+    ("metric_for_best", "loss", "metric-for-best must be one of macro_f1, accuracy"),
+    ("batch_size", "many", "batch-size must be an integer, not 'many'"),
+    ("node_rank", 2, "node-rank must be in [0, nnodes)"),
+    ("learning_rat", 1e-3, "unknown setting(s) learning_rat"),
 ])
 def test_bad_settings_are_rejected(field, value, message):
-    with pytest.raises(ConfigError, match=message):
-        TextClassificationConfig(train="t.csv", output="o", **{field: value})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        classifier_job(train="t.csv", output="o", **{field: value})
+
+
+def test_settings_come_flat_or_grouped_and_strings_are_parsed():
+    from nlpforge.settings import from_flat, to_flat
+
+    flat = classifier_job(train="t.csv", output="o", epochs="2", learning_rate="3e-5", progress="false")
+    assert (flat.train.epochs, flat.train.learning_rate, flat.runtime.progress) == (2, 3e-5, False)
+    grouped = from_flat(type(flat), {"output": "o", "data": {"train": "t.csv"},
+                                     "train": {"epochs": 2, "learning_rate": 3e-5}, "progress": False})
+    assert to_flat(grouped) == to_flat(flat)
+    with pytest.raises(ConfigError, match=re.escape("unknown setting(s) train.epoch")):
+        from_flat(type(flat), {"output": "o", "train": {"epoch": 2}})
 
 
 @pytest.mark.shared_data
 @pytest.mark.pretrained
 def test_minilm_fine_tunes_on_a_slice_of_amazon_reviews(amazon, tmp_path):
-    from nlpforge.training.text_classification import train_text_classification
-
     torch.set_num_threads(2)
-    result = train_text_classification(TextClassificationConfig(
+    result = train_classifier(
         train=str(amazon / "digital_video_train.csv"), validation=str(amazon / "digital_video_validation.csv"),
         text_column=["review_body"], label_column="star_rating", model="minilm-l6", output=str(tmp_path / "m"),
-        epochs=1, max_train_rows=160, max_seq_length=64, batch_size=16, progress=False), log=lambda *_: None)
+        epochs=1, max_train_rows=160, max_seq_length=64, batch_size=16, progress=False)
     assert result.samples == 160
     # Fine-tuned from the pretrained weights: close to them, but moved.
     from safetensors.torch import load_file

@@ -14,7 +14,7 @@ from nlpforge.vectors.train import Word2VecSettings, train_vectors
 def relation_settings(corpus, output, **overrides) -> Word2VecSettings:
     values = dict(corpus=[str(corpus)], output=str(output), vector_size=24, window=8, min_count=1, epochs=25,
                   sample=0, workers=1, seed=3, phrase_passes=0, architecture="skipgram")
-    return Word2VecSettings(**{**values, **overrides})
+    return Word2VecSettings.of(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_phrases_are_applied_to_query_words(tmp_path):
     corpus = tmp_path / "planted.txt"
     corpus.write_text("\n".join(" ".join(s) for s in planted_sentences(3000)) + "\n")
     folder = tmp_path / "vectors"
-    result = train_vectors(Word2VecSettings(corpus=[str(corpus)], output=str(folder), vector_size=8, epochs=1,
+    result = train_vectors(Word2VecSettings.of(corpus=[str(corpus)], output=str(folder), vector_size=8, epochs=1,
                                             workers=1), log=lambda *_: None)
     assert result.words > 100 and (folder / "phrases.json").is_file()
     vectors = load_vectors(folder)

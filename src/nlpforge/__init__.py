@@ -16,11 +16,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 __version__ = "0.1.0"
 
 
-def load(path, device="cpu"):
-    """Load a model folder written by `nlpforge train`; see `nlpforge.models.artifact.load`."""
-    from nlpforge.models.artifact import load as load_artifact
+def load(path, device: str = "cpu", backend: str = "torch"):
+    """Load a model folder written by `nlpforge train <task>` for prediction; see `nlpforge.tasks.load`."""
+    from nlpforge.tasks import load as load_model
 
-    return load_artifact(path, device=device)
+    return load_model(path, backend=backend, device=device)
 
 
 __all__ = ["load", "__version__"]

@@ -92,19 +92,19 @@ def full_quality_command(data: DemoData) -> str:
 
 def run_demo(log=print) -> dict:
     from nlpforge.evaluation.evaluate import evaluate_model
-    from nlpforge.models.artifact import load
-    from nlpforge.training.config import TextClassificationConfig
-    from nlpforge.training.text_classification import train_text_classification
+    from nlpforge.tasks import load
+    from nlpforge.training.run import train
+    from nlpforge.training.settings import job_class
 
     started = time.perf_counter()
     data = demo_data()
     log(f"== nlpforge demo: {data.name}")
     model_folder = OUTPUT / "model"
-    config = TextClassificationConfig(train=str(data.train), validation=str(data.validation),
-                                      text_column=[data.text_column], label_column=data.label_column,
-                                      output=str(model_folder), **QUICK)
+    job = job_class("text-classification").of(train=str(data.train), validation=str(data.validation),
+                                              text_column=[data.text_column], label_column=data.label_column,
+                                              output=str(model_folder), **QUICK)
     log(f"== 1/3 fine-tune (quick preset: {QUICK})")
-    result = train_text_classification(config, log=log)
+    result = train(job, log=log)
     log("== 2/3 evaluate against the TF-IDF + logistic regression baseline")
     evaluation = evaluate_model(model_folder, data.validation)
     log(evaluation.text)

@@ -12,8 +12,13 @@ class NlpforgeError(Exception):
     code = "E000"
     exit_code = 2
 
+    @property
+    def message(self) -> str:
+        """What happened and what to do, without the code."""
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
     def __str__(self):
-        return f"[{self.code}] {self.args[0] if self.args else self.__class__.__name__}"
+        return f"[{self.code}] {self.message}"
 
 
 class DataError(NlpforgeError):
@@ -38,6 +43,26 @@ class ConfigError(NlpforgeError):
     """A setting, flag or config file is invalid."""
 
     code = "E300"
+
+
+class InputError(NlpforgeError):
+    """An input given to a model (a text, a text pair, a masked sentence) is malformed or too long.
+
+    `status` is what the model server answers with (400, or 413 for too long)."""
+
+    code = "E420"
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+        self.headers = {}
+
+
+class TrainingInterrupted(NlpforgeError):
+    """SIGTERM or SIGINT arrived during training; a checkpoint was written and the run can be resumed."""
+
+    code = "E500"
+    exit_code = 143
 
 
 class VocabularyError(NlpforgeError):

@@ -9,9 +9,8 @@ import typer
 
 from nlpforge.cli import app
 from nlpforge.cli.options import command_from_settings
-from nlpforge.text.corpus import CorpusSettings, TokenizeJob
-from nlpforge.text.phrases import PhraseJob
-from nlpforge.text.vocabulary import VocabularyJob
+from nlpforge.text.corpus import CorpusSettings
+from nlpforge.text.jobs import PhraseJob, TokenizeJob, VocabularyJob
 
 corpus_app = typer.Typer(no_args_is_help=True, help="Look at a raw corpus; derive tokens, phrases and a vocabulary.")
 app.add_typer(corpus_app, name="corpus")
@@ -24,7 +23,7 @@ def _stats(settings: CorpusSettings) -> None:
 
 
 def _tokenize(job: TokenizeJob) -> None:
-    from nlpforge.text.corpus import tokenized_lines
+    from nlpforge.text.jobs import tokenized_lines
 
     if job.output is None:
         for line in tokenized_lines(job):
@@ -39,7 +38,7 @@ def _tokenize(job: TokenizeJob) -> None:
 
 
 def _phrases(job: PhraseJob) -> None:
-    from nlpforge.text.phrases import phrases_from_corpus
+    from nlpforge.text.jobs import phrases_from_corpus
 
     model = phrases_from_corpus(job)
     phrases = sorted(model.phrases.items(), key=lambda item: -item[1])
@@ -49,7 +48,7 @@ def _phrases(job: PhraseJob) -> None:
 
 
 def _vocab(job: VocabularyJob) -> None:
-    from nlpforge.text.vocabulary import vocabulary_from_corpus
+    from nlpforge.text.jobs import vocabulary_from_corpus
 
     _, stats = vocabulary_from_corpus(job)
     typer.echo(stats.text())

@@ -29,26 +29,28 @@ def evaluate_command(
 @app.command("predict")
 def predict_command(
     model: Path = typer.Argument(..., help="model folder written by `nlpforge train`"),
-    texts: Optional[List[str]] = typer.Argument(None, help="texts to classify"),
+    texts: Optional[List[str]] = typer.Argument(None, help="texts to predict for (with [MASK] for a masked-LM "
+                                                             "model)"),
     input: Optional[Path] = typer.Option(None, "--input", help="file of texts (.csv, .tsv, .jsonl, .parquet)"),
     output: Optional[Path] = typer.Option(None, "--output", help="predictions file (.csv or .jsonl)"),
     text_column: Optional[List[str]] = typer.Option(None, help="text column(s) of --input (default: the model's)"),
     batch_size: int = typer.Option(64, help="texts per forward pass"),
 ):
-    """Classify texts given as arguments (printed as JSON lines) or a whole file (--input/--output)."""
+    """Predict for texts given as arguments (printed as JSON lines) or a whole file (--input/--output)."""
     if input is not None or output is not None:
         if input is None or output is None:
             raise DataError("batch mode needs both --input FILE and --output FILE")
         if texts:
             raise DataError("give texts as arguments or --input FILE, not both")
-        from nlpforge.models.batch_predict import predict_file
+        from nlpforge.tasks.files import predict_file
 
         rows = predict_file(model, input, output, text_column or None, batch_size=batch_size)
         typer.echo(f"wrote {rows} predictions to {output}")
         return
     if not texts:
         raise DataError("nothing to predict; give texts as arguments or --input FILE --output FILE")
-    from nlpforge.models.artifact import load
+    from nlpforge.tasks import load
 
     for text, prediction in zip(texts, load(model).predict(texts, batch_size=batch_size)):
-        typer.echo(json.dumps({"text": text, **prediction}, ensure_ascii=False))
+        typer.echo(json.dumps({"text": text, **prediction} if isinstance(prediction, dict)
+                              else {"text": text, "prediction": prediction}, ensure_ascii=False))

@@ -1,32 +1,57 @@
 """Build typer commands whose flags come from a settings dataclass (one flag per typed field).
 
-    command_from_settings(app, "text-classification", TextClassificationConfig, run)
+    command_from_settings(app, "stats", CorpusSettings, run)
 
-gives `--learning-rate FLOAT` etc. with each field's help, plus `--config FILE` (JSON/YAML) whose
-values the flags override.
+gives `--corpus`, `--lowercase/--no-lowercase`, ... with each field's help (fields of nested
+groups included, under their own names), choices for `Literal` fields, plus `--config FILE`
+(JSON/YAML) whose values the flags override. `run(settings)` gets the validated settings.
 """
+import enum
 import inspect
-from dataclasses import fields
 from pathlib import Path
-from typing import Optional, get_args
+from typing import Literal, Optional, get_args, get_origin
 
 import typer
 
 from nlpforge.errors import ConfigError
-from nlpforge.training.config import load_config_file
+from nlpforge.settings import flag_name, from_flat, leaf_fields, load_config_file
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _annotation(tp):
-    """typer-friendly annotation: X | None -> Optional[X]."""
+def option_for(f, tp) -> tuple[object, typer.models.OptionInfo]:
+    """(annotation, typer.Option) of one settings field. Every flag defaults to None, so a flag that is not
+    given leaves the config file's value or the dataclass default in place."""
     args = get_args(tp)
-    if args and type(None) in args:
-        inner = [a for a in args if a is not type(None)][0]
-        return Optional[inner]
-    return tp
+    if args and type(None) in args:  # X | None -> X
+        tp = [a for a in args if a is not type(None)][0]
+    name = flag_name(f)
+    flags = [f"--{name}/--no-{name}"] if tp is bool else [f"--{name}"]
+    if get_origin(tp) is Literal:  # typer shows and checks the choices of an Enum
+        tp = enum.Enum(f"{f.name}_choices", {str(c): str(c) for c in get_args(tp)}, type=str)
+    help_text = f.metadata.get("help", "")
+    return Optional[tp], typer.Option(None, *flags, help=help_text, show_default=False)
+
+
+def settings_values(settings_class, config: Path | None, given: dict) -> dict:
+    """The config file's values, overridden by the flags that were given."""
+    values = load_config_file(config, settings_class) if config is not None else {}
+    for key, value in given.items():
+        if value is not None and not (isinstance(value, (list, tuple)) and len(value) == 0):
+            values[key] = list(value) if isinstance(value, tuple) else value.value if isinstance(value, enum.Enum) \
+                else value
+    return values
+
+
+def build_settings(settings_class, values: dict, command: str):
+    """Validated settings from flat values; a missing required flag is named with the command's help."""
+    present = set(values)
+    for key, value in values.items():
+        if isinstance(value, dict):
+            present |= set(value)
+    missing = [flag_name(f) for _, f, _ in leaf_fields(settings_class)
+               if f.metadata.get("required") and f.name not in present]
+    if missing:
+        raise ConfigError("missing " + ", ".join(f"--{m}" for m in missing) + f"; see `{command} --help`")
+    return from_flat(settings_class, values, where=command)
 
 
 def command_from_settings(app: typer.Typer, name: str, settings_class, run, help: str | None = None):
@@ -34,35 +59,17 @@ def command_from_settings(app: typer.Typer, name: str, settings_class, run, help
     parameters = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                     default=typer.Option(None, "--config", help="JSON or YAML file of settings; "
                                                          "flags given on the command line win"))]
-    for f in fields(settings_class):
-        tp = _annotation(f.type if not isinstance(f.type, str) else eval(f.type))  # noqa: S307 (own dataclass)
-        flags = [_flag(f.name)]
-        if tp is bool:
-            flags = [f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}"]
-        # None default: a flag not given stays None, so --config values and dataclass defaults apply.
-        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                                            annotation=Optional[tp],
-                                            default=typer.Option(None, *flags, help=f.metadata.get("help", ""),
-                                                                 show_default=False)))
+    for _, f, tp in leaf_fields(settings_class):
+        annotation, option = option_for(f, tp)
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                            default=option))
 
     def command(**given):
-        config_file = given.pop("config", None)
-        values = load_config_file(config_file, settings_class) if config_file is not None else {}
-        for key, value in given.items():
-            if value is not None and not (isinstance(value, (list, tuple)) and len(value) == 0):
-                values[key] = list(value) if isinstance(value, tuple) else value
-        missing = [f.name for f in fields(settings_class) if f.metadata.get("required") and not values.get(f.name)]
-        if missing:
-            raise ConfigError("missing " + ", ".join(_flag(m) for m in missing) + f"; see `{name} --help`")
-        try:
-            settings = settings_class(**values)
-        except TypeError as error:  # a config file value of the wrong shape
-            raise ConfigError(f"invalid settings: {error}") from None
-        return run(settings)
+        config = given.pop("config", None)
+        return run(build_settings(settings_class, settings_values(settings_class, config, given), name))
 
     command.__signature__ = inspect.Signature(parameters)
     command.__name__ = name.replace("-", "_")
     command.__doc__ = help or settings_class.__doc__
     app.command(name)(command)
     return command
-

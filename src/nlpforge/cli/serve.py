@@ -6,6 +6,7 @@
     nlpforge models set-default stars 2.0
 """
 import asyncio
+import inspect
 import json
 import logging
 from typing import Optional
@@ -13,9 +14,10 @@ from typing import Optional
 import typer
 
 from nlpforge.cli import app
-from nlpforge.cli.options import command_from_settings
+from nlpforge.cli.options import command_from_settings, option_for
 from nlpforge.errors import ConfigError
-from nlpforge.serving.server import ServeSettings
+from nlpforge.serving.settings import ServeSettings, VersionOptions
+from nlpforge.settings import leaf_fields
 
 models_app = typer.Typer(no_args_is_help=True, help="Manage the models a running server serves.")
 app.add_typer(models_app, name="models")
@@ -30,7 +32,6 @@ def _run_serve(settings: ServeSettings) -> None:
     from nlpforge.serving.server import serve
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.models = [m for entry in settings.models for m in entry.split(",") if m]
     asyncio.run(serve(settings))
 
 
@@ -53,20 +54,22 @@ def _print(value) -> None:
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-@models_app.command("register")
 def register(url: str = typer.Argument(..., help="model folder or .tar.gz (relative: in the model store)"),
              name: Optional[str] = typer.Option(None, help="name to serve it under (default: folder name)"),
              version: Optional[str] = typer.Option(None, help="version (default 1.0)"),
-             batch_size: Optional[int] = typer.Option(None, help="largest batch per worker call"),
-             max_batch_delay: Optional[float] = typer.Option(None, help="ms to wait for a batch to fill"),
-             workers: Optional[int] = typer.Option(None, help="worker processes"),
-             backend: Optional[str] = typer.Option(None, help="torch, onnx or onnx-int8"),
-             capture_percent: Optional[float] = typer.Option(None, help="% of requests to data capture"),
-             management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN):
-    """Register a model version (TorchServe's POST /models)."""
+             management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN,
+             **options):
+    """Register a model version (TorchServe's POST /models); options not given take the server's defaults."""
     _print(_client(management_url, key_file, token).register(
-        url, name, version, batch_size=batch_size, max_batch_delay=max_batch_delay, initial_workers=workers,
-        backend=backend, capture_percent=capture_percent))
+        url, name, version, **{k: getattr(v, "value", v) for k, v in options.items()}))
+
+
+# The version options (--batch-size, --workers, ...) come from VersionOptions, the one home of their help and limits.
+register.__signature__ = inspect.Signature(
+    [p for p in inspect.signature(register).parameters.values() if p.kind != p.VAR_KEYWORD]
+    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=option)
+       for _, f, tp in leaf_fields(VersionOptions) for annotation, option in [option_for(f, tp)]])
+models_app.command("register")(register)
 
 
 @models_app.command("list")

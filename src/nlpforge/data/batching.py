@@ -1,43 +1,62 @@
-"""Tokenized examples in, padded tensor batches out: dynamic padding and length grouping.
+"""Tokenized examples in, padded batches out: dynamic padding and length grouping.
 
 Padding every batch to its own longest row (not to `max_seq_length`) and grouping rows of
 similar length into the same batch cuts the padding that a transformer would compute on.
 
-    encoded = encode(tokenizer, texts, max_seq_length=128)       # list of dicts of int lists
-    sampler = LengthGroupedBatchSampler(lengths, batch_size=32, seed=0)
-    batch = pad_batch([encoded[i] for i in indices], pad_id=0)   # dict of (B, T) tensors
+    encoded = encode(tokenizer, texts, max_seq_length=128)      # list of dicts of int lists
+    for indices in length_grouped_batches(lengths, batch_size=32, seed=0): ...     # training
+    for indices in inference_batches(lengths, max_rows=32, max_tokens=4096): ...   # prediction
+    batch = pad_batch([encoded[i] for i in indices], pad_id=0)  # dict of (B, T) tensors
 """
 import numpy as np
 import torch
 
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
-def encode(tokenizer, texts, max_seq_length: int) -> list[dict]:
-    """Tokenize single texts or (text, text_pair) tuples, truncated to `max_seq_length`."""
-    if not texts:
+
+def encode(tokenizer, texts, max_seq_length: int, **options) -> list[dict]:
+    """Tokenize single texts or (text, text_pair) tuples, truncated to `max_seq_length`.
+
+    Extra tokenizer `options` (e.g. return_offsets_mapping=True) add their keys to each row."""
+    if not len(texts):
         return []
     if isinstance(texts[0], tuple):
         first, second = zip(*texts)
-        encoded = tokenizer(list(first), list(second), truncation="longest_first", max_length=max_seq_length)
+        encoded = tokenizer(list(first), list(second), truncation="longest_first", max_length=max_seq_length,
+                            **options)
     else:
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_seq_length)
-    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_seq_length, **options)
+    keys = [k for k in (*MODEL_INPUTS, *(k for k in encoded if k not in MODEL_INPUTS)) if k in encoded]
     return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
 
 
-def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad `rows` to the longest one; returns (B, T) long tensors, plus `labels` (B,) if present."""
+def pad_arrays(rows: list[dict], pad_id: int, keys=MODEL_INPUTS) -> dict[str, np.ndarray]:
+    """Pad `keys` of `rows` to the longest row: (B, T) int64 arrays for lists (input_ids with `pad_id`,
+    token labels with -100, the rest with 0), (B,) for numbers; an attention mask is made when missing."""
     longest = max(len(r["input_ids"]) for r in rows)
-    batch = {}
-    for key in ("input_ids", "token_type_ids", "attention_mask"):
+    arrays = {}
+    for key in keys:
         if key not in rows[0]:
             continue
-        fill = pad_id if key == "input_ids" else 0
-        batch[key] = torch.tensor([r[key] + [fill] * (longest - len(r[key])) for r in rows], dtype=torch.long)
-    if "attention_mask" not in batch:
-        batch["attention_mask"] = (batch["input_ids"] != pad_id).long()
-    if "labels" in rows[0]:
-        batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
-    return batch
+        if not isinstance(rows[0][key], (list, tuple, np.ndarray)):
+            arrays[key] = np.array([r[key] for r in rows], dtype=np.int64)  # (B,)
+            continue
+        fill = pad_id if key == "input_ids" else -100 if key == "labels" else 0
+        array = np.full((len(rows), longest), fill, dtype=np.int64)  # (B, T)
+        for i, row in enumerate(rows):
+            array[i, :len(row[key])] = row[key]
+        arrays[key] = array
+    if "attention_mask" not in arrays:
+        mask = np.zeros((len(rows), longest), dtype=np.int64)
+        for i, row in enumerate(rows):
+            mask[i, :len(row["input_ids"])] = 1
+        arrays["attention_mask"] = mask
+    return arrays
+
+
+def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Every key of `rows` padded (see `pad_arrays`) as tensors: the model inputs and the labels."""
+    return {k: torch.from_numpy(v) for k, v in pad_arrays(rows, pad_id, keys=list(rows[0])).items()}
 
 
 def length_grouped_batches(lengths, batch_size: int, seed: int, group_size: int = 50) -> list[np.ndarray]:
@@ -57,7 +76,21 @@ def length_grouped_batches(lengths, batch_size: int, seed: int, group_size: int 
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def sorted_batches(lengths, batch_size: int) -> list[list[int]]:
-    """Batches of similar length in a fixed order, for inference; callers restore the order."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+def inference_batches(lengths, max_rows: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Row indices in batches of similar length, for prediction; callers restore the order.
+
+    A batch holds at most `max_rows` rows and, with `max_tokens`, at most that many padded tokens
+    (rows x longest row): on a CPU the cost is rows x padded length, so short texts must not be
+    padded to a long one's length, and a long text may go alone.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) == max_rows
+                        or max_tokens is not None and (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

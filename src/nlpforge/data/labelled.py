@@ -16,7 +16,8 @@ import pandas as pd
 
 from nlpforge.data.readers import read_table
 from nlpforge.errors import DataError
-from nlpforge.text.normalize import clean_html
+from nlpforge.data.clean import clean_html
+from nlpforge.data.formats import join_columns
 
 _INT = re.compile(r"^[+-]?\d+$")
 
@@ -112,7 +113,7 @@ def read_labelled_file(path, text_columns, label_column, clean) -> tuple[list, l
             report.duplicates_dropped += 1
             continue
         seen.add(key)
-        texts.append(parts[0] if len(parts) == 1 else (parts[0], " \n".join(parts[1:])))
+        texts.append(join_columns(parts))
         kept_labels.append(labels[row])
         source_rows.append(row + 1)
     return texts, kept_labels, source_rows, report

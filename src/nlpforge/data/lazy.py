@@ -6,8 +6,8 @@ maps that file into memory. Nothing is tokenized up front: batches are tokenized
 in DataLoader workers when there are any. Memory stays flat whatever the file's size, because
 the rows live in the page cache, not on the Python heap.
 
-    split, labels, report = lazy_split("big.csv", ["review_body"], "star_rating")
-    split.texts[17]     # cleaned text of the 18th usable row, read from the mapped file
+    texts, labels, usable, report = lazy_columns("big.csv", ["review_body"], "star_rating")
+    ArrowTexts(texts, np.flatnonzero(usable))[17]   # cleaned text of the 18th usable row, from the mapped file
 """
 import hashlib
 import os
@@ -18,45 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nlpforge.data.readers import detect_format
+from nlpforge.data.clean import clean_html
+from nlpforge.data.formats import join_columns
+from nlpforge.data.readers import record_batches
 from nlpforge.errors import DataError
-from nlpforge.text.normalize import clean_html
-
-CACHE = Path(os.environ.get("NLPFORGE_CACHE", Path.home() / ".cache" / "nlpforge")) / "arrow"
-
-
-def _batches(path: Path, fmt: str, columns: list[str]):
-    """Record batches of `columns` (as strings), streamed from the file."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        handle = pq.ParquetFile(path)
-        missing = [c for c in columns if c not in handle.schema_arrow.names]
-        if missing:
-            raise DataError(f"{path}: no column '{missing[0]}'; the columns are: {', '.join(handle.schema_arrow.names)}")
-        yield from handle.iter_batches(batch_size=65536, columns=columns)
-        return
-    if fmt == "jsonl":
-        import pandas as pd
-
-        for chunk in pd.read_json(path, lines=True, chunksize=65536, dtype=False):
-            missing = [c for c in columns if c not in chunk.columns]
-            if missing:
-                raise DataError(f"{path}: no column '{missing[0]}'; the columns are: {', '.join(map(str, chunk.columns))}")
-            yield pa.RecordBatch.from_pandas(chunk[columns].astype(str), preserve_index=False)
-        return
-    import pyarrow.csv as pcsv
-
-    parse = pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
-    read = pcsv.ReadOptions(block_size=1 << 22)
-    probe = pcsv.open_csv(path, read_options=read, parse_options=parse)
-    names = probe.schema.names
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise DataError(f"{path}: no column '{missing[0]}'; the columns are: {', '.join(names)}")
-    convert = pcsv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns},
-                                  strings_can_be_null=False, quoted_strings_can_be_null=False)
-    yield from pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+from nlpforge.settings import cache_root
 
 
 def arrow_copy(path, columns: list[str]) -> pa.Table:
@@ -68,13 +34,14 @@ def arrow_copy(path, columns: list[str]) -> pa.Table:
     if stat.st_size == 0:
         raise DataError(f"{path}: the file is empty; it needs a header row and at least one data row")
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(columns)}".encode()).hexdigest()
-    target = CACHE / f"{key[:32]}.arrow"
+    cache = cache_root() / "arrow"
+    target = cache / f"{key[:32]}.arrow"
     if not target.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
         temporary = target.with_suffix(f".{os.getpid()}.tmp")
         writer = None
         try:
-            for batch in _batches(path, detect_format(path), columns):
+            for batch in record_batches(path, columns):
                 batch = pa.RecordBatch.from_arrays([pc.cast(batch.column(c), pa.string()) for c in columns],
                                                    names=columns)
                 writer = writer or pa.ipc.new_file(str(temporary), batch.schema)
@@ -101,8 +68,7 @@ class ArrowTexts:
         return len(self.rows)
 
     def _text(self, row: int):
-        parts = [clean_html(column[int(row)].as_py() or "") for column in self.columns]
-        return parts[0] if len(parts) == 1 else (parts[0], " \n".join(parts[1:]))
+        return join_columns(clean_html(column[int(row)].as_py() or "") for column in self.columns)
 
     def __getitem__(self, index):
         if isinstance(index, slice):

@@ -1,9 +1,11 @@
-"""Read CSV, TSV, JSONL and Parquet files (optionally gzipped) into pandas DataFrames.
+"""Read CSV, TSV, JSONL and Parquet files (optionally gzipped): whole, or streamed in Arrow batches.
 
 Bytes that are not UTF-8 are decoded with replacement and counted, never fatal: real review
 dumps carry the odd Latin-1 byte. Every failure names the file.
 
-    table = read_table("reviews.csv")          # -> Table(frame, path, replaced_bytes)
+    table = read_table("reviews.csv")                        # -> Table(frame, path, replaced_bytes)
+    for batch in record_batches("big.csv", ["review_body"]):  # pyarrow RecordBatches of strings
+        ...
 """
 import codecs
 import gzip
@@ -14,10 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from nlpforge.data.formats import detect_format
 from nlpforge.errors import DataError
-
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
-           ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass
@@ -25,17 +25,6 @@ class Table:
     frame: pd.DataFrame
     path: Path
     replaced_bytes: int = 0  # bytes that were not valid UTF-8 and became U+FFFD
-
-
-def detect_format(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    fmt = FORMATS.get(suffixes[-1]) if suffixes else None
-    if fmt is None:
-        raise DataError(f"{path}: unknown file type '{''.join(path.suffixes) or '(none)'}'; "
-                        f"use one of {', '.join(sorted(FORMATS))} (optionally .gz)")
-    return fmt
 
 
 def _decode(raw: bytes) -> tuple[str, int]:
@@ -83,9 +72,7 @@ def read_table(path, columns=None) -> Table:
     if len(frame) == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
     frame.columns = [str(c) for c in frame.columns]
-    for column in columns or []:
-        if column not in frame.columns:
-            raise DataError(f"{path}: no column '{column}'; the columns are: {', '.join(frame.columns)}")
+    check_columns(path, columns or [], frame.columns)
     return Table(frame=frame, path=path, replaced_bytes=replaced)
 
 
@@ -99,6 +86,14 @@ def _parse_text(text: str, fmt: str, path: Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def check_columns(path, wanted, present) -> None:
+    """A DataError naming the first wanted column the file lacks, and the columns it has."""
+    present = [str(c) for c in present]
+    for column in wanted:
+        if column not in present:
+            raise DataError(f"{path}: no column '{column}'; the columns are: {', '.join(present)}")
+
+
 def json_record(line: str, number: int, where) -> dict:
     """One JSONL row as a dict; anything else is a DataError naming the file and row."""
     try:
@@ -109,3 +104,34 @@ def json_record(line: str, number: int, where) -> dict:
     if not isinstance(record, dict):
         raise DataError(f"{where}: row {number} is a JSON {type(record).__name__}, not an object")
     return record
+
+
+def record_batches(path, columns: list[str]):
+    """Arrow record batches of `columns`, streamed from the file (never the whole file in memory)."""
+    import pyarrow as pa
+
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        handle = pq.ParquetFile(path)
+        check_columns(path, columns, handle.schema_arrow.names)
+        yield from handle.iter_batches(batch_size=65536, columns=columns)
+        return
+    if fmt == "jsonl":
+        import pandas as pd
+
+        for chunk in pd.read_json(path, lines=True, chunksize=65536, dtype=False):
+            check_columns(path, columns, chunk.columns)
+            yield pa.RecordBatch.from_pandas(chunk[columns].astype(str), preserve_index=False)
+        return
+    import pyarrow.csv as pcsv
+
+    parse = pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
+    read = pcsv.ReadOptions(block_size=1 << 22)
+    probe = pcsv.open_csv(path, read_options=read, parse_options=parse)
+    check_columns(path, columns, probe.schema.names)
+    convert = pcsv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns},
+                                  strings_can_be_null=False, quoted_strings_can_be_null=False)
+    yield from pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)

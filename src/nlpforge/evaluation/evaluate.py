@@ -1,4 +1,5 @@
-"""Evaluate a trained model on a labelled file, next to the TF-IDF + logistic regression baseline.
+"""Evaluate a trained model on a file: a classifier next to the TF-IDF + logistic regression baseline,
+any other task with its own metrics.
 
     result = evaluate_model("models/stars", "validation.csv")
     print(result.text)   # both reports; PNG confusion matrices are in result.output_dir
@@ -10,11 +11,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from nlpforge import tasks
 from nlpforge.data.labelled import file_sha256, read_labelled_file
 from nlpforge.errors import DataError
 from nlpforge.evaluation.baseline import fit_baseline
-from nlpforge.evaluation.metrics import classification_metrics, plot_confusion, render_report
-from nlpforge.models.artifact import load
+from nlpforge.evaluation.render import plot_confusion, render_report
+from nlpforge.tasks.text_classification import classification_metrics
 
 
 @dataclass
@@ -35,25 +39,32 @@ def _training_file(meta: dict) -> str | None:
 
 def evaluate_model(model_path, data, text_columns=None, label_column=None, baseline=True, baseline_train=None,
                    output_dir=None, batch_size: int = 64) -> EvaluationResult:
-    classifier = load(model_path)
-    meta = classifier.metadata
-    text_columns = list(text_columns or meta["text_columns"])
-    label_column = label_column or meta["label_column"]
+    loaded = tasks.load(model_path)
+    output_dir = Path(output_dir) if output_dir else Path(model_path) / "evaluation"
+    if loaded.task.name != "text-classification":
+        metrics, text = loaded.task.evaluate_file(loaded, data, batch_size=batch_size)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "report.json").write_text(json.dumps({"data": str(data), "model": metrics}, indent=2) + "\n",
+                                                encoding="utf-8")
+        return EvaluationResult(metrics, None, text, output_dir, [])
+    meta = loaded.metadata
+    text_columns = list(text_columns or loaded.text_columns)
+    label_column = label_column or loaded.info.get("label_column", "label")
     notes = []
     texts, labels, _, file_report = read_labelled_file(data, text_columns, label_column, clean=True)
     dropped = file_report.empty_dropped + file_report.duplicates_dropped + file_report.missing_label_dropped
     if dropped:
         notes.append(f"{data}: evaluated {len(texts)} of {file_report.rows} rows ({file_report.empty_dropped} empty, "
                      f"{file_report.duplicates_dropped} duplicate, {file_report.missing_label_dropped} unlabelled dropped)")
-    known = {str(label): i for i, label in enumerate(classifier.labels)}
+    known = {str(label): i for i, label in enumerate(loaded.labels)}
     unknown = sorted({str(v) for v in labels} - set(known))
     if unknown:
         raise DataError(f"{data}: label(s) {', '.join(unknown)} in '{label_column}' are not among the model's "
                         f"labels ({', '.join(known)})")
     true_ids = [known[str(v)] for v in labels]
-    probabilities = classifier.predict_proba(texts, batch_size=batch_size)
-    model_report = classification_metrics(true_ids, probabilities.argmax(-1), classifier.labels)
-    output_dir = Path(output_dir) if output_dir else Path(model_path) / "evaluation"
+    answers = loaded.predict(texts, batch_size=batch_size) if texts else []
+    predicted = np.array([known[str(answer["label"])] for answer in answers], dtype=np.int64)
+    model_report = classification_metrics(true_ids, predicted, loaded.labels)
     output_dir.mkdir(parents=True, exist_ok=True)
     name = Path(model_path).name
     plot_confusion(model_report, output_dir / "confusion_model.png", title=f"{name} on {Path(data).name}")
@@ -73,7 +84,7 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
             train_ids = [known.get(str(v)) for v in train_labels]
             pairs = [(t, i) for t, i in zip(train_texts, train_ids) if i is not None]
             fitted = fit_baseline([t for t, _ in pairs], [i for _, i in pairs])
-            baseline_report = classification_metrics(true_ids, fitted.predict(texts), classifier.labels)
+            baseline_report = classification_metrics(true_ids, fitted.predict(texts), loaded.labels)
             plot_confusion(baseline_report, output_dir / "confusion_baseline.png", title="TF-IDF + logistic regression")
             parts.append(render_report(baseline_report, "baseline TF-IDF (1-2 grams) + logistic regression"))
             parts.append(f"transformer vs baseline: accuracy {model_report['accuracy'] - baseline_report['accuracy']:+.4f}, "

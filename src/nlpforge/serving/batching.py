@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from nlpforge.errors import RequestError, ServingError
 from nlpforge.serving.metrics import ServerMetrics
+from nlpforge.serving.settings import VersionOptions
 from nlpforge.serving.workers import WorkerCrashed, WorkerProcess, WorkerTimeout
 
 log = logging.getLogger("nlpforge.serving")
@@ -27,22 +28,15 @@ log = logging.getLogger("nlpforge.serving")
 
 @dataclass
 class VersionSpec:
-    """How one model version is served (TorchServe's register parameters, plus ours)."""
+    """One served model version: what it is, and how it is served."""
 
     name: str
     version: str
     folder: str
     url: str
-    task: str = "text-classification"
-    backend: str = "torch"
-    batch_size: int = 8
-    max_batch_delay: float = 10.0
-    workers: int = 1
-    threads: int = 1
-    queue_size: int = 256
-    response_timeout: float = 120.0
-    capture_percent: float = 0.0
-    max_seq_length: int | None = None
+    task: str
+    options: VersionOptions
+    threads: int = 1              # options.threads, or the cores shared out among the workers
 
 
 @dataclass
@@ -74,7 +68,7 @@ class VersionRuntime:
 
     # --- workers -------------------------------------------------------------------------------------
     async def _start_worker(self) -> WorkerProcess:
-        worker = WorkerProcess(self.spec.folder, self.spec.task, self.spec.backend, self.spec.threads,
+        worker = WorkerProcess(self.spec.folder, self.spec.task, self.spec.options.backend, self.spec.threads,
                                worker_id=self.next_worker_id)
         self.next_worker_id += 1
         await asyncio.get_running_loop().run_in_executor(self.executor, worker.start)
@@ -85,11 +79,10 @@ class VersionRuntime:
         return worker
 
     async def start(self) -> None:
-        await self.scale(self.spec.workers)
+        await self.scale(self.spec.options.workers)
 
     async def scale(self, count: int) -> None:
-        if count < 1:
-            raise RequestError("min_worker must be at least 1; unregister the version to stop it")
+        """Start or stop workers until `count` run (the caller has checked `count` against VersionOptions)."""
         while len(self.workers) < count:
             await self._start_worker()
         while len(self.workers) > count:
@@ -98,7 +91,7 @@ class VersionRuntime:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await asyncio.get_running_loop().run_in_executor(self.executor, worker.stop)
-        self.spec.workers = count
+        self.spec.options = self.spec.options.override(workers=count)
         self.metrics.workers.labels(*self.labels).set(len(self.workers))
 
     async def _restart(self, worker: WorkerProcess, reason: str) -> None:
@@ -120,7 +113,7 @@ class VersionRuntime:
 
     # --- requests ------------------------------------------------------------------------------------
     def room(self) -> int:
-        return self.spec.queue_size - len(self.pending)
+        return self.spec.options.queue_size - len(self.pending)
 
     def submit(self, items: list, kind: str = "predict") -> list[asyncio.Future]:
         """Queue inputs; returns one future per input. Raises a 503 RequestError when the queue is full."""
@@ -131,7 +124,7 @@ class VersionRuntime:
             self.metrics.rejected.labels(*self.labels).inc(len(items))
             retry = max(1, round(len(self.pending) * self._seconds_per_input()))
             raise RequestError(f"model {self.spec.name} version {self.spec.version} has {len(self.pending)} inputs "
-                               f"queued (limit {self.spec.queue_size}); retry after {retry}s", status=503,
+                               f"queued (limit {self.spec.options.queue_size}); retry after {retry}s", status=503,
                                headers={"Retry-After": str(retry)})
         loop = asyncio.get_running_loop()
         futures = []
@@ -153,8 +146,8 @@ class VersionRuntime:
             self.wakeup.clear()
             await self.wakeup.wait()
         batch = [self.pending.popleft()]
-        deadline = time.perf_counter() + self.spec.max_batch_delay / 1000
-        while len(batch) < self.spec.batch_size:
+        deadline = time.perf_counter() + self.spec.options.max_batch_delay / 1000
+        while len(batch) < self.spec.options.batch_size:
             if self.pending:
                 batch.append(self.pending.popleft())
                 continue
@@ -193,7 +186,7 @@ class VersionRuntime:
         for attempt in (1, 2):
             try:
                 outputs = await loop.run_in_executor(self.executor, worker.call, kind, items,
-                                                     self.spec.response_timeout)
+                                                     self.spec.options.response_timeout)
                 break
             except RequestError as error:
                 return _fail(batch, error)
@@ -239,12 +232,12 @@ class VersionRuntime:
         self.executor.shutdown(wait=False)
 
     def describe(self) -> dict:
-        s = self.spec
+        s, o = self.spec, self.spec.options
         return {"modelName": s.name, "modelVersion": s.version, "modelUrl": s.url, "task": s.task,
-                "backend": s.backend, "batchSize": s.batch_size, "maxBatchDelay": s.max_batch_delay,
-                "minWorkers": s.workers, "maxWorkers": s.workers, "threadsPerWorker": s.threads,
-                "queueSize": s.queue_size, "queued": len(self.pending), "responseTimeout": s.response_timeout,
-                "capturePercent": s.capture_percent, "workerRestarts": self.restarts,
+                "backend": o.backend, "batchSize": o.batch_size, "maxBatchDelay": o.max_batch_delay,
+                "minWorkers": o.workers, "maxWorkers": o.workers, "threadsPerWorker": s.threads,
+                "queueSize": o.queue_size, "queued": len(self.pending), "responseTimeout": o.response_timeout,
+                "capturePercent": o.capture_percent, "workerRestarts": self.restarts,
                 "workers": [w.describe() for w in self.workers]}
 
 

@@ -1,50 +1,83 @@
-"""A small client for the management API, used by `nlpforge models ...` and by Python code.
+"""Clients of the model server's APIs, used by `nlpforge models ...`, the SDK's deploy/Predictor and Python code.
 
     client = ManagementClient("http://127.0.0.1:8081", key_file="model_store/key_file.json")
     client.register("stars", name="stars", version="1.0", batch_size=8)
     client.traffic("stars", weights={"1.0": 90, "2.0": 10}, shadow="3.0")
     client.set_default("stars", "2.0")
+
+    inference = InferenceClient("http://127.0.0.1:8080")
+    inference.ping()                                              # True when the server answers
+    body, content_type = inference.predict("stars", b'{"text": "Loved it"}', "application/json")
+
+Keys: a token given, else $NLPFORGE_MANAGEMENT_KEY (management) or $NLPFORGE_INFERENCE_KEY, else
+the key file ($NLPFORGE_KEY_FILE or the one named). A failed call raises RequestError carrying the
+server's status and message; a server that does not answer is a 503 RequestError.
 """
+import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from nlpforge.errors import RequestError
 from nlpforge.serving.security import read_key
 
 
-class ManagementClient:
-    def __init__(self, url: str = "http://127.0.0.1:8081", token: str | None = None, key_file: str | None = None,
-                 timeout: float = 600.0):
+class _Client:
+    kind = "management"
+
+    def __init__(self, url: str, token: str | None = None, key_file: str | None = None, timeout: float = 600.0):
         import httpx
 
         self.url = url.rstrip("/")
         key_file = key_file or os.environ.get("NLPFORGE_KEY_FILE")
-        token = token or os.environ.get("NLPFORGE_MANAGEMENT_KEY") or (read_key(key_file) if key_file else None)
+        token = (token or os.environ.get(f"NLPFORGE_{self.kind.upper()}_KEY")
+                 or (read_key(key_file, self.kind) if key_file else None))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
-    def _call(self, method: str, path: str, **kwargs):
+    def send(self, method: str, path: str, **kwargs):
+        """The raw response; RequestError(503) when the server cannot be reached."""
         import httpx
 
         try:
-            response = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            raise RequestError(f"cannot reach the management API at {self.url} ({error}); is `nlpforge serve` "
+            raise RequestError(f"cannot reach the model server at {self.url} ({error}); is `nlpforge serve` "
                                "running?", status=503) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"message": response.text}
-        if response.status_code >= 400:
-            raise RequestError(f"{response.status_code}: {body.get('message', body)}", status=response.status_code)
-        return body
 
-    def register(self, url: str, name: str | None = None, version: str | None = None, **options) -> dict:
-        params = {"url": str(Path(url).resolve()) if Path(url).exists() else url}
+    def _call(self, method: str, path: str, **kwargs):
+        response = self.send(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise RequestError(f"{response.status_code}: {message_of(response.content)}", status=response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            return {"message": response.text}
+
+
+def message_of(body: bytes) -> str:
+    """The message of an error body: TorchServe's {"message": ...}, or the text itself."""
+    try:
+        value = json.loads(body)
+        return str(value.get("message") or value.get("error") or value) if isinstance(value, dict) else str(value)
+    except (ValueError, UnicodeDecodeError):
+        return body[:300].decode("utf-8", errors="replace")
+
+
+class ManagementClient(_Client):
+    """The management API (port 8081): register, list, describe, scale, unregister, promote, traffic."""
+
+    def register(self, url: str, name: str | None = None, version: str | None = None, synchronous: bool = True,
+                 **options) -> dict:
+        """Register a model folder or .tar.gz; `options` are VersionOptions (workers, batch_size, ...)."""
+        params = {"url": str(Path(url).resolve()) if Path(url).exists() else url,
+                  "synchronous": str(synchronous).lower()}
         if name:
             params["model_name"] = name
         if version:
             params["model_version"] = version
+        if options.get("workers") is not None:
+            params["initial_workers"] = options.pop("workers")
         params.update({k: v for k, v in options.items() if v is not None})
         return self._call("POST", "/models", params=params)
 
@@ -53,22 +86,44 @@ class ManagementClient:
         return self._call("GET", "/models", params=params)
 
     def describe(self, name: str, version: str | None = None) -> list:
-        return self._call("GET", f"/models/{name}" + (f"/{version}" if version else ""))
+        return self._call("GET", f"/models/{quote(name)}" + (f"/{quote(version)}" if version else ""))
 
     def scale(self, name: str, workers: int, version: str | None = None) -> dict:
-        return self._call("PUT", f"/models/{name}" + (f"/{version}" if version else ""),
+        return self._call("PUT", f"/models/{quote(name)}" + (f"/{quote(version)}" if version else ""),
                           params={"min_worker": workers})
 
     def unregister(self, name: str, version: str | None = None) -> dict:
-        return self._call("DELETE", f"/models/{name}" + (f"/{version}" if version else ""))
+        return self._call("DELETE", f"/models/{quote(name)}" + (f"/{quote(version)}" if version else ""))
 
     def set_default(self, name: str, version: str) -> dict:
-        return self._call("PUT", f"/models/{name}/{version}/set-default")
+        return self._call("PUT", f"/models/{quote(name)}/{quote(version)}/set-default")
 
     def traffic(self, name: str, weights: dict | None = None, shadow: str | None = "") -> dict:
         if weights is None and shadow == "":
-            return self._call("GET", f"/models/{name}/traffic")
+            return self._call("GET", f"/models/{quote(name)}/traffic")
         body = {"weights": weights}
         if shadow != "":
             body["shadow"] = shadow
-        return self._call("PUT", f"/models/{name}/traffic", json=body)
+        return self._call("PUT", f"/models/{quote(name)}/traffic", json=body)
+
+
+class InferenceClient(_Client):
+    """The inference API (port 8080): health and predictions."""
+
+    kind = "inference"
+
+    def ping(self) -> bool:
+        """Whether a server answers /ping as healthy."""
+        try:
+            return self.send("GET", "/ping", timeout=2).status_code == 200
+        except RequestError:
+            return False
+
+    def predict(self, name: str, body: bytes, content_type: str, accept: str = "application/json",
+                version: str | None = None) -> tuple[bytes, str]:
+        """POST a serialized request to /predictions/<name>; returns (body, content type)."""
+        path = f"/predictions/{quote(name)}" + (f"/{quote(version)}" if version else "")
+        response = self.send("POST", path, content=body, headers={"Content-Type": content_type, "Accept": accept})
+        if response.status_code >= 300:
+            raise RequestError(f"{response.status_code}: {message_of(response.content)}", status=response.status_code)
+        return response.content, response.headers.get("content-type", "")

@@ -7,8 +7,11 @@
     GET  /v1/models/{model}                       KServe v1 readiness
     OPTIONS /                                     the OpenAPI description
 
-A single input gets one JSON object back; a list gets a list. The served version is in the
-`X-Model-Version` header. Bad input is a 4xx with {"code", "type", "message"}, never a 500.
+A single input gets one JSON value back; a list gets a list. What an input is and what an
+answer holds is the model's task's business (nlpforge.tasks): a text, {"text": ...} or
+{"text": ..., "text_pair": ...} for a classifier, a text with [MASK] for a masked-LM model. The
+served version is in the `X-Model-Version` header. Bad input is a 4xx with {"code", "type",
+"message"}, never a 500.
 """
 import asyncio
 import json
@@ -20,7 +23,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from nlpforge.errors import NlpforgeError, RequestError
-from nlpforge.serving.handler import HANDLERS, Handler
+from nlpforge.serving.handler import Handler, handler_for
 
 log = logging.getLogger("nlpforge.serving")
 
@@ -74,26 +77,27 @@ async def read_values(request: Request, max_bytes: int) -> tuple[list, bool]:
     return [body], False
 
 
-def error_response(error: RequestError) -> JSONResponse:
+def status_of(error: NlpforgeError) -> int:
+    """The HTTP status of a user error: its own (RequestError, InputError), else 400."""
+    return getattr(error, "status", 400)
+
+
+def error_response(error: NlpforgeError) -> JSONResponse:
     names = {400: "BadRequestException", 401: "AuthenticationException", 404: "ModelNotFoundException",
              409: "ConflictStatusException", 413: "RequestTooLargeException", 503: "ServiceUnavailableException",
              504: "RequestTimeoutException"}
-    message = str(error).split("] ", 1)[-1]
-    return JSONResponse({"code": error.status, "type": names.get(error.status, "RequestException"),
-                         "message": message}, status_code=error.status, headers=error.headers)
+    status = status_of(error)
+    return JSONResponse({"code": status, "type": names.get(status, "RequestException"), "message": error.message},
+                        status_code=status, headers=getattr(error, "headers", None) or {})
 
 
 def add_error_handlers(app: FastAPI) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    @app.exception_handler(RequestError)
-    async def _request_error(request, error: RequestError):
-        return error_response(error)
-
     @app.exception_handler(NlpforgeError)
     async def _user_error(request, error: NlpforgeError):
-        return error_response(RequestError(str(error).split("] ", 1)[-1], status=400))
+        return error_response(error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, error: RequestValidationError):
@@ -121,13 +125,12 @@ def inference_app(state) -> FastAPI:
 
     def decoder(task: str) -> Handler:
         if task not in decoders:
-            handler = HANDLERS[task]()
-            if hasattr(handler, "max_chars"):
-                handler.max_chars = settings.max_text_chars
-            decoders[task] = handler
+            decoders[task] = handler_for(task, settings.max_text_chars)
         return decoders[task]
 
     async def infer(request: Request, model: str, version: str | None, kind: str = "predict"):
+        """(the answer: one value or a list, the runtime that gave it); user errors propagate to the
+        error handlers after they are counted."""
         started = time.perf_counter()
         served = ("", "")
         try:
@@ -145,9 +148,9 @@ def inference_app(state) -> FastAPI:
             except asyncio.TimeoutError:
                 raise RequestError(f"no answer within {settings.request_timeout:.0f}s; the server is overloaded "
                                    "or the model is slow, retry later", status=504) from None
-        except RequestError as error:
-            state.metrics.requests.labels(*served, str(error.status)).inc()
-            return error_response(error)
+        except NlpforgeError as error:
+            state.metrics.requests.labels(*served, str(status_of(error))).inc()
+            raise
         state.metrics.requests.labels(*served, "200").inc()
         state.metrics.latency.labels(*served).observe(time.perf_counter() - started)
         truncated = sum(1 for o in outputs if isinstance(o, dict) and o.get("truncated"))
@@ -159,9 +162,7 @@ def inference_app(state) -> FastAPI:
         body = [handler.encode_response(o) for o in outputs]
         return body if is_list else body[0], runtime
 
-    def respond(result):
-        if isinstance(result, JSONResponse):
-            return result
+    def respond(result) -> JSONResponse:
         body, runtime = result
         return JSONResponse(body, headers={"X-Model-Name": runtime.spec.name, "X-Model-Version": runtime.spec.version})
 
@@ -192,19 +193,13 @@ def inference_app(state) -> FastAPI:
     @app.post("/v1/models/{model_name}:predict", dependencies=auth, openapi_extra=KSERVE_BODY,
               summary="KServe v1 predict")
     async def kserve_predict(model_name: str, request: Request):
-        result = await infer(request, model_name, None)
-        if isinstance(result, JSONResponse):
-            return result
-        body, runtime = result
+        body, runtime = await infer(request, model_name, None)
         return JSONResponse({"predictions": body if isinstance(body, list) else [body]},
                             headers={"X-Model-Name": runtime.spec.name, "X-Model-Version": runtime.spec.version})
 
     @app.get("/v1/models/{model_name}", dependencies=auth, summary="KServe v1 model readiness")
     async def kserve_model(model_name: str):
-        try:
-            runtime = state.registry.version(model_name, None)
-        except RequestError as error:
-            return error_response(error)
+        runtime = state.registry.version(model_name, None)
         return {"name": model_name, "ready": bool(runtime.workers)}
 
     return app

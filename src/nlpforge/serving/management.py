@@ -16,8 +16,9 @@ import logging
 from fastapi import Body, Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 
-from nlpforge.errors import RequestError
+from nlpforge.errors import ConfigError, RequestError
 from nlpforge.serving.inference import add_error_handlers
+from nlpforge.serving.settings import help_of
 
 log = logging.getLogger("nlpforge.serving")
 
@@ -36,31 +37,33 @@ def management_app(state) -> FastAPI:
                                           "the model store"),
         model_name: str | None = Query(None, description="name to serve it under (default: the folder name)"),
         model_version: str | None = Query(None, description="version (default 1.0)"),
-        batch_size: int = Query(settings.batch_size, description="largest batch sent to a worker"),
-        max_batch_delay: float = Query(settings.max_batch_delay, description="ms to wait for a batch to fill"),
-        initial_workers: int = Query(settings.workers, description="worker processes"),
         synchronous: bool = Query(True, description="answer once the workers are up"),
-        response_timeout: float = Query(settings.response_timeout, description="s before a silent worker is restarted"),
-        backend: str = Query(settings.backend, description="torch, onnx or onnx-int8"),
-        queue_size: int = Query(settings.queue_size, description="inputs that may wait; more get 503"),
-        capture_percent: float = Query(settings.capture_percent, description="% of requests written to data capture"),
-        threads: int | None = Query(None, description="torch/ONNX threads per worker (default: cores / workers)"),
+        initial_workers: int | None = Query(None, description=help_of("workers")),
+        backend: str | None = Query(None, description=help_of("backend")),
+        batch_size: int | None = Query(None, description=help_of("batch_size")),
+        max_batch_delay: float | None = Query(None, description=help_of("max_batch_delay")),
+        threads: int | None = Query(None, description=help_of("threads")),
+        queue_size: int | None = Query(None, description=help_of("queue_size")),
+        response_timeout: float | None = Query(None, description=help_of("response_timeout")),
+        capture_percent: float | None = Query(None, description=help_of("capture_percent")),
     ):
-        from nlpforge.serving.handler import default_threads
-
-        kwargs = dict(url=url, name=model_name, version=model_version, batch_size=batch_size,
-                      max_batch_delay=max_batch_delay, workers=initial_workers,
-                      threads=threads or settings.threads or default_threads(initial_workers), backend=backend,
-                      queue_size=queue_size, response_timeout=response_timeout, capture_percent=capture_percent)
+        # The server's defaults, overridden by what was given, validated by VersionOptions.
+        try:
+            options = settings.version.override(
+                workers=initial_workers, backend=backend, batch_size=batch_size, max_batch_delay=max_batch_delay,
+                threads=threads, queue_size=queue_size, response_timeout=response_timeout,
+                capture_percent=capture_percent)
+        except ConfigError as error:
+            raise RequestError(f"invalid register parameter: {error.message} (workers is initial_workers)") from None
         if not synchronous:
             registry.resolve_url(url)  # a bad path is still a 4xx now, not a log line later
-            task = asyncio.create_task(registry.register(**kwargs))
+            task = asyncio.create_task(registry.register(url, model_name, model_version, options))
             state.background.add(task)
             task.add_done_callback(_log_failure)
             return JSONResponse({"status": f"Model \"{model_name or url}\" registration started"}, status_code=202)
-        runtime = await registry.register(**kwargs)
+        runtime = await registry.register(url, model_name, model_version, options)
         spec = runtime.spec
-        return {"status": f"Model \"{spec.name}\" Version: {spec.version} registered with {spec.workers} "
+        return {"status": f"Model \"{spec.name}\" Version: {spec.version} registered with {spec.options.workers} "
                           f"initial workers"}
 
     @app.get("/models", dependencies=auth, summary="List models")
@@ -91,9 +94,11 @@ def management_app(state) -> FastAPI:
         count = min_worker if min_worker is not None else max_worker
         if count is None:
             raise RequestError("give min_worker (the number of workers to run)")
-        if not 1 <= count <= 16:
-            raise RequestError("min_worker must be 1..16; to stop a model, DELETE it")
         runtime = registry.version(model_name, model_version)
+        try:
+            runtime.spec.options.override(workers=count)  # the one check of the worker count
+        except ConfigError as error:
+            raise RequestError(f"min_worker: {error.message}; to stop a model, DELETE it") from None
         await runtime.scale(count)
         return {"status": f"Model \"{model_name}\" Version: {runtime.spec.version} scaled to {count} workers"}
 

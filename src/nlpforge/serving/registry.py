@@ -1,8 +1,8 @@
 """The served models: their versions, the default one, traffic weights and a shadow.
 
     registry = ModelRegistry(model_store="model_store", metrics=metrics)
-    await registry.register(url="stars", name="stars", version="1.0", batch_size=8)
-    await registry.register(url="stars-v2.tar.gz", name="stars", version="2.0")
+    await registry.register("stars", "stars", "1.0", VersionOptions(batch_size=8))
+    await registry.register("stars-v2.tar.gz", "stars", "2.0", VersionOptions())
     registry.set_traffic("stars", {"1.0": 90, "2.0": 10}, shadow=None)
     runtime, shadow = registry.route("stars", None, sticky_key="user-42")   # 1.0 about 90% of the time
     registry.set_default("stars", "2.0")                                      # promote: one atomic swap
@@ -20,8 +20,9 @@ from pathlib import Path
 
 from nlpforge.errors import ArtifactError, RequestError
 from nlpforge.serving.batching import VersionRuntime, VersionSpec
-from nlpforge.serving.handler import BACKENDS, handler_for
+from nlpforge.serving.handler import default_threads, task_of
 from nlpforge.serving.metrics import ServerMetrics
+from nlpforge.serving.settings import VersionOptions
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,9 @@ class ServedModel:
 class ModelRegistry:
     """Every served model; the management API and the inference routes both go through it."""
 
-    def __init__(self, model_store, metrics: ServerMetrics, default_threads: int = 1, seed: int | None = None):
+    def __init__(self, model_store, metrics: ServerMetrics, seed: int | None = None):
         self.model_store = Path(model_store)
         self.metrics = metrics
-        self.default_threads = default_threads
         self.models: dict[str, ServedModel] = {}
         self.lock = asyncio.Lock()
         self.rng = random.Random(seed)
@@ -130,33 +130,20 @@ class ModelRegistry:
             raise RequestError(f"{archive}: holds no nlpforge model folder (no nlpforge.json inside)")
         return sorted(found, key=lambda p: len(p.parts))[0]
 
-    async def register(self, url: str, name: str | None = None, version: str | None = None, *,
-                       batch_size: int = 8, max_batch_delay: float = 10.0, workers: int = 1,
-                       threads: int | None = None, backend: str = "torch", queue_size: int = 256,
-                       response_timeout: float = 120.0, capture_percent: float = 0.0) -> VersionRuntime:
+    async def register(self, url: str, name: str | None, version: str | None,
+                       options: VersionOptions) -> VersionRuntime:
+        """Load a model version and start its workers; answers once they are up."""
         folder = self.resolve_url(url)
         try:
-            handler = handler_for(str(folder))
+            task = task_of(folder)
         except ArtifactError as error:
-            raise RequestError(str(error).split("] ", 1)[-1]) from None
+            raise RequestError(error.message) from None
         name = name or folder.name
         version = str(version or "1.0")
         _check_name(name, "model_name")
         _check_name(version, "model_version")
-        checks = [(1 <= batch_size <= 1024, "batch_size must be 1..1024"),
-                  (0 <= max_batch_delay <= 10_000, "max_batch_delay must be 0..10000 ms"),
-                  (1 <= workers <= 16, "initial_workers must be 1..16"),
-                  (backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
-                  (1 <= queue_size <= 100_000, "queue_size must be 1..100000"),
-                  (0 < response_timeout <= 3600, "response_timeout must be 1..3600 s"),
-                  (0 <= capture_percent <= 100, "capture_percent must be 0..100")]
-        for ok, message in checks:
-            if not ok:
-                raise RequestError(message)
-        spec = VersionSpec(name=name, version=version, folder=str(folder), url=url, task=handler.task,
-                           backend=backend, batch_size=batch_size, max_batch_delay=max_batch_delay,
-                           workers=workers, threads=threads or self.default_threads, queue_size=queue_size,
-                           response_timeout=response_timeout, capture_percent=capture_percent)
+        spec = VersionSpec(name=name, version=version, folder=str(folder), url=url, task=task, options=options,
+                           threads=options.threads or default_threads(options.workers))
         async with self.lock:
             if name in self.models and version in self.models[name].versions:
                 raise RequestError(f"model {name!r} version {version!r} is already registered; unregister it "

@@ -4,8 +4,8 @@
 
 or from Python, e.g. in tests (real sockets, a background thread):
 
-    with ServerThread(ServeSettings(model_store="store", inference_port=0, ...)) as server:
-        httpx.post(f"{server.inference_url}/predictions/stars", json={"text": "Loved it"})
+    with ServerThread(ServeSettings.of(model_store="store", inference_port=0, ...)) as server:
+        httpx.post(f"{server.url('inference')}/predictions/stars", json={"text": "Loved it"})
 
 On SIGTERM or SIGINT the servers stop accepting connections, answer every request already
 accepted, and only then stop the worker processes.
@@ -20,66 +20,13 @@ from pathlib import Path
 
 from nlpforge.errors import ConfigError, RequestError
 from nlpforge.serving.capture import DataCapture
-from nlpforge.serving.handler import BACKENDS, default_threads
 from nlpforge.serving.metrics import ServerMetrics
 from nlpforge.serving.registry import ModelRegistry
 from nlpforge.serving.security import load_or_create_keys
+from nlpforge.serving.settings import ServeSettings
 from nlpforge.serving.workers import warm_up
-from nlpforge.training.config import setting
 
 log = logging.getLogger("nlpforge.serving")
-
-
-@dataclass
-class ServeSettings:
-    """Serve nlpforge models behind a TorchServe-compatible REST API."""
-
-    model_store: str = setting("", "folder of model folders / .tar.gz files; relative model URLs are read here",
-                               required=True)
-    models: list[str] = setting([], "models to load at start, as name=path (path relative to the model store)")
-    host: str = setting("127.0.0.1", "address to bind; 0.0.0.0 exposes the server to the network")
-    inference_port: int = setting(8080, "port of the inference API (0: any free port)")
-    management_port: int = setting(8081, "port of the management API (0: any free port)")
-    metrics_port: int = setting(8082, "port of the Prometheus metrics (0: any free port)")
-    backend: str = setting("torch", "default inference backend: torch, onnx or onnx-int8")
-    batch_size: int = setting(8, "default largest batch per worker call")
-    max_batch_delay: float = setting(10.0, "default ms a worker waits for a batch to fill")
-    workers: int = setting(1, "default worker processes per model version")
-    threads: int | None = setting(None, "torch/ONNX threads per worker (default: cores / workers)")
-    queue_size: int = setting(256, "default inputs that may wait per version; more get 503 + Retry-After")
-    request_timeout: float = setting(60.0, "seconds before a waiting request gets 504")
-    response_timeout: float = setting(120.0, "seconds before a worker that gives no answer is restarted")
-    max_request_bytes: int = setting(1_000_000, "largest request body; bigger ones get 413")
-    max_batch_items: int = setting(64, "most inputs in one request; more get 413")
-    max_text_chars: int = setting(100_000, "longest text in characters; longer ones get 413")
-    auth: bool = setting(True, "require the management key from the key file on the management API")
-    auth_inference: bool = setting(False, "require the inference key on the inference API too")
-    key_file: str | None = setting(None, "TorchServe-style key file (default: <model-store>/key_file.json)")
-    sticky_header: str = setting("X-Sticky-Key", "request header whose value pins a client to one A/B version")
-    capture_dir: str | None = setting(None, "data capture folder (default: <model-store>/capture)")
-    capture_percent: float = setting(0.0, "default % of requests written to data capture")
-    capture_max_bytes: int = setting(10_000_000, "bytes per capture file before it rotates")
-    capture_backups: int = setting(5, "rotated capture files kept per model version")
-    shutdown_timeout: float = setting(30.0, "seconds to finish accepted requests after SIGTERM")
-    log_level: str = setting("info", "server log level: debug, info, warning or error")
-
-    def __post_init__(self):
-        checks = [(bool(self.model_store), "--model-store is required"),
-                  (self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}"),
-                  (self.batch_size >= 1, "--batch-size must be at least 1"),
-                  (self.max_batch_delay >= 0, "--max-batch-delay must be at least 0"),
-                  (self.workers >= 1, "--workers must be at least 1"),
-                  (self.queue_size >= 1, "--queue-size must be at least 1"),
-                  (self.request_timeout > 0, "--request-timeout must be positive"),
-                  (0 <= self.capture_percent <= 100, "--capture-percent must be 0..100"),
-                  (all("=" in m for m in self.models), "--models takes name=path, e.g. stars=models/stars")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    @property
-    def key_path(self) -> Path:
-        return Path(self.key_file) if self.key_file else Path(self.model_store) / "key_file.json"
 
 
 @dataclass
@@ -107,7 +54,7 @@ class ServerState:
 
     def after_prediction(self, runtime, shadow, items, outputs, request_id: str) -> None:
         spec = runtime.spec
-        percent = spec.capture_percent
+        percent = spec.options.capture_percent
         if percent > 0:
             for text, output in zip(items, outputs):
                 if self.capture.record(spec.name, spec.version, percent, text, output, request_id=request_id):
@@ -138,8 +85,7 @@ class ServerState:
 
 def build_state(settings: ServeSettings) -> ServerState:
     metrics = ServerMetrics()
-    registry = ModelRegistry(settings.model_store, metrics,
-                             default_threads=settings.threads or default_threads(settings.workers))
+    registry = ModelRegistry(settings.model_store, metrics)
     capture = DataCapture(settings.capture_dir or Path(settings.model_store) / "capture",
                           max_bytes=settings.capture_max_bytes, backups=settings.capture_backups)
     state = ServerState(settings, registry, metrics, capture)
@@ -203,11 +149,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, star
     try:
         for entry in settings.models:
             name, _, path = entry.partition("=")
-            await state.registry.register(path, name=name, batch_size=settings.batch_size,
-                                          max_batch_delay=settings.max_batch_delay, workers=settings.workers,
-                                          backend=settings.backend, queue_size=settings.queue_size,
-                                          response_timeout=settings.response_timeout,
-                                          capture_percent=settings.capture_percent)
+            await state.registry.register(path, name, None, settings.version)
             log.info("model %s loaded from %s", name, path)
     except Exception:
         for s in servers:

@@ -55,13 +55,13 @@ def worker_main(connection, folder: str, task: str, backend: str, threads: int) 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    from nlpforge.serving.handler import HANDLERS
+    from nlpforge.serving.handler import handler_for
 
     try:
-        handler = HANDLERS[task]()
+        handler = handler_for(task)
         handler.setup(folder, backend=backend, threads=threads)
     except Exception as error:  # noqa: BLE001 - reported to the server, which answers the register call
-        message = str(error) if isinstance(error, NlpforgeError) else traceback.format_exc(limit=3)
+        message = error.message if isinstance(error, NlpforgeError) else traceback.format_exc(limit=3)
         connection.send(("failed", message))
         return
     connection.send(("ready", os.getpid()))
@@ -76,8 +76,8 @@ def worker_main(connection, folder: str, task: str, backend: str, threads: int) 
         try:
             outputs = handler.explain(batch) if kind == "explain" else handler.predict(batch)
             connection.send(("ok", outputs))
-        except RequestError as error:
-            connection.send(("request_error", (str(error), error.status)))
+        except NlpforgeError as error:  # a bad input: the client's error, answered with its status
+            connection.send(("request_error", (error.message, getattr(error, "status", 400))))
         except Exception:  # noqa: BLE001 - a bug in a handler must not kill the worker
             connection.send(("error", traceback.format_exc(limit=5)))
 
@@ -136,11 +136,8 @@ class WorkerProcess:
             return detail
         if state == "request_error":
             message, status = detail
-            raise RequestError(message.split("] ", 1)[-1], status=status)
+            raise RequestError(message, status=status)
         raise WorkerCrashed(f"worker {self.pid} raised an error:\n{detail}")
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process is None:

@@ -3,63 +3,69 @@
 A corpus is never held in memory: `Corpus` is re-iterable (word2vec and Phrases read it several
 times) and every pass reads the files again, one document at a time.
 
-    corpus = Corpus(CorpusSettings(corpus=["imdb_50k.csv.gz", "brown_corpus.tar.gz"], column="review"))
+    corpus = Corpus(CorpusSettings.of(corpus=["imdb_50k.csv.gz", "brown_corpus.tar.gz"], column="review"))
     for tokens in corpus:          # one sentence at a time: ["one", "of", "the", ...]
         ...
     corpus_stats(corpus)           # documents, sentences, tokens, types
 
 What is a document: a line of a text file (Brown gives one sentence a line), a row's cell in a
 table. Tagged text in the Brown style (`The/at jury/nn`) is recognised and its tags dropped.
+Pre-training needs documents of several sentences: `iter_sentence_documents` groups a text
+file's lines by blank lines or by file instead.
 """
 import csv
 import gzip
 import io
+import itertools
 import re
 import sys
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
-from nlpforge.data.readers import FORMATS, json_record
-from nlpforge.errors import ConfigError, DataError
+from nlpforge.data.clean import clean_html
+from nlpforge.data.formats import is_archive, table_format
+from nlpforge.data.readers import json_record
+from nlpforge.errors import DataError
+from nlpforge.settings import Settings, group, setting
 from nlpforge.text.normalize import NormalizeSettings, normalize
-from nlpforge.text.tokenize import TokenizeSettings, render_markers, split_sentences, tokenize
-from nlpforge.training.config import setting
+from nlpforge.text.tokenize import TokenizeSettings, split_sentences, tokenize
 
 # A Brown-style tagged token: word/tag with a lower-case tag such as nn, pp$, nn-tl, ``.
 _TAGGED = re.compile(r"^\S+/[a-z$*+\-.,:;()'`&]+$")
-# Documentation files that ship inside corpus archives (Brown has README and CONTENTS).
-_ARCHIVE_DOCS = re.compile(r"^(readme|contents|license|copying|changes|changelog)(\.\w+)?$", re.IGNORECASE)
+# Documentation and index files that ship inside corpus archives (Brown has README, CONTENTS, cats.txt and
+# a pickled category index).
+_ARCHIVE_DOCS = re.compile(r"^(readme|contents|license|copying|changes|changelog|cats)(\.\w+)?$|\.(pickle|pkl)$",
+                           re.IGNORECASE)
 _TEXT_COLUMNS = ("text", "review", "review_body", "sentence", "content", "body")
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews run to tens of kB, above csv's 128 kB default
 
 
 @dataclass
-class CorpusSource:
+class CorpusSource(Settings):
     """Which files make the corpus."""
 
     corpus: list[str] = setting([], "corpus file or folder (.txt, .gz, .tar.gz, .csv, .tsv, .jsonl, .parquet); "
                                     "repeat for several", required=True)
     column: str | None = setting(None, "text column of tabular files (default: text, review, ... if present)")
-    max_documents: int | None = setting(None, "read only this many documents (a quick look at a big corpus)")
-
-    def __post_init__(self):
-        if isinstance(self.corpus, (str, Path)):
-            self.corpus = [str(self.corpus)]
-        if self.max_documents is not None and self.max_documents < 1:
-            raise ConfigError("max-documents must be at least 1")
+    max_documents: int | None = setting(None, "read only this many documents (a quick look at a big corpus)", min=1)
 
 
 @dataclass
-class CorpusSettings(CorpusSource, NormalizeSettings, TokenizeSettings):
+class CorpusSettings(Settings):
     """Which files make the corpus, and how their text becomes sentences of tokens."""
 
-    def __post_init__(self):
-        CorpusSource.__post_init__(self)
-        TokenizeSettings.__post_init__(self)
+    source: CorpusSource = group(CorpusSource)
+    normalize: NormalizeSettings = group(NormalizeSettings)
+    tokenize: TokenizeSettings = group(TokenizeSettings)
+
+    @property
+    def names(self) -> str:
+        """The corpus paths, for messages."""
+        return ", ".join(map(str, self.source.corpus))
 
 
 @dataclass
@@ -99,18 +105,6 @@ def corpus_files(paths) -> list[Path]:
     return files
 
 
-def _table_format(name: str) -> str | None:
-    suffixes = [s.lower() for s in Path(name).suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    return FORMATS.get(suffixes[-1]) if suffixes else None
-
-
-def _is_archive(name: str) -> bool:
-    lower = name.lower()
-    return lower.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"))
-
-
 def _pick_column(header: list[str], column: str | None, where: str) -> str:
     if column is not None:
         if column not in header:
@@ -124,13 +118,22 @@ def _pick_column(header: list[str], column: str | None, where: str) -> str:
     raise DataError(f"{where}: which column holds the text? give --column (the columns are: {', '.join(header)})")
 
 
-def _lines(handle: io.TextIOBase) -> Iterator[str]:
-    """Non-empty lines; Brown-style `word/tag` text (recognised on its first lines) loses its tags."""
-    tagged, head, head_words = None, [], 0
+def _lines(handle: io.TextIOBase, breaks: bool = False) -> Iterator[str | None]:
+    """Non-empty lines; Brown-style `word/tag` text (recognised on its first lines) loses its tags.
+
+    With `breaks`, a None marks each run of blank lines between two lines of text."""
+    tagged, head, head_words, pending_break = None, [], 0, False
     for line in handle:
         line = line.strip()
         if not line:
+            pending_break = breaks and (tagged is not None or bool(head))
             continue
+        if pending_break:
+            pending_break = False
+            if tagged is None:
+                head.append(None)
+            else:
+                yield None
         if tagged is None:
             # Decide on the first dozen words, not the first line: a title line may be one word.
             head.append(line)
@@ -138,16 +141,16 @@ def _lines(handle: io.TextIOBase) -> Iterator[str]:
             if head_words < 12 and len(head) < 10:
                 continue
             tagged = _looks_tagged(head)
-            yield from (_untag(held) if tagged else held for held in head)
+            yield from (_untag(held) if tagged and held is not None else held for held in head)
             continue
         yield _untag(line) if tagged else line
     if tagged is None and head:  # a file shorter than the look-ahead
         tagged = _looks_tagged(head)
-        yield from (_untag(held) if tagged else held for held in head)
+        yield from (_untag(held) if tagged and held is not None else held for held in head)
 
 
-def _looks_tagged(lines: list[str]) -> bool:
-    words = " ".join(lines).split()
+def _looks_tagged(lines: list[str | None]) -> bool:
+    words = " ".join(line for line in lines if line is not None).split()
     return sum(bool(_TAGGED.match(w)) for w in words) >= 0.8 * len(words)
 
 
@@ -191,37 +194,101 @@ def _parquet_cells(path: Path, column: str | None) -> Iterator[str]:
                 yield text
 
 
-def _stream_documents(raw, name: str, column: str | None, where: str) -> Iterator[str]:
-    """Documents of one binary stream named `name` (the name decides gzip and the format)."""
-    if name.lower().endswith(".gz"):
-        raw = gzip.GzipFile(fileobj=raw)
-    handle = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
-    fmt = _table_format(name)
-    if fmt in ("csv", "tsv", "jsonl"):
-        yield from _table_cells(handle, fmt, column, where)
-    else:
-        yield from _lines(handle)
-
-
-def iter_documents(paths, column: str | None = None) -> Iterator[str]:
-    """Raw documents of every file, one at a time, in a stable order."""
+def _sources(paths) -> Iterator[tuple[str, str, object]]:
+    """(file name, where it is, its binary stream or, for Parquet, its path) for every file and archive member
+    of a corpus, in a stable order."""
     for path in corpus_files(paths):
         try:
-            if _is_archive(path.name):
+            if is_archive(path.name):
                 with tarfile.open(path, "r:*") as archive:
                     for member in archive:
                         base = Path(member.name).name
-                        if not member.isfile() or base.startswith(".") or _ARCHIVE_DOCS.match(base):
+                        if not member.isfile() or base.startswith(".") or _ARCHIVE_DOCS.search(base):
                             continue
-                        yield from _stream_documents(archive.extractfile(member), base, column,
-                                                     f"{path}:{member.name}")
-            elif _table_format(path.name) == "parquet":
-                yield from _parquet_cells(path, column)
+                        yield base, f"{path}:{member.name}", archive.extractfile(member)
+            elif table_format(path.name) == "parquet":
+                yield path.name, str(path), path
             else:
                 with open(path, "rb") as raw:
-                    yield from _stream_documents(raw, path.name, column, str(path))
+                    yield path.name, str(path), raw
         except (OSError, EOFError, tarfile.TarError, csv.Error) as error:
             raise DataError(f"{path}: cannot be read: {error}") from None
+
+
+def _texts(name: str, where: str, source, column: str | None, breaks: bool = False) -> tuple[bool, Iterator]:
+    """(is a table, its cells) or (not a table, its lines, with None at blank lines when `breaks`)."""
+    if isinstance(source, Path):
+        return True, _reading(where, _parquet_cells(source, column))
+    if name.lower().endswith(".gz"):
+        source = gzip.GzipFile(fileobj=source)
+    handle = io.TextIOWrapper(source, encoding="utf-8-sig", errors="replace", newline="")
+    fmt = table_format(name)
+    if fmt in ("csv", "tsv", "jsonl"):
+        return True, _reading(where, _table_cells(handle, fmt, column, where))
+    return False, _reading(where, _lines(handle, breaks))
+
+
+def _reading(where: str, texts: Iterator) -> Iterator:
+    """`texts`, with a damaged file (bad gzip, broken CSV) reported as a DataError naming it."""
+    try:
+        yield from texts
+    except (OSError, EOFError, csv.Error) as error:
+        raise DataError(f"{where}: cannot be read: {error}") from None
+
+
+def iter_documents(paths, column: str | None = None) -> Iterator[str]:
+    """Raw documents of every file, one at a time, in a stable order: a table's cell, a text file's line."""
+    for name, where, source in _sources(paths):
+        yield from (text for text in _texts(name, where, source, column)[1] if text is not None)
+
+
+DocumentBoundary = Literal["auto", "blank-line", "file", "line"]
+
+
+def iter_sentence_documents(source: "CorpusSource", boundary: DocumentBoundary = "auto") -> Iterator[list[str]]:
+    """Documents as lists of sentences (HTML cleaned), for BERT-style pre-training, up to `max_documents`.
+
+    A table's cell is one document. A text file's documents follow `boundary`: `blank-line` (BERT's
+    own format: a sentence or paragraph a line, a blank line between documents), `file` (each file or
+    archive member is one document, as in Brown), `line` (one document a line), or `auto`: blank-line
+    when the file's blank-line blocks hold three lines or more on average, file when they hold fewer
+    (Brown puts a blank line after nearly every sentence), line when the file has no blank lines.
+    """
+    produced = 0
+    for name, where, stream in _sources(source.corpus):
+        table, texts = _texts(name, where, stream, source.column, breaks=True)
+        groups = ([text] for text in texts) if table else _text_documents(texts, boundary)
+        for texts_of_document in groups:
+            sentences = [s for text in texts_of_document for s in split_sentences(clean_html(text))]
+            if not sentences:
+                continue
+            if source.max_documents is not None and produced >= source.max_documents:
+                return
+            produced += 1
+            yield sentences
+
+
+def _text_documents(lines: Iterator[str | None], boundary: DocumentBoundary) -> Iterator[list[str]]:
+    """A text file's lines (None at blank lines) grouped into documents by `boundary`."""
+    if boundary == "auto":
+        head = list(itertools.islice(lines, 400))
+        lines = itertools.chain(head, lines)
+        blocks = [len(list(group)) for blank, group in itertools.groupby(head, lambda line: line is None) if not blank]
+        if len(blocks) <= 1:
+            boundary = "line"
+        else:
+            # Brown's blocks are single sentences (now and then two lines); BERT-format documents run longer.
+            boundary = "file" if sum(blocks) / len(blocks) < 3 else "blank-line"
+    if boundary == "line":
+        yield from ([line] for line in lines if line is not None)
+    elif boundary == "file":
+        document = [line for line in lines if line is not None]
+        if document:
+            yield document
+    else:
+        for blank, group in itertools.groupby(lines, lambda line: line is None):
+            if not blank:
+                yield list(group)
 
 
 def source_documents(source: CorpusSource) -> Iterator[str]:
@@ -235,12 +302,12 @@ def source_documents(source: CorpusSource) -> Iterator[str]:
 
 def document_sentences(text: str, settings: CorpusSettings) -> list[list[str]]:
     """Normalise one document and return its sentences as token lists."""
-    text = normalize(text, settings)
-    parts = split_sentences(text) if settings.split_sentences else [text]
+    text = normalize(text, settings.normalize)
+    parts = split_sentences(text) if settings.tokenize.split_sentences else [text]
     sentences = []
     for part in parts:
-        tokens = tokenize(part, settings.lowercase, settings.punctuation)
-        if len(tokens) >= settings.min_sentence_tokens:
+        tokens = tokenize(part, settings.normalize.lowercase, settings.tokenize.punctuation)
+        if len(tokens) >= settings.tokenize.min_sentence_tokens:
             sentences.append(tokens)
     return sentences
 
@@ -250,10 +317,10 @@ class Corpus:
 
     def __init__(self, settings: CorpusSettings):
         self.settings = settings
-        corpus_files(settings.corpus)  # fail now, not on the first pass, when a path is wrong
+        corpus_files(settings.source.corpus)  # fail now, not on the first pass, when a path is wrong
 
     def documents(self) -> Iterator[str]:
-        return source_documents(self.settings)
+        return source_documents(self.settings.source)
 
     def __iter__(self) -> Iterator[list[str]]:
         empty = True
@@ -262,8 +329,7 @@ class Corpus:
                 empty = False
                 yield tokens
         if empty:
-            raise DataError(f"{', '.join(map(str, self.settings.corpus))}: the corpus is empty (no tokens after "
-                            "normalisation); check the files, and --column for tables")
+            raise empty_corpus(self.settings.names)
 
 
 def corpus_stats(corpus: Corpus) -> CorpusStats:
@@ -276,32 +342,10 @@ def corpus_stats(corpus: Corpus) -> CorpusStats:
             stats.tokens += len(tokens)
             stats.counts.update(tokens)
     if stats.tokens == 0:
-        raise DataError(f"{', '.join(map(str, corpus.settings.corpus))}: the corpus is empty (no tokens after "
-                        "normalisation); check the files, and --column for tables")
+        raise empty_corpus(corpus.settings.names)
     return stats
 
 
-@dataclass
-class TokenizeJob(CorpusSettings):
-    """Write a corpus as tokens: one sentence a line, space-separated or in the <BOS>/<SP>/<EOS> rendering."""
-
-    output: str | None = setting(None, "file to write (default: print to the terminal)")
-    format: str = setting("tokens", "tokens (space-separated) or markers (<BOS>hello<SP>world<SP>!<EOS>)")
-    phrases: str | None = setting(None, "phrase file from `nlpforge corpus phrases` to join phrases with")
-
-    def __post_init__(self):
-        CorpusSettings.__post_init__(self)
-        if self.format not in ("tokens", "markers"):
-            raise ConfigError(f"format must be tokens or markers, not '{self.format}'")
-
-
-def tokenized_lines(job: TokenizeJob) -> Iterator[str]:
-    """The corpus's sentences rendered as `job.format` lines, phrases joined when `job.phrases` is set."""
-    from nlpforge.text.phrases import PhraseModel
-
-    sentences = iter(Corpus(job))
-    if job.phrases:
-        sentences = PhraseModel.load(job.phrases).apply_all(sentences)
-    render = render_markers if job.format == "markers" else " ".join
-    for tokens in sentences:
-        yield render(tokens)
+def empty_corpus(names: str) -> DataError:
+    return DataError(f"{names}: the corpus is empty (no tokens after normalisation); check the files, and "
+                     "--column for tables")

@@ -9,16 +9,13 @@ readable JSON file of phrases and scores (no pickle) and applied at query time t
     model.save("phrases.json"); PhraseModel.load("phrases.json")
 """
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Literal
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.text.corpus import Corpus, CorpusSettings
-from nlpforge.training.config import setting
+from nlpforge.settings import Settings, setting
 
-SCORINGS = ("default", "npmi")
-CONNECTORS = ("english", "none")
 FORMAT = "nlpforge-phrases"
 # gensim 4's `Phrases.export_phrases` re-splits a learned pair on the delimiter, so a pair whose
 # first part is already a phrase ("rio_de" + "janeiro") is scored as "rio" + "janeiro" and lost:
@@ -28,33 +25,24 @@ _LEARNING_DELIMITER = "\u241f"
 
 
 @dataclass
-class PhraseSettings:
+class PhraseSettings(Settings):
     """How multi-word phrases are detected (gensim Phrases, one pass per extra word)."""
 
-    phrase_passes: int = setting(2, "Phrases passes: 2 forms trigrams (rio_de_janeiro), 0 turns phrases off")
-    phrase_min_count: int = setting(5, "ignore word pairs seen fewer times than this")
+    phrase_passes: int = setting(2, "Phrases passes: 2 forms trigrams (rio_de_janeiro), 0 turns phrases off",
+                                 min=0, max=4)
+    phrase_min_count: int = setting(5, "ignore word pairs seen fewer times than this", min=1)
     phrase_threshold: float = setting(10.0, "score a pair needs to become a phrase (default scoring: ~10; npmi: -1..1)")
-    phrase_scoring: str = setting("default", "pair score: default (Mikolov et al.) or npmi (normalised PMI)")
-    phrase_connectors: str = setting("english", "connector words allowed inside phrases (the, of, ...): english or none")
+    phrase_scoring: Literal["default", "npmi"] = setting("default", "pair score: default (Mikolov et al.) or npmi "
+                                                                    "(normalised PMI)")
+    phrase_connectors: Literal["english", "none"] = setting("english", "connector words allowed inside phrases "
+                                                                       "(the, of, ...): english or none")
     phrase_delimiter: str = setting("_", "joins the words of a phrase")
 
-    def __post_init__(self):
-        if not 0 <= self.phrase_passes <= 4:
-            raise ConfigError("phrase-passes must be between 0 and 4")
-        if self.phrase_min_count < 1:
-            raise ConfigError("phrase-min-count must be at least 1")
-        if self.phrase_scoring not in SCORINGS:
-            raise ConfigError(f"phrase-scoring must be one of {', '.join(SCORINGS)}, not '{self.phrase_scoring}'")
+    def check(self):
         if self.phrase_scoring == "npmi" and not -1 <= self.phrase_threshold <= 1:
             raise ConfigError("with npmi scoring, phrase-threshold must be between -1 and 1")
-        if self.phrase_connectors not in CONNECTORS:
-            raise ConfigError(f"phrase-connectors must be one of {', '.join(CONNECTORS)}")
         if not self.phrase_delimiter or any(c.isspace() for c in self.phrase_delimiter):
             raise ConfigError("phrase-delimiter must be a non-empty string without spaces")
-
-    def phrase_settings(self) -> "PhraseSettings":
-        """Just the phrase fields (a subclass such as the word2vec settings carries more)."""
-        return PhraseSettings(**{f.name: getattr(self, f.name) for f in fields(PhraseSettings)})
 
 
 def _connector_words(name: str) -> frozenset:
@@ -168,7 +156,6 @@ def learn_phrases(sentences: Iterable[list[str]], settings: PhraseSettings, spil
     """
     from gensim.models.phrases import Phrases
 
-    settings = settings.phrase_settings()
     model = PhraseModel(settings)
     current = sentences
     for number in range(settings.phrase_passes):
@@ -206,23 +193,3 @@ class _Applied:
         layer = self.layer
         for tokens in self.sentences:
             yield layer[tokens]
-
-
-@dataclass
-class PhraseJob(CorpusSettings, PhraseSettings):
-    """Learn multi-word phrases from a corpus and save them as a JSON file."""
-
-    output: str = setting("phrases.json", "phrase file to write")
-
-    def __post_init__(self):
-        CorpusSettings.__post_init__(self)
-        PhraseSettings.__post_init__(self)
-        if self.phrase_passes < 1:
-            raise ConfigError("phrase-passes must be at least 1 to learn phrases")
-
-
-def phrases_from_corpus(job: PhraseJob) -> PhraseModel:
-    """Stream the corpus once per pass, learn the phrases, save them to `job.output`."""
-    model = learn_phrases(Corpus(job), job)
-    model.save(job.output)
-    return model

@@ -4,7 +4,7 @@ Normalising and phrase-joining happen once, in streaming passes that spill to di
 epochs then read the token file in gensim's compiled `corpus_file` mode, so no epoch pays for
 Python text processing again and every worker thread reads its own part of the file.
 
-    prepared = prepare_corpus(settings, workdir="runs/tmp")
+    prepared = prepare_corpus(corpus_settings, phrase_settings, workdir="runs/tmp")
     prepared.path      # one sentence a line, tokens separated by spaces
     prepared.counts    # Counter of the tokens in that file (phrases counted as one token)
 
@@ -15,9 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlpforge.errors import DataError
-from nlpforge.text.corpus import Corpus
-from nlpforge.text.phrases import PhraseModel, TokenFile, learn_phrases
+from nlpforge.text.corpus import Corpus, CorpusSettings, empty_corpus
+from nlpforge.text.phrases import PhraseModel, PhraseSettings, TokenFile, learn_phrases
 
 
 @dataclass
@@ -46,33 +45,29 @@ def _write_counted(sentences, path: Path) -> tuple[Counter, int]:
     return counts, number
 
 
-def prepare_corpus(settings, workdir) -> PreparedCorpus:
-    """Read, normalise and tokenise `settings.corpus`, learn and join phrases; write `workdir/tokens.txt`.
-
-    `settings` carries the corpus and phrase fields (e.g. a `Word2VecSettings`).
-    """
+def prepare_corpus(text: CorpusSettings, phrase: PhraseSettings, workdir) -> PreparedCorpus:
+    """Read, normalise and tokenise the corpus, learn and join phrases; write `workdir/tokens.txt`."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    corpus = Corpus(settings)
+    corpus = Corpus(text)
     final = workdir / "tokens.txt"
     seconds = {}
     start = time.perf_counter()
-    if settings.phrase_passes == 0:
+    if phrase.phrase_passes == 0:
         counts, sentences = _write_counted(corpus, final)
         seconds["read, normalise, tokenise"] = time.perf_counter() - start
         phrases, corpus_tokens = None, sum(counts.values())
     else:
-        phrases = learn_phrases(corpus, settings, spill_dir=workdir)
+        phrases = learn_phrases(corpus, phrase, spill_dir=workdir)
         seconds["read, normalise, tokenise, learn phrases"] = time.perf_counter() - start
         start = time.perf_counter()
-        last = workdir / f"phrases-input-{settings.phrase_passes - 1}.txt"
+        last = workdir / f"phrases-input-{phrase.phrase_passes - 1}.txt"
         layer = phrases.layers[-1]
         counts, sentences = _write_counted((layer[tokens] for tokens in TokenFile(last)), final)
         seconds["join phrases"] = time.perf_counter() - start
-        for number in range(settings.phrase_passes):
+        for number in range(phrase.phrase_passes):
             (workdir / f"phrases-input-{number}.txt").unlink(missing_ok=True)
         corpus_tokens = phrases.corpus_tokens
     if not counts:
-        raise DataError(f"{', '.join(map(str, settings.corpus))}: the corpus is empty (no tokens after "
-                        "normalisation); check the files, and --column for tables")
+        raise empty_corpus(text.names)
     return PreparedCorpus(final, counts, sentences, corpus_tokens, phrases, seconds)

@@ -6,16 +6,16 @@
 
 Words keep inner apostrophes and hyphens (`don't`, `well-made`); numbers stay whole (`3.5`);
 `<url>` and `<num>` masks are single tokens. By default only sentence-final punctuation
-(`.`, `!`, `?`) is kept, as in the talk's example; commas, quotes and brackets are dropped.
+(`.`, `!`, `?`) is kept, as the marker rendering above shows; commas, quotes and brackets are dropped.
 """
 import re
 from dataclasses import dataclass
+from typing import Literal
 
-from nlpforge.errors import ConfigError
-from nlpforge.training.config import setting
+from nlpforge.settings import Settings, setting
 
 BOS, SEPARATOR, EOS = "<BOS>", "<SP>", "<EOS>"
-PUNCTUATION_MODES = ("sentence-end", "keep", "drop")
+Punctuation = Literal["sentence-end", "keep", "drop"]
 
 _WORD = r"<url>|<num>|\d+(?:[.,:/]\d+)*|[^\W_]+(?:['’\-][^\W_]+)*"
 _TOKEN = {
@@ -32,18 +32,13 @@ _SENTENCE_END = re.compile(rf"(?<=[.!?]){_NOT_AN_END}[\"'”’)\]]*\s+(?=[\"'�
 
 
 @dataclass
-class TokenizeSettings:
+class TokenizeSettings(Settings):
     """How sentences become tokens."""
 
-    punctuation: str = setting("sentence-end", "punctuation tokens kept: sentence-end (. ! ?), keep (all) or drop")
+    punctuation: Punctuation = setting("sentence-end", "punctuation tokens kept: sentence-end (. ! ?), keep (all) "
+                                                       "or drop")
     split_sentences: bool = setting(True, "split documents into sentences (off: one document is one sentence)")
-    min_sentence_tokens: int = setting(1, "drop sentences with fewer tokens than this")
-
-    def __post_init__(self):
-        if self.punctuation not in PUNCTUATION_MODES:
-            raise ConfigError(f"punctuation must be one of {', '.join(PUNCTUATION_MODES)}, not '{self.punctuation}'")
-        if self.min_sentence_tokens < 1:
-            raise ConfigError("min-sentence-tokens must be at least 1")
+    min_sentence_tokens: int = setting(1, "drop sentences with fewer tokens than this", min=1)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -62,5 +57,6 @@ def tokenize(sentence: str, lowercase: bool = True, punctuation: str = "sentence
 
 
 def render_markers(tokens: list[str]) -> str:
-    """The talk's rendering: « hello, world! » -> « <BOS>hello<SP>world<SP>!<EOS> »."""
+    """The marker rendering: « hello, world! » -> « <BOS>hello<SP>world<SP>!<EOS> »: sentence start,
+    token separators and sentence end made explicit, for tools that read one string per sentence."""
     return BOS + SEPARATOR.join(tokens) + EOS

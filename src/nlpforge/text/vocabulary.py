@@ -10,6 +10,8 @@ Saved as a readable TSV, most frequent first; special tokens come first with cou
     vocabulary = build_vocabulary(corpus_stats(corpus).counts, VocabularySettings(min_count=5))
     vocabulary.save("vocab.tsv"); Vocabulary.load("vocab.tsv")
     vocabulary_stats(vocabulary, counts, held_out=Corpus(...))   # coverage and OOV rate
+
+Building one straight from a corpus file is `nlpforge.text.jobs.vocabulary_from_corpus`.
 """
 import re
 from collections import Counter
@@ -18,26 +20,22 @@ from pathlib import Path
 from typing import Iterable
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.text.corpus import Corpus, CorpusSettings, corpus_files
-from nlpforge.training.config import setting
+from nlpforge.settings import Settings, setting
 
 HEADER = "token\tcount"
 _META = re.compile(r"(\w+)=(\S+)")
 
 
 @dataclass
-class VocabularySettings:
+class VocabularySettings(Settings):
     """Which tokens make the vocabulary."""
 
-    min_count: int = setting(5, "keep tokens seen at least this many times")
-    max_size: int | None = setting(None, "keep at most this many tokens, the most frequent (specials not counted)")
+    min_count: int = setting(5, "keep tokens seen at least this many times", min=1)
+    max_size: int | None = setting(None, "keep at most this many tokens, the most frequent (specials not counted)",
+                                   min=1)
     special_tokens: list[str] = setting(["<PAD>", "<UNK>", "<BOS>", "<EOS>"], "tokens put first, whatever their counts")
 
-    def __post_init__(self):
-        if self.min_count < 1:
-            raise ConfigError("min-count must be at least 1")
-        if self.max_size is not None and self.max_size < 1:
-            raise ConfigError("max-size must be at least 1")
+    def check(self):
         bad = [t for t in self.special_tokens if not t or any(c.isspace() for c in t)]
         if bad:
             raise ConfigError(f"special tokens cannot be empty or hold spaces: {bad}")
@@ -167,38 +165,3 @@ def vocabulary_stats(vocabulary: Vocabulary, counts: Counter,
             raise DataError("the held-out file has no tokens; give a non-empty held-out file")
         stats.held_out_tokens, stats.held_out_oov_tokens, stats.held_out_oov_types = tokens, oov, len(oov_types)
     return stats
-
-
-@dataclass
-class VocabularyJob(CorpusSettings, VocabularySettings):
-    """Count a corpus's tokens into a vocabulary file, and report coverage and held-out OOV."""
-
-    output: str = setting("vocab.tsv", "vocabulary file to write")
-    held_out: str | None = setting(None, "held-out file read like the corpus, for the OOV rate")
-    phrases: str | None = setting(None, "phrase file from `nlpforge corpus phrases` to join phrases first")
-
-    def __post_init__(self):
-        CorpusSettings.__post_init__(self)
-        VocabularySettings.__post_init__(self)
-        if self.held_out:
-            corpus_files([self.held_out])
-
-
-def vocabulary_from_corpus(job: VocabularyJob) -> tuple[Vocabulary, VocabularyStats]:
-    """Stream the corpus once, build and save the vocabulary, and measure it (on the held-out file too)."""
-    from dataclasses import replace
-
-    from nlpforge.text.phrases import PhraseModel
-
-    phrases = PhraseModel.load(job.phrases) if job.phrases else None
-    counts = Counter()
-    sentences = iter(Corpus(job))
-    for tokens in phrases.apply_all(sentences) if phrases else sentences:
-        counts.update(tokens)
-    vocabulary = build_vocabulary(counts, job)
-    vocabulary.save(job.output)
-    held_out = None
-    if job.held_out:
-        held_out = iter(Corpus(replace(job, corpus=[job.held_out], max_documents=None)))
-        held_out = phrases.apply_all(held_out) if phrases else held_out
-    return vocabulary, vocabulary_stats(vocabulary, counts, held_out)

@@ -2,7 +2,7 @@
 
     nlpforge tokenizer train --corpus imdb_50k.csv.gz --column review --output tokenizers/imdb --vocab-size 30000
 
-    folder = train_wordpiece(WordPieceSettings(corpus=["reviews.csv"], output="tokenizers/reviews"))
+    folder = train_wordpiece(WordPieceSettings.of(corpus=["reviews.csv"], output="tokenizers/reviews"))
     AutoTokenizer.from_pretrained(folder)            # transformers loads it
     resolve_base("bert-tiny", tokenizer=folder)      # a from-scratch model starts from it
 
@@ -15,38 +15,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from nlpforge.errors import ConfigError, DataError
+from nlpforge.errors import DataError
+from nlpforge.settings import Settings, group, setting
 from nlpforge.text.corpus import CorpusSource, source_documents
 from nlpforge.text.normalize import NormalizeSettings, normalize
-from nlpforge.training.config import setting
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 @dataclass
-class WordPieceSettings(CorpusSource, NormalizeSettings):
+class WordPieceSettings(Settings):
     """Train a BERT WordPiece tokenizer from a corpus."""
 
+    source: CorpusSource = group(CorpusSource)
+    normalize: NormalizeSettings = group(NormalizeSettings)
     output: str = setting("", "tokenizer folder to write", required=True)
-    vocab_size: int = setting(30_000, "entries in the vocabulary, special tokens and ## pieces included")
-    min_frequency: int = setting(2, "pieces seen fewer times than this are not merged into the vocabulary")
-    limit_alphabet: int = setting(1000, "most distinct characters kept as single-character pieces")
-    max_length: int = setting(512, "model_max_length written to tokenizer_config.json")
-
-    def __post_init__(self):
-        CorpusSource.__post_init__(self)
-        if self.vocab_size < len(SPECIAL_TOKENS) + 10:
-            raise ConfigError(f"vocab-size must be at least {len(SPECIAL_TOKENS) + 10}")
-        if self.min_frequency < 1:
-            raise ConfigError("min-frequency must be at least 1")
-        if self.max_length < 8:
-            raise ConfigError("max-length must be at least 8")
+    vocab_size: int = setting(30_000, "entries in the vocabulary, special tokens and ## pieces included",
+                              min=len(SPECIAL_TOKENS) + 10)
+    min_frequency: int = setting(2, "pieces seen fewer times than this are not merged into the vocabulary", min=1)
+    limit_alphabet: int = setting(1000, "most distinct characters kept as single-character pieces", min=1)
+    max_length: int = setting(512, "model_max_length written to tokenizer_config.json", min=8)
 
 
 def _batches(settings: WordPieceSettings, size: int = 1000) -> Iterator[list[str]]:
     batch = []
-    for document in source_documents(settings):
-        text = normalize(document, settings)
+    for document in source_documents(settings.source):
+        text = normalize(document, settings.normalize)
         if text.strip():
             batch.append(text)
         if len(batch) == size:
@@ -61,7 +55,7 @@ def train_wordpiece(settings: WordPieceSettings) -> Path:
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
-    tokenizer = BertWordPieceTokenizer(lowercase=settings.lowercase, strip_accents=None, clean_text=True)
+    tokenizer = BertWordPieceTokenizer(lowercase=settings.normalize.lowercase, strip_accents=None, clean_text=True)
     seen = {"documents": 0}
 
     def counted():
@@ -73,13 +67,13 @@ def train_wordpiece(settings: WordPieceSettings) -> Path:
                                   limit_alphabet=settings.limit_alphabet, special_tokens=SPECIAL_TOKENS,
                                   show_progress=False)
     if seen["documents"] == 0:
-        raise DataError(f"{', '.join(map(str, settings.corpus))}: the corpus is empty (no text after "
+        raise DataError(f"{', '.join(map(str, settings.source.corpus))}: the corpus is empty (no text after "
                         "normalisation); check the files, and --column for tables")
     folder = Path(settings.output)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_model(str(folder))  # vocab.txt
     fast = BertTokenizerFast(tokenizer_object=tokenizer._tokenizer, vocab_file=str(folder / "vocab.txt"),
-                             do_lower_case=settings.lowercase, model_max_length=settings.max_length,
+                             do_lower_case=settings.normalize.lowercase, model_max_length=settings.max_length,
                              unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
                              mask_token="[MASK]")
     fast.save_pretrained(str(folder))

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from nlpforge.errors import TrackingError
-from nlpforge.sdk.contract import jobs_root
+from nlpforge.settings import jobs_root
 
 # MLflow must not phone home: its usage telemetry is off before mlflow is first imported.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -110,35 +110,35 @@ def timestamp_ms(iso: str | None) -> int | None:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
-def log_training_job(paths, spec: dict, status: dict, metrics: list[dict]) -> str:
-    """Record a finished job as an MLflow run; returns its run id."""
+def log_training_job(paths, spec, status: dict, metrics: list[dict]) -> str:
+    """Record a finished job as an MLflow run; returns its run id. `paths` and `spec` are the job's
+    folder layout and what it was asked to do (the SDK's JobPaths and JobSpec)."""
     from mlflow.entities import Metric, Param, RunTag
 
     root = paths.root.parent
     mlflow_client = client(root)
-    experiment_config = spec.get("experiment") or {}
+    experiment_config = spec.experiment or {}
     experiment = experiment_id(mlflow_client, experiment_config.get("ExperimentName") or DEFAULT_EXPERIMENT, root)
-    name = spec["job_name"]
+    name = spec.job_name
     tags = {"nlpforge.job_name": name, "nlpforge.job_folder": str(paths.root), "nlpforge.kind": "training-job",
-            "nlpforge.status": status["TrainingJobStatus"], "nlpforge.estimator": spec.get("estimator", ""),
-            "mlflow.source.name": spec.get("entry_point", ""), "mlflow.source.type": "JOB",
+            "nlpforge.status": status["TrainingJobStatus"], "nlpforge.estimator": spec.estimator,
+            "mlflow.source.name": spec.entry_point, "mlflow.source.type": "JOB",
             "sagemaker.trial_component": experiment_config.get("TrialComponentDisplayName") or name}
     if experiment_config.get("TrialName"):
         tags["mlflow.parentRunId"] = trial_run_id(mlflow_client, experiment, experiment_config["TrialName"])
         tags["nlpforge.trial_name"] = experiment_config["TrialName"]
-    if spec.get("tuning_job_name"):
-        tags["nlpforge.tuning_job"] = spec["tuning_job_name"]
+    if spec.tuning_job_name:
+        tags["nlpforge.tuning_job"] = spec.tuning_job_name
     if status.get("FailureReason"):
         tags["nlpforge.failure_reason"] = status["FailureReason"][:5000]
     run = mlflow_client.create_run(experiment, start_time=timestamp_ms(status.get("TrainingStartTime")),
                                    tags=tags, run_name=experiment_config.get("TrialComponentDisplayName") or name)
     run_id = run.info.run_id
 
-    params = {str(k): str(v)[:6000] for k, v in spec.get("hyperparameters", {}).items()}
-    params.update({"sagemaker.instance_count": spec["instance_count"], "sagemaker.instance_type":
-                   spec["instance_type"], "sagemaker.entry_point": spec["entry_point"],
-                   "sagemaker.use_spot_instances": spec.get("use_spot_instances", False)})
-    for channel, source in spec.get("channels", {}).items():
+    params = {str(k): str(v)[:6000] for k, v in spec.hyperparameters.items()}
+    params.update({"sagemaker.instance_count": spec.instance_count, "sagemaker.instance_type": spec.instance_type,
+                   "sagemaker.entry_point": spec.entry_point, "sagemaker.use_spot_instances": spec.use_spot_instances})
+    for channel, source in spec.channels.items():
         params[f"data.{channel}.sha256"] = data_hash(Path(source))
         params[f"data.{channel}.path"] = source
     param_list = [Param(k, str(v)) for k, v in params.items()]
@@ -166,16 +166,16 @@ def log_training_job(paths, spec: dict, status: dict, metrics: list[dict]) -> st
     return run_id
 
 
-def register_model_version(mlflow_client, spec: dict, run_id: str, model_dir: Path) -> None:
+def register_model_version(mlflow_client, spec, run_id: str, model_dir: Path) -> None:
     """The job's model as a new version of the registered model named after the job's base name."""
-    name = spec.get("base_job_name") or spec["job_name"]
+    name = spec.base_job_name or spec.job_name
     try:
         mlflow_client.get_registered_model(name)
     except Exception:  # MLflow raises RESOURCE_DOES_NOT_EXIST as a generic MlflowException
         mlflow_client.create_registered_model(name, tags={"nlpforge.kind": "model"})
     run = mlflow_client.get_run(run_id)
     version = mlflow_client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run_id,
-                                                 tags={"nlpforge.job_name": spec["job_name"],
+                                                 tags={"nlpforge.job_name": spec.job_name,
                                                        "nlpforge.model_dir": str(model_dir)})
     mlflow_client.set_tag(run_id, "nlpforge.model_version", f"{name}/{version.version}")
 

@@ -1,10 +1,11 @@
 """Data parallelism over processes and machines: torchrun launch, process groups, sharding.
 
-`nlpforge train ... --nproc 2` re-launches itself under `torch.distributed.run` (torchrun);
-each rank then trains on its slice of every global batch, DistributedDataParallel averages the
-gradients, and only rank 0 writes checkpoints and artifacts. gloo on CPU, NCCL on CUDA.
+`nlpforge train ... --nproc 2` writes its settings to a file and re-launches the training entry
+point under `torch.distributed.run` (torchrun); each rank then trains on its slice of every
+global batch, DistributedDataParallel averages the gradients, and only rank 0 writes checkpoints
+and artifacts. gloo on CPU, NCCL on CUDA.
 
-    python -m torch.distributed.run --nproc-per-node 2 -m nlpforge train text-classification ...
+    python -m torch.distributed.run --nproc-per-node 2 -m nlpforge.training.run settings.json
 """
 import os
 import subprocess
@@ -74,24 +75,17 @@ def gather_objects(value, world: World) -> list:
     return out
 
 
-def broadcast_object(value, world: World):
-    if not world.distributed:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
 
 
-def launch(cli_args: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
+def launch(program: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
            master_addr: str = "127.0.0.1", master_port: int = 29500) -> int:
-    """Run `nlpforge <cli_args>` under torchrun with `nproc` processes per node; returns its exit code."""
+    """Run `python <program>` (e.g. ["-m", "nlpforge.training.run", "settings.json"]) under torchrun
+    with `nproc` processes per node; returns its exit code."""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
                f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}",
-               "-m", "nlpforge", *cli_args]
+               *program]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
     return subprocess.call(command, env=env)

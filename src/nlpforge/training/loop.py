@@ -5,12 +5,14 @@ precision, DistributedDataParallel, per-epoch evaluation with the best epoch kep
 per-step metrics (JSONL + TensorBoard) and checkpoints of every object, so that a run killed at
 any step resumes exactly where it stopped, with no batch replayed. It is a plain function.
 
-A task hands it a `Task`: how an epoch's global batches are ordered (deterministic from the
-seed), how a list of row indices becomes a tensor batch, the per-example loss, and evaluation.
+A task hands it a `TrainingData` (nlpforge.tasks.base): the training rows and their lengths, how
+examples become a batch, the per-example loss and evaluation. Batches are grouped by length and
+rebuilt from the seed for any epoch, so the position in an epoch is a number, not a replay.
 
-    state = fit(model, task, settings, world, device, log=print)
+    state = fit(model, data, job, fingerprint, world=world, device=device, precision="fp32", log=print)
 """
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -19,57 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from nlpforge.errors import NlpforgeError
+from nlpforge.data.batching import MODEL_INPUTS, length_grouped_batches
+from nlpforge.errors import TrainingInterrupted
+from nlpforge.tasks.base import TrainingData, run_features
 from nlpforge.training import checkpoint as ckpt
-from nlpforge.training.distributed import World, all_sum, barrier, shard
+from nlpforge.training.distributed import World, all_sum, barrier, gather_objects, shard
 from nlpforge.training.precision import autocast, grad_scaler
-
-
-class TrainingInterrupted(NlpforgeError):
-    """SIGTERM or SIGINT arrived; a checkpoint was written and the run can be resumed."""
-
-    code = "E500"
-    exit_code = 143
-
-
-@dataclass
-class LoopSettings:
-    epochs: int
-    learning_rate: float
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    lr_schedule: str = "linear"
-    gradient_accumulation: int = 1
-    max_grad_norm: float = 1.0
-    metric_for_best: str = "validation_macro_f1"
-    early_stopping_patience: int = 0       # epochs without improvement before stopping; 0 = never
-    max_steps: int = 0                      # stop after this many optimizer steps; 0 = run every epoch
-    precision: str = "fp32"                 # already resolved: fp32, bf16 or fp16
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 0               # optimizer steps between checkpoints; 0 = only at epoch ends
-    keep_checkpoints: int = 2
-    resume: str | None = None               # "auto" or a checkpoint path
-    log_every: int = 10                     # optimizer steps between metric lines
-    metrics_path: str | None = None         # JSONL of per-step and per-epoch metrics
-    tensorboard_dir: str | None = None
-    num_workers: int = 0
-    progress: bool = True
-    # Called after every optimizer step with the step number: a hook for tests and spot simulation.
-    on_step: Callable[[int], None] | None = field(default=None, repr=False)
-
-
-@dataclass
-class Task:
-    epoch_batches: Callable[[int], list[list[int]]]   # global batches of row indices, deterministic per epoch
-    dataset: torch.utils.data.Dataset                  # row index -> example
-    collate: Callable[[list], dict]                    # examples -> tensor batch with "labels"
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> per-example losses (B,)
-    evaluate: Callable[[torch.nn.Module], dict]        # model -> {"validation_...": float}
-    fingerprint: dict                                  # what must match for a checkpoint to resume this run
 
 
 @dataclass
@@ -183,173 +145,243 @@ class _MetricLog:
             self.writer.close()
 
 
-def fit(model: torch.nn.Module, task: Task, settings: LoopSettings, world: World = World(),
-        device: torch.device = torch.device("cpu"), log: Callable[[str], None] = print) -> LoopState:
-    """Train; afterwards `model` holds the best epoch's weights. Raises TrainingInterrupted on SIGTERM."""
-    batches_per_epoch = len(task.epoch_batches(0))
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
-    total_steps = steps_per_epoch * settings.epochs
-    if settings.max_steps:
-        total_steps = min(total_steps, settings.max_steps)
-    optimizer = make_optimizer(model, settings.learning_rate, settings.weight_decay)
-    scheduler = make_scheduler(optimizer, settings.lr_schedule, int(settings.warmup_ratio * total_steps), total_steps)
-    scaler = grad_scaler(settings.precision, device)
-    state, best_weights = LoopState(), None
+def checkpoint_folder(job) -> Path:
+    """Where a job's checkpoints go: --checkpoint-dir, else OUTPUT/checkpoints."""
+    return Path(job.checkpoint.checkpoint_dir or Path(job.output) / "checkpoints")
 
-    found = ckpt.find_checkpoint(settings.resume, settings.checkpoint_dir) if settings.resume else None
-    if found is not None:
-        saved = ckpt.read_checkpoint(found)
-        ckpt.check_compatible(saved["config"], task.fingerprint, found, may_differ={"epochs"})
-        best_weights = ckpt.restore(found, saved, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-        state = LoopState(**saved["loop"])
-        if best_weights is None and state.best_epoch is not None:  # saved when the current weights were the best
-            best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        state.resumed_from = str(found)
-        log(f"resumed from {found}: epoch {state.epoch + 1}, batch {state.batch}/{batches_per_epoch}, step {state.step}")
 
-    trained = DistributedDataParallel(model) if world.distributed else model
-    metrics_log = _MetricLog(settings.metrics_path, settings.tensorboard_dir,
-                             state.step if found is not None else None, world.is_main)
+def sharded_runner(model, world: World, device: torch.device, batch_size: int, pad_id: int):
+    """The `run(forward, features)` a task's evaluation gets: each rank runs its share of the
+    features, and every rank gets all outputs back in order."""
 
-    def save(reason: str) -> Path | None:
-        if not settings.checkpoint_dir:
-            return None
-        path = None
-        if world.is_main:
+    def run(forward: Callable, features: list, keys=MODEL_INPUTS) -> list:
+        mine = list(range(world.rank, len(features), world.size))
+
+        def call(arrays: dict) -> dict:
+            batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+            with torch.inference_mode():
+                return {k: v.detach().float().cpu().numpy() for k, v in forward(model, batch).items()}
+
+        was_training = model.training
+        model.eval()
+        outputs = run_features(call, [features[i] for i in mine], pad_id, max_rows=batch_size, keys=keys)
+        model.train(was_training)
+        merged: list = [None] * len(features)
+        for indices, values in gather_objects((mine, outputs), world):
+            for i, value in zip(indices, values):
+                merged[i] = value
+        return merged
+
+    return run
+
+
+def fit(model: torch.nn.Module, data: TrainingData, job, fingerprint: dict, *, world: World = World(),
+        device: torch.device = torch.device("cpu"), precision: str = "fp32", pad_id: int = 0,
+        log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> LoopState:
+    """Train `model` on `data` as `job` says; afterwards `model` holds the best epoch's weights.
+
+    `fingerprint` is what a checkpoint must match to resume this run; `on_step(step)` is called after
+    every optimizer step (a hook for tests and spot simulation). Raises TrainingInterrupted on SIGTERM.
+    """
+    run = _Run(model, data, job, fingerprint, world, device, precision, pad_id, log, on_step)
+    try:
+        with _StopSignal() as run.stop:
+            while run.state.epoch < job.train.epochs and not run.state.stopped_early:
+                run.epoch()
+    finally:
+        run.bar.close()
+        run.metrics_log.close()
+    if run.best_weights is not None:
+        model.load_state_dict(run.best_weights)
+    return run.state
+
+
+class _Run:
+    """One training run: the model, its optimizer and scheduler, the position, and what it writes."""
+
+    def __init__(self, model, data: TrainingData, job, fingerprint, world, device, precision, pad_id, log, on_step):
+        self.model, self.data, self.job, self.fingerprint = model, data, job, fingerprint
+        self.world, self.device, self.precision, self.log, self.on_step = world, device, precision, log, on_step
+        self.evaluate_run = sharded_runner(model, world, device, job.eval.eval_batch_size, pad_id)
+        self.checkpoint_dir = checkpoint_folder(job)
+        train = job.train
+        batches_per_epoch = len(self.epoch_batches(0))
+        steps_per_epoch = math.ceil(batches_per_epoch / train.gradient_accumulation)
+        total_steps = steps_per_epoch * train.epochs
+        if train.max_steps:
+            total_steps = min(total_steps, train.max_steps)
+        self.optimizer = make_optimizer(model, train.learning_rate, train.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, train.lr_schedule, int(train.warmup_ratio * total_steps),
+                                        total_steps)
+        self.scaler = grad_scaler(precision, device)
+        self.state, self.best_weights = LoopState(), None
+        found = None
+        if job.checkpoint.resume:
+            found = ckpt.find_checkpoint(job.checkpoint.resume, self.checkpoint_dir)
+        if found is not None:
+            saved = ckpt.read_checkpoint(found)
+            ckpt.check_compatible(saved["config"], fingerprint, found, may_differ={"epochs", "max_steps"})
+            self.best_weights = ckpt.restore(found, saved, model=model, optimizer=self.optimizer,
+                                             scheduler=self.scheduler, scaler=self.scaler)
+            self.state = LoopState(**saved["loop"])
+            if self.best_weights is None and self.state.best_epoch is not None:
+                # saved when the current weights were the best ones
+                self.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.state.resumed_from = str(found)
+            log(f"resumed from {found}: epoch {self.state.epoch + 1}, batch {self.state.batch}/{batches_per_epoch}, "
+                f"step {self.state.step}")
+        self.trained = DistributedDataParallel(model) if world.distributed else model
+        output = Path(job.output)
+        self.metrics_log = _MetricLog(output / "metrics.jsonl", output / "tensorboard",
+                                      self.state.step if found is not None else None, world.is_main)
+        self.bar = tqdm(total=batches_per_epoch * train.epochs,
+                        initial=self.state.epoch * batches_per_epoch + self.state.batch,
+                        disable=not (job.runtime.progress and world.is_main), unit="batch", dynamic_ncols=True,
+                        leave=False)
+        self.stop: _StopSignal | None = None
+
+    # Cached: start-up, the loop and the log line all ask for epoch 0's batches, and on a
+    # million-row file each build sorts the whole epoch.
+    @functools.lru_cache(maxsize=2)
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's global batches of row indices, rebuilt from the seed."""
+        return length_grouped_batches(self.data.lengths, self.job.train.batch_size, seed=self.job.train.seed + epoch)
+
+    def save(self) -> Path | None:
+        """A checkpoint of everything (rank 0 writes it); every rank waits for it."""
+        state, path = self.state, None
+        if self.world.is_main:
             current_is_best = state.best_epoch == state.epoch and state.batch == 0
-            path = ckpt.save_checkpoint(settings.checkpoint_dir, state.step, model=model, optimizer=optimizer,
-                                        scheduler=scheduler, scaler=scaler, loop_state=asdict(state),
-                                        config=task.fingerprint,
-                                        best_weights=None if current_is_best else best_weights,
-                                        keep=settings.keep_checkpoints)
-        barrier(world)
+            path = ckpt.save_checkpoint(self.checkpoint_dir, state.step, model=self.model, optimizer=self.optimizer,
+                                        scheduler=self.scheduler, scaler=self.scaler, loop_state=asdict(state),
+                                        config=self.fingerprint,
+                                        best_weights=None if current_is_best else self.best_weights,
+                                        keep=self.job.checkpoint.keep_checkpoints)
+        barrier(self.world)
         return path
 
-    bar = tqdm(total=batches_per_epoch * settings.epochs, initial=state.epoch * batches_per_epoch + state.batch,
-               disable=not (settings.progress and world.is_main), unit="batch", dynamic_ncols=True, leave=False)
-    try:
-        with _StopSignal() as stop:
-            while state.epoch < settings.epochs and not state.stopped_early:
-                best_weights = _run_epoch(trained, model, task, settings, state, world, device, optimizer, scheduler,
-                                          scaler, stop, save, metrics_log, bar, best_weights, log)
-    finally:
-        bar.close()
-        metrics_log.close()
-    if best_weights is not None:
-        model.load_state_dict(best_weights)
-    return state
-
-
-def _run_epoch(trained, model, task, settings, state, world, device, optimizer, scheduler, scaler, stop, save,
-               metrics_log, bar, best_weights, log):
-    """Train from the current position to the end of the epoch, then evaluate; returns the best weights."""
-    global_batches = task.epoch_batches(state.epoch)
-    remaining = [b for b in global_batches[state.batch:] if len(b) >= world.size]
-    loader = torch.utils.data.DataLoader(task.dataset, batch_sampler=[shard(b, world) for b in remaining],
-                                         collate_fn=task.collate, num_workers=settings.num_workers,
-                                         # Its own generator: creating a loader must not draw from the global
-                                         # RNG, or a loader made mid-epoch on resume would shift dropout masks.
-                                         generator=torch.Generator())
-    trained.train()
-    started = time.perf_counter()
-    window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
-    accumulated = 0
-    for global_batch, batch in zip(remaining, loader):
-        labels = batch.pop("labels").to(device)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        accumulated += 1
-        last_micro = accumulated == settings.gradient_accumulation or state.batch + 1 == len(global_batches)
-        sync = trained.no_sync() if world.distributed and not last_micro else contextlib.nullcontext()
-        with sync:
-            with autocast(settings.precision, device):
-                logits = trained(**batch).logits  # (B, num_labels)
-            losses = task.loss(logits.float(), labels)  # (B,)
-            # Sum over this rank's rows / global batch rows * ranks: DDP's gradient mean then equals
-            # one process's mean over the whole global batch, even when shards are uneven.
-            loss = losses.sum() * (world.size / len(global_batch)) / settings.gradient_accumulation
-            (scaler.scale(loss) if scaler else loss).backward()
-        batch_loss = losses.detach().sum().item()
-        window_loss += batch_loss
-        state.epoch_loss += batch_loss
-        state.epoch_rows += labels.shape[0]
-        window_count += labels.shape[0]
-        state.samples += labels.shape[0]
-        state.padded_tokens += batch["input_ids"].numel()
-        state.batch += 1
-        bar.update(1)
-        if not last_micro:
-            continue
+    def epoch(self) -> None:
+        """Train from the current position to the end of the epoch, then evaluate and keep the best weights."""
+        state, job, world, device = self.state, self.job, self.world, self.device
+        global_batches = self.epoch_batches(state.epoch)
+        remaining = [b for b in global_batches[state.batch:] if len(b) >= world.size]
+        if self.data.set_epoch is not None:
+            self.data.set_epoch(state.epoch)
+        loader = torch.utils.data.DataLoader(self.data.train, batch_sampler=[shard(b, world) for b in remaining],
+                                             collate_fn=self.data.collate, num_workers=job.runtime.num_workers,
+                                             # Its own generator: creating a loader must not draw from the global
+                                             # RNG, or a loader made mid-epoch on resume would shift dropout masks.
+                                             generator=torch.Generator())
+        self.trained.train()
+        started = time.perf_counter()
+        window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
         accumulated = 0
-        if scaler:
-            scaler.unscale_(optimizer)
-        if settings.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
+        for global_batch, batch in zip(remaining, loader):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            accumulated += 1
+            last_micro = accumulated == job.train.gradient_accumulation or state.batch + 1 == len(global_batches)
+            sync = self.trained.no_sync() if world.distributed and not last_micro else contextlib.nullcontext()
+            with sync:
+                with autocast(self.precision, device):
+                    losses = self.data.step(self.trained, batch)  # (B,)
+                # Sum over this rank's rows / global batch rows * ranks: DDP's gradient mean then equals
+                # one process's mean over the whole global batch, even when shards are uneven.
+                loss = losses.sum() * (world.size / len(global_batch)) / job.train.gradient_accumulation
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            batch_loss, rows = losses.detach().sum().item(), losses.shape[0]
+            window_loss += batch_loss
+            state.epoch_loss += batch_loss
+            state.epoch_rows += rows
+            window_count += rows
+            state.samples += rows
+            state.padded_tokens += batch["input_ids"].numel()
+            state.batch += 1
+            self.bar.update(1)
+            if not last_micro:
+                continue
+            accumulated = 0
+            self.optimizer_step()
+            if job.runtime.log_every and state.step % job.runtime.log_every == 0:
+                total_loss, total_count = all_sum([window_loss, float(window_count)], world)
+                elapsed = time.perf_counter() - window_start
+                record = {"step": state.step, "epoch": state.epoch + state.batch / len(global_batches),
+                          "loss": total_loss / max(total_count, 1), "learning_rate": self.scheduler.get_last_lr()[0],
+                          "samples_per_second": total_count / max(elapsed, 1e-9)}
+                self.metrics_log.write(record)
+                self.bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_second']:.1f}",
+                                     refresh=False)
+                window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
+            if job.eval.eval_every and state.step % job.eval.eval_every == 0 and state.batch < len(global_batches):
+                self.metrics_log.write({"step": state.step, "epoch": state.epoch + state.batch / len(global_batches),
+                                        **self.data.evaluate(self.evaluate_run)})
+            if self.on_step:
+                self.on_step(state.step)
+            if job.train.max_steps and state.step >= job.train.max_steps:
+                state.stopped_early = True
+            stopping = _agree(self.stop.received is not None, world)
+            if job.checkpoint.checkpoint_every and state.step % job.checkpoint.checkpoint_every == 0 or stopping:
+                state.train_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                path = self.save()
+                if stopping:
+                    where = f"; checkpoint {path}" if path else ""
+                    raise TrainingInterrupted(f"stopped by {self.stop.received or 'a signal on another rank'} at "
+                                              f"step {state.step}{where}; resume with --resume auto")
+            if state.stopped_early:
+                break
+        state.train_seconds += time.perf_counter() - started
+        self.end_of_epoch(len(global_batches))
+
+    def optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.job.train.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.job.train.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
-            optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        if settings.log_every and state.step % settings.log_every == 0:
-            total_loss, total_count = all_sum([window_loss, float(window_count)], world)
-            elapsed = time.perf_counter() - window_start
-            record = {"step": state.step, "epoch": state.epoch + state.batch / len(global_batches),
-                      "loss": total_loss / max(total_count, 1), "learning_rate": scheduler.get_last_lr()[0],
-                      "samples_per_second": total_count / max(elapsed, 1e-9)}
-            metrics_log.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_second']:.1f}",
-                            refresh=False)
-            window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
-        if settings.on_step:
-            settings.on_step(state.step)
-        if settings.max_steps and state.step >= settings.max_steps:
-            state.stopped_early = True
-        stopping = _agree(stop.received is not None, world)
-        if settings.checkpoint_every and state.step % settings.checkpoint_every == 0 or stopping:
-            state.train_seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            path = save("step")
-            if stopping:
-                where = f"; checkpoint {path}" if path else " (no --checkpoint-dir, nothing saved)"
-                raise TrainingInterrupted(f"stopped by {stop.received or 'a signal on another rank'} at step "
-                                          f"{state.step}{where}; resume with --resume auto")
-        if state.stopped_early:
-            break
-    state.train_seconds += time.perf_counter() - started
-    trained.eval()
-    epoch_loss, epoch_rows = all_sum([state.epoch_loss, float(state.epoch_rows)], world)
-    metrics = {"step": state.step, "epoch": state.epoch + 1, "train_loss": epoch_loss / max(epoch_rows, 1),
-               **task.evaluate(model)}
-    metrics_log.write(metrics)
-    state.history.append(metrics)
-    score = metrics[settings.metric_for_best]
-    marker = ""
-    if state.best_metric is None or score > state.best_metric:
-        state.best_metric, state.best_epoch = score, state.epoch + 1
-        state.epochs_without_improvement = 0
-        best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        marker = "  (best so far)"
-    else:
-        state.epochs_without_improvement += 1
-    bar.clear()
-    if world.is_main:
-        log(f"epoch {state.epoch + 1}/{settings.epochs}: "
-            + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("validation_", "train_")))
-            + f"  [{state.samples / max(state.train_seconds, 1e-9):.1f} samples/s]{marker}")
-    state.epoch += 1
-    state.batch = 0
-    state.epoch_loss, state.epoch_rows = 0.0, 0
-    if settings.early_stopping_patience and state.epochs_without_improvement >= settings.early_stopping_patience:
-        state.stopped_early = True
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+
+    def end_of_epoch(self, batches: int) -> None:
+        """Evaluate, keep the best weights, log, apply early stopping, checkpoint."""
+        state, job, world = self.state, self.job, self.world
+        self.trained.eval()
+        epoch_loss, epoch_rows = all_sum([state.epoch_loss, float(state.epoch_rows)], world)
+        metrics = {"step": state.step, "epoch": state.epoch + 1, "train_loss": epoch_loss / max(epoch_rows, 1),
+                   **self.data.evaluate(self.evaluate_run)}
+        self.metrics_log.write(metrics)
+        state.history.append(metrics)
+        score = metrics[self.data.metric_for_best]
+        marker = ""
+        if state.best_metric is None or score > state.best_metric:
+            state.best_metric, state.best_epoch = score, state.epoch + 1
+            state.epochs_without_improvement = 0
+            self.best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            marker = "  (best so far)"
+        else:
+            state.epochs_without_improvement += 1
+        self.bar.clear()
         if world.is_main:
-            log(f"early stop: {settings.metric_for_best} did not improve for {settings.early_stopping_patience} epoch(s)")
-    path = save("epoch")
-    if _agree(stop.received is not None, world) and state.epoch < settings.epochs and not state.stopped_early:
-        raise TrainingInterrupted(f"stopped by {stop.received or 'a signal on another rank'} after epoch {state.epoch}"
-                                  + (f"; checkpoint {path}; resume with --resume auto" if path else ""))
-    return best_weights
+            self.log(f"epoch {state.epoch + 1}/{job.train.epochs}: "
+                     + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("validation_", "train_")))
+                     + f"  [{state.samples / max(state.train_seconds, 1e-9):.1f} samples/s]{marker}")
+        state.epoch += 1
+        state.batch = 0
+        state.epoch_loss, state.epoch_rows = 0.0, 0
+        patience = job.eval.early_stopping_patience
+        if patience and state.epochs_without_improvement >= patience:
+            state.stopped_early = True
+            if world.is_main:
+                self.log(f"early stop: {self.data.metric_for_best} did not improve for {patience} epoch(s)")
+        path = self.save()
+        if _agree(self.stop.received is not None, world) and state.epoch < job.train.epochs and not state.stopped_early:
+            where = f"; checkpoint {path}" if path else ""
+            raise TrainingInterrupted(f"stopped by {self.stop.received or 'a signal on another rank'} after epoch "
+                                      f"{state.epoch}{where}; resume with --resume auto")
 
 
 def _agree(flag: bool, world: World) -> bool:

@@ -17,14 +17,31 @@ prunes a trial whose intermediate objective values fall below the median of earl
 import copy
 import secrets
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import ClassVar, Literal
 
-from nlpforge.errors import TrainingJobError, TuningError
-from nlpforge.sdk.contract import jobs_root
+from nlpforge.errors import ConfigError, TrainingJobError, TuningError
 from nlpforge.sdk.jobs import describe_job
+from nlpforge.settings import Settings, jobs_root, setting
 from nlpforge.tuning.parameters import check_ranges
 
-STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
+
+@dataclass
+class TuningArguments(Settings):
+    """The tuner's arguments, with SageMaker's names, checked in one place."""
+
+    argument_names: ClassVar[bool] = True
+    objective_metric_name: str = setting("", "the metric to optimise")
+    objective_type: Literal["Maximize", "Minimize"] = setting("Maximize", "whether higher or lower is better")
+    strategy: Literal["Bayesian", "Random", "Grid", "Hyperband"] = setting("Bayesian", "how points are chosen")
+    max_jobs: int | None = setting(None, "trials in all (default for Grid: the grid's size)", min=1)
+    max_parallel_jobs: int = setting(1, "trials at once", min=1)
+    early_stopping_type: Literal["Off", "Auto"] = setting("Off", "Auto prunes trials below the median")
+
+    def check(self):
+        if not self.objective_metric_name:
+            raise ConfigError("objective_metric_name is required")
 
 
 def optuna_module():
@@ -46,17 +63,11 @@ class HyperparameterTuner:
                  early_stopping_type: str = "Off", base_tuning_job_name: str | None = None,
                  storage: str | None = None, random_seed: int | None = None, experiment_name: str | None = None):
         self.ranges = check_ranges(hyperparameter_ranges)
-        checks = [
-            (isinstance(objective_metric_name, str) and objective_metric_name, "objective_metric_name is required"),
-            (objective_type in ("Maximize", "Minimize"), "objective_type must be Maximize or Minimize"),
-            (strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}"),
-            (max_jobs is None or (isinstance(max_jobs, int) and max_jobs >= 1), "max_jobs must be an integer >= 1"),
-            (isinstance(max_parallel_jobs, int) and max_parallel_jobs >= 1, "max_parallel_jobs must be >= 1"),
-            (early_stopping_type in ("Off", "Auto"), "early_stopping_type must be Off or Auto"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TuningError(message)
+        try:
+            TuningArguments(objective_metric_name, objective_type, strategy, max_jobs, max_parallel_jobs,
+                            early_stopping_type)
+        except ConfigError as error:
+            raise TuningError(error.message) from None
         self.grid = {name: r.grid(name) for name, r in self.ranges.items()} if strategy == "Grid" else None
         if max_jobs is None:
             if self.grid is None:

@@ -11,10 +11,11 @@ closest known spellings.
 """
 import difflib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpforge.errors import ArtifactError, VocabularyError
+from nlpforge.settings import from_flat, leaf_fields
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.normalize import normalize
 from nlpforge.text.phrases import PhraseModel
@@ -42,7 +43,7 @@ class WordVectors:
         """The vocabulary entry for a query word or phrase; unknown words raise VocabularyError."""
         if word in self.keyed_vectors.key_to_index:
             return word
-        settings = self.corpus_settings
+        settings = self.corpus_settings.normalize
         tokens = tokenize(normalize(word, settings), settings.lowercase, "drop")
         if self.phrases is not None:
             tokens = self.phrases.apply(tokens)
@@ -93,8 +94,8 @@ def load_vectors(folder) -> WordVectors:
         raise ArtifactError(f"{path}: no vectors.bin; is this a folder written by `nlpforge vectors train`?")
     metadata = json.loads((path / METADATA).read_text(encoding="utf-8")) if (path / METADATA).is_file() else {}
     saved = metadata.get("settings", {})
-    known = {f.name for f in fields(CorpusSettings)}
-    corpus_settings = CorpusSettings(**{k: v for k, v in saved.items() if k in known})
+    known = {f.name for _, f, _ in leaf_fields(CorpusSettings)}
+    corpus_settings = from_flat(CorpusSettings, {k: v for k, v in saved.items() if k in known}, where=str(path))
     phrases = PhraseModel.load(path / "phrases.json") if (path / "phrases.json").is_file() else None
     keyed_vectors = KeyedVectors.load_word2vec_format(str(path / "vectors.bin"), binary=True)
     return WordVectors(keyed_vectors, corpus_settings, phrases, metadata)

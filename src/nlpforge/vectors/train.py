@@ -2,7 +2,7 @@
 
     nlpforge vectors train --corpus imdb_50k.csv.gz --corpus brown_corpus.tar.gz --column review --output vectors/imdb
 
-    result = train_vectors(Word2VecSettings(corpus=["reviews.csv"], output="vectors/reviews"))
+    result = train_vectors(Word2VecSettings.of(corpus=["reviews.csv"], output="vectors/reviews"))
 
 The folder holds what queries need, apart from what further training needs:
 
@@ -18,57 +18,44 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from nlpforge.errors import ConfigError, DataError
+from nlpforge.settings import Settings, group, setting, to_flat
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.phrases import PhraseSettings
 from nlpforge.text.prepare import PreparedCorpus, prepare_corpus
 from nlpforge.text.vocabulary import Vocabulary
-from nlpforge.training.config import setting
 
 METADATA = "nlpforge-vectors.json"
-ARCHITECTURES = ("skipgram", "cbow")
 
 
 @dataclass
-class Word2VecSettings(CorpusSettings, PhraseSettings):
+class Word2VecSettings(Settings):
     """Train word vectors (word2vec with negative sampling) from a raw corpus."""
 
+    text: CorpusSettings = group(CorpusSettings)
+    phrase: PhraseSettings = group(PhraseSettings)
     output: str = setting("vectors", "folder to write the vectors to")
-    architecture: str = setting("skipgram", "skipgram (better for rare words) or cbow (faster)")
-    vector_size: int = setting(100, "dimensions of each word vector (50-300 is usual)")
-    window: int = setting(5, "context words on each side of the target word")
-    min_count: int = setting(5, "ignore words (and phrases) seen fewer times than this")
-    negative: int = setting(5, "negative samples per positive one")
-    sample: float = setting(1e-3, "down-sampling threshold for frequent words (0 turns it off)")
-    epochs: int = setting(5, "passes over the corpus")
+    architecture: Literal["skipgram", "cbow"] = setting("skipgram", "skipgram (better for rare words) or cbow (faster)")
+    vector_size: int = setting(100, "dimensions of each word vector (50-300 is usual)", min=1, max=2000)
+    window: int = setting(5, "context words on each side of the target word", min=1)
+    min_count: int = setting(5, "ignore words (and phrases) seen fewer times than this", min=1)
+    negative: int = setting(5, "negative samples per positive one (this trainer uses negative sampling)", min=1)
+    sample: float = setting(1e-3, "down-sampling threshold for frequent words (0 turns it off)", min=0)
+    epochs: int = setting(5, "passes over the corpus", min=1)
     alpha: float = setting(0.025, "initial learning rate, decaying linearly to min-alpha")
     min_alpha: float = setting(0.0001, "final learning rate")
-    workers: int | None = setting(None, "training threads (default: all cores)")
+    workers: int | None = setting(None, "training threads (default: all cores)", min=1)
     seed: int = setting(1, "seed of the initial vectors and sampling")
     workdir: str | None = setting(None, "folder for the intermediate token file (default: a temporary folder)")
     save_training_state: bool = setting(True, "also save the full gensim model, to continue training later")
 
-    def __post_init__(self):
-        CorpusSettings.__post_init__(self)
-        PhraseSettings.__post_init__(self)
-        checks = [
-            (self.architecture in ARCHITECTURES, f"architecture must be skipgram or cbow, not '{self.architecture}'"),
-            (1 <= self.vector_size <= 2000, "vector-size must be between 1 and 2000"),
-            (self.window >= 1, "window must be at least 1"),
-            (self.min_count >= 1, "min-count must be at least 1"),
-            (self.negative >= 1, "negative must be at least 1 (this trainer uses negative sampling)"),
-            (self.sample >= 0, "sample must be >= 0"),
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (0 < self.min_alpha <= self.alpha, "need 0 < min-alpha <= alpha"),
-            (self.workers is None or self.workers >= 1, "workers must be at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+    def check(self):
+        if not 0 < self.min_alpha <= self.alpha:
+            raise ConfigError("need 0 < min-alpha <= alpha")
 
 
 @dataclass
@@ -129,7 +116,7 @@ def save_vectors_folder(model, prepared: PreparedCorpus, settings: Word2VecSetti
     if settings.save_training_state:
         (folder / "training").mkdir(exist_ok=True)
         model.save(str(folder / "training" / "word2vec.model"))
-    metadata = {"format": "nlpforge-vectors", "version": 1, "settings": asdict(settings),
+    metadata = {"format": "nlpforge-vectors", "version": 1, "settings": to_flat(settings),
                 "words": len(model.wv), "vector_size": model.wv.vector_size,
                 "corpus_tokens": prepared.corpus_tokens, "prepared_tokens": prepared.tokens,
                 "sentences": prepared.sentences, "phrases": len(prepared.phrases.phrases) if prepared.phrases else 0,
@@ -141,8 +128,8 @@ def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print
     """Prepare the corpus (one streaming pass per phrase layer), train word2vec and save the folder."""
     folder = Path(settings.output)
     with tempfile.TemporaryDirectory(prefix="nlpforge-vectors-", dir=settings.workdir) as workdir:
-        log(f"preparing {', '.join(map(str, settings.corpus))} ...")
-        prepared = prepare_corpus(settings, workdir)
+        log(f"preparing {settings.text.names} ...")
+        prepared = prepare_corpus(settings.text, settings.phrase, workdir)
         seconds = dict(prepared.seconds)
         log(f"{prepared.corpus_tokens:,} tokens in {prepared.sentences:,} sentences"
             + (f", {len(prepared.phrases.phrases):,} phrases" if prepared.phrases else ""))

@@ -1,29 +1,12 @@
-"""Classification metrics and their renderings (text tables and a confusion-matrix PNG).
+"""Renderings of a classification report (text tables and a confusion-matrix PNG).
 
-    report = classification_metrics(true_ids, predicted_ids, labels)
+    report = classification_metrics(true_ids, predicted_ids, labels)   # nlpforge.tasks.text_classification
     print(render_report(report, title="MiniLM"))
     plot_confusion(report, "confusion.png")
 """
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-
-def classification_metrics(true_ids, predicted_ids, labels: list) -> dict:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
-    label_ids = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        true_ids, predicted_ids, labels=label_ids, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(true_ids, predicted_ids)),
-        "macro_f1": float(f1_score(true_ids, predicted_ids, labels=label_ids, average="macro", zero_division=0)),
-        "per_class": {str(labels[i]): {"precision": float(precision[i]), "recall": float(recall[i]),
-                                       "f1": float(f1[i]), "support": int(support[i])} for i in label_ids},
-        "confusion_matrix": confusion_matrix(true_ids, predicted_ids, labels=label_ids).tolist(),
-        "labels": [str(label) for label in labels],
-        "examples": int(len(true_ids)),
-    }
 
 
 def render_report(report: dict, title: str) -> str:

@@ -1,9 +1,9 @@
 """The fast CPU path: export a model folder to ONNX, optionally quantize it to dynamic int8, run it
-on ONNX Runtime.
+on ONNX Runtime. The task says which transformers class loads the folder and which outputs to keep.
 
-    path = export_onnx("models/stars")                  # models/stars/onnx/model.onnx (cached)
-    path = export_onnx("models/stars", quantized=True)  # models/stars/onnx/model-int8.onnx
-    session = open_session("models/stars", quantized=True, threads=2)
+    outputs = {"logits": ("batch",)}      # each output's dynamic axes, from the first
+    path = export_onnx("models/stars", "AutoModelForSequenceClassification", outputs)   # models/stars/onnx/model.onnx
+    session = open_session("models/stars", "AutoModelForSequenceClassification", outputs, quantized=True, threads=2)
 
 The exported files are a cache beside the weights, rebuilt when model.safetensors is newer. A
 read-only model folder caches them under ~/.cache/nlpforge/onnx instead. Dynamic int8 keeps the
@@ -16,7 +16,9 @@ from pathlib import Path
 
 from nlpforge.errors import ArtifactError
 
-log = logging.getLogger("nlpforge.serving")
+from nlpforge.settings import cache_root
+
+log = logging.getLogger("nlpforge")
 OPSET = 17
 
 
@@ -30,7 +32,7 @@ def _cache_folder(folder: Path) -> Path:
         return target
     except OSError:
         digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-        target = Path.home() / ".cache" / "nlpforge" / "onnx" / digest
+        target = cache_root() / "onnx" / digest
         target.mkdir(parents=True, exist_ok=True)
         return target
 
@@ -39,8 +41,8 @@ def _fresh(path: Path, source: Path) -> bool:
     return path.exists() and path.stat().st_mtime >= source.stat().st_mtime
 
 
-def export_onnx(folder, quantized: bool = False) -> Path:
-    """The ONNX file of a text-classification folder (fp32, or dynamic int8), exporting it if needed."""
+def export_onnx(folder, model_class: str, outputs: dict[str, tuple], quantized: bool = False) -> Path:
+    """The ONNX file of a model folder (fp32, or dynamic int8), exporting it if needed."""
     folder = Path(folder)
     weights = folder / "model.safetensors"
     if not weights.exists():
@@ -48,7 +50,7 @@ def export_onnx(folder, quantized: bool = False) -> Path:
     cache = _cache_folder(folder)
     fp32 = cache / "model.onnx"
     if not _fresh(fp32, weights):
-        _export(folder, fp32)
+        _export(folder, fp32, model_class, outputs)
     if not quantized:
         return fp32
     int8 = cache / "model-int8.onnx"
@@ -62,33 +64,45 @@ def export_onnx(folder, quantized: bool = False) -> Path:
     return int8
 
 
-def _export(folder: Path, target: Path) -> None:
+def _export(folder: Path, target: Path, model_class: str, outputs: dict[str, tuple]) -> None:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import transformers
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder), attn_implementation="eager").eval()
-    model.config.return_dict = False
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    model = getattr(transformers, model_class).from_pretrained(str(folder), attn_implementation="eager").eval()
     sample = tokenizer(["an example sentence", "another one"], padding=True, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+    class Named(torch.nn.Module):
+        """The model with its outputs as a tuple in `outputs` order (what the exporter traces)."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            result = self.model(**dict(zip(names, inputs)))
+            return tuple(getattr(result, name) for name in outputs)
+
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch"}
+    axes.update({name: dict(enumerate(dynamic)) for name, dynamic in outputs.items()})
     partial = target.with_suffix(f".partial-{os.getpid()}.onnx")
     with torch.inference_mode():
         # The TorchScript exporter: the dynamo one needs onnxscript and gives the same graph here.
-        torch.onnx.export(model, tuple(sample[n] for n in names), str(partial), input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+        torch.onnx.export(Named().eval(), tuple(sample[n] for n in names), str(partial), input_names=names,
+                          output_names=list(outputs), dynamic_axes=axes, opset_version=OPSET, dynamo=False,
                           do_constant_folding=True)
     os.replace(partial, target)
     log.info("exported %s to ONNX", folder)
 
 
-def open_session(folder, quantized: bool = False, threads: int = 1):
+def open_session(folder, model_class: str, outputs: dict[str, tuple], quantized: bool = False,
+                 threads: int = 1):
     """An ONNX Runtime session on `threads` intra-op threads and one inter-op thread (no oversubscription
     when several workers share the cores)."""
     import onnxruntime as ort
 
-    path = export_onnx(folder, quantized)
+    path = export_onnx(folder, model_class, outputs, quantized)
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1

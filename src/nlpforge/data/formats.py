@@ -1,0 +1,51 @@
+"""The file formats nlpforge reads, known in one place: by suffix, with or without `.gz`.
+
+    table_format(Path("reviews.csv.gz"))   # "csv"
+    table_format(Path("notes.txt"))        # None: not a table (a corpus reads it as lines of text)
+    detect_format(Path("x.xlsx"))          # DataError naming the suffixes that work
+
+A row's text columns become one model input by one rule, `join_columns`: one column gives a
+string, two or more give a (text, text_pair) tuple whose second part joins the rest.
+"""
+from pathlib import Path
+
+from nlpforge.errors import DataError
+
+TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
+                 ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+TEXT_SUFFIXES = (".txt", ".text")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+# What a data channel of a training job may hold (a folder's other files are not data).
+DATA_SUFFIXES = (*TABLE_FORMATS, *TEXT_SUFFIXES)
+
+
+def table_format(path) -> str | None:
+    """csv, tsv, jsonl or parquet from the file name (a trailing .gz is looked through), else None."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return TABLE_FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+def detect_format(path) -> str:
+    """The table format of `path`, or a DataError that lists the formats nlpforge reads."""
+    fmt = table_format(path)
+    if fmt is None:
+        path = Path(path)
+        raise DataError(f"{path}: unknown file type '{''.join(path.suffixes) or '(none)'}'; "
+                        f"use one of {', '.join(sorted(TABLE_FORMATS))} (optionally .gz)")
+    return fmt
+
+
+def is_archive(path) -> bool:
+    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def is_data_file(path) -> bool:
+    return Path(path).name.lower().removesuffix(".gz").endswith(DATA_SUFFIXES)
+
+
+def join_columns(parts):
+    """One model input from a row's text columns: a string, or (text, text_pair) for two or more."""
+    parts = tuple(parts)
+    return parts[0] if len(parts) == 1 else (parts[0], " \n".join(parts[1:]))

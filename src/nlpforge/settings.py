@@ -1,0 +1,293 @@
+"""Typed settings: one dataclass field per setting, with its help text, limits and choices.
+
+Every settings class of nlpforge is a dataclass built from `setting(...)` fields and, where a job
+combines several concerns, `group(...)` fields holding another settings class (composition, not
+inheritance). Validation has one path, `Settings.__post_init__`: it checks each field's type,
+its `Literal` choices and its `min`/`max` limits, then calls the class's own `check()` for rules
+that tie two fields together.
+
+    @dataclass
+    class TrainArgs(Settings):
+        epochs: int = setting(3, "passes over the training data", min=1)
+        lr_schedule: Literal["linear", "cosine"] = setting("linear", "decay after warmup")
+
+    @dataclass
+    class Job(Settings):
+        output: str = setting("", "folder to write", required=True)
+        train: TrainArgs = group(TrainArgs)
+
+Names are flat across a settings tree: a group's fields are addressed by their own names, so the
+CLI has `--epochs` (not `--train-epochs`) and a config file may say {"epochs": 2} or
+{"train": {"epochs": 2}}. `from_flat(Job, {"epochs": 2, "output": "m"})` builds the tree; unknown
+names are errors that list the known ones.
+
+The default locations of nlpforge's own folders live here too (`jobs_root`, `cache_root`), since
+every layer may need them.
+"""
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar, Literal, get_args, get_origin
+
+from nlpforge.errors import ConfigError
+
+__all__ = ["Settings", "setting", "group", "leaf_fields", "from_flat", "nest", "to_flat", "load_config_file",
+           "flag_name", "jobs_root", "cache_root"]
+
+
+def setting(default, help: str, *, required: bool = False, min=None, max=None, flag: str | None = None):
+    """A settings field: its default, one line of help, and optional limits.
+
+    `required`: the CLI insists on it; `min`/`max`: inclusive limits checked on every construction;
+    `flag`: the command-line name when it is not the field's own (`--text-column` for `text_column`).
+    """
+    metadata = {"help": help, "required": required, "min": min, "max": max, "flag": flag}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def group(settings_class, help: str = ""):
+    """A field holding a nested settings group, built with its defaults."""
+    return field(default_factory=settings_class, metadata={"group": True, "help": help})
+
+
+def flag_name(f) -> str:
+    """The field's command-line flag without dashes: `learning-rate` for `learning_rate`."""
+    return f.metadata.get("flag") or f.name.replace("_", "-")
+
+
+def _shown_name(settings, f) -> str:
+    """How a message names a field: its flag, or its own name for settings that are Python arguments."""
+    return f.name if settings.argument_names else flag_name(f)
+
+
+def _resolved_types(cls) -> dict:
+    return typing.get_type_hints(cls, include_extras=False)
+
+
+def leaf_fields(cls) -> list[tuple[tuple[str, ...], object, object]]:
+    """Every leaf setting of a settings tree: (path of group names, field, its type)."""
+    out = []
+    hints = _resolved_types(cls)
+    for f in fields(cls):
+        if f.metadata.get("group"):
+            for path, leaf, tp in leaf_fields(hints[f.name]):
+                out.append(((f.name, *path), leaf, tp))
+        else:
+            out.append(((), f, hints[f.name]))
+    return out
+
+
+def _is_optional(tp) -> tuple[bool, object]:
+    args = get_args(tp)
+    if get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return True, rest[0]
+    return False, tp
+
+
+def _describe(tp) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, get_args(tp)))
+    if get_origin(tp) is list:
+        return "a list"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value, tp, name: str):
+    """`value` as type `tp`; strings from config files, hyperparameters or URLs are parsed."""
+    optional, tp = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} cannot be empty; give {_describe(tp)}")
+    origin = get_origin(tp)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{name} must be {_describe(tp)}, not {value!r}")
+        return value
+    if origin is list:
+        (item,) = get_args(tp) or (str,)
+        values = [value] if isinstance(value, (str, int, float)) else value
+        if not isinstance(values, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, not {value!r}")
+        return [_coerce(v, item, name) for v in values]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.strip().lower() in ("true", "1", "yes", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        return value
+    raise ConfigError(f"{name} must be {_describe(tp)}, not {value!r}")
+
+
+@dataclass
+class Settings:
+    """Base of every settings dataclass: types, choices and limits are checked when one is built."""
+
+    # Messages name fields by their flags (`--learning-rate`); settings that are a Python API's arguments
+    # (the SDK's Estimator) set this to name them as the code does (`instance_count`).
+    argument_names: ClassVar[bool] = False
+
+    def __post_init__(self):
+        hints = _resolved_types(type(self))
+        for f in fields(self):
+            if f.metadata.get("group"):
+                continue
+            name = _shown_name(self, f)
+            value = _coerce(getattr(self, f.name), hints[f.name], name)
+            low, high = f.metadata.get("min"), f.metadata.get("max")
+            for item in (value if isinstance(value, list) else [value]):
+                if item is None or isinstance(item, str):
+                    continue
+                if low is not None and item < low or high is not None and item > high:
+                    bounds = (f"between {low} and {high}" if low is not None and high is not None
+                              else f"at least {low}" if low is not None else f"at most {high}")
+                    raise ConfigError(f"{name} must be {bounds}, not {item}")
+            object.__setattr__(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Rules that involve several fields; raise ConfigError naming the flags and the fix."""
+
+    @classmethod
+    def of(cls, **values):
+        """Build from flat names, whatever group each belongs to: `CorpusSettings.of(corpus=["a.txt"])`."""
+        return from_flat(cls, values, where=cls.__name__)
+
+
+def from_flat(cls, values: dict, *, where: str = "settings"):
+    """Build a settings tree from flat names (dashes or underscores) or nested group mappings."""
+    return _build(cls, nest(cls, values, where))
+
+
+def nest(cls, values: dict, where: str = "settings") -> dict:
+    """Flat or nested `values` as a mapping shaped like the settings tree; unknown names are errors."""
+    unknown: list = []
+    nested = _nest(cls, values, unknown, "")
+    if unknown:
+        known = sorted(flag_name(f) for _, f, _ in leaf_fields(cls))
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return nested
+
+
+def _nest(cls, values: dict, unknown: list, prefix: str) -> dict:
+    hints = _resolved_types(cls)
+    paths = {f.name: path for path, f, _ in leaf_fields(cls)}
+    groups = {f.name for f in fields(cls) if f.metadata.get("group")}
+    nested: dict = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in groups and isinstance(value, dict):  # a group given as a mapping, at any depth
+            inner = _nest(hints[name], value, unknown, f"{prefix}{name}.")
+            nested[name] = _merge(nested.get(name, {}), inner)
+        elif name in paths:
+            target = nested
+            for part in paths[name]:
+                target = target.setdefault(part, {})
+            target[name] = value
+        else:
+            unknown.append(f"{prefix}{key}")
+    return nested
+
+
+def _merge(first: dict, second: dict) -> dict:
+    """`second` over `first`, mapping by mapping."""
+    out = dict(first)
+    for key, value in second.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _build(cls, nested: dict):
+    hints = _resolved_types(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.metadata.get("group"):
+            kwargs[f.name] = _build(hints[f.name], nested.get(f.name, {}))
+        elif f.name in nested:
+            kwargs[f.name] = nested[f.name]
+    return cls(**kwargs)
+
+
+def to_flat(settings) -> dict:
+    """The leaf settings of a tree as one flat dict (what a config file or the CLI would say)."""
+    out = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.metadata.get("group"):
+            out.update(to_flat(value))
+        else:
+            out[f.name] = list(value) if isinstance(value, list) else value
+    return out
+
+
+def load_config_file(path, settings_class) -> dict:
+    """Read settings from JSON or YAML, flat or nested, for `from_flat`; unknown names are errors."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file")
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if is_yaml:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except ImportError:
+        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from None
+    except Exception as error:  # both parsers raise their own error types
+        raise ConfigError(f"{path}: not valid {'YAML' if is_yaml else 'JSON'}: {str(error).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of setting names to values")
+    nest(settings_class, values, where=str(path))
+    return values
+
+
+# --- where nlpforge keeps its own folders ---------------------------------------------------------------
+JOBS_ROOT_ENV = "NLPFORGE_JOBS_ROOT"
+
+
+def jobs_root(root=None) -> Path:
+    """The folder holding training jobs, endpoints and the tracking stores: the argument, else
+    $NLPFORGE_JOBS_ROOT, else ./jobs."""
+    return Path(root or os.environ.get(JOBS_ROOT_ENV) or "jobs").expanduser().resolve()
+
+
+def cache_root() -> Path:
+    """nlpforge's cache ($NLPFORGE_CACHE, else ~/.cache/nlpforge): Arrow copies of big files, ONNX exports."""
+    return Path(os.environ.get("NLPFORGE_CACHE", Path.home() / ".cache" / "nlpforge"))
+

@@ -1,0 +1,268 @@
+"""The task contract: what one task (text classification, masked LM, ...) tells the rest of nlpforge.
+
+A task is one module in nlpforge/tasks/ holding a `TASK`, an instance of a `Task` subclass. It says
+
+    how a base encoder gets its head          model_class, build_model(base, tokenizer, data, model_args)
+    how rows become features                  prepare(...) -> TrainingData (dataset, collate, lengths)
+    the loss                                  TrainingData.step(model, batch) -> (B,) per-example losses
+    the metrics                               TrainingData.evaluate(run) -> {"validation_...": value}
+    how model outputs become answers          preprocess(loaded, inputs) -> features,
+                                              postprocess(loaded, inputs, features, outputs) -> answers
+    what its handler accepts and returns      parse_input(value) -> one input; the answers are JSON values
+
+Everything that touches a model goes through it: training (nlpforge.training.run), evaluation,
+`nlpforge predict` and batch files, `nlpforge.load(folder).predict`, the SDK's built-in
+estimators, the model server's handler and the ONNX backend.
+
+    loaded = load_model("models/stars", task)        # or nlpforge.load("models/stars")
+    loaded.predict(["Loved it"])                     # preprocess -> forward in length-sorted batches -> postprocess
+"""
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+from nlpforge.data.batching import MODEL_INPUTS, inference_batches, pad_arrays
+from nlpforge.errors import ArtifactError, InputError
+from nlpforge.models.artifact import read_metadata
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+MAX_TEXT_CHARS = 100_000
+
+
+@dataclass
+class TrainingData:
+    """What a task hands the training engine for one run."""
+
+    train: object                                  # torch Dataset: row index -> example
+    lengths: object                                # a length per training row: what batches are grouped by
+    collate: Callable[[list], dict]                # examples -> a batch of tensors
+    step: Callable[[object, dict], object]         # (model, batch) -> (B,) per-example losses
+    evaluate: Callable[[Callable], dict]           # run -> {"validation_<metric>": value, ...}; see Runner below
+    metric_for_best: str                           # the evaluate() key whose highest value picks the best epoch
+    fingerprint: dict                              # what the data adds to a checkpoint's run identity
+    report: str = ""                               # the data report printed before training
+    files: list = field(default_factory=list)      # [{"path", "sha256", "rows", "role"}] for the artifact
+    task_info: dict | None = None                  # the artifact's labels.json
+    test: Callable[[Callable], dict] | None = None  # like evaluate, on --test, once at the end
+    set_epoch: Callable[[int], None] | None = None  # told the epoch before each one starts
+    card_notes: list = field(default_factory=list)  # paragraphs for the model card
+    extra: dict = field(default_factory=dict)      # more for nlpforge.json
+
+
+# A Runner is what `evaluate` gets: run(forward, features, keys=MODEL_INPUTS) -> one dict of numpy outputs
+# per feature, in order. `forward(model, batch)` maps a padded tensor batch of the features' `keys` to named
+# (B, ...) tensors; the engine shards the features over the ranks and gathers the outputs.
+Runner = Callable[[Callable, list], list]
+
+
+def run_features(call: Callable[[dict], dict], features: list[dict], pad_id: int, max_rows: int = 32,
+                 max_tokens: int | None = None, keys=MODEL_INPUTS) -> list[dict]:
+    """`call(arrays) -> {name: (B, ...) array}` over length-sorted padded batches of the features' `keys`;
+    the outputs come back per feature, in order (per-token outputs are padded to their batch's width)."""
+    out: list = [None] * len(features)
+    lengths = [len(f["input_ids"]) for f in features]
+    for indices in inference_batches(lengths, max_rows, max_tokens):
+        outputs = call(pad_arrays([features[i] for i in indices], pad_id, keys))
+        for row, i in enumerate(indices):
+            out[i] = {name: value[row] for name, value in outputs.items()}
+    return out
+
+
+def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -> str:
+    """One text from a user: a string (or UTF-8 bytes). With `max_chars` (the server's limit) it must
+    also be non-empty and at most that long; without, as in a batch file, an empty text is a text."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"the {what} is not valid UTF-8; send UTF-8 text") from None
+    if not isinstance(value, str):
+        raise InputError(f"the {what} must be a string, got {type(value).__name__}")
+    if max_chars is None:
+        return value
+    if not value.strip():
+        raise InputError(f"the {what} is empty; send at least one non-space character")
+    if len(value) > max_chars:
+        raise InputError(f"the {what} has {len(value)} characters, over the limit of {max_chars}; "
+                         "split it or raise --max-text-chars", status=413)
+    return value
+
+
+def truncated_flags(texts: list, encoded) -> list[bool]:
+    """Whether each input (a text or a (text, text_pair)) lost characters to truncation: a part's
+    last token ends before the part does. `encoded` is a fast tokenizer's output with offsets."""
+    flags = []
+    for i, text in enumerate(texts):
+        parts = text if isinstance(text, tuple) else (text,)
+        ends = [0] * len(parts)
+        for sequence, (_, end) in zip(encoded.sequence_ids(i), encoded["offset_mapping"][i]):
+            if sequence is not None:
+                ends[sequence] = max(ends[sequence], end)
+        flags.append(any(end < len(part.rstrip()) for end, part in zip(ends, parts)))
+    return flags
+
+
+class Task(ABC):
+    """One task's contract; see the module docstring. Subclasses set the class attributes."""
+
+    name: str = ""                     # as nlpforge.json records it and `nlpforge train <name>` takes it
+    summary: str = ""                  # one line for --help
+    settings: type = None              # the task's own settings group (`data`): files, columns, head options
+    model_class: str = ""              # transformers Auto class that loads a folder of this task
+    outputs: dict = {"logits": ("batch",)}  # model outputs prediction reads, with their dynamic axes
+    example_input: str = "some text"   # for the model card
+    metrics: tuple = ()                # validation metrics logged every epoch (what tuning may optimise)
+    max_batch_tokens: int = 4096       # padded tokens per forward pass when predicting
+    channels: dict = {"train": "train", "validation": "validation", "test": "test"}  # SageMaker channel -> data setting
+
+    # --- training -------------------------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self, settings, tokenizer, *, max_seq_length: int, seed: int, log) -> TrainingData:
+        """Read the data and say how to batch, step and evaluate it."""
+
+    @abstractmethod
+    def build_model(self, base, tokenizer, data: TrainingData, model_args, log):
+        """The base encoder with this task's head (fresh, or the base's own when it has one)."""
+
+    def channel_is_file(self, setting_name: str) -> bool:
+        """Whether a data setting takes one file (str), not files and folders (a list)."""
+        from nlpforge.settings import leaf_fields
+
+        return next(tp for _, f, tp in leaf_fields(self.settings) if f.name == setting_name) in (str, str | None)
+
+    def describe_metrics(self, metrics: dict) -> str:
+        """One line of the metrics that matter, for the CLI's last line."""
+        return ", ".join(f"{k.removeprefix('validation_')} {v:.4f}" for k, v in metrics.items()
+                         if k.startswith("validation_") and isinstance(v, float))
+
+    # --- prediction -----------------------------------------------------------------------------------
+    @abstractmethod
+    def parse_input(self, value, max_chars: int | None = MAX_TEXT_CHARS):
+        """One input from a user (a CLI argument, a file row, a request item); InputError when malformed.
+        `max_chars` None: no length limit and empty texts allowed (files and the Python API)."""
+
+    @abstractmethod
+    def preprocess(self, loaded: "LoadedModel", inputs: list) -> list[dict]:
+        """Features (dicts with input_ids, ...) for the inputs; a feature may say which input it serves."""
+
+    @abstractmethod
+    def postprocess(self, loaded: "LoadedModel", inputs: list, features: list[dict], outputs: list[dict]) -> list:
+        """One answer (a JSON value) per input, from the features' outputs."""
+
+    def explain(self, loaded: "LoadedModel", inputs: list) -> list:
+        raise InputError(f"a {self.name} model gives no explanations", status=400)
+
+    def evaluate_file(self, loaded: "LoadedModel", path, batch_size: int = 64) -> tuple[dict, str]:
+        """(metrics, a text report) of the model on a file, for `nlpforge evaluate`."""
+        from nlpforge.errors import ConfigError
+
+        raise ConfigError(f"`nlpforge evaluate` does not evaluate {self.name} models on files yet")
+
+    def csv_row(self, loaded: "LoadedModel", answer) -> dict:
+        """The columns of one answer in a CSV of predictions (JSON in one column, unless the task flattens it)."""
+        return {"prediction": json.dumps(answer, ensure_ascii=False)}
+
+    def as_inputs(self, value) -> list:
+        """A single input or a list of inputs, as a list (a lone string is one input)."""
+        return [value] if isinstance(value, (str, dict)) else list(value)
+
+    def load(self, folder, backend: str = "torch", device: str = "cpu", threads: int | None = None) -> "LoadedModel":
+        return load_model(folder, self, backend, device, threads)
+
+
+@dataclass
+class LoadedModel:
+    """A model folder loaded for prediction, on torch or ONNX Runtime; what `nlpforge.load` returns."""
+
+    task: Task
+    folder: Path
+    tokenizer: object
+    metadata: dict                     # nlpforge.json
+    info: dict                         # labels.json, for tasks that have one
+    backend: str = "torch"
+    model: object = None               # the torch module (torch backend, and explanations)
+    session: object = None             # the ONNX Runtime session (onnx backends)
+    max_tokens: int = 4096             # padded tokens per forward pass (the task's max_batch_tokens)
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.metadata.get("max_seq_length", 512))
+
+    @property
+    def labels(self) -> list:
+        return self.info.get("labels", [])
+
+    @property
+    def text_columns(self) -> list[str]:
+        return self.info.get("text_columns") or self.metadata.get("text_columns") or ["text"]
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    def call(self, arrays: dict) -> dict:
+        """One forward pass on padded (B, T) arrays; the task's outputs as numpy arrays."""
+        if self.session is not None:
+            names = {i.name for i in self.session.get_inputs()}
+            values = self.session.run(list(self.task.outputs), {k: v for k, v in arrays.items() if k in names})
+            return dict(zip(self.task.outputs, values))
+        import torch
+
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            result = self.model(**{k: torch.from_numpy(v).to(device) for k, v in arrays.items()})
+        return {name: getattr(result, name).float().cpu().numpy() for name in self.task.outputs}
+
+    def predict(self, inputs, batch_size: int = 32) -> list:
+        """Answers for one input or a list of them (always a list back)."""
+        return self.answer([self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)], batch_size)
+
+    def answer(self, items: list, batch_size: int = 32) -> list:
+        """Answers for inputs the task has already parsed (what the server's workers get)."""
+        if not items:
+            return []
+        features = self.task.preprocess(self, items)
+        outputs = run_features(self.call, features, self.pad_id, batch_size, self.max_tokens)
+        return self.task.postprocess(self, items, features, outputs)
+
+    def explain(self, inputs) -> list:
+        items = [self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)]
+        return self.task.explain(self, items)
+
+
+def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
+               threads: int | None = None) -> LoadedModel:
+    """Load a folder of `task` for prediction on `backend` (torch, onnx or onnx-int8)."""
+    from transformers import AutoTokenizer
+
+    from nlpforge.models.registry import quiet_transformers
+
+    if backend not in BACKENDS:
+        raise ArtifactError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    folder = Path(folder)
+    meta, info = read_metadata(folder)
+    if meta.get("task") != task.name:
+        raise ArtifactError(f"{folder}: holds a '{meta.get('task')}' model, not {task.name}")
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            loaded = LoadedModel(task, folder, tokenizer, meta, info, backend, max_tokens=task.max_batch_tokens)
+            if backend == "torch":
+                import torch
+                import transformers
+
+                if threads:
+                    torch.set_num_threads(threads)
+                loaded.model = getattr(transformers, task.model_class).from_pretrained(str(folder)).to(device).eval()
+            else:
+                from nlpforge.models.onnx import open_session
+
+                loaded.session = open_session(folder, task.model_class, task.outputs, quantized=backend == "onnx-int8",
+                                              threads=threads or os.cpu_count() or 1)
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{folder}: cannot load weights or tokenizer ({str(error).splitlines()[0]})") from None
+    return loaded

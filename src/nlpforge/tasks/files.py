@@ -1,0 +1,47 @@
+"""Batch prediction from a file to a file (CSV or JSONL out), streaming in chunks; any task.
+
+    predict_file("models/stars", "reviews.csv", "predictions.jsonl")
+
+The input's text columns (default: the model's own) become one input per row by the rule every
+reader uses (`nlpforge.data.formats.join_columns`: one column a text, two a text pair). JSONL
+output holds {"row": N, ...the answer}; CSV output has a row column and the task's own columns.
+"""
+import csv
+import json
+from pathlib import Path
+
+from nlpforge.data.clean import clean_html
+from nlpforge.data.formats import join_columns
+from nlpforge.data.readers import read_table
+from nlpforge.errors import DataError
+from nlpforge.tasks import load
+
+
+def predict_file(model_path, input_path, output_path, text_columns=None, batch_size: int = 64,
+                 chunk_rows: int = 2048) -> int:
+    """Write one prediction per input row; returns the number of rows written."""
+    output_path = Path(output_path)
+    suffix = output_path.suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        raise DataError(f"{output_path}: output must end in .csv or .jsonl")
+    loaded = load(model_path)
+    text_columns = list(text_columns or loaded.text_columns)
+    frame = read_table(input_path, columns=text_columns).frame
+    inputs = [join_columns(clean_html("" if frame[c].iat[row] is None else str(frame[c].iat[row]))
+                           for c in text_columns) for row in range(len(frame))]
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle) if suffix == ".csv" else None
+        for start in range(0, len(inputs), chunk_rows):
+            answers = loaded.predict(inputs[start:start + chunk_rows], batch_size=batch_size)
+            for offset, answer in enumerate(answers):
+                row = start + offset
+                if writer is None:
+                    handle.write(json.dumps({"row": row, **answer} if isinstance(answer, dict)
+                                            else {"row": row, "prediction": answer}, ensure_ascii=False) + "\n")
+                    continue
+                columns = loaded.task.csv_row(loaded, answer)
+                if row == 0:
+                    writer.writerow(["row", *columns])
+                writer.writerow([row, *columns.values()])
+    return len(inputs)

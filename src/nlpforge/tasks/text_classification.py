@@ -1,0 +1,285 @@
+"""Text classification: one label per text or text pair (the flagship: a review's 1-5 star rating).
+
+    nlpforge train text-classification --train train.csv --validation val.csv \\
+        --text-column review_body --label-column star_rating --output models/stars
+    nlpforge.load("models/stars").predict(["Loved it", ("a premise", "a hypothesis")])
+    # [{"label": 5, "score": 0.81, "probabilities": {"1": 0.01, ..., "5": 0.81}, "truncated": False}, ...]
+
+Head: transformers' sequence-classification head (a fresh linear layer on the pooled [CLS]
+vector). Loss: cross-entropy, optionally class-balanced. Metrics: accuracy, macro-F1, per-class
+precision/recall/F1 and the confusion matrix. A request is a string, {"text": ...} or
+{"text": ..., "text_pair": ...}; the answer is the label, its score and every class's probability.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from nlpforge.data.batching import encode, pad_batch
+from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, stratified_sample
+from nlpforge.data.report import render_data_report, token_length_stats
+from nlpforge.errors import ConfigError, DataError, InputError
+from nlpforge.settings import Settings, setting
+from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, text_of, truncated_flags
+
+LAZY_ABOVE_BYTES = 256 * 1024 * 1024  # data_loading=auto maps files larger than this
+_TEXT_KEYS = ("text", "data", "body", "inputs", "input")  # TorchServe clients send "data" or "body"
+
+
+@dataclass
+class TextClassificationData(Settings):
+    """Which labelled files, columns and loss a classifier trains on."""
+
+    train: str = setting("", "training data file (.csv, .tsv, .jsonl, .parquet)", required=True)
+    validation: str | None = setting(None, "validation file; without one, a stratified split of --train")
+    test: str | None = setting(None, "test file, evaluated once with the best weights at the end")
+    text_column: list[str] = setting(["text"], "text column; give twice for text pairs")
+    label_column: str = setting("label", "label column (ints or strings)")
+    validation_fraction: float = setting(0.1, "share of --train held out when no --validation is given",
+                                         min=0.001, max=0.999)
+    max_train_rows: int | None = setting(None, "use only this many training rows (a stratified sample)", min=2)
+    data_loading: Literal["auto", "memory", "lazy"] = setting(
+        "auto", "memory, lazy (memory-mapped Arrow, tokenized on the fly) or auto (lazy above 256 MB)")
+    class_weights: Literal["none", "balanced"] = setting("none", "loss weights per class: none or balanced")
+    metric_for_best: Literal["macro_f1", "accuracy"] = setting("macro_f1", "validation metric that picks the best "
+                                                                           "epoch")
+
+    def check(self):
+        if not self.text_column:
+            raise ConfigError("give at least one --text-column")
+
+
+class TextDataset:
+    """Row index -> (text or text pair, label id); tokenization happens in `Collate`."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, index):
+        return self.split.texts[index], self.split.label_ids[index]
+
+
+class Collate:
+    """Tokenize and pad a batch on the fly (in DataLoader workers when there are any)."""
+
+    def __init__(self, tokenizer, max_seq_length: int):
+        self.tokenizer, self.max_seq_length = tokenizer, max_seq_length
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def __call__(self, examples) -> dict:
+        texts, labels = zip(*examples)
+        rows = encode(self.tokenizer, list(texts), self.max_seq_length)
+        for row, label in zip(rows, labels):
+            row["labels"] = label
+        return pad_batch(rows, self.pad_id)
+
+
+def classification_metrics(true_ids, predicted_ids, labels: list) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    label_ids = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true_ids, predicted_ids, labels=label_ids, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(true_ids, predicted_ids)),
+        "macro_f1": float(f1_score(true_ids, predicted_ids, labels=label_ids, average="macro", zero_division=0)),
+        "per_class": {str(labels[i]): {"precision": float(precision[i]), "recall": float(recall[i]),
+                                       "f1": float(f1[i]), "support": int(support[i])} for i in label_ids},
+        "confusion_matrix": confusion_matrix(true_ids, predicted_ids, labels=label_ids).tolist(),
+        "labels": [str(label) for label in labels],
+        "examples": int(len(true_ids)),
+    }
+
+
+def char_lengths(texts) -> list[int] | np.ndarray:
+    """Characters per row: the cheap proxy for token length that length grouping sorts by."""
+    if hasattr(texts, "char_lengths"):
+        return texts.char_lengths()
+    return [len(t) if isinstance(t, str) else sum(len(part) for part in t) for t in texts]
+
+
+def token_lengths(tokenizer, texts, chunk: int = 1000) -> list[int]:
+    """Untruncated token counts, tokenized a chunk at a time so only the counts stay in memory."""
+    lengths = []
+    for start in range(0, len(texts), chunk):
+        lengths.extend(len(row["input_ids"]) for row in encode(tokenizer, texts[start:start + chunk], 1_000_000))
+    return lengths
+
+
+def use_lazy(settings: TextClassificationData) -> bool:
+    if settings.data_loading == "auto":
+        return Path(settings.train).is_file() and Path(settings.train).stat().st_size > LAZY_ABOVE_BYTES
+    return settings.data_loading == "lazy"
+
+
+def logits(model, batch) -> dict:
+    """The forward pass evaluation runs: class scores (B, num_labels)."""
+    return {"logits": model(**batch).logits.float()}
+
+
+class TextClassification(Task):
+    name = "text-classification"
+    summary = "Fine-tune a BERT-family encoder to classify text or text pairs (e.g. 1-5 star ratings)."
+    settings = TextClassificationData
+    model_class = "AutoModelForSequenceClassification"
+    outputs = {"logits": ("batch",)}
+    example_input = "Loved it"
+    metrics = ("validation_accuracy", "validation_macro_f1")
+
+    # --- training -------------------------------------------------------------------------------------
+    def prepare(self, settings: TextClassificationData, tokenizer, *, max_seq_length: int, seed: int,
+                log) -> TrainingData:
+        lazy = use_lazy(settings)
+        data = load_labelled(settings.train, settings.validation, text_columns=settings.text_column,
+                             label_column=settings.label_column, validation_fraction=settings.validation_fraction,
+                             seed=seed, lazy=lazy)
+        if settings.max_train_rows and settings.max_train_rows < len(data.train):
+            data.train = data.train.take(stratified_sample(data.train.label_ids, settings.max_train_rows, seed))
+        # Report on every row of an in-memory file (up to 20k); a mapped file gets a 2k-row sample so
+        # that start-up does not grow with the file.
+        full_lengths = token_lengths(tokenizer, data.train.texts[:2000 if lazy else 20000])
+        validation_rows = encode(tokenizer, data.validation.texts, max_seq_length)
+        extra = {"validation_split": "split_from_train" if data.split_from_train else "file",
+                 "token_lengths": token_length_stats(full_lengths, max_seq_length)}
+
+        def scored(run, rows, true_ids, prefix) -> dict:
+            predicted = np.array([output["logits"].argmax() for output in run(logits, rows)], dtype=np.int64)
+            report = classification_metrics(true_ids, predicted, data.labels)
+            extra[f"{prefix}_report"] = report
+            return {f"{prefix}_accuracy": report["accuracy"], f"{prefix}_macro_f1": report["macro_f1"]}
+
+        def test(run) -> dict:
+            texts, labels, _, _ = read_labelled_file(settings.test, data.text_columns, data.label_column, clean=True)
+            known = {label: i for i, label in enumerate(data.labels)}
+            unknown = sorted({str(v) for v in labels if v not in known})
+            if unknown:
+                raise DataError(f"{settings.test}: label(s) {', '.join(unknown)} never appear in the training file")
+            rows = encode(tokenizer, texts, max_seq_length)
+            return scored(run, rows, [known[v] for v in labels], "test")
+
+        return TrainingData(
+            train=TextDataset(data.train), lengths=char_lengths(data.train.texts),
+            collate=Collate(tokenizer, max_seq_length),
+            step=self.loss(settings, data.train.label_ids, len(data.labels)),
+            evaluate=lambda run: scored(run, validation_rows, data.validation.label_ids, "validation"),
+            test=test if settings.test else None,
+            metric_for_best=f"validation_{settings.metric_for_best}",
+            fingerprint={"labels": data.labels, "train_sha256": data.files[0].sha256, "train_rows": len(data.train),
+                         "class_weights": settings.class_weights, "max_train_rows": settings.max_train_rows},
+            report=render_data_report(data, full_lengths, max_seq_length),
+            files=[{"path": f.path, "sha256": f.sha256, "rows": f.rows, "role": "train" if i == 0 else "validation"}
+                   for i, f in enumerate(data.files)],
+            task_info={"labels": data.labels, "text_columns": data.text_columns, "label_column": data.label_column},
+            card_notes=[f"Labels: {', '.join(map(str, data.labels))}"], extra=extra)
+
+    @staticmethod
+    def loss(settings: TextClassificationData, label_ids, n_labels: int):
+        """Per-example cross-entropy, optionally weighted to balance the classes."""
+        import torch
+
+        weight = None
+        if settings.class_weights == "balanced":
+            counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=n_labels).astype(np.float64)
+            weight = torch.tensor(len(label_ids) / (n_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+        def step(model, batch):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            scores = model(**inputs).logits  # (B, num_labels)
+            return torch.nn.functional.cross_entropy(
+                scores.float(), batch["labels"], reduction="none",
+                weight=None if weight is None else weight.to(scores.device))  # (B,)
+
+        return step
+
+    def build_model(self, base, tokenizer, data: TrainingData, model_args, log):
+        from nlpforge.models.registry import build_model
+
+        labels = data.task_info["labels"]
+        return build_model(base, self.model_class, tokenizer, model_args.max_seq_length, model_args.dropout,
+                           num_labels=len(labels), id2label={i: str(label) for i, label in enumerate(labels)},
+                           label2id={str(label): i for i, label in enumerate(labels)})
+
+    def describe_metrics(self, metrics: dict) -> str:
+        return (f"validation accuracy {metrics['validation_accuracy']:.4f}, "
+                f"macro-F1 {metrics['validation_macro_f1']:.4f}")
+
+    # --- prediction -----------------------------------------------------------------------------------
+    def parse_input(self, value, max_chars: int | None = MAX_TEXT_CHARS):
+        """A text, or a text pair: a (text, text_pair) tuple, or {"text": ..., "text_pair": ...}."""
+        if isinstance(value, dict):
+            key = next((k for k in _TEXT_KEYS if k in value), None)
+            if key is None:
+                raise InputError('a JSON object must hold the text under "text" (or "data"), e.g. {"text": "Loved '
+                                 'it"}, and a second text under "text_pair" for a pair')
+            if value.get("text_pair") is not None:
+                return text_of(value[key], max_chars), text_of(value["text_pair"], max_chars, "text_pair")
+            value = value[key]
+        elif isinstance(value, tuple):
+            if len(value) != 2:
+                raise InputError(f"a text pair has two texts, not {len(value)}")
+            return text_of(value[0], max_chars), text_of(value[1], max_chars, "text_pair")
+        return text_of(value, max_chars)
+
+    def preprocess(self, loaded, inputs: list) -> list[dict]:
+        pairs = [i for i in inputs if isinstance(i, tuple)]
+        if pairs and len(pairs) != len(inputs):  # one tokenizer call takes all texts or all pairs
+            return [feature for item in inputs for feature in self.preprocess(loaded, [item])]
+        first, second = (list(zip(*inputs)) if pairs else (inputs, None))
+        encoded = loaded.tokenizer(list(first), list(second) if second else None, truncation="longest_first",
+                                   max_length=loaded.max_seq_length, return_offsets_mapping=True)
+        flags = truncated_flags(inputs, encoded)
+        names = [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in encoded]
+        return [{**{n: encoded[n][i] for n in names}, "truncated": flags[i]} for i in range(len(inputs))]
+
+    def postprocess(self, loaded, inputs: list, features: list[dict], outputs: list[dict]) -> list[dict]:
+        answers = []
+        for feature, output in zip(features, outputs):
+            scores = output["logits"].astype(np.float64)
+            probabilities = np.exp(scores - scores.max())
+            probabilities /= probabilities.sum()
+            answers.append(self.answer(loaded.labels, probabilities, feature["truncated"]))
+        return answers
+
+    @staticmethod
+    def answer(labels: list, probabilities, truncated: bool) -> dict:
+        best = int(probabilities.argmax())
+        return {"label": labels[best], "score": float(probabilities[best]),
+                "probabilities": {str(label): float(p) for label, p in zip(labels, probabilities)},
+                "truncated": bool(truncated)}
+
+    def explain(self, loaded, inputs: list) -> list[dict]:
+        """The prediction plus attention weights: every layer's head-averaged (T, T) matrix and the
+        last layer's attention from [CLS] to each token."""
+        import torch
+        import transformers
+
+        if "attention_model" not in loaded.__dict__:
+            # SDPA kernels do not return attention weights; the eager implementation does.
+            loaded.__dict__["attention_model"] = getattr(transformers, self.model_class).from_pretrained(
+                str(loaded.folder), attn_implementation="eager").eval()
+        model = loaded.__dict__["attention_model"]
+        out = []
+        for item, feature in zip(inputs, self.preprocess(loaded, inputs)):
+            batch = {k: torch.tensor([feature[k]]) for k in ("input_ids", "token_type_ids", "attention_mask")
+                     if k in feature}
+            with torch.inference_mode():
+                result = model(**batch, output_attentions=True)
+            probabilities = torch.softmax(result.logits.double(), dim=-1).numpy()[0]
+            layers = [layer[0].mean(dim=0) for layer in result.attentions]  # each (T, T), heads averaged
+            out.append({**self.answer(loaded.labels, probabilities, feature["truncated"]),
+                        "tokens": loaded.tokenizer.convert_ids_to_tokens(feature["input_ids"]),
+                        "cls_attention": [round(v, 5) for v in layers[-1][0].tolist()],
+                        "attentions": [[[round(v, 5) for v in row] for row in layer.tolist()] for layer in layers]})
+        return out
+
+    def csv_row(self, loaded, answer: dict) -> dict:
+        return {"label": answer["label"], "score": f"{answer['score']:.6f}",
+                **{f"p_{label}": f"{answer['probabilities'][str(label)]:.6f}" for label in loaded.labels}}
+
+
+TASK = TextClassification()

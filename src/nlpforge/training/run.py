@@ -1,0 +1,198 @@
+"""Train any task: read the data, build the model, run the engine, write the artifact folder.
+
+    job = job_class("text-classification").of(train="train.csv", validation="val.csv",
+                                               text_column=["review_body"], label_column="star_rating",
+                                               model="minilm-l6", output="models/stars", epochs=2)
+    result = train(job)
+
+A job is also a file, read by this module's entry point: that is how `--nproc N` relaunches
+itself under torchrun and how the SDK's built-in estimators run inside a training job, with no
+command line to compose and parse again:
+
+    python -m nlpforge.training.run settings.json      # {"task": "text-classification", "settings": {...}}
+"""
+import json
+import random
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nlpforge import tasks
+from nlpforge.errors import ConfigError, DataError, NlpforgeError
+from nlpforge.models import artifact
+from nlpforge.models.registry import freeze_lowest_layers, load_tokenizer, resolve_base
+from nlpforge.settings import from_flat, load_config_file, to_flat
+from nlpforge.training import distributed
+from nlpforge.training.loop import checkpoint_folder, fit, sharded_runner
+from nlpforge.training.precision import resolve_precision
+from nlpforge.training.settings import TrainJob, job_class
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    metrics: dict                 # validation (and test) metrics of the best epoch
+    history: list                 # per-epoch metrics
+    train_seconds: float
+    samples: int
+    padded_tokens: int
+    parameters: int
+    data_report: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / max(self.train_seconds, 1e-9)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
+
+
+def write_job(job: TrainJob, path) -> Path:
+    """The job as a settings file that `python -m nlpforge.training.run` reads."""
+    path = Path(path)
+    path.write_text(json.dumps({"task": job.task, "settings": asdict(job)}, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_job(path) -> TrainJob:
+    """A job from a settings file written by `write_job` (or by hand: {"task": ..., "settings": {...}})."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: not a readable job settings file ({error})") from None
+    if not isinstance(saved, dict) or "task" not in saved or not isinstance(saved.get("settings"), dict):
+        raise ConfigError(f'{path}: a job settings file holds {{"task": ..., "settings": {{...}}}}')
+    return from_flat(job_class(saved["task"]), saved["settings"], where=str(path))
+
+
+def job_from_file(task: str, path) -> TrainJob:
+    """A job from a user's JSON/YAML config file (flat or grouped names)."""
+    cls = job_class(task)
+    return from_flat(cls, load_config_file(path, cls), where=str(path))
+
+
+def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
+    """Read the data, train, keep the best epoch, and write the artifact folder (rank 0).
+
+    With nproc or nnodes above 1 and no torchrun around us, re-launch under torchrun and wait.
+    """
+    if job.distributed.launch and not distributed.under_torchrun():
+        return _launch_distributed(job, log)
+    device = resolve_device(job.runtime.device)
+    world = distributed.setup(device.type)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+    try:
+        return _train(job, device, world, log if world.is_main else (lambda *_: None), on_step)
+    finally:
+        distributed.teardown()
+
+
+def _launch_distributed(job: TrainJob, log) -> TrainResult:
+    d = job.distributed
+    with tempfile.TemporaryDirectory() as folder:
+        settings = write_job(job, Path(folder) / "settings.json")
+        log(f"launching {d.nproc} process(es) x {d.nnodes} node(s) through torchrun")
+        code = distributed.launch(["-m", "nlpforge.training.run", str(settings)], d.nproc, d.nnodes, d.node_rank,
+                                  d.master_addr, d.master_port)
+    if code != 0:
+        raise ConfigError(f"distributed training exited with code {code}; see the messages above")
+    meta, _ = artifact.read_metadata(job.output)
+    metrics = meta["metrics"]
+    return TrainResult(Path(job.output), metrics, meta.get("history", []), metrics.get("train_seconds", 0.0),
+                       metrics.get("train_samples", 0), metrics.get("padded_tokens", 0), 0)
+
+
+def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> TrainResult:
+    task = tasks.get(job.task)
+    runtime = job.runtime
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    if runtime.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    precision = resolve_precision(runtime.precision, device)
+    seed_everything(job.train.seed)
+    base = resolve_base(job.model.model, job.model.tokenizer)
+    tokenizer = load_tokenizer(base)
+    data = task.prepare(job.data, tokenizer, max_seq_length=job.model.max_seq_length, seed=job.train.seed, log=log)
+    model = task.build_model(base, tokenizer, data, job.model, log)
+    embeddings = model.get_input_embeddings().num_embeddings
+    if embeddings != len(tokenizer):
+        raise ConfigError(f"the tokenizer has {len(tokenizer):,} entries but {job.model.model}'s embeddings have "
+                          f"{embeddings:,}; use the model's own tokenizer (leave out --tokenizer), or train a "
+                          "model from scratch on this tokenizer (e.g. --model bert-mini)")
+    freeze_lowest_layers(model, job.model.freeze_layers)
+    model.to(device)
+    log(data.report)
+    if len(data.train) < world.size:
+        raise DataError(f"{len(data.train)} training rows cannot feed {world.size} processes")
+    fingerprint = {"task": job.task, **to_flat(job.model), **to_flat(job.train), **data.fingerprint,
+                   "world_size": world.size, "precision": runtime.precision}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    batches = -(-len(data.train) // job.train.batch_size)
+    processes = f" x {world.size} processes" if world.distributed else ""
+    log(f"model {job.model.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
+        f"({trainable / 1e6:.1f}M trainable); {job.train.epochs} epochs x about {batches} batches of "
+        f"{job.train.batch_size}; {precision} on {device}{processes}")
+    pad_id = tokenizer.pad_token_id or 0
+    state = fit(model, data, job, fingerprint, world=world, device=device, precision=precision, pad_id=pad_id,
+                log=log, on_step=on_step)
+
+    run = sharded_runner(model, world, device, job.eval.eval_batch_size, pad_id)
+    metrics = {**data.evaluate(run), "best_epoch": state.best_epoch, "train_seconds": state.train_seconds,
+               "train_samples": state.samples, "padded_tokens": state.padded_tokens,
+               "train_samples_per_second": state.samples / max(state.train_seconds, 1e-9)}
+    if data.test is not None:
+        metrics.update(data.test(run))
+    output = Path(job.output)
+    if world.is_main:
+        artifact.save(output, model, tokenizer, task=job.task, base_model=job.model.model,
+                      max_seq_length=job.model.max_seq_length, hyperparameters=to_flat(job), metrics=metrics,
+                      data_files=data.files, task_info=data.task_info, card_notes=data.card_notes,
+                      example_input=task.example_input,
+                      extra={"history": state.history, **data.extra, "precision": precision,
+                             "world_size": world.size, "resumed_from": state.resumed_from})
+        if job.checkpoint.checkpoint_dir is None:
+            shutil.rmtree(checkpoint_folder(job), ignore_errors=True)  # the run finished; the artifact is what stays
+        log(f"wrote {output} (best epoch {state.best_epoch}: {task.describe_metrics(metrics)})")
+    distributed.barrier(world)
+    return TrainResult(output, metrics, state.history, state.train_seconds, state.samples, state.padded_tokens,
+                       sum(p.numel() for p in model.parameters()), data.report, data.extra)
+
+
+def main(argv=None) -> None:
+    """`python -m nlpforge.training.run SETTINGS.json`: train the job the file describes."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m nlpforge.training.run SETTINGS.json", file=sys.stderr)
+        sys.exit(2)
+    try:
+        train(read_job(argv[0]))
+    except NlpforgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

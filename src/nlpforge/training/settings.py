@@ -1,0 +1,126 @@
+"""A training job's settings, grouped by what they steer, one typed field each with a one-line help.
+
+    job = job_class("text-classification").of(train="train.csv", output="models/stars", epochs=2)
+    job.data.train, job.model.max_seq_length, job.train.learning_rate, job.checkpoint.resume
+
+A job is the task's own settings (`data`: files, columns, head options) plus the engine's groups:
+`model` (base and shape), `train` (optimisation), `eval` (validation and early stopping),
+`checkpoint`, `distributed` and `runtime`. The CLI flags are the fields' own names
+(`--learning-rate`), and a JSON/YAML file may give them flat or grouped.
+"""
+import functools
+from dataclasses import dataclass, make_dataclass
+from typing import ClassVar, Literal
+
+from nlpforge import tasks
+from nlpforge.errors import ConfigError
+from nlpforge.settings import Settings, group, setting
+
+
+@dataclass
+class ModelArgs(Settings):
+    """Which encoder, with which tokenizer, at which length."""
+
+    model: str = setting("minilm-l6", "base model: an alias (minilm-l6, bert-tiny, ...) or a folder")
+    tokenizer: str | None = setting(None, "tokenizer folder, for from-scratch models (default: MiniLM's)")
+    max_seq_length: int = setting(128, "tokens per example; longer ones are truncated", min=8, max=8192)
+    dropout: float | None = setting(None, "dropout probability in the encoder (default: the base model's)",
+                                    min=0, max=0.99)
+    freeze_layers: int = setting(0, "freeze the embeddings and the lowest N encoder layers (freeze_bert_layer)",
+                                 min=0)
+
+
+@dataclass
+class TrainArgs(Settings):
+    """How the weights are optimised."""
+
+    epochs: int = setting(3, "passes over the training data", min=1)
+    learning_rate: float = setting(5e-5, "peak learning rate of AdamW")
+    batch_size: int = setting(32, "training examples per optimizer step (before accumulation)", min=1)
+    warmup_ratio: float = setting(0.1, "share of steps spent warming the learning rate up from 0", min=0, max=0.999)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", min=0)
+    lr_schedule: Literal["linear", "cosine", "constant"] = setting("linear", "learning-rate decay after warmup")
+    gradient_accumulation: int = setting(1, "batches whose gradients are summed per optimizer step", min=1)
+    max_grad_norm: float = setting(1.0, "clip gradients to this global norm (0 turns clipping off)", min=0)
+    max_steps: int = setting(0, "stop after this many optimizer steps (0: run every epoch)", min=0)
+    seed: int = setting(42, "seed for initialisation, shuffling, splits and masks")
+
+    def check(self):
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning-rate must be positive, not {self.learning_rate}")
+
+
+@dataclass
+class EvalArgs(Settings):
+    """Validation after every epoch."""
+
+    eval_batch_size: int = setting(64, "examples per batch when evaluating", min=1)
+    eval_every: int = setting(0, "optimizer steps between extra evaluations within an epoch, logged to metrics "
+                                 "(0: only at epoch ends, which pick the best epoch)", min=0)
+    early_stopping_patience: int = setting(0, "stop after N epochs without a better validation metric (0: never)",
+                                           min=0)
+
+
+@dataclass
+class CheckpointArgs(Settings):
+    """Checkpoints of every object a resume needs."""
+
+    checkpoint_dir: str | None = setting(None, "folder for checkpoints (default: OUTPUT/checkpoints)")
+    checkpoint_every: int = setting(0, "optimizer steps between checkpoints (0: only at epoch ends)", min=0)
+    keep_checkpoints: int = setting(2, "how many of the newest checkpoints to keep", min=1)
+    resume: str | None = setting(None, "auto (newest checkpoint in --checkpoint-dir, if any) or a checkpoint path")
+
+
+@dataclass
+class DistributedArgs(Settings):
+    """Data parallelism over processes and machines (torchrun)."""
+
+    nproc: int = setting(1, "processes on this machine for data parallelism (launched through torchrun)", min=1)
+    nnodes: int = setting(1, "machines taking part in data parallelism", min=1)
+    node_rank: int = setting(0, "this machine's index among --nnodes", min=0)
+    master_addr: str = setting("127.0.0.1", "address of the rank-0 machine")
+    master_port: int = setting(29500, "port of the rank-0 machine", min=1, max=65535)
+
+    def check(self):
+        if self.node_rank >= self.nnodes:
+            raise ConfigError(f"node-rank must be in [0, nnodes), not {self.node_rank} with --nnodes {self.nnodes}")
+
+    @property
+    def launch(self) -> bool:
+        return self.nproc > 1 or self.nnodes > 1
+
+
+@dataclass
+class RuntimeArgs(Settings):
+    """Where and how the job runs."""
+
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = setting(
+        "fp32", "fp32, bf16 (autocast; CPU or CUDA), fp16 (CUDA, grad scaler) or auto (measured)")
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto (CUDA when present)")
+    threads: int | None = setting(None, "CPU threads for torch (default: all cores)", min=1)
+    num_workers: int = setting(0, "DataLoader worker processes that prepare batches on the fly", min=0)
+    deterministic: bool = setting(False, "use only deterministic kernels (bit-exact resume on CPU holds without it)")
+    log_every: int = setting(10, "optimizer steps between lines in OUTPUT/metrics.jsonl and TensorBoard", min=0)
+    progress: bool = setting(True, "show a progress bar")
+
+
+@dataclass
+class TrainJob(Settings):
+    """Base of every task's job settings; `job_class(task)` builds the fields."""
+
+    task: ClassVar[str] = ""
+
+
+@functools.cache
+def job_class(task_name: str) -> type:
+    """The settings class of `nlpforge train <task_name>`: the output folder, the task's own `data`
+    group, then the engine's groups."""
+    task = tasks.get(task_name)
+    name = "".join(part.title() for part in task_name.split("-")) + "Job"
+    field_list = [("output", str, setting("", "folder to write the model artifact to", required=True)),
+                  ("data", task.settings, group(task.settings)),
+                  *((name, cls, group(cls)) for name, cls in (
+                      ("model", ModelArgs), ("train", TrainArgs), ("eval", EvalArgs), ("checkpoint", CheckpointArgs),
+                      ("distributed", DistributedArgs), ("runtime", RuntimeArgs)))]
+    return make_dataclass(name, field_list, bases=(TrainJob,),
+                          namespace={"task": task_name, "__doc__": task.summary, "__module__": __name__})
