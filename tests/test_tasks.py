@@ -80,7 +80,7 @@ def test_inputs_are_checked_by_the_task():
 
 
 def test_the_registry_knows_every_task_and_refuses_unknown_ones(tmp_path, tiny_model):
-    assert {"text-classification"} <= set(tasks.names())
+    assert {"text-classification", "masked-lm"} <= set(tasks.names())
     with pytest.raises(ConfigError, match="unknown task 'ner'; the tasks are"):
         tasks.get("ner")
     folder = tmp_path / "future"

@@ -1,0 +1,575 @@
+"""BERT pre-training (masked LM + next-sentence prediction), from scratch or on a domain; fill-mask.
+
+    nlpforge tokenizer train --corpus imdb_50k.csv.gz --column review --output tokenizers/imdb
+    nlpforge train masked-lm --model bert-mini --tokenizer tokenizers/imdb --corpus imdb_50k.csv.gz \\
+        --column review --output models/imdb-bert                 # from scratch
+    nlpforge train masked-lm --model minilm-l6 --corpus reviews.csv --output models/minilm-reviews   # adaptation
+    nlpforge predict models/imdb-bert "the acting was [MASK] ."
+    # {"masks": [{"position": 4, "predictions": [{"token": "great", "token_id": 2307, "score": 0.31}, ...]}], ...}
+
+Instances are made as BERT's own data creation makes them: documents -> sentences -> segment
+pairs that fill max_seq_length (a shorter random target with short_seq_prob); with NSP, B is
+the real continuation of A half of the time and a span of another document otherwise. Masks are
+drawn anew every epoch (RoBERTa's dynamic masking), from the seed, the epoch and the instance, so
+a resumed run draws the same ones: masked_lm_prob of the tokens, at most max_predictions_per_seq,
+80% [MASK], 10% a random token, 10% unchanged (whole words together with --whole-word-masking).
+
+Head: BertForPreTraining's (a transform and a decoder tied to the input embeddings, plus the NSP
+classifier). A base without one, such as all-MiniLM-L6-v2, gets a fresh one, and the log and the
+model card say so. The loss scores the masked positions only: on a small encoder the vocabulary
+projection of every position would cost more than the encoder itself. Metrics on held-out
+instances with fixed masks: masked-LM accuracy, perplexity and NSP accuracy.
+"""
+import functools
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from nlpforge.data.batching import MODEL_INPUTS, pad_batch
+from nlpforge.errors import ConfigError, DataError, InputError
+from nlpforge.settings import Settings, cache_root, group, setting
+from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, text_of
+from nlpforge.text.corpus import CorpusSource, DocumentBoundary
+
+MASK = "[MASK]"
+MAX_TOP_K = 100
+EVAL_KEYS = (*MODEL_INPUTS, "labels", "next_sentence_label")
+
+
+@dataclass
+class MaskedLmData(Settings):
+    """Which corpus to pre-train on, and how BERT's pre-training instances are made from it."""
+
+    source: CorpusSource = group(CorpusSource)
+    validation: list[str] = setting([], "held-out corpus (default: documents held out of --corpus)")
+    validation_documents: int = setting(200, "documents of --corpus held out when no --validation is given", min=1)
+    max_eval_instances: int = setting(1000, "held-out instances evaluated after every epoch (fixed masks)", min=1)
+    document_boundary: DocumentBoundary = setting(
+        "auto", "documents of a text file: blank-line (BERT's format), file, line, or auto (from the file)")
+    nsp: bool = setting(True, "next-sentence prediction: half of the B segments come from another document")
+    short_seq_prob: float = setting(0.1, "share of documents whose instances aim at a shorter random length",
+                                    min=0, max=1)
+    masked_lm_prob: float = setting(0.15, "share of tokens masked", min=0.01, max=0.9)
+    max_predictions_per_seq: int = setting(20, "most masked tokens per instance", min=1)
+    whole_word_masking: bool = setting(False, "mask all the pieces of a word together")
+
+
+# --- instances ------------------------------------------------------------------------------------------
+@dataclass
+class Instances:
+    """Pre-training instances as sentence-row ranges: A is rows [a_start, a_end), B is [b_start, b_end)."""
+
+    a_start: np.ndarray
+    a_end: np.ndarray
+    b_start: np.ndarray
+    b_end: np.ndarray
+    random_next: np.ndarray   # 1 where B comes from another document (NSP's "not next")
+    tokens: np.ndarray        # estimated tokens, what batches are grouped by
+
+    def __len__(self):
+        return len(self.a_start)
+
+    def take(self, count: int) -> "Instances":
+        return Instances(*(array[:count] for array in (self.a_start, self.a_end, self.b_start, self.b_end,
+                                                       self.random_next, self.tokens)))
+
+
+def build_instances(spans: list[tuple[int, int]], tokens, max_seq_length: int, short_seq_prob: float, nsp: bool,
+                    seed: int) -> Instances:
+    """BERT's create_instances_from_document over documents given as sentence-row spans.
+
+    `tokens` holds each sentence's (estimated) token count. A chunk of sentences is gathered until it
+    reaches the target length, then split at a random point into A and B; with NSP, B is replaced half
+    of the time by sentences from a random other document, and the chunk's unused sentences go back to
+    be read again. A one-sentence chunk that is to be a real pair takes the next sentence too, or at a
+    document's end the one before (a one-sentence document is then left out).
+    """
+    rng = random.Random(seed)
+    tokens = [int(t) for t in tokens]
+    max_tokens = max_seq_length - (3 if nsp else 2)
+    rows: list[tuple] = []
+    for number, (start, end) in enumerate(spans):
+        target = rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
+        chunk_start, length, i = start, 0, start
+        while i < end:
+            length += tokens[i]
+            if i == end - 1 or length >= target:
+                size = i + 1 - chunk_start
+                if not nsp:
+                    rows.append((chunk_start, i + 1, i + 1, i + 1, 0, length))
+                else:
+                    random_next = len(spans) > 1 and rng.random() < 0.5
+                    if size == 1 and not random_next:
+                        # BERT makes every one-sentence chunk a random pair, which tilts NSP's labels
+                        # towards "not next"; a real pair takes the next sentence, or the one before
+                        # at a document's end. A one-sentence document cannot be a real pair: left out.
+                        if i + 1 < end:
+                            i += 1
+                            length += tokens[i]
+                        elif chunk_start > start:
+                            chunk_start -= 1
+                            length += tokens[chunk_start]
+                        else:
+                            chunk_start, length = i + 1, 0
+                            i += 1
+                            continue
+                        size = 2
+                    a_end = chunk_start + (rng.randint(1, size - 1) if size >= 2 else 1)
+                    a_tokens = sum(tokens[chunk_start:a_end])
+                    if random_next:
+                        other = number
+                        for _ in range(10):
+                            other = rng.randrange(len(spans))
+                            if other != number:
+                                break
+                        o_start, o_end = spans[other]
+                        b_start = b_end = rng.randrange(o_start, o_end)
+                        b_tokens = 0
+                        while b_end < o_end and (b_end == b_start or b_tokens < target - a_tokens):
+                            b_tokens += tokens[b_end]
+                            b_end += 1
+                        rows.append((chunk_start, a_end, b_start, b_end, 1, a_tokens + b_tokens))
+                        i = a_end - 1  # the chunk's sentences after A are read again
+                    else:
+                        rows.append((chunk_start, a_end, a_end, i + 1, 0, length))
+                chunk_start, length = i + 1, 0
+            i += 1
+    columns = np.array(rows, dtype=np.int64).reshape(-1, 6).T
+    return Instances(*columns[:4], columns[4].astype(np.int8), np.minimum(columns[5], max_seq_length))
+
+
+def document_spans(documents: np.ndarray) -> list[tuple[int, int]]:
+    """(first row, end row) of each document, from the document number of every sentence row."""
+    if len(documents) == 0:
+        return []
+    starts = np.flatnonzero(np.diff(documents)) + 1
+    bounds = np.concatenate([[0], starts, [len(documents)]])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+class InstanceDataset:
+    """Instance index -> (index, A text, B text or "", 1 if B is from another document)."""
+
+    def __init__(self, sentences, instances: Instances):
+        self.sentences, self.instances = sentences, instances
+
+    def __len__(self):
+        return len(self.instances)
+
+    def _text(self, start: int, end: int) -> str:
+        return " ".join(self.sentences.slice(start, end - start).to_pylist()) if end > start else ""
+
+    def __getitem__(self, index):
+        i = self.instances
+        return (int(index), self._text(int(i.a_start[index]), int(i.a_end[index])),
+                self._text(int(i.b_start[index]), int(i.b_end[index])), int(i.random_next[index]))
+
+
+# --- masking ----------------------------------------------------------------------------------------------
+def truncate_pair(a: list, b: list, max_tokens: int, rng: np.random.Generator) -> tuple[slice, slice]:
+    """BERT's truncate_seq_pair as slices: trim the longer segment, from its front or back at random."""
+    a_lo, a_hi, b_lo, b_hi = 0, len(a), 0, len(b)
+    while (a_hi - a_lo) + (b_hi - b_lo) > max_tokens:
+        excess = (a_hi - a_lo) + (b_hi - b_lo) - max_tokens
+        a_longer = a_hi - a_lo > b_hi - b_lo
+        gap = abs((a_hi - a_lo) - (b_hi - b_lo))
+        cut = max(1, min(excess, gap))  # one token at a time in BERT; binomially split here, same distribution
+        front = int(rng.binomial(cut, 0.5))
+        if a_longer:
+            a_lo, a_hi = a_lo + front, a_hi - (cut - front)
+        else:
+            b_lo, b_hi = b_lo + front, b_hi - (cut - front)
+    return slice(a_lo, a_hi), slice(b_lo, b_hi)
+
+
+def mask_tokens(ids: np.ndarray, words: np.ndarray, rng: np.random.Generator, masked_lm_prob: float,
+                max_predictions: int, mask_id: int, random_ids: np.ndarray, whole_word: bool):
+    """(masked input ids, labels with -100 where nothing is predicted), BERT's 80/10/10 rule.
+
+    `words` numbers each position's word (-1 for [CLS]/[SEP], which are never masked)."""
+    candidates = np.flatnonzero(words >= 0)
+    labels = np.full(len(ids), -100, dtype=np.int64)
+    if len(candidates) == 0:
+        return ids, labels
+    if whole_word:
+        cuts = np.flatnonzero(np.diff(words[candidates]) != 0) + 1
+        groups = np.split(candidates, cuts)
+    else:
+        groups = [candidates[i:i + 1] for i in range(len(candidates))]
+    wanted = min(max_predictions, max(1, int(round(len(candidates) * masked_lm_prob))))
+    chosen: list = []
+    for index in rng.permutation(len(groups)):
+        if len(chosen) >= wanted:
+            break
+        if len(chosen) + len(groups[index]) > wanted:
+            continue
+        chosen.extend(groups[index].tolist())
+    chosen = np.array(sorted(chosen), dtype=np.int64)
+    labels[chosen] = ids[chosen]
+    masked = ids.copy()
+    draw = rng.random(len(chosen))
+    masked[chosen[draw < 0.8]] = mask_id
+    replaced = chosen[draw >= 0.9]
+    masked[replaced] = rng.choice(random_ids, size=len(replaced))
+    return masked, labels
+
+
+class MaskingCollate:
+    """Examples -> a pre-training batch: tokenize, truncate the pair, add [CLS]/[SEP], mask (new masks each
+    epoch, drawn from seed, epoch and instance), pad. `features(examples, epoch)` gives the rows unpadded."""
+
+    def __init__(self, tokenizer, max_seq_length: int, settings: MaskedLmData, seed: int):
+        self.tokenizer, self.max_seq_length, self.settings, self.seed = tokenizer, max_seq_length, settings, seed
+        self.epoch = 0
+        self.pad_id = tokenizer.pad_token_id or 0
+        special = set(tokenizer.all_special_ids)
+        self.random_ids = np.array([i for i in range(len(tokenizer)) if i not in special], dtype=np.int64)
+
+    def features(self, examples, epoch: int) -> list[dict]:
+        indices, a_texts, b_texts, random_next = zip(*examples)
+        a = self.tokenizer(list(a_texts), add_special_tokens=False)
+        b = self.tokenizer([t or "" for t in b_texts], add_special_tokens=False)
+        nsp = self.settings.nsp
+        max_tokens = self.max_seq_length - (3 if nsp else 2)
+        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        rows = []
+        for k, index in enumerate(indices):
+            rng = np.random.default_rng([self.seed, epoch + 1, index])
+            a_ids, b_ids = a["input_ids"][k], b["input_ids"][k] if nsp else []
+            a_words = [-1 if w is None else w for w in a.word_ids(k)]
+            b_words = [-1 if w is None else w + 1_000_000 for w in b.word_ids(k)] if nsp else []
+            keep_a, keep_b = truncate_pair(a_ids, b_ids, max_tokens, rng)
+            ids = [cls, *a_ids[keep_a], sep] + ([*b_ids[keep_b], sep] if nsp else [])
+            words = [-1, *a_words[keep_a], -1] + ([*b_words[keep_b], -1] if nsp else [])
+            types = [0] * (len(a_ids[keep_a]) + 2) + ([1] * (len(b_ids[keep_b]) + 1) if nsp else [])
+            masked, labels = mask_tokens(np.array(ids, dtype=np.int64), np.array(words, dtype=np.int64), rng,
+                                         self.settings.masked_lm_prob, self.settings.max_predictions_per_seq,
+                                         self.tokenizer.mask_token_id, self.random_ids,
+                                         self.settings.whole_word_masking)
+            row = {"input_ids": masked.tolist(), "token_type_ids": types, "labels": labels.tolist()}
+            if nsp:
+                row["next_sentence_label"] = random_next[k]
+            rows.append(row)
+        return rows
+
+    def __call__(self, examples) -> dict:
+        return pad_batch(self.features(examples, self.epoch), self.pad_id)
+
+
+# --- the model ---------------------------------------------------------------------------------------------
+@functools.cache
+def pretraining_class():
+    """BertForPreTraining whose forward, given labels, scores masked positions only and returns per-example
+    losses and counts (what the engine and the metrics need), not (B, T, vocabulary) logits."""
+    from dataclasses import dataclass as model_output
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import BertForPreTraining as TransformersBertForPreTraining
+    from transformers.utils import ModelOutput
+
+    @model_output
+    class PreTrainingStats(ModelOutput):
+        loss: torch.Tensor | None = None           # (B,) masked-token cross-entropy mean (+ NSP cross-entropy)
+        mlm_loss: torch.Tensor | None = None       # (B,) summed masked-token cross-entropy
+        mlm_correct: torch.Tensor | None = None    # (B,) masked tokens predicted right
+        mlm_count: torch.Tensor | None = None      # (B,) masked tokens
+        nsp_correct: torch.Tensor | None = None    # (B,) 1 where NSP was right
+
+    # Named as its base so that config.json says "BertForPreTraining", which it is: the same weights and
+    # heads, with a leaner forward when labels are given.
+    class BertForPreTraining(TransformersBertForPreTraining):
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                    next_sentence_label=None, **kwargs):
+            if labels is None:
+                return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                       token_type_ids=token_type_ids, **kwargs)
+            sequence, pooled = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                         return_dict=False)[:2]          # (B, T, H), (B, H)
+            masked = labels != -100                                        # (B, T)
+            rows = masked.nonzero()[:, 0]                                  # (M,)
+            scores = self.cls.predictions(sequence[masked]).float()        # (M, V)
+            targets = labels[masked]                                       # (M,)
+            token_loss = F.cross_entropy(scores, targets, reduction="none")
+            zeros = torch.zeros(len(labels), device=labels.device, dtype=torch.float32)
+            loss_sum = zeros.index_add(0, rows, token_loss)
+            correct = zeros.index_add(0, rows, (scores.argmax(-1) == targets).float())
+            count = masked.sum(1).float()
+            loss = loss_sum / count.clamp(min=1)
+            nsp_correct = zeros
+            if next_sentence_label is not None:
+                relation = self.cls.seq_relationship(pooled).float()       # (B, 2)
+                loss = loss + F.cross_entropy(relation, next_sentence_label, reduction="none")
+                nsp_correct = (relation.argmax(-1) == next_sentence_label).float()
+            return PreTrainingStats(loss=loss, mlm_loss=loss_sum, mlm_correct=correct, mlm_count=count,
+                                    nsp_correct=nsp_correct)
+
+    return BertForPreTraining
+
+
+def pretraining_stats(model, batch) -> dict:
+    """The evaluation forward: per-example masked-LM and NSP counts."""
+    out = model(**batch)
+    return {"mlm_loss": out.mlm_loss, "mlm_correct": out.mlm_correct, "mlm_count": out.mlm_count,
+            "nsp_correct": out.nsp_correct}
+
+
+def summarise(outputs: list[dict], prefix: str, nsp: bool) -> dict:
+    count = max(sum(float(o["mlm_count"]) for o in outputs), 1.0)
+    loss = sum(float(o["mlm_loss"]) for o in outputs) / count
+    metrics = {f"{prefix}_mlm_accuracy": sum(float(o["mlm_correct"]) for o in outputs) / count,
+               f"{prefix}_mlm_loss": loss, f"{prefix}_perplexity": math.exp(min(loss, 50.0))}
+    if nsp:
+        metrics[f"{prefix}_nsp_accuracy"] = sum(float(o["nsp_correct"]) for o in outputs) / max(len(outputs), 1)
+    return metrics
+
+
+# --- the task ----------------------------------------------------------------------------------------------
+class MaskedLm(Task):
+    name = "masked-lm"
+    summary = ("Pre-train a BERT encoder with masked LM and next-sentence prediction, from scratch or on your "
+               "domain's text; the model then fills [MASK].")
+    settings = MaskedLmData
+    model_class = "AutoModelForMaskedLM"
+    outputs = {"logits": ("batch", "sequence")}
+    example_input = "the acting was [MASK] ."
+    metrics = ("validation_mlm_accuracy", "validation_perplexity", "validation_nsp_accuracy")
+    channels = {"train": "corpus", "validation": "validation"}
+    max_batch_tokens = 512  # (tokens, vocabulary) logits come back: 512 x 30522 floats is 62 MB
+
+    # --- training -------------------------------------------------------------------------------------
+    def prepare(self, settings: MaskedLmData, tokenizer, *, max_seq_length: int, seed: int, log) -> TrainingData:
+        from nlpforge.text.sentences import cached_file, sentence_table
+
+        if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ConfigError("masked-LM pre-training needs a BERT tokenizer with [CLS], [SEP] and [MASK]; train one "
+                              "with `nlpforge tokenizer train`")
+        table = sentence_table(settings.source, settings.document_boundary)
+        sentences, documents = table.column("sentence"), table.column("document").to_numpy()
+        spans = document_spans(documents)
+        multi = sum(end - start >= 2 for start, end in spans)
+        if settings.nsp and multi == 0:
+            raise DataError(f"{', '.join(settings.source.corpus)}: --nsp needs documents of two or more sentences, "
+                            f"but all {len(spans):,} documents have one sentence, so 0 real next-sentence pairs can be "
+                            "made; give documents with several sentences (text files: a blank line between "
+                            "documents, or --document-boundary file), or train without it: --no-nsp")
+        ratio = chars_per_token(tokenizer, sentences)
+        tokens = sentence_tokens(sentences, ratio)
+        if settings.validation:
+            train_spans, held_table = spans, sentence_table(CorpusSource(corpus=settings.validation,
+                                                                         column=settings.source.column),
+                                                            settings.document_boundary)
+            held_sentences = held_table.column("sentence")
+            held_spans = document_spans(held_table.column("document").to_numpy())
+            held_tokens = sentence_tokens(held_sentences, ratio)
+        else:
+            if len(spans) < 2:
+                raise DataError(f"{', '.join(settings.source.corpus)}: {len(spans)} document; holding some out for "
+                                "validation needs at least two, or give --validation")
+            held = min(settings.validation_documents, max(1, len(spans) // 10))
+            chosen = set(np.random.default_rng(seed).choice(len(spans), size=held, replace=False).tolist())
+            train_spans = [span for i, span in enumerate(spans) if i not in chosen]
+            held_spans = [span for i, span in enumerate(spans) if i in chosen]
+            held_sentences, held_tokens = sentences, tokens
+        plan = cached_instances(cached_file(settings.source, settings.document_boundary), train_spans, tokens,
+                                max_seq_length, settings, seed)
+        if len(plan) == 0:
+            raise DataError(f"{', '.join(settings.source.corpus)}: no training instances could be made")
+        held_plan = build_instances(held_spans, held_tokens, max_seq_length, settings.short_seq_prob,
+                                    settings.nsp, seed + 1).take(settings.max_eval_instances)
+        collate = MaskingCollate(tokenizer, max_seq_length, settings, seed)
+        held_set = InstanceDataset(held_sentences, held_plan)
+        eval_rows = collate.features([held_set[i] for i in range(len(held_set))], epoch=-1)  # fixed masks
+
+        def set_epoch(epoch: int) -> None:
+            collate.epoch = epoch
+
+        def evaluate(run) -> dict:
+            return summarise(run(pretraining_stats, eval_rows, keys=EVAL_KEYS), "validation", settings.nsp)
+
+        random_share = float(plan.random_next.mean()) if settings.nsp else 0.0
+        nsp_line = f"on, {random_share:.1%} of B segments from another document" if settings.nsp else "off"
+        report = "\n".join([
+            "data report",
+            f"  corpus {', '.join(settings.source.corpus)}: {len(spans):,} documents, {len(documents):,} sentences "
+            f"({multi:,} documents of two or more sentences); about {ratio:.1f} characters a token",
+            f"  {len(plan):,} training instances from {len(train_spans):,} documents, about "
+            f"{int(plan.tokens.mean())} tokens each; held out: {len(held_plan):,} instances from "
+            f"{len(held_spans):,} documents" + (" of --validation" if settings.validation else ""),
+            f"  NSP: {nsp_line}; masking {settings.masked_lm_prob:.0%} of tokens, at most {settings.max_predictions_per_seq} an "
+            f"instance{', whole words' if settings.whole_word_masking else ''}, new masks every epoch"])
+        files = [{"path": str(path), "sha256": "", "rows": 0, "role": "corpus"} for path in settings.source.corpus]
+        return TrainingData(
+            train=InstanceDataset(sentences, plan), lengths=plan.tokens, collate=collate,
+            step=lambda model, batch: model(**batch).loss, evaluate=evaluate,
+            metric_for_best="validation_mlm_accuracy",
+            fingerprint={"corpus": cached_file(settings.source, settings.document_boundary).name,
+                         "instances": len(plan), **{k: getattr(settings, k) for k in (
+                             "nsp", "short_seq_prob", "masked_lm_prob", "max_predictions_per_seq",
+                             "whole_word_masking")}},
+            report=report, files=files, set_epoch=set_epoch,
+            extra={"corpus": {"documents": len(spans), "sentences": int(len(documents)),
+                              "training_instances": len(plan), "held_out_instances": len(held_plan),
+                              "chars_per_token": ratio, "random_next_share": random_share},
+                   "nsp": settings.nsp, "whole_word_masking": settings.whole_word_masking},
+            card_notes=[f"Pre-trained with masked LM ({settings.masked_lm_prob:.0%} of tokens, 80% [MASK] / 10% "
+                        f"random / 10% unchanged, new masks every epoch)"
+                        + (" and next-sentence prediction" if settings.nsp else "")
+                        + f" on {len(spans):,} documents ({len(documents):,} sentences) of "
+                        + ", ".join(f"`{c}`" for c in settings.source.corpus) + "."])
+
+    def build_model(self, base, tokenizer, data: TrainingData, model_args, log):
+        from nlpforge.models.registry import build_model
+
+        if base.pretrained:
+            try:
+                model_type = json.loads((base.weights / "config.json").read_text(encoding="utf-8")).get("model_type")
+            except (OSError, ValueError, AttributeError):
+                model_type = None
+            if model_type != "bert":
+                raise ConfigError(f"{base.name}: masked-LM pre-training needs a BERT encoder (model_type bert), and "
+                                  f"this base is {model_type!r}; use a BERT-family folder or a from-scratch "
+                                  "shape such as bert-mini")
+        missing: list = []
+        model = build_model(base, pretraining_class(), tokenizer, model_args.max_seq_length, model_args.dropout,
+                            missing=missing)
+        fresh = sorted({name.rsplit(".", 1)[0] for name in missing if name.startswith("cls.")})
+        if base.pretrained and fresh:
+            note = (f"{base.name} has no masked-LM head: a fresh one was built ({', '.join(fresh)}), its decoder "
+                    "tied to the input word embeddings.")
+            log(note)
+            data.card_notes.append(note)
+            data.extra["fresh_head"] = fresh
+        if not data.extra["nsp"]:  # unused weights would stop DistributedDataParallel
+            for parameter in [*model.cls.seq_relationship.parameters(), *model.bert.pooler.parameters()]:
+                parameter.requires_grad = False
+        return model
+
+    def describe_metrics(self, metrics: dict) -> str:
+        text = (f"masked-LM accuracy {metrics['validation_mlm_accuracy']:.4f}, "
+                f"perplexity {metrics['validation_perplexity']:.2f}")
+        if "validation_nsp_accuracy" in metrics:
+            text += f", NSP accuracy {metrics['validation_nsp_accuracy']:.4f}"
+        return text
+
+    # --- prediction (fill-mask) ------------------------------------------------------------------------
+    def parse_input(self, value, max_chars: int | None = MAX_TEXT_CHARS):
+        """A text with one or more [MASK]: a string, or {"text": ..., "top_k": 5}."""
+        top_k = 5
+        if isinstance(value, dict):
+            if "text" not in value:
+                raise InputError('a JSON object must hold the text under "text", e.g. {"text": "the acting was '
+                                 '[MASK] .", "top_k": 5}')
+            top_k = value.get("top_k", top_k)
+            if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+                raise InputError(f"top_k must be an integer from 1 to {MAX_TOP_K}, not {top_k!r}")
+            value = value["text"]
+        text = text_of(value, max_chars)
+        if MASK not in text:
+            raise InputError(f"the text has no {MASK} token; put {MASK} where a word should be predicted, e.g. "
+                             f"'the acting was {MASK} .'")
+        return text, top_k
+
+    def preprocess(self, loaded, inputs: list) -> list[dict]:
+        encoded = loaded.tokenizer([text for text, _ in inputs], truncation=True, max_length=loaded.max_seq_length)
+        mask_id = loaded.tokenizer.mask_token_id
+        features = []
+        for i, (text, _) in enumerate(inputs):
+            ids = encoded["input_ids"][i]
+            positions = [p for p, token in enumerate(ids) if token == mask_id]
+            if len(positions) < text.count(MASK):
+                raise InputError(f"a {MASK} falls beyond the model's {loaded.max_seq_length} tokens; shorten the text")
+            features.append({**{k: encoded[k][i] for k in MODEL_INPUTS if k in encoded}, "positions": positions})
+        return features
+
+    def postprocess(self, loaded, inputs: list, features: list[dict], outputs: list[dict]) -> list[dict]:
+        tokenizer = loaded.tokenizer
+        answers = []
+        for (text, top_k), feature, output in zip(inputs, features, outputs):
+            filled = list(feature["input_ids"])
+            masks = []
+            for position in feature["positions"]:
+                scores = output["logits"][position].astype(np.float64)  # (V,)
+                probabilities = np.exp(scores - scores.max())
+                probabilities /= probabilities.sum()
+                best = np.argsort(-probabilities)[:top_k]
+                filled[position] = int(best[0])
+                masks.append({"position": position, "predictions": [
+                    {"token": tokenizer.convert_ids_to_tokens(int(t)), "token_id": int(t),
+                     "score": float(probabilities[t])} for t in best]})
+            answers.append({"masks": masks, "sequence": tokenizer.decode(filled, skip_special_tokens=True),
+                            "truncated": len(feature["input_ids"]) >= loaded.max_seq_length})
+        return answers
+
+    def evaluate_file(self, loaded, path, batch_size: int = 64) -> tuple[dict, str]:
+        """Masked-LM accuracy, perplexity and NSP accuracy on a corpus file, with masks fixed by seed 0."""
+        import torch
+
+        from nlpforge.tasks.base import run_features
+        from nlpforge.text.sentences import sentence_table
+
+        hyper = loaded.metadata.get("hyperparameters", {})
+        settings = MaskedLmData.of(corpus=[str(path)], column=hyper.get("column"), nsp=hyper.get("nsp", True),
+                                   document_boundary=hyper.get("document_boundary", "auto"))
+        table = sentence_table(settings.source, settings.document_boundary)
+        sentences = table.column("sentence")
+        spans = document_spans(table.column("document").to_numpy())
+        plan = build_instances(spans, sentence_tokens(sentences, chars_per_token(loaded.tokenizer, sentences)),
+                               loaded.max_seq_length, settings.short_seq_prob, settings.nsp and len(spans) > 1, 0)
+        collate = MaskingCollate(loaded.tokenizer, loaded.max_seq_length, settings, 0)
+        dataset = InstanceDataset(sentences, plan.take(10_000))
+        rows = collate.features([dataset[i] for i in range(len(dataset))], epoch=-1)
+        model = pretraining_class().from_pretrained(str(loaded.folder)).eval()
+
+        def call(arrays):
+            with torch.inference_mode():
+                stats = pretraining_stats(model, {k: torch.from_numpy(v) for k, v in arrays.items()})
+            return {k: v.numpy() for k, v in stats.items()}
+
+        metrics = summarise(run_features(call, rows, loaded.pad_id, batch_size, keys=EVAL_KEYS), "data",
+                            settings.nsp)
+        metrics = {k.removeprefix("data_"): v for k, v in metrics.items()}
+        text = (f"{loaded.folder.name} on {path} ({len(rows):,} instances from {len(spans):,} documents, fixed masks): "
+                + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics, text
+
+    def csv_row(self, loaded, answer: dict) -> dict:
+        tokens = [" ".join(p["token"] for p in mask["predictions"]) for mask in answer["masks"]]
+        return {"sequence": answer["sequence"], "predictions": " | ".join(tokens)}
+
+
+def chars_per_token(tokenizer, sentences, sample: int = 2000) -> float:
+    """Characters per token, measured on the first sentences: the estimate instances are sized with."""
+    texts = sentences.slice(0, sample).to_pylist()
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return max(1.0, sum(len(t) for t in texts) / max(tokens, 1))
+
+
+def sentence_tokens(sentences, ratio: float) -> np.ndarray:
+    """Estimated tokens of every sentence: characters / characters per token, at least 1."""
+    import pyarrow.compute as pc
+
+    lengths = np.concatenate([pc.utf8_length(chunk).to_numpy(zero_copy_only=False) for chunk in sentences.chunks])
+    return np.maximum(1, np.round(lengths / ratio)).astype(np.int64)
+
+
+def cached_instances(corpus_file, spans, tokens, max_seq_length: int, settings: MaskedLmData, seed: int) -> Instances:
+    """`build_instances`, kept beside the corpus's sentence table: a restart does not redo it."""
+    key = hashlib.sha256(repr((corpus_file.name, len(spans), spans[:1], spans[-1:], max_seq_length, settings.nsp,
+                               settings.short_seq_prob, seed, int(tokens.sum()))).encode()).hexdigest()[:24]
+    path = cache_root() / "sentences" / f"{corpus_file.stem}-instances-{key}.npz"
+    if path.exists():
+        saved = np.load(path)
+        return Instances(*(saved[name] for name in ("a_start", "a_end", "b_start", "b_end", "random_next", "tokens")))
+    plan = build_instances(spans, tokens, max_seq_length, settings.short_seq_prob, settings.nsp, seed)
+    temporary = path.with_suffix(".tmp.npz")
+    np.savez(temporary, **plan.__dict__)
+    temporary.replace(path)
+    return plan
+
+
+TASK = MaskedLm()
