@@ -173,9 +173,10 @@ def main():
     results["hf"] = run_child("hf", "--kind", "hf", "--steps", steps)
     results["hf_grouped"] = run_child("hf-grouped", "--kind", "hf", "--steps", steps, "--group-by-length")
     # MiniLM-L6: 6 layers, hidden 384, 21.3M non-embedding weights... measured from the model itself:
-    from nlpforge.models.registry import build_classifier, resolve_base
+    from nlpforge.models.registry import build_model, load_tokenizer, resolve_base
 
-    model, _ = build_classifier(resolve_base("minilm-l6"), [1, 2, 3, 4, 5])
+    base = resolve_base("minilm-l6")
+    model = build_model(base, "AutoModelForSequenceClassification", load_tokenizer(base), num_labels=5)
     embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
     non_embedding = sum(p.numel() for p in model.parameters()) - embedding
     for key in ("nlpforge", "hf", "hf_grouped"):

@@ -39,8 +39,8 @@ def _settings(args, phrase_passes: int, workdir: Path):
     from nlpforge.vectors.train import Word2VecSettings
 
     return Word2VecSettings.of(corpus=[str(p) for p in CORPUS], column="review", output=str(workdir / "vectors"),
-                            architecture=args.architecture, vector_size=args.vector_size, epochs=args.epochs,
-                            workers=args.workers, phrase_passes=phrase_passes, max_documents=args.max_documents)
+                               architecture=args.architecture, vector_size=args.vector_size, epochs=args.epochs,
+                               workers=args.workers, phrase_passes=phrase_passes, max_documents=args.max_documents)
 
 
 def run_nlpforge(args) -> dict:
@@ -51,7 +51,7 @@ def run_nlpforge(args) -> dict:
     workdir = Path(args.workdir)
     settings = _settings(args, args.phrases, workdir)
     start = time.perf_counter()
-    prepared = prepare_corpus(settings, workdir)
+    prepared = prepare_corpus(settings.text, settings.phrase, workdir)
     prepare_seconds = time.perf_counter() - start
     model = word2vec_from_prepared(prepared, settings)
     seconds = time.perf_counter() - start
