@@ -12,7 +12,7 @@
 Each stage's result is kept in bench/results/pretraining.json, so a rerun continues where it
 stopped. Run it alone on the machine (`uptime` first): the budgets are wall-clock.
 
-    .venv/bin/python bench/pretraining.py [--pretrain-minutes 60] [--adapt-minutes 25] [--seeds 3]
+    .venv/bin/python bench/pretraining.py [--pretrain-minutes 60] [--adapt-minutes 25] [--seeds 3] [--adapt-seeds 3]
 """
 import argparse
 import json
@@ -60,17 +60,21 @@ def pretrain(name: str, minutes: float, results: dict, **job) -> dict:
     """A masked-LM run sized to `minutes` of training (from a probe of its speed), evaluated ten times."""
     if name in results:
         return results[name]
-    rate = steps_per_second(**job)
-    steps = max(20, int(rate * minutes * 60 * 0.93))  # evaluations take the rest of the budget
-    print(f"{name}: {rate:.2f} steps/s -> {steps} steps for {minutes} min", flush=True)
+    plan = results.setdefault("plans", {})
+    if name not in plan:  # planned once, so an interrupted run resumes towards the same step count
+        rate = steps_per_second(**job)
+        plan[name] = {"steps_per_second": rate, "steps": max(20, int(rate * minutes * 60 * 0.93))}
+        save_results(results)  # evaluations take the rest of the budget
+    steps = plan[name]["steps"]
+    print(f"{name}: {plan[name]['steps_per_second']:.2f} steps/s -> {steps} steps for {minutes} min", flush=True)
     started = time.perf_counter()
     result = train(job_class("masked-lm").of(**job, output=str(WORK / name), max_steps=steps,
                                              eval_every=max(1, steps // 10), epochs=100, log_every=25,
-                                             progress=False))
+                                             progress=False, checkpoint_every=250, resume="auto"))
     rows = [json.loads(line) for line in (WORK / name / "metrics.jsonl").read_text().splitlines()]
     curve = [(r["step"], r["validation_mlm_accuracy"], r.get("validation_nsp_accuracy"), r["validation_perplexity"])
              for r in rows if "validation_mlm_accuracy" in r]
-    results[name] = {"steps": steps, "wall_seconds": time.perf_counter() - started,
+    results[name] = {"steps": steps, "steps_per_second_alone": plan[name]["steps_per_second"], "wall_seconds": time.perf_counter() - started,
                      "train_seconds": result.train_seconds, "samples": result.samples,
                      "samples_per_second": result.samples_per_second, "curve": curve,
                      "metrics": {k: v for k, v in result.metrics.items() if k.startswith("validation_")},
@@ -132,7 +136,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--pretrain-minutes", type=float, default=60)
     parser.add_argument("--adapt-minutes", type=float, default=25)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds for the bert-mini comparison")
+    parser.add_argument("--adapt-seeds", type=int, default=3, help="fine-tuning seeds for the MiniLM comparison")
     args = parser.parse_args()
     missing = [str(p) for p in CORPUS if not p.exists()]
     if missing:
@@ -162,8 +167,9 @@ def main():
                        model="minilm-l6", nsp=False, batch_size=32, max_seq_length=128, learning_rate=5e-5,
                        warmup_ratio=0.06, max_eval_instances=500)
     flagship = dict(epochs=2, learning_rate=1e-4, batch_size=16, max_seq_length=128)
-    from_adapted = fine_tune("stars-from-adapted-minilm", str(WORK / "minilm-adapted"), args.seeds, results, **flagship)
-    from_plain = fine_tune("stars-from-plain-minilm", "minilm-l6", args.seeds, results, **flagship)
+    from_adapted = fine_tune("stars-from-adapted-minilm", str(WORK / "minilm-adapted"), args.adapt_seeds, results,
+                             **flagship)
+    from_plain = fine_tune("stars-from-plain-minilm", "minilm-l6", args.adapt_seeds, results, **flagship)
 
     print(f"\nmachine: {results['machine']}")
     print("\n| pre-training run | steps | train time | samples/s | held-out MLM accuracy | NSP accuracy | perplexity |")
@@ -173,7 +179,8 @@ def main():
         nsp = f"{m['validation_nsp_accuracy']:.3f}" if "validation_nsp_accuracy" in m else "–"
         print(f"| {name} | {run['steps']:,} | {run['train_seconds'] / 60:.0f} min | {run['samples_per_second']:.1f} | "
               f"{m['validation_mlm_accuracy']:.3f} | {nsp} | {m['validation_perplexity']:.1f} |")
-    print(f"\n| star-rating fine-tune ({args.seeds} seeds) | val accuracy (mean ± sd) | val macro-F1 (mean ± sd) |")
+    print(f"\n| star-rating fine-tune (seeds: {args.seeds} bert-mini, {args.adapt_seeds} MiniLM) "
+          "| val accuracy (mean ± sd) | val macro-F1 (mean ± sd) |")
     print("|---|---:|---:|")
     for name, row in (("bert-mini, random initialisation", random_init), ("bert-mini, pre-trained here", pretrained),
                       ("MiniLM-L6 as shipped", from_plain), ("MiniLM-L6 adapted to the domain", from_adapted)):

@@ -4,11 +4,12 @@
       config.json          Hugging Face config (with id2label / label2id for classifiers)
       model.safetensors    weights (never a pickle)
       tokenizer.json ...   tokenizer files
-      labels.json          a classifier's labels and columns: {"labels": [1, ..., 5], "text_columns": [...], ...}
+      labels.json          the task's own facts: a classifier's {"labels": [1, ..., 5], "text_columns": [...]},
+                           a tagger's tags and scheme, a QA model's windows and null-score threshold
       nlpforge.json        metadata: task, base model, hyperparameters, metrics, data hashes, versions
       README.md            model card with the metrics
 
-    save(folder, model, tokenizer, task="text-classification", task_files={"labels.json": {...}}, ...)
+    save(folder, model, tokenizer, task="text-classification", task_info={"labels": [...]}, ...)
     meta, info = read_metadata(folder)     # nlpforge.json, and labels.json when the task has one
 
 Loading a folder for prediction is the task's business: `nlpforge.load(folder)` (nlpforge.tasks).

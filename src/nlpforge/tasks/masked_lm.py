@@ -26,10 +26,12 @@ import json
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from nlpforge.data.batching import MODEL_INPUTS, pad_batch
+from nlpforge.data.labelled import file_sha256
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.settings import Settings, cache_root, group, setting
 from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, text_of
@@ -231,8 +233,8 @@ class MaskingCollate:
 
     def features(self, examples, epoch: int) -> list[dict]:
         indices, a_texts, b_texts, random_next = zip(*examples)
-        a = self.tokenizer(list(a_texts), add_special_tokens=False)
-        b = self.tokenizer([t or "" for t in b_texts], add_special_tokens=False)
+        a = self.tokenizer(list(a_texts), add_special_tokens=False, verbose=False)
+        b = self.tokenizer([t or "" for t in b_texts], add_special_tokens=False, verbose=False)
         nsp = self.settings.nsp
         max_tokens = self.max_seq_length - (3 if nsp else 2)
         cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
@@ -402,7 +404,8 @@ class MaskedLm(Task):
             f"{len(held_spans):,} documents" + (" of --validation" if settings.validation else ""),
             f"  NSP: {nsp_line}; masking {settings.masked_lm_prob:.0%} of tokens, at most {settings.max_predictions_per_seq} an "
             f"instance{', whole words' if settings.whole_word_masking else ''}, new masks every epoch"])
-        files = [{"path": str(path), "sha256": "", "rows": 0, "role": "corpus"} for path in settings.source.corpus]
+        files = [{"path": str(path), "sha256": file_sha256(path) if Path(path).is_file() else "", "rows": 0,
+                  "role": "corpus"} for path in settings.source.corpus]
         return TrainingData(
             train=InstanceDataset(sentences, plan), lengths=plan.tokens, collate=collate,
             step=lambda model, batch: model(**batch).loss, evaluate=evaluate,
@@ -545,7 +548,7 @@ class MaskedLm(Task):
 def chars_per_token(tokenizer, sentences, sample: int = 2000) -> float:
     """Characters per token, measured on the first sentences: the estimate instances are sized with."""
     texts = sentences.slice(0, sample).to_pylist()
-    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
     return max(1.0, sum(len(t) for t in texts) / max(tokens, 1))
 
 

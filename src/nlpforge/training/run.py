@@ -26,7 +26,7 @@ from nlpforge import tasks
 from nlpforge.errors import ConfigError, DataError, NlpforgeError
 from nlpforge.models import artifact
 from nlpforge.models.registry import freeze_lowest_layers, load_tokenizer, resolve_base
-from nlpforge.settings import from_flat, load_config_file, to_flat
+from nlpforge.settings import from_flat, to_flat
 from nlpforge.training import distributed
 from nlpforge.training.loop import checkpoint_folder, fit, sharded_runner
 from nlpforge.training.precision import resolve_precision
@@ -84,12 +84,6 @@ def read_job(path) -> TrainJob:
     if not isinstance(saved, dict) or "task" not in saved or not isinstance(saved.get("settings"), dict):
         raise ConfigError(f'{path}: a job settings file holds {{"task": ..., "settings": {{...}}}}')
     return from_flat(job_class(saved["task"]), saved["settings"], where=str(path))
-
-
-def job_from_file(task: str, path) -> TrainJob:
-    """A job from a user's JSON/YAML config file (flat or grouped names)."""
-    cls = job_class(task)
-    return from_flat(cls, load_config_file(path, cls), where=str(path))
 
 
 def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
