@@ -30,6 +30,63 @@ class EvaluationResult:
     notes: list
 
 
+def _evaluate_task(loaded, data, baseline: bool, baseline_train, output_dir: Path, batch_size: int):
+    """Any other task: its own report on the file, and its baseline beside it when it has one."""
+    metrics, text = loaded.task.evaluate_file(loaded, data, batch_size=batch_size)
+    metrics = {k: v for k, v in metrics.items() if k != "predictions"}
+    parts, notes, baseline_metrics = [text], [], None
+    if baseline and loaded.task.name in BASELINES:
+        baseline_metrics, baseline_text = BASELINES[loaded.task.name](loaded, data, baseline_train, notes)
+        if baseline_metrics is not None:
+            parts.append(baseline_text)
+            key = "f1"
+            parts.append(f"model vs baseline: {key} {metrics[key] - baseline_metrics[key]:+.4f}")
+    parts.extend(notes)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "report.json").write_text(json.dumps({"data": str(data), "model": metrics,
+                                                        "baseline": baseline_metrics}, indent=2) + "\n",
+                                            encoding="utf-8")
+    return EvaluationResult(metrics, baseline_metrics, "\n\n".join(parts), output_dir, notes)
+
+
+def _crf_baseline(loaded, data, baseline_train, notes):
+    """A CRF trained on the model's training file (or baseline_train), scored like the model."""
+    from nlpforge.data.sequences import read_tagged
+    from nlpforge.evaluation.crf import fit_crf
+    from nlpforge.tasks.token_classification import entity_metrics, render_entity_report, type_confusion
+
+    train_file = baseline_train or _training_file(loaded.metadata)
+    if not train_file or not Path(train_file).exists():
+        notes.append(f"baseline skipped: training file {train_file!r} not found; pass --baseline-train FILE")
+        return None, ""
+    crf = fit_crf(read_tagged(train_file).sentences)
+    tagged = read_tagged(data)
+    gold = [tags for _, tags in tagged.sentences]
+    predicted = crf.tag([tokens for tokens, _ in tagged.sentences])
+    metrics = entity_metrics(gold, predicted, loaded.info.get("scheme", "IOB2"), "data")
+    per_type = metrics.pop("data_per_type")
+    metrics = {k.removeprefix("data_"): v for k, v in metrics.items()}
+    return {**metrics, "per_type": per_type}, render_entity_report(
+        f"baseline CRF (word, shape, affix, neighbour features) trained on {train_file}", metrics, per_type,
+        type_confusion(gold, predicted))
+
+
+def _sliding_window_baseline(loaded, data, baseline_train, notes):
+    """The SQuAD paper's sliding-window baseline on the same questions."""
+    from nlpforge.data.squad import read_squad
+    from nlpforge.evaluation.sliding_window import answer_question
+    from nlpforge.tasks.question_answering import squad_metrics
+
+    examples, _ = read_squad(data)
+    predictions = {e.id: answer_question(e.question, e.context) for e in examples}
+    metrics = {k.removeprefix("data_"): v for k, v in squad_metrics(examples, predictions, "data").items()}
+    return metrics, ("baseline sliding window (Rajpurkar et al. 2016): "
+                     + "  ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in metrics.items()))
+
+
+BASELINES = {"token-classification": _crf_baseline, "question-answering": _sliding_window_baseline}
+
+
 def _training_file(meta: dict) -> str | None:
     for f in meta.get("data_files", []):
         if f.get("role") == "train":
@@ -42,11 +99,7 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
     loaded = tasks.load(model_path)
     output_dir = Path(output_dir) if output_dir else Path(model_path) / "evaluation"
     if loaded.task.name != "text-classification":
-        metrics, text = loaded.task.evaluate_file(loaded, data, batch_size=batch_size)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "report.json").write_text(json.dumps({"data": str(data), "model": metrics}, indent=2) + "\n",
-                                                encoding="utf-8")
-        return EvaluationResult(metrics, None, text, output_dir, [])
+        return _evaluate_task(loaded, data, baseline, baseline_train, output_dir, batch_size)
     meta = loaded.metadata
     text_columns = list(text_columns or loaded.text_columns)
     label_column = label_column or loaded.info.get("label_column", "label")

@@ -1,5 +1,5 @@
-"""nlpforge's SageMaker-style SDK: Estimator, PyTorch, the built-in TextClassifier and MaskedLanguageModel,
-Predictor, Transformer, serializers.
+"""nlpforge's SageMaker-style SDK: Estimator, PyTorch, the built-in TextClassifier, TokenClassifier,
+QuestionAnswerer and MaskedLanguageModel, Predictor, Transformer, serializers.
 
     from nlpforge.sdk import PyTorch
     est = PyTorch(entry_point="train.py", hyperparameters={"epochs": 2})
@@ -12,6 +12,7 @@ import importlib
 _EXPORTS = {
     "Estimator": "nlpforge.sdk.estimator", "PyTorch": "nlpforge.sdk.estimator",
     "TextClassifier": "nlpforge.sdk.estimator", "MaskedLanguageModel": "nlpforge.sdk.estimator",
+    "TokenClassifier": "nlpforge.sdk.estimator", "QuestionAnswerer": "nlpforge.sdk.estimator",
     "TrainingJob": "nlpforge.sdk.estimator",
     "Predictor": "nlpforge.sdk.predictor", "Transformer": "nlpforge.sdk.predictor",
     "JSONSerializer": "nlpforge.sdk.serializers", "CSVSerializer": "nlpforge.sdk.serializers",

@@ -413,6 +413,18 @@ class TextClassifier(BuiltinEstimator):
     task = "text-classification"
 
 
+class TokenClassifier(BuiltinEstimator):
+    """Named entities as a built-in estimator: channels train/validation/test hold CoNLL or JSONL files."""
+
+    task = "token-classification"
+
+
+class QuestionAnswerer(BuiltinEstimator):
+    """Extractive question answering as a built-in estimator: channels hold SQuAD JSON or JSONL files."""
+
+    task = "question-answering"
+
+
 class MaskedLanguageModel(BuiltinEstimator):
     """BERT pre-training (masked LM + next-sentence prediction) or domain adaptation as a built-in estimator:
     channels `train` (and `validation`) hold the corpus; `model.tar.gz` holds the pre-trained encoder."""

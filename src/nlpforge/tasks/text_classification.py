@@ -21,7 +21,7 @@ from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, str
 from nlpforge.data.report import render_data_report, token_length_stats
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.settings import Settings, setting
-from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, text_of, truncated_flags
+from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, explain_with_attention, text_of, truncated_flags
 
 LAZY_ABOVE_BYTES = 256 * 1024 * 1024  # data_loading=auto maps files larger than this
 _TEXT_KEYS = ("text", "data", "body", "inputs", "input")  # TorchServe clients send "data" or "body"
@@ -253,29 +253,8 @@ class TextClassification(Task):
                 "truncated": bool(truncated)}
 
     def explain(self, loaded, inputs: list) -> list[dict]:
-        """The prediction plus attention weights: every layer's head-averaged (T, T) matrix and the
-        last layer's attention from [CLS] to each token."""
-        import torch
-        import transformers
-
-        if "attention_model" not in loaded.__dict__:
-            # SDPA kernels do not return attention weights; the eager implementation does.
-            loaded.__dict__["attention_model"] = getattr(transformers, self.model_class).from_pretrained(
-                str(loaded.folder), attn_implementation="eager").eval()
-        model = loaded.__dict__["attention_model"]
-        out = []
-        for item, feature in zip(inputs, self.preprocess(loaded, inputs)):
-            batch = {k: torch.tensor([feature[k]]) for k in ("input_ids", "token_type_ids", "attention_mask")
-                     if k in feature}
-            with torch.inference_mode():
-                result = model(**batch, output_attentions=True)
-            probabilities = torch.softmax(result.logits.double(), dim=-1).numpy()[0]
-            layers = [layer[0].mean(dim=0) for layer in result.attentions]  # each (T, T), heads averaged
-            out.append({**self.answer(loaded.labels, probabilities, feature["truncated"]),
-                        "tokens": loaded.tokenizer.convert_ids_to_tokens(feature["input_ids"]),
-                        "cls_attention": [round(v, 5) for v in layers[-1][0].tolist()],
-                        "attentions": [[[round(v, 5) for v in row] for row in layer.tolist()] for layer in layers]})
-        return out
+        """The prediction plus attention weights (see `attention_weights`)."""
+        return explain_with_attention(loaded, inputs)
 
     def csv_row(self, loaded, answer: dict) -> dict:
         return {"label": answer["label"], "score": f"{answer['score']:.6f}",
