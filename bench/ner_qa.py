@@ -10,7 +10,7 @@
 
 Results go to bench/results/ner_qa.json (a rerun continues where it stopped). Run it alone.
 
-    .venv/bin/python bench/ner_qa.py [--epochs-wikiann 2] [--epochs-wnut 5] [--epochs-squad 8]
+    .venv/bin/python bench/ner_qa.py [--epochs-wikiann 2] [--epochs-wnut 5] [--epochs-squad 6]
 """
 import argparse
 import asyncio
@@ -110,7 +110,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs-wikiann", type=int, default=2)
     parser.add_argument("--epochs-wnut", type=int, default=5)
-    parser.add_argument("--epochs-squad", type=int, default=8)
+    parser.add_argument("--epochs-squad", type=int, default=6)
     args = parser.parse_args()
     for folder in (WIKIANN, WNUT, SQUAD):
         if not folder.is_dir():
