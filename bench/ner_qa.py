@@ -51,7 +51,13 @@ def ner_f1(model_folder: Path, path: Path, backend: str = "torch") -> dict:
     model = load(model_folder, backend=backend)
     tagged = read_tagged(path)
     predicted = model.task.tag_sentences(model, [tokens for tokens, _ in tagged.sentences], batch_size=64)
-    return entity_metrics([tags for _, tags in tagged.sentences], predicted, "IOB2", "eval")
+    return eval_scores([tags for _, tags in tagged.sentences], predicted)
+
+
+def eval_scores(gold: list, predicted: list) -> dict:
+    """entity_metrics as stored in the results file: eval_-prefixed scores and eval_per_type."""
+    metrics, per_type = entity_metrics(gold, predicted, "IOB2")
+    return {**{f"eval_{name}": value for name, value in metrics.items()}, "eval_per_type": per_type}
 
 
 def qa_scores(model_folder: Path, path: Path, backend: str = "torch") -> dict:
@@ -129,8 +135,8 @@ def main():
         started = time.perf_counter()
         crf = fit_crf(read_tagged(WIKIANN / "train.txt").sentences)
         dev = read_tagged(WIKIANN / "dev.txt")
-        results["crf_dev"] = {**entity_metrics([t for _, t in dev.sentences], crf.tag([w for w, _ in dev.sentences]),
-                                               "IOB2", "eval"), "seconds": time.perf_counter() - started}
+        results["crf_dev"] = {**eval_scores([t for _, t in dev.sentences], crf.tag([w for w, _ in dev.sentences])),
+                              "seconds": time.perf_counter() - started}
         save(results)
     wnut = fine_tune("wnut17", results, "token-classification", train=str(WNUT / "train.conll"),
                      validation=str(WNUT / "dev.conll"), test=str(WNUT / "test.conll"), epochs=args.epochs_wnut,

@@ -53,7 +53,7 @@ def _crf_baseline(loaded, data, baseline_train, notes):
     """A CRF trained on the model's training file (or baseline_train), scored like the model."""
     from nlpforge.data.sequences import read_tagged
     from nlpforge.evaluation.crf import fit_crf
-    from nlpforge.tasks.token_classification import entity_metrics, render_entity_report, type_confusion
+    from nlpforge.tasks.token_classification import entity_report
 
     train_file = baseline_train or _training_file(loaded.metadata)
     if not train_file or not Path(train_file).exists():
@@ -63,12 +63,8 @@ def _crf_baseline(loaded, data, baseline_train, notes):
     tagged = read_tagged(data)
     gold = [tags for _, tags in tagged.sentences]
     predicted = crf.tag([tokens for tokens, _ in tagged.sentences])
-    metrics = entity_metrics(gold, predicted, loaded.info.get("scheme", "IOB2"), "data")
-    per_type = metrics.pop("data_per_type")
-    metrics = {k.removeprefix("data_"): v for k, v in metrics.items()}
-    return {**metrics, "per_type": per_type}, render_entity_report(
-        f"baseline CRF (word, shape, affix, neighbour features) trained on {train_file}", metrics, per_type,
-        type_confusion(gold, predicted))
+    return entity_report(f"baseline CRF (word, shape, affix, neighbour features) trained on {train_file}", gold,
+                         predicted, loaded.info.get("scheme", "IOB2"))
 
 
 def _sliding_window_baseline(loaded, data, baseline_train, notes):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 
 from nlpforge.data.batching import MODEL_INPUTS, inference_batches, pad_arrays
 from nlpforge.errors import ArtifactError, InputError
@@ -83,6 +84,20 @@ def run_features(call: Callable[[dict], dict], features: list[dict], pad_id: int
         for row, i in enumerate(indices):
             out[i] = {name: value[row] for name, value in outputs.items()}
     return out
+
+
+def softmax(scores) -> np.ndarray:
+    """Probabilities over the last axis, computed in float64 so that scores of any dtype give the same answer."""
+    scores = np.asarray(scores, dtype=np.float64)
+    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def hold_out(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(kept, held): a seeded `fraction` of `items` (at least one) held out for validation, both in file order."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    cut = max(1, int(round(len(items) * fraction)))
+    return [items[i] for i in sorted(order[cut:])], [items[i] for i in sorted(order[:cut])]
 
 
 def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -> str:

@@ -34,7 +34,7 @@ from nlpforge.data.batching import MODEL_INPUTS, pad_batch
 from nlpforge.data.labelled import file_sha256
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.settings import Settings, cache_root, group, setting
-from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, text_of
+from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, softmax, text_of
 from nlpforge.text.corpus import CorpusSource, DocumentBoundary
 
 MASK = "[MASK]"
@@ -496,9 +496,7 @@ class MaskedLm(Task):
             filled = list(feature["input_ids"])
             masks = []
             for position in feature["positions"]:
-                scores = output["logits"][position].astype(np.float64)  # (V,)
-                probabilities = np.exp(scores - scores.max())
-                probabilities /= probabilities.sum()
+                probabilities = softmax(output["logits"][position])  # (V,)
                 best = np.argsort(-probabilities)[:top_k]
                 filled[position] = int(best[0])
                 masks.append({"position": position, "predictions": [

@@ -28,8 +28,8 @@ from nlpforge.data.labelled import file_sha256
 from nlpforge.data.squad import QAExample, read_squad
 from nlpforge.errors import ConfigError, InputError
 from nlpforge.settings import Settings, setting
-from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, explain_with_attention,
-                                 run_features, text_of)
+from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, explain_with_attention, hold_out,
+                                run_features, softmax, text_of)
 
 
 @dataclass
@@ -154,10 +154,7 @@ def best_answers(examples: list, features: list[dict], outputs: list[dict], n_be
             window_null = starts[0] + ends[0]
             null = window_null if null is None else min(null, window_null)
             offsets = feature["offsets"]
-            start_probabilities = np.exp(starts - starts.max())
-            start_probabilities /= start_probabilities.sum()
-            end_probabilities = np.exp(ends - ends.max())
-            end_probabilities /= end_probabilities.sum()
+            start_probabilities, end_probabilities = softmax(starts), softmax(ends)
             for s in np.argsort(-starts)[:n_best]:
                 for e in np.argsort(-ends)[:n_best]:
                     if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
@@ -205,10 +202,7 @@ class QuestionAnswering(Task):
             held, held_report = read_squad(settings.validation)
             reports.append(held_report)
         else:
-            order = np.random.default_rng(seed).permutation(len(examples))
-            cut = max(1, int(round(len(examples) * settings.validation_fraction)))
-            held = [examples[i] for i in sorted(order[:cut])]
-            examples = [examples[i] for i in sorted(order[cut:])]
+            examples, held = hold_out(examples, settings.validation_fraction, seed)
         train_features = windows(tokenizer, examples, max_seq_length, settings.doc_stride, label=True)
         held_features = windows(tokenizer, held, max_seq_length, settings.doc_stride, label=False)
         v2 = any(e.impossible for e in examples)

@@ -21,7 +21,8 @@ from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, str
 from nlpforge.data.report import render_data_report, token_length_stats
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.settings import Settings, setting
-from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, explain_with_attention, text_of, truncated_flags
+from nlpforge.tasks.base import (MAX_TEXT_CHARS, Task, TrainingData, explain_with_attention, softmax, text_of,
+                                truncated_flags)
 
 LAZY_ABOVE_BYTES = 256 * 1024 * 1024  # data_loading=auto maps files larger than this
 _TEXT_KEYS = ("text", "data", "body", "inputs", "input")  # TorchServe clients send "data" or "body"
@@ -239,9 +240,7 @@ class TextClassification(Task):
     def postprocess(self, loaded, inputs: list, features: list[dict], outputs: list[dict]) -> list[dict]:
         answers = []
         for feature, output in zip(features, outputs):
-            scores = output["logits"].astype(np.float64)
-            probabilities = np.exp(scores - scores.max())
-            probabilities /= probabilities.sum()
+            probabilities = softmax(output["logits"])
             answers.append(self.answer(loaded.labels, probabilities, feature["truncated"]))
         return answers
 

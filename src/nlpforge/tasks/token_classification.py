@@ -30,8 +30,8 @@ from nlpforge.data.labelled import file_sha256
 from nlpforge.data.sequences import entity_types, read_tagged
 from nlpforge.errors import DataError, InputError
 from nlpforge.settings import Settings, setting
-from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, explain_with_attention,
-                                 run_features, text_of)
+from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, explain_with_attention, hold_out,
+                                run_features, softmax, text_of)
 
 Aggregation = Literal["first", "max", "simple"]
 # A word, as the CoNLL corpora split text: a title or initials with their dots (Dr., U.S.), a number
@@ -118,14 +118,13 @@ def word_scores(features: list[dict], outputs: list[dict], sentence_lengths: lis
             context = min(position - first, last - position)
             if context > best[s][word]:
                 best[s][word] = context
-                scores = output["logits"][position].astype(np.float64)
-                probabilities = np.exp(scores - scores.max())
-                chosen[s][word] = probabilities / probabilities.sum()
+                chosen[s][word] = softmax(output["logits"][position])
     return [c if c is not None else np.zeros((0, 1)) for c in chosen]
 
 
-def entity_metrics(true_tags: list[list[str]], predicted: list[list[str]], scheme: str, prefix: str) -> dict:
-    """Entity-level precision, recall and F1 (seqeval, strict mode) per type and micro, and token accuracy."""
+def entity_metrics(true_tags: list[list[str]], predicted: list[list[str]], scheme: str) -> tuple[dict, dict]:
+    """Entity-level scores (seqeval, strict mode): ({precision, recall, f1 (micro), token_accuracy},
+    {type: {precision, recall, f1, support}})."""
     from seqeval.metrics import classification_report
     from seqeval.scheme import IOB2, IOBES
 
@@ -134,12 +133,20 @@ def entity_metrics(true_tags: list[list[str]], predicted: list[list[str]], schem
     tokens = sum(len(t) for t in true_tags)
     correct = sum(a == b for t, p in zip(true_tags, predicted) for a, b in zip(t, p))
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
-    metrics = {f"{prefix}_precision": float(micro["precision"]), f"{prefix}_recall": float(micro["recall"]),
-               f"{prefix}_f1": float(micro["f1-score"]), f"{prefix}_token_accuracy": correct / max(tokens, 1)}
+    metrics = {"precision": float(micro["precision"]), "recall": float(micro["recall"]),
+               "f1": float(micro["f1-score"]), "token_accuracy": correct / max(tokens, 1)}
     per_type = {name: {"precision": float(row["precision"]), "recall": float(row["recall"]),
                        "f1": float(row["f1-score"]), "support": int(row["support"])}
                 for name, row in report.items() if not name.endswith(" avg")}
-    return {**metrics, f"{prefix}_per_type": per_type}
+    return metrics, per_type
+
+
+def entity_report(title: str, gold: list[list[str]], predicted: list[list[str]], scheme: str) -> tuple[dict, str]:
+    """The scores of `entity_metrics` plus a confusion of entity types, as a dict and as the text report."""
+    metrics, per_type = entity_metrics(gold, predicted, scheme)
+    confusion = type_confusion(gold, predicted)
+    return ({**metrics, "per_type": per_type, "confusion": confusion},
+            render_entity_report(title, metrics, per_type, confusion))
 
 
 class TokenClassification(Task):
@@ -168,10 +175,7 @@ class TokenClassification(Task):
             held = validation_file.sentences
             files.append(validation_file)
         else:
-            order = np.random.default_rng(seed).permutation(len(sentences))
-            cut = max(1, int(round(len(sentences) * settings.validation_fraction)))
-            held = [sentences[i] for i in sorted(order[:cut])]
-            sentences = [sentences[i] for i in sorted(order[cut:])]
+            sentences, held = hold_out(sentences, settings.validation_fraction, seed)
         if settings.max_train_sentences:
             sentences = sentences[:settings.max_train_sentences]
         labels = ["O", *sorted(train_file.tags - {"O"}, key=lambda t: (t[2:], t[0]))]
@@ -191,9 +195,8 @@ class TokenClassification(Task):
 
         def scored(run, features, gold, prefix) -> dict:
             predicted = tags_of(run, features, gold)
-            metrics = entity_metrics([tags for _, tags in gold], predicted, scheme, prefix)
-            extra[f"{prefix}_per_type"] = metrics.pop(f"{prefix}_per_type")
-            return metrics
+            metrics, extra[f"{prefix}_per_type"] = entity_metrics([tags for _, tags in gold], predicted, scheme)
+            return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
         def test(run) -> dict:
             test_file = read_tagged(settings.test)
@@ -296,12 +299,7 @@ class TokenClassification(Task):
         tagged = read_tagged(path)
         gold = [tags for _, tags in tagged.sentences]
         predicted = self.tag_sentences(loaded, [tokens for tokens, _ in tagged.sentences], batch_size)
-        metrics = entity_metrics(gold, predicted, loaded.info.get("scheme", "IOB2"), "data")
-        per_type = metrics.pop("data_per_type")
-        metrics = {k.removeprefix("data_"): v for k, v in metrics.items()}
-        confusion = type_confusion(gold, predicted)
-        text = render_entity_report(f"{loaded.folder.name} on {path}", metrics, per_type, confusion)
-        return {**metrics, "per_type": per_type, "confusion": confusion}, text
+        return entity_report(f"{loaded.folder.name} on {path}", gold, predicted, loaded.info.get("scheme", "IOB2"))
 
     def explain(self, loaded, inputs: list) -> list[dict]:
         """The entities plus the attention weights of the input's first window (see `attention_weights`)."""
@@ -321,9 +319,7 @@ def max_scores(features, outputs, sentence: int, words: int, fallback):
         for position, word in enumerate(feature["words"]):
             if word is None:
                 continue
-            scores = output["logits"][position].astype(np.float64)
-            probabilities = np.exp(scores - scores.max())
-            probabilities /= probabilities.sum()
+            probabilities = softmax(output["logits"][position])
             if probabilities.max() > best[word]:
                 best[word] = probabilities.max()
                 out[word] = probabilities
@@ -382,9 +378,7 @@ def sub_token_spans(features, outputs, sentence: int, spans: list) -> list:
                 continue
             word_text, start, _ = spans[word]
             a, b = feature["offsets"][position]  # characters within the word
-            scores = output["logits"][position].astype(np.float64)
-            probabilities = np.exp(scores - scores.max())
-            pieces.append((word_text[a:b], start + a, start + b, probabilities / probabilities.sum()))
+            pieces.append((word_text[a:b], start + a, start + b, softmax(output["logits"][position])))
         return pieces
     return []
 
