@@ -21,11 +21,13 @@ CLI has `--epochs` (not `--train-epochs`) and a config file may say {"epochs": 2
 {"train": {"epochs": 2}}. `from_flat(Job, {"epochs": 2, "output": "m"})` builds the tree; unknown
 names are errors that list the known ones.
 
-The default locations of nlpforge's own folders live here too (`jobs_root`, `cache_root`), since
-every layer may need them.
+The default locations of nlpforge's own folders live here too (`jobs_root`, `cache_root`), and the
+check that an output path can be written (`check_writable`), since every layer may need them.
 """
 import json
+import math
 import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -35,7 +37,7 @@ from typing import ClassVar, Literal, get_args, get_origin
 from nlpforge.errors import ConfigError
 
 __all__ = ["Settings", "setting", "group", "leaf_fields", "from_flat", "nest", "to_flat", "load_config_file",
-           "flag_name", "jobs_root", "cache_root"]
+           "flag_name", "jobs_root", "cache_root", "check_writable"]
 
 
 def setting(default, help: str, *, required: bool = False, min=None, max=None, flag: str | None = None):
@@ -171,6 +173,8 @@ class Settings:
             for item in (value if isinstance(value, list) else [value]):
                 if item is None or isinstance(item, str):
                     continue
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ConfigError(f"{name} must be a finite number, not {item}")
                 if low is not None and item < low or high is not None and item > high:
                     bounds = (f"between {low} and {high}" if low is not None and high is not None
                               else f"at least {low}" if low is not None else f"at most {high}")
@@ -254,12 +258,21 @@ def to_flat(settings) -> dict:
 
 
 def load_config_file(path, settings_class) -> dict:
-    """Read settings from JSON or YAML, flat or nested, for `from_flat`; unknown names are errors."""
+    """Read settings from JSON or YAML, flat or nested, for `from_flat`; unknown names, and values that are
+    not of their setting's type, are errors naming the file and the setting."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; --config names a JSON or YAML file")
     is_yaml = path.suffix.lower() in (".yaml", ".yml")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at position {error.start}); "
+                          "save the config file as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
     try:
         if is_yaml:
             import yaml
@@ -269,12 +282,39 @@ def load_config_file(path, settings_class) -> dict:
             values = json.loads(text)
     except ImportError:
         raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     except Exception as error:  # both parsers raise their own error types
         raise ConfigError(f"{path}: not valid {'YAML' if is_yaml else 'JSON'}: {str(error).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of setting names to values")
-    nest(settings_class, values, where=str(path))
+    _check_types(settings_class, nest(settings_class, values, where=str(path)), path)
     return values
+
+
+def _check_types(cls, nested: dict, path: Path) -> None:
+    """Each value of a config file against its field's declared type; text settings take only text, since a
+    number there is a mistake a file cannot show (`text_column: 5`)."""
+    hints = _resolved_types(cls)
+    for f in fields(cls):
+        if f.name not in nested:
+            continue
+        value = nested[f.name]
+        if f.metadata.get("group"):
+            _check_types(hints[f.name], value, path)
+            continue
+        optional, tp = _is_optional(hints[f.name])
+        if value is None and optional:
+            continue
+        texts = (tp is str or get_origin(tp) is list and get_args(tp) in ((str,), ())) and value is not None
+        if texts and not (isinstance(value, str) or get_origin(tp) is list and isinstance(value, list)
+                          and all(isinstance(v, str) for v in value)):
+            kind = "a string" if tp is str else "a string or a list of strings"
+            raise ConfigError(f"{path}: {f.name} must be {kind}, not {value!r}")
+        try:
+            _coerce(value, hints[f.name], f.name)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error.message}") from None
 
 
 # --- where nlpforge keeps its own folders ---------------------------------------------------------------
@@ -291,3 +331,27 @@ def cache_root() -> Path:
     """nlpforge's cache ($NLPFORGE_CACHE, else ~/.cache/nlpforge): Arrow copies of big files, ONNX exports."""
     return Path(os.environ.get("NLPFORGE_CACHE", Path.home() / ".cache" / "nlpforge"))
 
+
+
+def check_writable(path, what: str, *, folder: bool) -> None:
+    """Before any work, refuse an output `path` (a file, or a folder when `folder`) that cannot be written: a
+    folder where a file is wanted or the reverse, a file on the way, or a place this process cannot create
+    files in, found by trying in the nearest existing parent (permission bits say nothing for root or on a
+    read-only mount). `what` names the flag in the message (`--output`)."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    if folder and path.is_file():
+        raise ConfigError(f"{what} {path}: is a file; name a folder to write to")
+    if not folder and path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; name a file to write")
+    existing = path if path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path}: {existing} is a file, so no folder can be made under it; choose another "
+                          "path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{what} {path}: cannot write in {existing} ({error.strerror or error}); choose a place "
+                          "you can write to") from None

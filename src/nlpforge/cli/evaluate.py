@@ -6,7 +6,21 @@ from typing import List, Optional
 import typer
 
 from nlpforge.cli import app
+from nlpforge.cli.options import at_least
 from nlpforge.errors import DataError
+from nlpforge.settings import check_writable
+
+DELIMITER_HELP = "column separator of a CSV/TSV file (default: ',' for .csv, tab for .tsv), e.g. ';'"
+ENCODING_HELP = "encoding of a text data file (default: UTF-8), e.g. utf-16 or latin-1"
+
+
+def reading_options(delimiter: str | None, encoding: str | None) -> dict:
+    """`read_table`'s keyword arguments from --delimiter/--encoding, checked as training checks them."""
+    from nlpforge.data.readers import ReadingSettings
+
+    reading = ReadingSettings(delimiter=delimiter, encoding=encoding)
+    reading.check()
+    return reading.options
 
 
 @app.command("evaluate")
@@ -18,11 +32,16 @@ def evaluate_command(
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="also report TF-IDF + logistic regression"),
     baseline_train: Optional[Path] = typer.Option(None, help="training file for the baseline (default: the model's)"),
     output_dir: Optional[Path] = typer.Option(None, help="where the PNGs and report.json go (default: MODEL/evaluation)"),
+    delimiter: Optional[str] = typer.Option(None, help=DELIMITER_HELP),
+    encoding: Optional[str] = typer.Option(None, help=ENCODING_HELP),
 ):
     """Accuracy, macro-F1, per-class precision/recall and confusion matrices, beside the baseline."""
     from nlpforge.evaluation.evaluate import evaluate_model
 
-    result = evaluate_model(model, data, text_column or None, label_column, baseline, baseline_train, output_dir)
+    if output_dir is not None:
+        check_writable(output_dir, "--output-dir", folder=True)
+    result = evaluate_model(model, data, text_column or None, label_column, baseline, baseline_train, output_dir,
+                            reading=reading_options(delimiter, encoding))
     typer.echo(result.text)
 
 
@@ -35,16 +54,21 @@ def predict_command(
     output: Optional[Path] = typer.Option(None, "--output", help="predictions file (.csv or .jsonl)"),
     text_column: Optional[List[str]] = typer.Option(None, help="text column(s) of --input (default: the model's)"),
     batch_size: int = typer.Option(64, help="texts per forward pass"),
+    delimiter: Optional[str] = typer.Option(None, help=DELIMITER_HELP),
+    encoding: Optional[str] = typer.Option(None, help=ENCODING_HELP),
 ):
     """Predict for texts given as arguments (printed as JSON lines) or a whole file (--input/--output)."""
+    at_least(batch_size, 1, "--batch-size")
     if input is not None or output is not None:
         if input is None or output is None:
             raise DataError("batch mode needs both --input FILE and --output FILE")
         if texts:
             raise DataError("give texts as arguments or --input FILE, not both")
+        check_writable(output, "--output", folder=False)
         from nlpforge.tasks.files import predict_file
 
-        rows = predict_file(model, input, output, text_column or None, batch_size=batch_size)
+        rows = predict_file(model, input, output, text_column or None, batch_size=batch_size,
+                            reading=reading_options(delimiter, encoding))
         typer.echo(f"wrote {rows} predictions to {output}")
         return
     if not texts:

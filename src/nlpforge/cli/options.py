@@ -31,6 +31,13 @@ def option_for(f, tp) -> tuple[object, typer.models.OptionInfo]:
     return Optional[tp], typer.Option(None, *flags, help=help_text, show_default=False)
 
 
+def at_least(value, low, flag: str):
+    """`value`, or a ConfigError worded as the settings' own limits are, for a hand-written numeric option."""
+    if value is not None and value < low:
+        raise ConfigError(f"{flag} must be at least {low}, not {value}")
+    return value
+
+
 def settings_values(settings_class, config: Path | None, given: dict) -> dict:
     """The config file's values, overridden by the flags that were given."""
     values = load_config_file(config, settings_class) if config is not None else {}

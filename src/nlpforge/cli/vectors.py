@@ -17,7 +17,8 @@ from typing import List
 import typer
 
 from nlpforge.cli import app
-from nlpforge.cli.options import command_from_settings
+from nlpforge.cli.options import at_least, command_from_settings
+from nlpforge.settings import check_writable
 from nlpforge.vectors.train import Word2VecSettings
 
 vectors_app = typer.Typer(no_args_is_help=True, help="Train word vectors (word2vec) and query them.")
@@ -48,6 +49,7 @@ def similar_command(word: str = typer.Argument(..., help="word or phrase (`rio d
                     topn: int = typer.Option(10, help="how many neighbours"),
                     vectors: Path = VECTORS_OPTION):
     """The nearest words by cosine similarity."""
+    at_least(topn, 1, "--topn")
     for neighbour, score in _load(vectors).similar(word, topn):
         typer.echo(f"{neighbour}\t{score:.4f}")
 
@@ -58,6 +60,7 @@ def analogy_command(a: str = typer.Argument(..., help="a, as in: a is to b as c 
                     topn: int = typer.Option(1, help="how many answers"),
                     vectors: Path = VECTORS_OPTION):
     """A is to B as C is to ...: `analogy paris france berlin` gives germany."""
+    at_least(topn, 1, "--topn")
     for answer, score in _load(vectors).analogy(a, b, c, topn):
         typer.echo(f"{answer}\t{score:.4f}")
 
@@ -76,6 +79,7 @@ def evaluate_command(restrict_vocab: int = typer.Option(30_000, help="analogies 
     """Google analogy accuracy, WordSim353 and SimLex-999 Spearman correlations, with OOV counts."""
     from nlpforge.vectors.evaluate import evaluate_vectors
 
+    at_least(restrict_vocab, 1, "--restrict-vocab")
     report = evaluate_vectors(_load(vectors), restrict_vocab)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
 
@@ -88,4 +92,5 @@ def plot_command(words: List[str] = typer.Argument(..., help="the words to draw 
     """A 2-D map of the named words (PCA or t-SNE), saved as a PNG."""
     from nlpforge.vectors.plot import plot_words
 
+    check_writable(output, "--output", folder=False)
     typer.echo(f"wrote {plot_words(_load(vectors), words, output, method)}")

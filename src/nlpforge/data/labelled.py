@@ -4,8 +4,10 @@
                          label_column="star_rating")
     data.train.texts, data.train.label_ids, data.labels, data.report
 
-Labels may be ints or strings; ints keep their numeric order (1..5 stars). With no validation
-file a seeded, stratified split is made from the training file.
+Labels may be ints or strings; ints keep their numeric order (1..5 stars). A missing label (an
+empty cell, JSON null, a Parquet null, or a CSV's "NaN"/"null"/"N/A") drops its row, whatever the
+format, and the report counts it. With no validation file a seeded, stratified split is made from
+the training file; a label column that cannot be one (a class per row) is refused before training.
 """
 import hashlib
 import re
@@ -20,6 +22,9 @@ from nlpforge.data.clean import clean_html
 from nlpforge.data.formats import join_columns
 
 _INT = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+# What writers put in a CSV cell for a missing value (pandas, numpy, R, spreadsheets); compared lower-cased.
+MISSING_LABELS = frozenset({"", "nan", "-nan", "null", "<na>", "n/a", "#n/a"})
 
 
 @dataclass
@@ -74,16 +79,20 @@ def file_sha256(path) -> str:
 
 
 def _label_values(raw: pd.Series) -> list:
-    """Turn a label column into Python ints when every value is an integer, else strings."""
+    """Turn a label column into Python ints when every value is an integer, else strings; a missing label
+    (see MISSING_LABELS) becomes None."""
     values = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in raw]
+    values = ["" if v.lower() in MISSING_LABELS else v for v in values]
     as_int = [v[:-2] if v.endswith(".0") and _INT.match(v[:-2]) else v for v in values]
     if all(_INT.match(v) for v in as_int if v):
         return [int(v) if v else None for v in as_int]
     return [v if v else None for v in values]
 
 
-def read_labelled_file(path, text_columns, label_column, clean) -> tuple[list, list, list, FileReport]:
-    table = read_table(path, columns=[*text_columns, label_column])
+def read_labelled_file(path, text_columns, label_column, clean, **reading) -> tuple[list, list, list, FileReport]:
+    """(texts, labels, their 1-based data rows, FileReport) of one file; `reading` holds `read_table`'s
+    `delimiter` and `encoding`."""
+    table = read_table(path, columns=[*text_columns, label_column], **reading)
     frame = table.frame
     columns = [frame[c].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
                for c in text_columns]
@@ -119,6 +128,24 @@ def read_labelled_file(path, text_columns, label_column, clean) -> tuple[list, l
     return texts, kept_labels, source_rows, report
 
 
+def check_classes(path, label_column: str, labels: list, counts, split: bool) -> None:
+    """Refuse a label column that cannot train a classifier: a class for nearly every row, or (when the
+    validation set is split from `path`) no class with the two rows a stratified split needs."""
+    counts = np.asarray(counts)
+    rows = int(counts.sum())
+    numbers = [v for v in labels if isinstance(v, str) and _NUMBER.match(v)]
+    why = (f" (its values are numbers such as {numbers[0]}: a regression target, not classes?)"
+           if len(numbers) > len(labels) // 2 else "")
+    if split and counts.max() < 2:
+        raise DataError(f"{path}: every label in '{label_column}' occurs in a single row ({len(labels)} labels), so "
+                        f"no stratified validation split can be made{why}; check --label-column, or give "
+                        "--validation FILE")
+    if len(labels) > 2 and len(labels) > rows // 2:
+        raise DataError(f"{path}: too many classes for the rows: '{label_column}' holds {len(labels)} distinct "
+                        f"labels in {rows} rows{why}; a classifier needs several rows per class; check "
+                        "--label-column")
+
+
 def stratified_split(n_labels, label_ids, fraction, seed):
     """Indices for (train, validation); each class keeps its share, classes of one stay in train."""
     rng = np.random.default_rng(seed)
@@ -150,58 +177,67 @@ def stratified_sample(label_ids, rows: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def _lazy_file(path, text_columns, label_column):
+def _lazy_file(path, text_columns, label_column, **reading):
     """(ArrowTexts, raw label values per usable row as numpy codes + their values, FileReport) for a big file."""
     from nlpforge.data.lazy import ArrowTexts, lazy_columns
 
-    texts, labels, usable, lazy_report = lazy_columns(path, text_columns, label_column)
+    texts, labels, usable, lazy_report = lazy_columns(path, text_columns, label_column, **reading)
     rows = np.flatnonzero(usable)
     encoded = labels.take(rows).combine_chunks().dictionary_encode()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     values = _label_values(pd.Series(encoded.dictionary.to_pylist(), dtype=object))
+    labelled = ~np.isin(codes, [i for i, v in enumerate(values) if v is None])
+    rows, codes = rows[labelled], codes[labelled]
     report = FileReport(path=str(path), sha256=file_sha256(path), rows=lazy_report.rows,
-                        empty_dropped=lazy_report.empty_dropped, missing_label_dropped=lazy_report.missing_label_dropped)
+                        empty_dropped=lazy_report.empty_dropped,
+                        missing_label_dropped=lazy_report.missing_label_dropped + int((~labelled).sum()))
     report.duplicates_checked = False
     return ArrowTexts(texts, rows), codes, values, rows, report
 
 
-def _load_lazy(train, validation, text_columns, label_column, validation_fraction, seed) -> LabelledData:
-    texts, codes, values, _, report = _lazy_file(train, text_columns, label_column)
-    labels = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+def _load_lazy(train, validation, text_columns, label_column, validation_fraction, seed, reading) -> LabelledData:
+    texts, codes, values, _, report = _lazy_file(train, text_columns, label_column, **reading)
+    labels = sorted({v for v in values if v is not None}, key=lambda v: (isinstance(v, str), v))
     if len(labels) < 2:
         raise DataError(f"{train}: column '{label_column}' holds a single label; classification needs at least two")
-    lookup = np.array([labels.index(v) for v in values], dtype=np.int64)
+    lookup = np.array([labels.index(v) if v is not None else -1 for v in values], dtype=np.int64)
     whole = Split(texts, lookup[codes])
+    check_classes(train, label_column, labels, np.bincount(whole.label_ids, minlength=len(labels)),
+                  validation is None)
     if validation is None:
         train_index, validation_index = stratified_split(len(labels), whole.label_ids, validation_fraction, seed)
         return LabelledData(whole.take(train_index), whole.take(validation_index), labels, text_columns,
                             label_column, [report], True)
-    v_texts, v_codes, v_values, v_rows, v_report = _lazy_file(validation, text_columns, label_column)
-    unknown = [i for i, v in enumerate(v_values) if v not in labels]
+    v_texts, v_codes, v_values, v_rows, v_report = _lazy_file(validation, text_columns, label_column, **reading)
+    unknown = [i for i, v in enumerate(v_values) if v is not None and v not in labels]
     if unknown:
         first = int(v_rows[np.flatnonzero(np.isin(v_codes, unknown))[0]]) + 1
         raise DataError(f"{validation}: data row {first}: label {v_values[unknown[0]]!r} never appears in the "
                         f"training file {train}; known labels: {', '.join(map(str, labels))}")
-    v_lookup = np.array([labels.index(v) for v in v_values], dtype=np.int64)
+    v_lookup = np.array([labels.index(v) if v is not None else -1 for v in v_values], dtype=np.int64)
     return LabelledData(whole, Split(v_texts, v_lookup[v_codes]), labels, text_columns, label_column,
                         [report, v_report], False)
 
 
 def load_labelled(train, validation=None, *, text_columns, label_column, validation_fraction=0.1,
-                  seed=42, clean=True, lazy=False) -> LabelledData:
+                  seed=42, clean=True, lazy=False, delimiter: str | None = None,
+                  encoding: str | None = None) -> LabelledData:
     """Read the training (and validation) file and give id-encoded splits plus a report.
 
     `lazy=True` maps the files (through a cached Arrow copy) instead of reading them into memory;
-    it always cleans HTML and does not look for duplicate rows.
+    it always cleans HTML and does not look for duplicate rows. `delimiter` and `encoding` apply to
+    both files (default: from the suffix, and UTF-8).
     """
+    reading = {"delimiter": delimiter, "encoding": encoding}
     if isinstance(text_columns, str):
         text_columns = [text_columns]
     text_columns = list(text_columns)
     if not text_columns:
         raise DataError("no text column given; name one or more with --text-column")
     if lazy:
-        return _load_lazy(train, validation, text_columns, label_column, validation_fraction, seed)
-    train_texts, train_labels, _, train_report = read_labelled_file(train, text_columns, label_column, clean)
+        return _load_lazy(train, validation, text_columns, label_column, validation_fraction, seed, reading)
+    train_texts, train_labels, _, train_report = read_labelled_file(train, text_columns, label_column, clean,
+                                                                    **reading)
     if not train_texts:
         raise DataError(f"{train}: no usable rows remain after dropping empty ones")
     labels = sorted(set(train_labels), key=lambda v: (isinstance(v, str), v))
@@ -210,6 +246,7 @@ def load_labelled(train, validation=None, *, text_columns, label_column, validat
                         "classification needs at least two")
     label_to_id = {label: i for i, label in enumerate(labels)}
     train_ids = [label_to_id[label] for label in train_labels]
+    check_classes(train, label_column, labels, np.bincount(train_ids, minlength=len(labels)), validation is None)
     files = [train_report]
     if validation is None:
         train_index, validation_index = stratified_split(len(labels), train_ids, validation_fraction, seed)
@@ -218,7 +255,7 @@ def load_labelled(train, validation=None, *, text_columns, label_column, validat
                                  [train_ids[i] for i in validation_index])
         return LabelledData(train_split, validation_split, labels, text_columns, label_column, files, True)
     validation_texts, validation_labels, validation_rows, validation_report = read_labelled_file(
-        validation, text_columns, label_column, clean)
+        validation, text_columns, label_column, clean, **reading)
     files.append(validation_report)
     kinds = {type(v) for v in train_labels} | {type(v) for v in validation_labels}
     if len(kinds) > 1:

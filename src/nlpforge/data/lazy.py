@@ -25,15 +25,17 @@ from nlpforge.errors import DataError
 from nlpforge.settings import cache_root
 
 
-def arrow_copy(path, columns: list[str]) -> pa.Table:
-    """A memory-mapped Arrow table of `columns`, converting the file once if needed."""
+def arrow_copy(path, columns: list[str], *, delimiter: str | None = None, encoding: str | None = None) -> pa.Table:
+    """A memory-mapped Arrow table of `columns`, converting the file once if needed (`delimiter` and
+    `encoding` as `read_table` takes them)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file; check the path")
     stat = path.stat()
     if stat.st_size == 0:
         raise DataError(f"{path}: the file is empty; it needs a header row and at least one data row")
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(columns)}".encode()).hexdigest()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(columns)}|{delimiter}|"
+                         f"{encoding}".encode()).hexdigest()
     cache = cache_root() / "arrow"
     target = cache / f"{key[:32]}.arrow"
     if not target.exists():
@@ -41,12 +43,12 @@ def arrow_copy(path, columns: list[str]) -> pa.Table:
         temporary = target.with_suffix(f".{os.getpid()}.tmp")
         writer = None
         try:
-            for batch in record_batches(path, columns):
+            for batch in record_batches(path, columns, delimiter=delimiter, encoding=encoding):
                 batch = pa.RecordBatch.from_arrays([pc.cast(batch.column(c), pa.string()) for c in columns],
                                                    names=columns)
                 writer = writer or pa.ipc.new_file(str(temporary), batch.schema)
                 writer.write_batch(batch)
-        except pa.ArrowInvalid as error:
+        except (pa.ArrowInvalid, ValueError, OSError, EOFError) as error:
             raise DataError(f"{path}: cannot be read: {str(error).splitlines()[0]}") from None
         finally:
             if writer:
@@ -94,9 +96,10 @@ class LazyReport:
     missing_label_dropped: int
 
 
-def lazy_columns(path, text_columns: list[str], label_column: str):
-    """(text columns, label strings, usable-row mask, report) of a file, via its Arrow copy."""
-    table = arrow_copy(path, [*text_columns, label_column])
+def lazy_columns(path, text_columns: list[str], label_column: str, **reading):
+    """(text columns, label strings, usable-row mask, report) of a file, via its Arrow copy (`reading`: the
+    `delimiter` and `encoding` of `arrow_copy`)."""
+    table = arrow_copy(path, [*text_columns, label_column], **reading)
     texts = [table.column(c) for c in text_columns]
     labels = pc.utf8_trim_whitespace(table.column(label_column))
     nonempty = None
@@ -107,7 +110,7 @@ def lazy_columns(path, text_columns: list[str], label_column: str):
             raise DataError(f"{path}: text column '{name}' is empty in every row; name the column that holds "
                             "the text with --text-column")
         nonempty = has_text if nonempty is None else pc.or_(nonempty, has_text)
-    labelled = pc.greater(pc.utf8_length(labels), 0)
+    labelled = pc.fill_null(pc.greater(pc.utf8_length(labels), 0), False)
     usable = pc.and_(nonempty, labelled).to_numpy(zero_copy_only=False)
     report = LazyReport(str(path), table.num_rows,
                         int(table.num_rows - pc.sum(nonempty.cast(pa.int64())).as_py()),

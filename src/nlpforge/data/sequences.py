@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpforge.data.formats import table_format
-from nlpforge.data.readers import json_record
+from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record
 from nlpforge.errors import DataError
 
 _LANGUAGE_PREFIX = re.compile(r"^[a-z]{2,3}:(?=.)")
@@ -61,7 +61,9 @@ def read_tagged(path) -> TaggedFile:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    raw = path.read_bytes()
+    check_text(raw[:SNIFF_BYTES], path)
+    text = raw.decode("utf-8-sig", errors="replace")
     if table_format(path) == "jsonl":
         sentences, lines = _jsonl(text, path)
     else:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlpforge.data.readers import json_record
+from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record
 from nlpforge.errors import DataError
 
 
@@ -60,6 +60,7 @@ def read_squad(path) -> tuple[list[QAExample], QAReport]:
             data = gzip.decompress(data)
         except (OSError, EOFError) as error:
             raise DataError(f"{path}: not a readable gzip file ({error})") from None
+    check_text(data[:SNIFF_BYTES], path)
     text = data.decode("utf-8-sig", errors="replace")
     report = QAReport(str(path))
     raw = _jsonl(text, path) if _is_jsonl(text, path) else _json(text, path)
@@ -99,7 +100,7 @@ def _is_jsonl(text: str, path: Path) -> bool:
     first = text.lstrip().split("\n", 1)[0]
     try:
         record = json.loads(first)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
     return isinstance(record, dict) and "question" in record and "data" not in record
 
@@ -120,6 +121,8 @@ def _json(text: str, path: Path):
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); a SQuAD file is one JSON "
                         "document, JSONL files end in .jsonl") from None
+    except RecursionError:
+        raise DataError(f"{path}: nested too deeply to be a SQuAD file") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise DataError(f"{path}: no \"data\" key; a SQuAD file is {{\"data\": [{{\"paragraphs\": [...]}}]}}")
     for article in document["data"]:

@@ -91,7 +91,10 @@ def _training_file(meta: dict) -> str | None:
 
 
 def evaluate_model(model_path, data, text_columns=None, label_column=None, baseline=True, baseline_train=None,
-                   output_dir=None, batch_size: int = 64) -> EvaluationResult:
+                   output_dir=None, batch_size: int = 64, reading: dict | None = None) -> EvaluationResult:
+    """The model's report on `data` beside its baseline; `reading` holds `read_table`'s delimiter and encoding
+    (tables only: entity and question files have their own formats)."""
+    reading = reading or {}
     loaded = tasks.load(model_path)
     output_dir = Path(output_dir) if output_dir else Path(model_path) / "evaluation"
     if loaded.task.name != "text-classification":
@@ -100,7 +103,7 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
     text_columns = list(text_columns or loaded.text_columns)
     label_column = label_column or loaded.info.get("label_column", "label")
     notes = []
-    texts, labels, _, file_report = read_labelled_file(data, text_columns, label_column, clean=True)
+    texts, labels, _, file_report = read_labelled_file(data, text_columns, label_column, clean=True, **reading)
     dropped = file_report.empty_dropped + file_report.duplicates_dropped + file_report.missing_label_dropped
     if dropped:
         notes.append(f"{data}: evaluated {len(texts)} of {file_report.rows} rows ({file_report.empty_dropped} empty, "
@@ -129,7 +132,8 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
                 recorded = next(f["sha256"] for f in meta["data_files"] if f.get("role") == "train")
                 if file_sha256(train_file) != recorded:
                     notes.append(f"note: {train_file} changed since training (sha256 differs)")
-            train_texts, train_labels, _, _ = read_labelled_file(train_file, text_columns, label_column, clean=True)
+            train_texts, train_labels, _, _ = read_labelled_file(train_file, text_columns, label_column, clean=True,
+                                                               **reading)
             train_ids = [known.get(str(v)) for v in train_labels]
             pairs = [(t, i) for t, i in zip(train_texts, train_ids) if i is not None]
             fitted = fit_baseline([t for t, _ in pairs], [i for _, i in pairs])

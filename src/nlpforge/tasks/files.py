@@ -18,15 +18,16 @@ from nlpforge.tasks import load
 
 
 def predict_file(model_path, input_path, output_path, text_columns=None, batch_size: int = 64,
-                 chunk_rows: int = 2048) -> int:
-    """Write one prediction per input row; returns the number of rows written."""
+                 chunk_rows: int = 2048, reading: dict | None = None) -> int:
+    """Write one prediction per input row; returns the number of rows written. `reading` holds
+    `read_table`'s delimiter and encoding."""
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise DataError(f"{output_path}: output must end in .csv or .jsonl")
     loaded = load(model_path)
     text_columns = list(text_columns or loaded.text_columns)
-    frame = read_table(input_path, columns=text_columns).frame
+    frame = read_table(input_path, columns=text_columns, **(reading or {})).frame
     inputs = [join_columns(clean_html("" if frame[c].iat[row] is None else str(frame[c].iat[row]))
                            for c in text_columns) for row in range(len(frame))]
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -363,7 +363,8 @@ class MaskedLm(Task):
         tokens = sentence_tokens(sentences, ratio)
         if settings.validation:
             train_spans, held_table = spans, sentence_table(CorpusSource(corpus=settings.validation,
-                                                                         column=settings.source.column),
+                                                                         column=settings.source.column,
+                                                                         reading=settings.source.reading),
                                                             settings.document_boundary)
             held_sentences = held_table.column("sentence")
             held_spans = document_spans(held_table.column("document").to_numpy())

@@ -219,8 +219,9 @@ class QuestionAnswering(Task):
             predictions = {e.id: ("" if a[4] > threshold else a[0]) for e, a in zip(gold, answers)}
             return squad_metrics(gold, predictions, prefix)
 
+        test_examples = read_squad(settings.test)[0] if settings.test else None  # read now, not after the epochs
+
         def test(run) -> dict:
-            test_examples, _ = read_squad(settings.test)
             features = windows(tokenizer, test_examples, max_seq_length, settings.doc_stride, label=False)
             return scored(run, features, test_examples, "test", choose=False)
 

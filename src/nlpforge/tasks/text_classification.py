@@ -18,9 +18,10 @@ import numpy as np
 
 from nlpforge.data.batching import encode, pad_batch
 from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, stratified_sample
+from nlpforge.data.readers import ReadingSettings
 from nlpforge.data.report import render_data_report, token_length_stats
 from nlpforge.errors import ConfigError, DataError, InputError
-from nlpforge.settings import Settings, setting
+from nlpforge.settings import Settings, group, setting
 from nlpforge.tasks.base import (MAX_TEXT_CHARS, Task, TrainingData, explain_with_attention, softmax, text_of,
                                 truncated_flags)
 
@@ -45,6 +46,7 @@ class TextClassificationData(Settings):
     class_weights: Literal["none", "balanced"] = setting("none", "loss weights per class: none or balanced")
     metric_for_best: Literal["macro_f1", "accuracy"] = setting("macro_f1", "validation metric that picks the best "
                                                                            "epoch")
+    reading: ReadingSettings = group(ReadingSettings)
 
     def check(self):
         if not self.text_column:
@@ -138,7 +140,7 @@ class TextClassification(Task):
         lazy = use_lazy(settings)
         data = load_labelled(settings.train, settings.validation, text_columns=settings.text_column,
                              label_column=settings.label_column, validation_fraction=settings.validation_fraction,
-                             seed=seed, lazy=lazy)
+                             seed=seed, lazy=lazy, **settings.reading.options)
         if settings.max_train_rows and settings.max_train_rows < len(data.train):
             data.train = data.train.take(stratified_sample(data.train.label_ids, settings.max_train_rows, seed))
         # Report on every row of an in-memory file (up to 20k); a mapped file gets a 2k-row sample so
@@ -154,14 +156,17 @@ class TextClassification(Task):
             extra[f"{prefix}_report"] = report
             return {f"{prefix}_accuracy": report["accuracy"], f"{prefix}_macro_f1": report["macro_f1"]}
 
-        def test(run) -> dict:
-            texts, labels, _, _ = read_labelled_file(settings.test, data.text_columns, data.label_column, clean=True)
+        if settings.test:  # read now: a bad test file is found before the epochs, not after
+            test_texts, test_labels, _, _ = read_labelled_file(settings.test, data.text_columns, data.label_column,
+                                                               clean=True, **settings.reading.options)
             known = {label: i for i, label in enumerate(data.labels)}
-            unknown = sorted({str(v) for v in labels if v not in known})
+            unknown = sorted({str(v) for v in test_labels if v not in known})
             if unknown:
                 raise DataError(f"{settings.test}: label(s) {', '.join(unknown)} never appear in the training file")
-            rows = encode(tokenizer, texts, max_seq_length)
-            return scored(run, rows, [known[v] for v in labels], "test")
+
+        def test(run) -> dict:
+            rows = encode(tokenizer, test_texts, max_seq_length)
+            return scored(run, rows, [known[v] for v in test_labels], "test")
 
         return TrainingData(
             train=TextDataset(data.train), lengths=char_lengths(data.train.texts),

@@ -198,8 +198,9 @@ class TokenClassification(Task):
             metrics, extra[f"{prefix}_per_type"] = entity_metrics([tags for _, tags in gold], predicted, scheme)
             return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
+        test_file = read_tagged(settings.test) if settings.test else None  # read now, not after the epochs
+
         def test(run) -> dict:
-            test_file = read_tagged(settings.test)
             features = windows(tokenizer, [tokens for tokens, _ in test_file.sentences], max_seq_length,
                                settings.stride)
             return scored(run, features, test_file.sentences, "test")

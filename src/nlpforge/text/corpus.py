@@ -27,7 +27,8 @@ from typing import Iterator, Literal
 
 from nlpforge.data.clean import clean_html
 from nlpforge.data.formats import is_archive, table_format
-from nlpforge.data.readers import json_record
+from nlpforge.data.readers import (SNIFF_BYTES, ReadingSettings, check_text, delimiter_hint, json_record,
+                                   table_delimiter)
 from nlpforge.errors import DataError
 from nlpforge.settings import Settings, group, setting
 from nlpforge.text.normalize import NormalizeSettings, normalize
@@ -52,6 +53,7 @@ class CorpusSource(Settings):
                                     "repeat for several", required=True)
     column: str | None = setting(None, "text column of tabular files (default: text, review, ... if present)")
     max_documents: int | None = setting(None, "read only this many documents (a quick look at a big corpus)", min=1)
+    reading: ReadingSettings = group(ReadingSettings)
 
 
 @dataclass
@@ -105,15 +107,16 @@ def corpus_files(paths) -> list[Path]:
     return files
 
 
-def _pick_column(header: list[str], column: str | None, where: str) -> str:
+def _pick_column(header: list[str], column: str | None, where: str, delimiter: str = ",") -> str:
+    hint = delimiter_hint(",".join(header), delimiter) if len(header) == 1 else ""
     if column is not None:
         if column not in header:
-            raise DataError(f"{where}: no column '{column}'; the columns are: {', '.join(header)}")
+            raise DataError(f"{where}: no column '{column}'; the columns are: {', '.join(header)}{hint}")
         return column
     for name in _TEXT_COLUMNS:
         if name in header:
             return name
-    if len(header) == 1:
+    if len(header) == 1 and not hint:
         return header[0]
     raise DataError(f"{where}: which column holds the text? give --column (the columns are: {', '.join(header)})")
 
@@ -158,13 +161,15 @@ def _untag(line: str) -> str:
     return " ".join(w.rsplit("/", 1)[0] for w in line.split())
 
 
-def _table_cells(handle: io.TextIOBase, fmt: str, column: str | None, where: str) -> Iterator[str]:
+def _table_cells(handle: io.TextIOBase, fmt: str, column: str | None, where: str,
+                 delimiter: str | None = None) -> Iterator[str]:
     if fmt in ("csv", "tsv"):
-        reader = csv.reader(handle, delimiter="," if fmt == "csv" else "\t")
+        delimiter = delimiter or table_delimiter(fmt)
+        reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
             return
-        index = header.index(_pick_column(header, column, where))
+        index = header.index(_pick_column(header, column, where, delimiter))
         for row in reader:
             if len(row) > index and row[index].strip():
                 yield row[index]
@@ -215,16 +220,23 @@ def _sources(paths) -> Iterator[tuple[str, str, object]]:
             raise DataError(f"{path}: cannot be read: {error}") from None
 
 
-def _texts(name: str, where: str, source, column: str | None, breaks: bool = False) -> tuple[bool, Iterator]:
+def _texts(name: str, where: str, source, column: str | None, breaks: bool = False,
+           reading: ReadingSettings | None = None) -> tuple[bool, Iterator]:
     """(is a table, its cells) or (not a table, its lines, with None at blank lines when `breaks`)."""
     if isinstance(source, Path):
         return True, _reading(where, _parquet_cells(source, column))
+    reading = reading or ReadingSettings()
     if name.lower().endswith(".gz"):
         source = gzip.GzipFile(fileobj=source)
-    handle = io.TextIOWrapper(source, encoding="utf-8-sig", errors="replace", newline="")
+    source = io.BufferedReader(source, buffer_size=SNIFF_BYTES)
+    try:
+        check_text(source.peek(SNIFF_BYTES)[:SNIFF_BYTES], where, reading.encoding)
+    except (OSError, EOFError) as error:
+        raise DataError(f"{where}: cannot be read: {error}") from None
+    handle = io.TextIOWrapper(source, encoding=reading.encoding or "utf-8-sig", errors="replace", newline="")
     fmt = table_format(name)
     if fmt in ("csv", "tsv", "jsonl"):
-        return True, _reading(where, _table_cells(handle, fmt, column, where))
+        return True, _reading(where, _table_cells(handle, fmt, column, where, reading.delimiter))
     return False, _reading(where, _lines(handle, breaks))
 
 
@@ -236,10 +248,10 @@ def _reading(where: str, texts: Iterator) -> Iterator:
         raise DataError(f"{where}: cannot be read: {error}") from None
 
 
-def iter_documents(paths, column: str | None = None) -> Iterator[str]:
+def iter_documents(paths, column: str | None = None, reading: ReadingSettings | None = None) -> Iterator[str]:
     """Raw documents of every file, one at a time, in a stable order: a table's cell, a text file's line."""
     for name, where, source in _sources(paths):
-        yield from (text for text in _texts(name, where, source, column)[1] if text is not None)
+        yield from (text for text in _texts(name, where, source, column, reading=reading)[1] if text is not None)
 
 
 DocumentBoundary = Literal["auto", "blank-line", "file", "line"]
@@ -256,7 +268,7 @@ def iter_sentence_documents(source: "CorpusSource", boundary: DocumentBoundary =
     """
     produced = 0
     for name, where, stream in _sources(source.corpus):
-        table, texts = _texts(name, where, stream, source.column, breaks=True)
+        table, texts = _texts(name, where, stream, source.column, breaks=True, reading=source.reading)
         groups = ([text] for text in texts) if table else _text_documents(texts, boundary)
         for texts_of_document in groups:
             sentences = [s for text in texts_of_document for s in split_sentences(clean_html(text))]
@@ -294,7 +306,7 @@ def _text_documents(lines: Iterator[str | None], boundary: DocumentBoundary) -> 
 def source_documents(source: CorpusSource) -> Iterator[str]:
     """The raw documents of a corpus source, up to its `max_documents`."""
     limit = source.max_documents
-    for number, document in enumerate(iter_documents(source.corpus, source.column)):
+    for number, document in enumerate(iter_documents(source.corpus, source.column, source.reading)):
         if limit is not None and number >= limit:
             return
         yield document

@@ -24,7 +24,8 @@ _SCHEMA = pa.schema([("sentence", pa.string()), ("document", pa.int32())])
 
 
 def _key(source: CorpusSource, boundary: str) -> str:
-    digest = hashlib.sha256(f"{FORMAT}|{source.column}|{source.max_documents}|{boundary}".encode())
+    digest = hashlib.sha256(f"{FORMAT}|{source.column}|{source.max_documents}|{boundary}|{source.reading.delimiter}|"
+                            f"{source.reading.encoding}".encode())
     for path in corpus_files(source.corpus):
         stat = path.stat()
         digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())

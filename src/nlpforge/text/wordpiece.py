@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from nlpforge.errors import DataError
-from nlpforge.settings import Settings, group, setting
+from nlpforge.settings import Settings, check_writable, group, setting
 from nlpforge.text.corpus import CorpusSource, source_documents
 from nlpforge.text.normalize import NormalizeSettings, normalize
 
@@ -55,6 +55,7 @@ def train_wordpiece(settings: WordPieceSettings) -> Path:
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
+    check_writable(settings.output, "--output", folder=True)
     tokenizer = BertWordPieceTokenizer(lowercase=settings.normalize.lowercase, strip_accents=None, clean_text=True)
     seen = {"documents": 0}
 

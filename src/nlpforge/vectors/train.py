@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.settings import Settings, group, setting, to_flat
+from nlpforge.settings import Settings, check_writable, group, setting, to_flat
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.phrases import PhraseSettings
 from nlpforge.text.prepare import PreparedCorpus, prepare_corpus
@@ -127,6 +127,9 @@ def save_vectors_folder(model, prepared: PreparedCorpus, settings: Word2VecSetti
 def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print) -> TrainedVectors:
     """Prepare the corpus (one streaming pass per phrase layer), train word2vec and save the folder."""
     folder = Path(settings.output)
+    check_writable(folder, "--output", folder=True)
+    if settings.workdir:
+        check_writable(settings.workdir, "--workdir", folder=True)
     with tempfile.TemporaryDirectory(prefix="nlpforge-vectors-", dir=settings.workdir) as workdir:
         log(f"preparing {settings.text.names} ...")
         prepared = prepare_corpus(settings.text, settings.phrase, workdir)
