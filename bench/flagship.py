@@ -47,7 +47,7 @@ def main():
                   max_seq_length=args.max_seq_length, class_weights=args.class_weights)
     job = job_class("text-classification").of(
         train=str(train), validation=str(validation), text_column=["review_body"], label_column="star_rating",
-        model="minilm-l6", output=args.output, progress=False, log_every=50, **config)
+        model="minilm-l6", output=args.output, overwrite=True, progress=False, log_every=50, **config)
     started = time.perf_counter()
     result = train_job(job)
     wall = time.perf_counter() - started

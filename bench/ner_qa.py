@@ -71,8 +71,8 @@ def fine_tune(name: str, results: dict, task: str, **settings) -> dict:
     if name in results:
         return results[name]
     started = time.perf_counter()
-    result = train(job_class(task).of(model="minilm-l6", output=str(WORK / name), progress=False, log_every=50,
-                                      **settings))
+    result = train(job_class(task).of(model="minilm-l6", output=str(WORK / name), overwrite=True, progress=False,
+                                      log_every=50, **settings))
     results[name] = {"train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
                      "wall_seconds": time.perf_counter() - started,
                      "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, float)}}

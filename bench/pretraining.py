@@ -50,7 +50,7 @@ def save_results(results: dict) -> None:
 def steps_per_second(**job) -> float:
     """A short probe of the same job: optimizer steps per second once warm."""
     marks = []
-    probe = dict(job, output=str(WORK / "probe"), max_steps=25, eval_every=0, checkpoint_dir=None)
+    probe = dict(job, output=str(WORK / "probe"), overwrite=True, max_steps=25, eval_every=0, checkpoint_dir=None)
     train(job_class("masked-lm").of(**probe), log=lambda *_: None,
           on_step=lambda step: marks.append(time.perf_counter()))
     return (len(marks) - 6) / (marks[-1] - marks[5])
@@ -68,7 +68,7 @@ def pretrain(name: str, minutes: float, results: dict, **job) -> dict:
     steps = plan[name]["steps"]
     print(f"{name}: {plan[name]['steps_per_second']:.2f} steps/s -> {steps} steps for {minutes} min", flush=True)
     started = time.perf_counter()
-    result = train(job_class("masked-lm").of(**job, output=str(WORK / name), max_steps=steps,
+    result = train(job_class("masked-lm").of(**job, output=str(WORK / name), overwrite=True, max_steps=steps,
                                              eval_every=max(1, steps // 10), epochs=100, log_every=25,
                                              progress=False, checkpoint_every=250, resume="auto"))
     rows = [json.loads(line) for line in (WORK / name / "metrics.jsonl").read_text().splitlines()]
@@ -114,7 +114,7 @@ def fine_tune(name: str, model: str, seeds: int, results: dict, tokenizer: str |
         result = train(job_class("text-classification").of(
             train=str(AMAZON / "digital_video_train.csv"), validation=str(AMAZON / "digital_video_validation.csv"),
             text_column=["review_body"], label_column="star_rating", model=model, tokenizer=tokenizer,
-            output=str(WORK / f"{name}-{seed}"), seed=seed, progress=False, log_every=0, **settings),
+            output=str(WORK / f"{name}-{seed}"), overwrite=True, seed=seed, progress=False, log_every=0, **settings),
             log=lambda *_: None)
         runs.append({"seed": seed, "accuracy": result.metrics["validation_accuracy"],
                      "macro_f1": result.metrics["validation_macro_f1"], "best_epoch": result.metrics["best_epoch"],

@@ -54,7 +54,7 @@ def child_nlpforge(args) -> dict:
 
     job = job_class("text-classification").of(
         train=args.train, validation=str(VALIDATION), text_column=["review_body"], label_column="star_rating",
-        model="minilm-l6", output=str(WORK / args.name), epochs=1, max_steps=args.steps, progress=False,
+        model="minilm-l6", output=str(WORK / args.name), overwrite=True, epochs=1, max_steps=args.steps, progress=False,
         log_every=0, checkpoint_dir=str(WORK / f"{args.name}-ck") if args.checkpoint else None,
         checkpoint_every=args.stop_at or 0, resume="auto" if args.resume else None,
         data_loading=args.data_loading, max_seq_length=args.max_seq_length,

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from conftest import assert_user_error, run_cli, toy_rows, train_classifier, write_csv
 from nlpforge.errors import ConfigError
 from nlpforge.training import checkpoint as ckpt
+from nlpforge.models.artifact import training_folder
 from nlpforge.training.precision import resolve_precision
 
 
@@ -70,7 +71,7 @@ def test_resume_after_sigkill_is_bit_exact(engine_files):
     args = _train_args(engine_files, interrupted, "--checkpoint-every", "3", "--checkpoint-dir",
                        str(engine_files / "ck"), "--resume", "auto")
     process = _nlpforge(*args)
-    _wait_for_step(interrupted / "metrics.jsonl", 13, process)  # mid-epoch 2, between two checkpoints
+    _wait_for_step(training_folder(interrupted) / "metrics.jsonl", 13, process)  # mid-epoch 2, between two checkpoints
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert not (interrupted / "nlpforge.json").exists(), "the run finished before the kill"
@@ -87,7 +88,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(engine_files):
     output = engine_files / "spot"
     args = _train_args(engine_files, output, "--checkpoint-dir", str(engine_files / "ck"), "--resume", "auto")
     process = _nlpforge(*args)
-    _wait_for_step(output / "metrics.jsonl", 4, process)
+    _wait_for_step(training_folder(output) / "metrics.jsonl", 4, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143

@@ -16,6 +16,7 @@ from nlpforge import load
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.tasks.masked_lm import build_instances, mask_tokens, truncate_pair
 from nlpforge.training import checkpoint as ckpt
+from nlpforge.models.artifact import training_folder
 from nlpforge.training.run import train
 from nlpforge.training.settings import job_class
 
@@ -152,7 +153,7 @@ def test_resume_after_sigkill_is_bit_exact_for_masked_lm(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "nlpforge", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     kill_at = steps // 2 + 2  # in epoch 2, between two checkpoints
-    _wait_for_step(tmp_path / "interrupted" / "metrics.jsonl", kill_at, process)
+    _wait_for_step(training_folder(tmp_path / "interrupted") / "metrics.jsonl", kill_at, process)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert not (tmp_path / "interrupted" / "nlpforge.json").exists(), "the run finished before the kill"

@@ -251,15 +251,20 @@ def test_the_training_engines_metrics_jsonl_becomes_job_metrics(tmp_path):
     assert [(r["step"], r["value"]) for r in rows if r["name"] == "loss"] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
 
 
-def test_engine_metrics_are_read_while_the_job_runs_and_replace_the_regex(tmp_path):
-    script = write_script(tmp_path, "train.py", """
-        import json, os, time
-        path = os.path.join(os.environ["SM_MODEL_DIR"], "metrics.jsonl")
+@pytest.mark.parametrize("live", ["model folder", "training folder"])
+def test_engine_metrics_are_read_while_the_job_runs_and_replace_the_regex(tmp_path, live):
+    # The engine writes OUTPUT.training/metrics.jsonl while it trains and moves it into the model at the end.
+    script = write_script(tmp_path, "train.py", f"""
+        import json, os, shutil, time
+        model = os.environ["SM_MODEL_DIR"].rstrip("/")
+        path = os.path.join(model + ".training" if {live == "training folder"} else model, "metrics.jsonl")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         for step in (1, 2):
             with open(path, "a") as handle:
-                handle.write(json.dumps({"step": step * 10, "epoch": step, "validation_accuracy": 0.4 * step}) + "\\n")
-            print(f"epoch {step}: validation_accuracy {0.4 * step:.4f}", flush=True)
+                handle.write(json.dumps({{"step": step * 10, "epoch": step, "validation_accuracy": 0.4 * step}}) + "\\n")
+            print(f"epoch {{step}}: validation_accuracy {{0.4 * step:.4f}}", flush=True)
             time.sleep(1.0)
+        shutil.move(path, os.path.join(model, "metrics.jsonl"))
     """)
     seen = []
     est = Estimator(entry_point=str(script), jobs_root=str(tmp_path / "jobs"),

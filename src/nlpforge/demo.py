@@ -102,7 +102,7 @@ def run_demo(log=print) -> dict:
     model_folder = OUTPUT / "model"
     job = job_class("text-classification").of(train=str(data.train), validation=str(data.validation),
                                               text_column=[data.text_column], label_column=data.label_column,
-                                              output=str(model_folder), **QUICK)
+                                              output=str(model_folder), overwrite=True, **QUICK)
     log(f"== 1/3 fine-tune (quick preset: {QUICK})")
     result = train(job, log=log)
     log("== 2/3 evaluate against the TF-IDF + logistic regression baseline")

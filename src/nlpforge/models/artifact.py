@@ -9,19 +9,27 @@
       nlpforge.json        metadata: task, base model, hyperparameters, metrics, data hashes, versions
       README.md            model card with the metrics
 
+    check_output(folder, overwrite=False)  # before any work: refuse a file, a non-empty folder, no write access
     save(folder, model, tokenizer, task="text-classification", task_info={"labels": [...]}, ...)
     meta, info = read_metadata(folder)     # nlpforge.json, and labels.json when the task has one
+
+`save` writes the whole folder beside its destination (`.stars.tmp-<pid>/`) and renames it into
+place last, so a reader sees the old model or the new one, never half of each.
 
 Loading a folder for prediction is the task's business: `nlpforge.load(folder)` (nlpforge.tasks).
 Transformers loads the same folder with its Auto classes.
 """
+import glob
 import json
+import os
 import platform
+import shutil
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from nlpforge.errors import ArtifactError
+from nlpforge.errors import ArtifactError, ConfigError
+from nlpforge.settings import check_writable
 
 FORMAT_VERSION = 1
 REQUIRED = ("config.json", "model.safetensors", "nlpforge.json")
@@ -40,11 +48,14 @@ def library_versions() -> dict:
 
 def save(folder, model, tokenizer, *, task: str, base_model: str, max_seq_length: int, hyperparameters: dict,
          metrics: dict, data_files: list[dict], task_info: dict | None = None, card_notes: list[str] = (),
-         example_input: str = "some text", extra: dict | None = None) -> Path:
-    """Write a complete artifact folder; returns its path. `task_info` becomes labels.json; the model card
-    gets `card_notes` as paragraphs and a usage example predicting `example_input`."""
+         example_input: str = "some text", extra: dict | None = None, include=()) -> Path:
+    """Write a complete artifact folder atomically; returns its path. `task_info` becomes labels.json; the
+    model card gets `card_notes` as paragraphs and a usage example predicting `example_input`; the files or
+    folders in `include` (the run's metrics.jsonl, tensorboard/) are moved in."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    final, folder = folder, _sibling(folder, f"tmp-{os.getpid()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
     if task_info is not None:
@@ -62,7 +73,57 @@ def save(folder, model, tokenizer, *, task: str, base_model: str, max_seq_length
         **(extra or {}),
     }
     _write_json(folder / "nlpforge.json", meta)
-    (folder / "README.md").write_text(model_card(folder.name, meta, card_notes, example_input), encoding="utf-8")
+    (folder / "README.md").write_text(model_card(final.name, meta, card_notes, example_input), encoding="utf-8")
+    for path in include:
+        if Path(path).exists():
+            shutil.move(str(path), str(folder / Path(path).name))
+    _replace_folder(folder, final)
+    return final
+
+
+def training_folder(output) -> Path:
+    """Where a run keeps what is not the model yet, apart from the model folder: `OUTPUT.training/` holds
+    the live metrics.jsonl and tensorboard/ (moved into the model when it is written) and, by default,
+    checkpoints/ (removed when the run finishes)."""
+    output = Path(os.path.abspath(output))
+    return output.with_name(f"{output.name}.training")
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    """A hidden folder beside `folder`, on the same file system, so that a rename moves it into place."""
+    folder = Path(os.path.abspath(folder))
+    return folder.with_name(f".{folder.name}.{suffix}")
+
+
+def _replace_folder(temporary: Path, final: Path) -> None:
+    """Make the complete folder `temporary` visible as `final`: durable first, then one rename (the old
+    folder, if any, is moved aside just before and deleted after)."""
+    for path in temporary.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    try:
+        os.replace(temporary, final)  # atomic when `final` is absent or an empty folder
+    except OSError:
+        old = _sibling(final, f"old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(temporary, final)
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):  # left by a save that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def check_output(folder, overwrite: bool = False, what: str = "--output") -> Path:
+    """Refuse, before any training, a model folder that cannot be written: an existing file, a folder
+    that already holds files (unless `overwrite`), or a place this process cannot write to."""
+    folder = Path(folder)
+    check_writable(folder, what, folder=True)
+    if folder.is_dir() and any(folder.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{what} {folder}: the folder is not empty; pass --overwrite to replace it (the old "
+                              "model stays until the new one is complete), or choose another folder")
+        check_writable(Path(os.path.abspath(folder)).parent, what, folder=True)  # the new one is written beside it
     return folder
 
 
@@ -95,11 +156,29 @@ def read_metadata(folder) -> tuple[dict, dict]:
     missing = [name for name in REQUIRED if not (folder / name).exists()]
     if missing:
         raise ArtifactError(f"{folder}: not an nlpforge model folder, missing {', '.join(missing)}")
-    try:
-        meta = json.loads((folder / "nlpforge.json").read_text(encoding="utf-8"))
-        info = json.loads((folder / TASK_INFO).read_text(encoding="utf-8")) if (folder / TASK_INFO).exists() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ArtifactError(f"{folder}: metadata is not valid JSON ({error}); the folder is damaged") from None
+    meta = _read_json(folder / "nlpforge.json")
+    info = _read_json(folder / TASK_INFO) if (folder / TASK_INFO).exists() else {}
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ArtifactError(f"{folder}: written by a newer nlpforge (format {meta['format_version']}); upgrade nlpforge")
+    if (folder / TASK_INFO).exists() and not info:
+        raise ArtifactError(f"{folder / TASK_INFO}: empty; the model folder is damaged, restore the file or "
+                            "train the model again")
+    head = _read_json(folder / "config.json").get("id2label")
+    labels = info.get("labels")
+    if labels is not None and (not isinstance(labels, list) or (head and len(labels) != len(head))):
+        raise ArtifactError(f"{folder / TASK_INFO}: its labels do not match the model's {len(head or ())} outputs "
+                            "(config.json); the model folder is damaged, train the model again")
     return meta, info
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from an artifact file, or an ArtifactError naming the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise ArtifactError(f"{path}: not valid JSON ({str(error)[:80]}); the model folder is damaged, train "
+                            "the model again") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: holds a JSON {type(value).__name__}, not an object; the model folder is "
+                            "damaged, train the model again")
+    return value

@@ -379,7 +379,7 @@ class BuiltinEstimator(Estimator):
         """The job's validated settings: hyperparameters, the channels' files, the job's folders."""
         from nlpforge.settings import from_flat
 
-        values = {**hyperparameters, **data, "output": str(model_dir), "progress": False}
+        values = {**hyperparameters, **data, "output": str(model_dir), "overwrite": True, "progress": False}
         if checkpoint_dir is not None:
             values.update(checkpoint_dir=checkpoint_dir, resume="auto")
         return from_flat(self.job_class, values, where=f"{type(self).__name__} hyperparameters")

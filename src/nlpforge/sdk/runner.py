@@ -67,16 +67,24 @@ class MetricRecorder:
                 self.callback_error = f"{type(error).__name__}: {error}"
 
     def poll_engine(self) -> None:
-        """Read what the training engine added to <model dir>/metrics.jsonl since the last poll.
+        """Read what the training engine added to its metrics.jsonl since the last poll: in the run's
+        training folder while it trains, in the model folder once the model is written (the same file,
+        moved, so the offset holds).
 
         A metric the engine reports is taken from there, with the engine's global step, and no
         longer from the log regexes, so that its history is not counted twice.
         """
-        try:
-            with open(self.paths.model / "metrics.jsonl", "rb") as handle:
-                handle.seek(self.engine_offset)
-                chunk = handle.read()
-        except FileNotFoundError:
+        from nlpforge.models.artifact import training_folder
+
+        for path in (training_folder(self.paths.model) / "metrics.jsonl", self.paths.model / "metrics.jsonl"):
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(self.engine_offset)
+                    chunk = handle.read()
+                break
+            except FileNotFoundError:
+                continue
+        else:
             return
         complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
         self.engine_offset += len(complete)

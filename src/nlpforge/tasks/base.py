@@ -249,6 +249,8 @@ class LoadedModel:
 
     def predict(self, inputs, batch_size: int = 32) -> list:
         """Answers for one input or a list of them (always a list back)."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
         return self.answer([self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)], batch_size)
 
     def answer(self, items: list, batch_size: int = 32) -> list:
@@ -298,6 +300,7 @@ def explain_with_attention(loaded: "LoadedModel", inputs: list, window_of: str |
 def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
                threads: int | None = None) -> LoadedModel:
     """Load a folder of `task` for prediction on `backend` (torch, onnx or onnx-int8)."""
+    from safetensors import SafetensorError
     from transformers import AutoTokenizer
 
     from nlpforge.models.registry import quiet_transformers
@@ -324,6 +327,10 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
 
                 loaded.session = open_session(folder, task.model_class, task.outputs, quantized=backend == "onnx-int8",
                                               threads=threads or os.cpu_count() or 1)
+    except SafetensorError as error:
+        raise ArtifactError(f"{folder / 'model.safetensors'}: damaged ({str(error).splitlines()[0]}); restore the "
+                            "file or train the model again") from None
     except (OSError, ValueError) as error:
-        raise ArtifactError(f"{folder}: cannot load weights or tokenizer ({str(error).splitlines()[0]})") from None
+        raise ArtifactError(f"{folder}: cannot load weights or tokenizer ({str(error).splitlines()[0]}); restore "
+                            "the folder or train the model again") from None
     return loaded

@@ -7,11 +7,15 @@ A checkpoint is a folder `step-00001234/`:
     rng.safetensors          torch (and CUDA) RNG states
     state.json               counters, data position, best metric, optimizer/scheduler/scaler
                              scalars, python and numpy RNG states, and the run's config
+    MANIFEST.json            every file's size and sha256
     COMPLETE                 written last; a folder without it is ignored
 
 It is written to `.tmp-step-.../` and renamed into place, so a kill in the middle of a save
-leaves the previous checkpoint intact. No pickles: tensors go to safetensors, the rest to JSON.
+leaves the previous checkpoint intact. A checkpoint damaged later (a truncated file, a full disk)
+fails its manifest, and `resume="auto"` takes the newest intact one. No pickles: tensors go to
+safetensors, the rest to JSON.
 """
+import hashlib
 import json
 import os
 import random
@@ -25,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from nlpforge.errors import ConfigError
 
 COMPLETE = "COMPLETE"
+MANIFEST = "MANIFEST.json"
 PREFIX = "step-"
 
 
@@ -98,6 +103,8 @@ def save_checkpoint(folder, step: int, *, model, optimizer, scheduler, scaler, l
              "scaler": {k: v for k, v in scaler.state_dict().items()} if scaler else None,
              "rng": rng_meta, "config": config}
     (temporary / "state.json").write_text(json.dumps(state, indent=1, default=float), encoding="utf-8")
+    manifest = {path.name: _describe(path) for path in sorted(temporary.iterdir())}
+    (temporary / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     (temporary / COMPLETE).write_text("ok\n")
     for path in temporary.iterdir():  # durable before the rename makes it visible
         with open(path, "rb") as handle:
@@ -121,18 +128,66 @@ def complete_checkpoints(folder) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def find_checkpoint(resume: str, checkpoint_dir) -> Path | None:
-    """`auto`: the newest complete checkpoint in `checkpoint_dir` (None if there is none); else a path."""
+def _describe(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        return {"bytes": os.fstat(handle.fileno()).st_size, "sha256": hashlib.file_digest(handle, "sha256").hexdigest()}
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with a complete checkpoint folder, checked against its manifest; None when intact."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:  # written before manifests: its state must at least read
+        manifest = None
+    except (OSError, ValueError):
+        return f"{MANIFEST} is unreadable"
+    if manifest is None:
+        try:
+            json.loads((path / "state.json").read_text(encoding="utf-8"))
+            return None
+        except (OSError, ValueError):
+            return "state.json is missing or unreadable"
+    for name, expected in manifest.items():
+        try:
+            found = _describe(path / name)
+        except OSError:
+            return f"{name} is missing"
+        if found["bytes"] != expected["bytes"]:
+            return f"{name} has {found['bytes']:,} bytes, not {expected['bytes']:,}"
+        if found["sha256"] != expected["sha256"]:
+            return f"{name} does not match its sha256"
+    return None
+
+
+def find_checkpoint(resume: str, checkpoint_dir, log=print) -> Path | None:
+    """`auto`: the newest intact checkpoint in `checkpoint_dir` (None if there is none), saying which damaged
+    ones it passed over; else a path (or a checkpoint folder's parent), which must be intact."""
     if resume == "auto":
         found = complete_checkpoints(checkpoint_dir) if checkpoint_dir else []
-        return found[-1] if found else None
+        return _newest_intact(found, log) if found else None
     path = Path(resume)
     if path.is_dir() and not (path / COMPLETE).exists() and complete_checkpoints(path):
-        return complete_checkpoints(path)[-1]  # a checkpoint folder's parent was given
+        return _newest_intact(complete_checkpoints(path), log)  # a checkpoint folder's parent was given
     if not path.is_dir() or not (path / COMPLETE).exists() or not (path / "state.json").exists():
         raise ConfigError(f"--resume {resume}: not a complete nlpforge checkpoint (a step-NNNNNNNN folder with "
                           "state.json and COMPLETE); use --resume auto to take the newest in --checkpoint-dir")
-    return path
+    return _newest_intact([path], log)
+
+
+def _newest_intact(found: list[Path], log) -> Path:
+    damaged = []
+    for path in reversed(found):
+        problem = damage(path)
+        if problem is None:
+            if damaged:
+                log(f"checkpoint {'; '.join(f'{p} ({why})' for p, why in damaged)} is damaged; resuming from "
+                    f"{path} instead")
+            return path
+        damaged.append((path, problem))
+    newest, problem = damaged[0]
+    more = f" (and {len(damaged) - 1} older one(s))" if len(damaged) > 1 else ""
+    raise ConfigError(f"checkpoint {newest} is damaged ({problem}){more} and no intact checkpoint is left; "
+                      "start again without --resume, or with a new --checkpoint-dir")
 
 
 def read_checkpoint(path: Path) -> dict:

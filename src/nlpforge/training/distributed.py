@@ -5,9 +5,14 @@ point under `torch.distributed.run` (torchrun); each rank then trains on its sli
 global batch, DistributedDataParallel averages the gradients, and only rank 0 writes checkpoints
 and artifacts. gloo on CPU, NCCL on CUDA.
 
-    python -m torch.distributed.run --nproc-per-node 2 -m nlpforge.training.run settings.json
+    python -m nlpforge.training.distributed --nproc-per-node 2 -m nlpforge.training.run settings.json
+
+`python -m nlpforge.training.distributed` takes torchrun's arguments and runs torchrun with its
+rendezvous store bound to --master-addr (loopback by default) rather than to every interface.
 """
+import ipaddress
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -83,9 +88,54 @@ def barrier(world: World) -> None:
 def launch(program: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
            master_addr: str = "127.0.0.1", master_port: int = 29500) -> int:
     """Run `python <program>` (e.g. ["-m", "nlpforge.training.run", "settings.json"]) under torchrun
-    with `nproc` processes per node; returns its exit code."""
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
-               f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}",
-               *program]
+    with `nproc` processes per node; returns its exit code. The rendezvous store listens on
+    `master_addr` only (see `torchrun`)."""
+    command = [sys.executable, "-m", "nlpforge.training.distributed", f"--nproc-per-node={nproc}",
+               f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr}",
+               f"--master-port={master_port}", *program]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
+    loopback = _loopback_interface()
+    if nnodes == 1 and loopback and _is_loopback(master_addr):
+        # gloo and NCCL listen on the address the host name resolves to unless told an interface.
+        env.setdefault("GLOO_SOCKET_IFNAME", loopback)
+        env.setdefault("NCCL_SOCKET_IFNAME", loopback)
     return subprocess.call(command, env=env)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return address == "localhost" or ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_interface() -> str | None:
+    names = {name for _, name in socket.if_nameindex()}
+    return next((name for name in ("lo", "lo0") if name in names), None)
+
+
+def torchrun(argv: list[str]) -> None:
+    """torchrun whose rendezvous store listens on --master-addr only.
+
+    torchrun's agent on node 0 starts a TCPStore server, which binds every interface (*:PORT) whatever
+    --master-addr says. A multi-tenant TCPStore started first on a socket bound to the address is
+    reused by the agent's own, so that one is the only listener.
+    """
+    from torch.distributed.run import main, parse_args
+
+    args, stores = parse_args(argv), []
+    if args.node_rank == 0:
+        try:
+            listener = socket.create_server((args.master_addr, args.master_port))
+        except OSError as error:
+            print(f"error: cannot listen on --master-addr {args.master_addr} --master-port {args.master_port} "
+                  f"({error.strerror or error}); choose a free port or an address of this machine", file=sys.stderr)
+            sys.exit(2)
+        # Kept until torchrun returns: the agent's own store shares this server.
+        stores.append(dist.TCPStore(args.master_addr, args.master_port, is_master=True, multi_tenant=True,
+                                    master_listen_fd=listener.fileno(), wait_for_workers=False))
+    main(argv)
+
+
+if __name__ == "__main__":
+    torchrun(sys.argv[1:])

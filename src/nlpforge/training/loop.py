@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from nlpforge.data.batching import MODEL_INPUTS, length_grouped_batches
 from nlpforge.errors import TrainingInterrupted
+from nlpforge.models.artifact import training_folder
 from nlpforge.tasks.base import TrainingData, run_features
 from nlpforge.training import checkpoint as ckpt
 from nlpforge.training.distributed import World, all_sum, barrier, gather_objects, shard
@@ -146,8 +148,42 @@ class _MetricLog:
 
 
 def checkpoint_folder(job) -> Path:
-    """Where a job's checkpoints go: --checkpoint-dir, else OUTPUT/checkpoints."""
-    return Path(job.checkpoint.checkpoint_dir or Path(job.output) / "checkpoints")
+    """Where a job's checkpoints go: --checkpoint-dir, else OUTPUT.training/checkpoints."""
+    return Path(job.checkpoint.checkpoint_dir or training_folder(job.output) / "checkpoints")
+
+
+class _PlainProgress:
+    """The progress bar where stderr is not a terminal (CI, job logs, nohup): a plain line every
+    `interval` seconds instead of carriage-return frames, as tqdm and rich do there."""
+
+    def __init__(self, total: int, initial: int = 0, interval: float = 30.0, stream=None):
+        self.total, self.n, self.interval, self.stream = total, initial, interval, stream or sys.stderr
+        self.started = self.printed = time.monotonic()
+        self.postfix = ""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self.printed >= self.interval:
+            self.printed = time.monotonic()
+            elapsed = int(self.printed - self.started)
+            print(f"batch {self.n:,}/{self.total:,} ({100 * self.n / max(self.total, 1):.0f}%), "
+                  f"{elapsed // 60}m{elapsed % 60:02d}s{self.postfix}", file=self.stream, flush=True)
+
+    def set_postfix(self, refresh: bool = False, **values) -> None:
+        self.postfix = "".join(f", {key} {value}" for key, value in values.items())
+
+    def clear(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    """tqdm on a terminal, plain lines elsewhere, nothing when `enabled` is false."""
+    if enabled and not sys.stderr.isatty():
+        return _PlainProgress(total, initial)
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="batch", dynamic_ncols=True, leave=False)
 
 
 def sharded_runner(model, world: World, device: torch.device, batch_size: int, pad_id: int):
@@ -217,7 +253,7 @@ class _Run:
         self.state, self.best_weights = LoopState(), None
         found = None
         if job.checkpoint.resume:
-            found = ckpt.find_checkpoint(job.checkpoint.resume, self.checkpoint_dir)
+            found = ckpt.find_checkpoint(job.checkpoint.resume, self.checkpoint_dir, log)
         if found is not None:
             saved = ckpt.read_checkpoint(found)
             ckpt.check_compatible(saved["config"], fingerprint, found, may_differ={"epochs", "max_steps"})
@@ -231,13 +267,12 @@ class _Run:
             log(f"resumed from {found}: epoch {self.state.epoch + 1}, batch {self.state.batch}/{batches_per_epoch}, "
                 f"step {self.state.step}")
         self.trained = DistributedDataParallel(model) if world.distributed else model
-        output = Path(job.output)
-        self.metrics_log = _MetricLog(output / "metrics.jsonl", output / "tensorboard",
+        live = training_folder(job.output)
+        self.metrics_log = _MetricLog(live / "metrics.jsonl", live / "tensorboard",
                                       self.state.step if found is not None else None, world.is_main)
-        self.bar = tqdm(total=batches_per_epoch * train.epochs,
-                        initial=self.state.epoch * batches_per_epoch + self.state.batch,
-                        disable=not (job.runtime.progress and world.is_main), unit="batch", dynamic_ncols=True,
-                        leave=False)
+        self.bar = progress_bar(batches_per_epoch * train.epochs,
+                                self.state.epoch * batches_per_epoch + self.state.batch,
+                                job.runtime.progress and world.is_main)
         self.stop: _StopSignal | None = None
 
     # Cached: start-up, the loop and the log line all ask for epoch 0's batches, and on a

@@ -26,9 +26,9 @@ from nlpforge import tasks
 from nlpforge.errors import ConfigError, DataError, NlpforgeError
 from nlpforge.models import artifact
 from nlpforge.models.registry import freeze_lowest_layers, load_tokenizer, resolve_base
-from nlpforge.settings import from_flat, to_flat
+from nlpforge.settings import check_writable, from_flat, to_flat
 from nlpforge.training import distributed
-from nlpforge.training.loop import checkpoint_folder, fit, sharded_runner
+from nlpforge.training.loop import fit, sharded_runner
 from nlpforge.training.precision import resolve_precision
 from nlpforge.training.settings import TrainJob, job_class
 
@@ -91,6 +91,7 @@ def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
 
     With nproc or nnodes above 1 and no torchrun around us, re-launch under torchrun and wait.
     """
+    check_output(job)
     if job.distributed.launch and not distributed.under_torchrun():
         return _launch_distributed(job, log)
     device = resolve_device(job.runtime.device)
@@ -101,6 +102,18 @@ def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
         return _train(job, device, world, log if world.is_main else (lambda *_: None), on_step)
     finally:
         distributed.teardown()
+
+
+def check_output(job: TrainJob) -> None:
+    """Before any work: the model folder can be written (and replaced only with --overwrite), and the
+    checkpoints are kept apart from it."""
+    artifact.check_output(job.output, job.overwrite)
+    if job.checkpoint.checkpoint_dir:
+        output, checkpoints = Path(job.output).resolve(), Path(job.checkpoint.checkpoint_dir).resolve()
+        if checkpoints == output or output in checkpoints.parents:
+            raise ConfigError(f"--checkpoint-dir {job.checkpoint.checkpoint_dir} is inside --output {job.output}, "
+                              "which is replaced when the model is written; choose a folder outside it")
+        check_writable(checkpoints, "--checkpoint-dir", folder=True)
 
 
 def _launch_distributed(job: TrainJob, log) -> TrainResult:
@@ -161,14 +174,18 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
         metrics.update(data.test(run))
     output = Path(job.output)
     if world.is_main:
+        live = artifact.training_folder(output)
         artifact.save(output, model, tokenizer, task=job.task, base_model=job.model.model,
                       max_seq_length=job.model.max_seq_length, hyperparameters=to_flat(job), metrics=metrics,
                       data_files=data.files, task_info=data.task_info, card_notes=data.card_notes,
                       example_input=task.example_input,
                       extra={"history": state.history, **data.extra, "precision": precision,
-                             "world_size": world.size, "resumed_from": state.resumed_from})
+                             "world_size": world.size, "resumed_from": state.resumed_from},
+                      include=[live / "metrics.jsonl", live / "tensorboard"])
         if job.checkpoint.checkpoint_dir is None:
-            shutil.rmtree(checkpoint_folder(job), ignore_errors=True)  # the run finished; the artifact is what stays
+            shutil.rmtree(live, ignore_errors=True)  # the run finished; the artifact is what stays
+        elif live.is_dir() and not any(live.iterdir()):
+            live.rmdir()
         log(f"wrote {output} (best epoch {state.best_epoch}: {task.describe_metrics(metrics)})")
     distributed.barrier(world)
     return TrainResult(output, metrics, state.history, state.train_seconds, state.samples, state.padded_tokens,

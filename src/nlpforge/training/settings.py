@@ -65,7 +65,8 @@ class EvalArgs(Settings):
 class CheckpointArgs(Settings):
     """Checkpoints of every object a resume needs."""
 
-    checkpoint_dir: str | None = setting(None, "folder for checkpoints (default: OUTPUT/checkpoints)")
+    checkpoint_dir: str | None = setting(None, "folder for checkpoints, apart from the model (default: "
+                                                "OUTPUT.training/checkpoints)")
     checkpoint_every: int = setting(0, "optimizer steps between checkpoints (0: only at epoch ends)", min=0)
     keep_checkpoints: int = setting(2, "how many of the newest checkpoints to keep", min=1)
     resume: str | None = setting(None, "auto (newest checkpoint in --checkpoint-dir, if any) or a checkpoint path")
@@ -100,7 +101,7 @@ class RuntimeArgs(Settings):
     threads: int | None = setting(None, "CPU threads for torch (default: all cores)", min=1)
     num_workers: int = setting(0, "DataLoader worker processes that prepare batches on the fly", min=0)
     deterministic: bool = setting(False, "use only deterministic kernels (bit-exact resume on CPU holds without it)")
-    log_every: int = setting(10, "optimizer steps between lines in OUTPUT/metrics.jsonl and TensorBoard", min=0)
+    log_every: int = setting(10, "optimizer steps between lines in metrics.jsonl and TensorBoard (in the model folder)", min=0)
     progress: bool = setting(True, "show a progress bar")
 
 
@@ -113,11 +114,13 @@ class TrainJob(Settings):
 
 @functools.cache
 def job_class(task_name: str) -> type:
-    """The settings class of `nlpforge train <task_name>`: the output folder, the task's own `data`
-    group, then the engine's groups."""
+    """The settings class of `nlpforge train <task_name>`: the output folder (and whether it may be
+    replaced), the task's own `data` group, then the engine's groups."""
     task = tasks.get(task_name)
     name = "".join(part.title() for part in task_name.split("-")) + "Job"
     field_list = [("output", str, setting("", "folder to write the model artifact to", required=True)),
+                  ("overwrite", bool, setting(False, "replace the model in a non-empty --output folder (the old "
+                                                     "one stays until the new one is complete)")),
                   ("data", task.settings, group(task.settings)),
                   *((name, cls, group(cls)) for name, cls in (
                       ("model", ModelArgs), ("train", TrainArgs), ("eval", EvalArgs), ("checkpoint", CheckpointArgs),
