@@ -39,3 +39,17 @@ def metric(server, name: str, **labels) -> float:
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def prepare_store(store, model_folder) -> None:
+    """A model store holding what the bad-request table (test_serving_bad_requests.py) names: a copy of a
+    model ("toy"), folders whose nlpforge.json is malformed, and a symbolic link that leads outside."""
+    import shutil
+    from pathlib import Path
+
+    store = Path(store)
+    shutil.copytree(model_folder, store / "toy")
+    for name, meta in {"meta-list": "[]", "meta-task-list": '{"task": ["x"]}'}.items():
+        (store / name).mkdir()
+        (store / name / "nlpforge.json").write_text(meta, encoding="utf-8")
+    (store / "escape").symlink_to(Path(model_folder).resolve(), target_is_directory=True)

@@ -9,7 +9,11 @@
 Each worker's loop takes the oldest input, then waits up to `max_batch_delay` ms for more, up to
 `batch_size`; under load the queue already holds a full batch and nothing waits. A full queue
 refuses new inputs with 503 and a Retry-After. A crashed or hung worker is restarted (counted in
-`nlpforge_worker_restarts_total`, logged) and a crashed batch is tried once more on the new one.
+`nlpforge_worker_restarts_total`, logged) and a crashed batch is tried once more on the new one. A
+worker that cannot start again is retried after growing pauses (RESTART_PAUSES), then given up; a
+version left with no worker fails its queued inputs and answers 503 until it is scaled or registered
+again. An error raised by the handler fails only its batch (503, as TorchServe's "Prediction failed"):
+the worker is not restarted for it.
 """
 import asyncio
 import collections
@@ -21,9 +25,11 @@ from dataclasses import dataclass, field
 from nlpforge.errors import RequestError, ServingError
 from nlpforge.serving.metrics import ServerMetrics
 from nlpforge.serving.settings import VersionOptions
-from nlpforge.serving.workers import WorkerCrashed, WorkerProcess, WorkerTimeout
+from nlpforge.serving.workers import HandlerFailed, WorkerCrashed, WorkerProcess, WorkerTimeout
 
 log = logging.getLogger("nlpforge.serving")
+
+RESTART_PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0)  # seconds before each try to restart a worker; then it is given up
 
 
 @dataclass
@@ -63,6 +69,7 @@ class VersionRuntime:
         self.next_worker_id = 0
         self.closing = False
         self.restarts = 0
+        self.failure: str | None = None  # why the last worker was given up; cleared when one starts again
         self.batch_seconds = 0.0  # totals for the Retry-After estimate
         self.inputs_done = 0
 
@@ -81,10 +88,16 @@ class VersionRuntime:
     async def start(self) -> None:
         await self.scale(self.spec.options.workers)
 
+    @property
+    def live(self) -> bool:
+        """Whether a worker is up to take inputs now."""
+        return any(w.status == "READY" for w in self.workers)
+
     async def scale(self, count: int) -> None:
         """Start or stop workers until `count` run (the caller has checked `count` against VersionOptions)."""
         while len(self.workers) < count:
             await self._start_worker()
+            self.failure = None
         while len(self.workers) > count:
             worker = self.workers.pop()
             task = self.loops.pop(worker.worker_id)
@@ -94,22 +107,50 @@ class VersionRuntime:
         self.spec.options = self.spec.options.override(workers=count)
         self.metrics.workers.labels(*self.labels).set(len(self.workers))
 
-    async def _restart(self, worker: WorkerProcess, reason: str) -> None:
+    async def _restart(self, worker: WorkerProcess, reason: str) -> bool:
+        """Replace a crashed or hung worker's process; returns False when it was given up."""
         self.restarts += 1
         self.metrics.worker_restarts.labels(*self.labels, reason).inc()
         log.error("model %s version %s: worker %s (pid %s) %s; restarting it", *self.labels, worker.worker_id,
                   worker.pid, reason)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, worker.kill)
-        while not self.closing:
+        failure = "the server is stopping"
+        for attempt, pause in enumerate(RESTART_PAUSES, 1):
+            await asyncio.sleep(pause)
+            if self.closing:
+                break
             try:
                 await loop.run_in_executor(self.executor, worker.start)
                 log.info("model %s version %s: worker %s restarted (pid %s)", *self.labels, worker.worker_id,
                          worker.pid)
-                return
+                return True
             except ServingError as error:
-                log.error("model %s version %s: restart failed (%s); trying again in 1s", *self.labels, error)
-                await asyncio.sleep(1.0)
+                failure = error.message
+                log.error("model %s version %s: restart %d of %d failed (%s)", *self.labels, attempt,
+                          len(RESTART_PAUSES), failure)
+        self._give_up(worker, failure)
+        return False
+
+    def _give_up(self, worker: WorkerProcess, failure: str) -> None:
+        """Drop a worker that cannot start; the last one's going fails the queued inputs."""
+        self.workers.remove(worker)
+        self.loops.pop(worker.worker_id, None)
+        self.metrics.workers.labels(*self.labels).set(len(self.workers))
+        if self.closing or self.workers:
+            return
+        self.failure = failure
+        log.error("model %s version %s: no worker left (%s); it answers 503 until it is scaled or registered "
+                  "again", *self.labels, failure)
+        error = self._failed_error()
+        while self.pending:
+            _fail([self.pending.popleft()], error)
+        self.metrics.queue_depth.labels(*self.labels).set(0)
+
+    def _failed_error(self) -> RequestError:
+        return RequestError(f"model {self.spec.name} version {self.spec.version} has no worker: it failed to "
+                            f"restart ({self.failure}); fix the model folder, then scale it (PUT /models/"
+                            f"{self.spec.name}/{self.spec.version}?min_worker=1) or register it again", status=503)
 
     # --- requests ------------------------------------------------------------------------------------
     def room(self) -> int:
@@ -120,6 +161,8 @@ class VersionRuntime:
         if self.closing:
             raise RequestError(f"model {self.spec.name} version {self.spec.version} is being removed; retry",
                                status=503, headers={"Retry-After": "1"})
+        if not self.workers and self.failure:
+            raise self._failed_error()
         if len(items) > self.room():
             self.metrics.rejected.labels(*self.labels).inc(len(items))
             retry = max(1, round(len(self.pending) * self._seconds_per_input()))
@@ -163,7 +206,7 @@ class VersionRuntime:
         return batch
 
     async def _loop(self, worker: WorkerProcess) -> None:
-        while True:
+        while worker in self.workers:
             batch = await self._next_batch()
             batch = [p for p in batch if not p.future.done()]  # the client gave up or timed out
             if not batch:
@@ -172,7 +215,10 @@ class VersionRuntime:
             try:
                 for kind in ("predict", "explain"):
                     part = [p for p in batch if p.kind == kind]
-                    if part:
+                    if part and worker not in self.workers:  # given up while it ran the other part
+                        _fail(part, RequestError("the worker serving this input could not be restarted; retry",
+                                                 status=503, headers={"Retry-After": "1"}))
+                    elif part:
                         await self._run(worker, kind, part)
             finally:
                 self.in_flight -= len(batch)
@@ -190,11 +236,19 @@ class VersionRuntime:
                 break
             except RequestError as error:
                 return _fail(batch, error)
+            except HandlerFailed as error:
+                log.error("model %s version %s: %s", *self.labels, error)
+                return _fail(batch, RequestError(f"the model failed on this input ({str(error).splitlines()[-1]}); "
+                                                 "see the server log", status=503))
             except WorkerTimeout as error:
-                await self._restart(worker, "timeout")
-                return _fail(batch, RequestError(f"{error}; the worker was restarted", status=504))
+                restarted = await self._restart(worker, "timeout")
+                return _fail(batch, RequestError(f"{error}; the worker was "
+                                                 f"{'restarted' if restarted else 'given up'}", status=504))
             except WorkerCrashed as error:
-                await self._restart(worker, "crash")
+                if not await self._restart(worker, "crash"):
+                    return _fail(batch, self._failed_error() if self.failure else
+                                 RequestError(f"the worker crashed on this batch and cannot start again ({error})",
+                                              status=503, headers={"Retry-After": "1"}))
                 if attempt == 2:
                     return _fail(batch, RequestError(f"the worker crashed twice on this batch ({error})",
                                                      status=503, headers={"Retry-After": "1"}))
@@ -237,7 +291,7 @@ class VersionRuntime:
                 "backend": o.backend, "batchSize": o.batch_size, "maxBatchDelay": o.max_batch_delay,
                 "minWorkers": o.workers, "maxWorkers": o.workers, "threadsPerWorker": s.threads,
                 "queueSize": o.queue_size, "queued": len(self.pending), "responseTimeout": o.response_timeout,
-                "capturePercent": o.capture_percent, "workerRestarts": self.restarts,
+                "capturePercent": o.capture_percent, "workerRestarts": self.restarts, "failure": self.failure,
                 "workers": [w.describe() for w in self.workers]}
 
 

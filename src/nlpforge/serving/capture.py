@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from nlpforge.errors import ServingError
+
 
 class DataCapture:
     """Thread-safe, sampled JSONL writers, one rotating file per (model, version)."""
@@ -30,7 +32,12 @@ class DataCapture:
         self.random = random.Random(seed)
 
     def path(self, model: str, version: str) -> Path:
-        return self.folder / model / version / "capture.jsonl"
+        """The capture file of a model version; refused if it would resolve outside the capture folder."""
+        path = self.folder / model / version / "capture.jsonl"
+        if not path.resolve().is_relative_to(self.folder.resolve()):
+            raise ServingError(f"data capture of model {model!r} version {version!r} would write to {path}, outside "
+                               f"{self.folder}; register it under a plain name")
+        return path
 
     def _writer(self, model: str, version: str) -> RotatingFileHandler:
         key = (model, version)

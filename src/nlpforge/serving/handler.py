@@ -91,11 +91,16 @@ def handler_for(task: str, max_chars: int = MAX_TEXT_CHARS) -> Handler:
 
 def task_of(folder) -> str:
     """The task a model folder holds (from nlpforge.json), if nlpforge serves it; else a clear error."""
+    path = Path(folder) / "nlpforge.json"
     try:
-        task = json.loads((Path(folder) / "nlpforge.json").read_text(encoding="utf-8")).get("task")
-    except (OSError, ValueError):
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         raise ArtifactError(f"{folder}: not an nlpforge model folder (no readable nlpforge.json); "
                             "give the folder that `nlpforge train` wrote") from None
+    task = meta.get("task") if isinstance(meta, dict) else None
+    if not isinstance(task, str):
+        raise ArtifactError(f"{path}: must be a JSON object whose \"task\" is a task name, not "
+                            f"{json.dumps(meta)[:80]}; give the folder that `nlpforge train` wrote")
     if task != EchoHandler.task and task not in tasks.names():
         raise ArtifactError(f"{folder}: no handler serves the task {task!r}; served tasks: "
                             + ", ".join([*tasks.names(), EchoHandler.task]))

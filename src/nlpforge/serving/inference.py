@@ -1,6 +1,6 @@
 """The inference API (port 8080): TorchServe's and KServe v1's prediction routes.
 
-    GET  /ping                                    {"status": "Healthy"}
+    GET  /ping                                    {"status": "Healthy"}; 500 "Unhealthy" when a model has no worker
     POST /predictions/{model}[/{version}]         raw text, {"text": ...}, a JSON list, or multipart
     POST /explanations/{model}[/{version}]        the prediction plus attention weights
     POST /v1/models/{model}:predict               KServe v1: {"instances": [...]} -> {"predictions": [...]}
@@ -40,31 +40,47 @@ KSERVE_BODY = {"requestBody": {"required": True, "content": {"application/json":
         {"type": "string"}, {"type": "object", "properties": {"text": {"type": "string"}}}]}}}}}}}}
 
 
-async def read_values(request: Request, max_bytes: int) -> tuple[list, bool]:
-    """The request's input values and whether it was a list: raw text, JSON, or multipart form parts."""
+async def body_chunks(request: Request, max_bytes: int):
+    """The request body's chunks, refused with 413 as soon as they pass `max_bytes`: a chunked body declares
+    no length, so the limit holds while it streams, before anything is buffered whole."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise RequestError(f"the request body has {declared} bytes, over the limit of {max_bytes}", status=413)
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestError(f"the request body is over the limit of {max_bytes} bytes", status=413)
+        yield chunk
+
+
+async def read_values(request: Request, max_bytes: int) -> tuple[list, bool]:
+    """The request's input values and whether it was a list: raw text, JSON, or multipart form parts."""
+    from starlette.formparsers import MultiPartParser
+
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
+        parser = MultiPartParser(request.headers, body_chunks(request, max_bytes), max_part_size=max_bytes)
         try:
-            form = await request.form()
+            form = await parser.parse()
+        except RequestError:
+            raise
         except Exception as error:  # noqa: BLE001 - python-multipart raises several types on bad bodies
             raise RequestError(f"the multipart body cannot be read ({error}); send valid multipart/form-data") from None
         values = [await v.read() if hasattr(v, "read") else v for _, v in form.multi_items()]
+        await form.close()
         if not values:
             raise RequestError("the multipart body has no parts; send the text in a part named 'data'")
         return values, len(values) > 1
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise RequestError(f"the request body is over the limit of {max_bytes} bytes", status=413)
+    body = b"".join([chunk async for chunk in body_chunks(request, max_bytes)])
     if content_type.endswith("json") or (not content_type and body[:1] in (b"{", b"[")):
         try:
             value = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
             raise RequestError(f"the body is not valid JSON ({error}); send e.g. {{\"text\": \"Loved it\"}}") from None
+        except RecursionError:
+            raise RequestError("the JSON body is nested too deeply; send a text, {\"text\": ...} or a list of "
+                               "them") from None
         if isinstance(value, dict) and isinstance(value.get("instances"), list):
             value = value["instances"]
         elif isinstance(value, dict) and isinstance(value.get("text"), list):
@@ -75,6 +91,13 @@ async def read_values(request: Request, max_bytes: int) -> tuple[list, bool]:
             return value, True
         return [value], False
     return [body], False
+
+
+def model_headers(runtime) -> dict:
+    """The served model and version as response headers; percent-encoded, since a header holds only ASCII."""
+    from urllib.parse import quote
+
+    return {"X-Model-Name": quote(runtime.spec.name, safe=""), "X-Model-Version": quote(runtime.spec.version, safe="")}
 
 
 def status_of(error: NlpforgeError) -> int:
@@ -164,12 +187,16 @@ def inference_app(state) -> FastAPI:
 
     def respond(result) -> JSONResponse:
         body, runtime = result
-        return JSONResponse(body, headers={"X-Model-Name": runtime.spec.name, "X-Model-Version": runtime.spec.version})
+        return JSONResponse(body, headers=model_headers(runtime))
 
     @app.get("/ping", summary="Health check")
     async def ping():
         if not state.ready:
             return JSONResponse({"status": "Starting"}, status_code=503, headers={"Retry-After": "1"})
+        down = state.registry.without_workers()
+        if down:  # TorchServe's answer when a model has no worker running
+            return JSONResponse({"status": "Unhealthy", "message": f"no live worker for {', '.join(down)}; see "
+                                 "the server log, then scale or register the model again"}, status_code=500)
         return {"status": "Healthy"}
 
     @app.post("/predictions/{model_name}", dependencies=auth, openapi_extra=BODY, summary="Predict")
@@ -195,11 +222,11 @@ def inference_app(state) -> FastAPI:
     async def kserve_predict(model_name: str, request: Request):
         body, runtime = await infer(request, model_name, None)
         return JSONResponse({"predictions": body if isinstance(body, list) else [body]},
-                            headers={"X-Model-Name": runtime.spec.name, "X-Model-Version": runtime.spec.version})
+                            headers=model_headers(runtime))
 
     @app.get("/v1/models/{model_name}", dependencies=auth, summary="KServe v1 model readiness")
     async def kserve_model(model_name: str):
         runtime = state.registry.version(model_name, None)
-        return {"name": model_name, "ready": bool(runtime.workers)}
+        return {"name": model_name, "ready": runtime.live}
 
     return app

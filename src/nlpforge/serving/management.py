@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from nlpforge.errors import ConfigError, RequestError
 from nlpforge.serving.inference import add_error_handlers
+from nlpforge.serving.registry import check_names
 from nlpforge.serving.settings import help_of
 
 log = logging.getLogger("nlpforge.serving")
@@ -41,11 +42,11 @@ def management_app(state) -> FastAPI:
         initial_workers: int | None = Query(None, description=help_of("workers")),
         backend: str | None = Query(None, description=help_of("backend")),
         batch_size: int | None = Query(None, description=help_of("batch_size")),
-        max_batch_delay: float | None = Query(None, description=help_of("max_batch_delay")),
+        max_batch_delay: float | None = Query(None, allow_inf_nan=False, description=help_of("max_batch_delay")),
         threads: int | None = Query(None, description=help_of("threads")),
         queue_size: int | None = Query(None, description=help_of("queue_size")),
-        response_timeout: float | None = Query(None, description=help_of("response_timeout")),
-        capture_percent: float | None = Query(None, description=help_of("capture_percent")),
+        response_timeout: float | None = Query(None, allow_inf_nan=False, description=help_of("response_timeout")),
+        capture_percent: float | None = Query(None, allow_inf_nan=False, description=help_of("capture_percent")),
     ):
         # The server's defaults, overridden by what was given, validated by VersionOptions.
         try:
@@ -56,7 +57,8 @@ def management_app(state) -> FastAPI:
         except ConfigError as error:
             raise RequestError(f"invalid register parameter: {error.message} (workers is initial_workers)") from None
         if not synchronous:
-            registry.resolve_url(url)  # a bad path is still a 4xx now, not a log line later
+            check_names(model_name, model_version)  # a bad name or path is still a 4xx now, not a log line later
+            registry.resolve_url(url)
             task = asyncio.create_task(registry.register(url, model_name, model_version, options))
             state.background.add(task)
             task.add_done_callback(_log_failure)
@@ -95,10 +97,13 @@ def management_app(state) -> FastAPI:
         if count is None:
             raise RequestError("give min_worker (the number of workers to run)")
         runtime = registry.version(model_name, model_version)
-        try:
-            runtime.spec.options.override(workers=count)  # the one check of the worker count
-        except ConfigError as error:
-            raise RequestError(f"min_worker: {error.message}; to stop a model, DELETE it") from None
+        for given, value in (("min_worker", min_worker), ("max_worker", max_worker)):
+            try:
+                runtime.spec.options.override(workers=value)  # the one check of the worker count
+            except ConfigError as error:
+                raise RequestError(f"{given}: {error.message}; to stop a model, DELETE it") from None
+        if max_worker is not None and count > max_worker:
+            raise RequestError(f"min_worker {count} is above max_worker {max_worker}; give min_worker <= max_worker")
         await runtime.scale(count)
         return {"status": f"Model \"{model_name}\" Version: {runtime.spec.version} scaled to {count} workers"}
 

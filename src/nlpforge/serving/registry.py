@@ -10,10 +10,14 @@
 Each model's routing (default, weights, shadow) is one frozen object replaced in a single
 assignment, so a request sees the old routing or the new one, never half of each. A sticky key
 (a request header) hashes to the same version every time while the weights stay the same.
+
+Names and versions follow TorchServe's rule (NAME_RULE), since both become folders and headers; a
+relative model url must resolve inside the model store, and no url may hold `..`.
 """
 import asyncio
 import hashlib
 import random
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,15 +99,19 @@ class ModelRegistry:
 
     # --- registration --------------------------------------------------------------------------------
     def resolve_url(self, url: str) -> Path:
-        """A model folder from `url`: a folder or .tar.gz, absolute or relative to the model store."""
+        """A model folder from `url`: a folder or .tar.gz, absolute, or relative to the model store and then
+        inside it once resolved (symbolic links included). Like TorchServe, any `..` is refused."""
         if not url:
             raise RequestError("url is required: the path of an nlpforge model folder or a .tar.gz of one")
         if "://" in url and not url.startswith("file://"):
             raise RequestError(f"url {url!r}: the server loads local files only; download the model first "
                                "and give its path")
+        if ".." in url:
+            raise RequestError(f"url {url!r}: relative paths with '..' are not allowed; give a path inside the "
+                               f"model store {self.model_store} or an absolute path")
         path = Path(url.removeprefix("file://"))
         if not path.is_absolute():
-            path = self.model_store / path
+            path = inside(self.model_store, path, f"url {url!r}")
         if not path.exists():
             raise RequestError(f"url {url!r}: nothing at {path}; give an nlpforge model folder or .tar.gz "
                                f"(relative paths are read from the model store {self.model_store})", status=404)
@@ -115,7 +123,8 @@ class ModelRegistry:
 
     def _extract(self, archive: Path) -> Path:
         digest = hashlib.sha256(f"{archive.resolve()}:{archive.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-        target = self.model_store / ".extracted" / f"{archive.name.split('.')[0]}-{digest}"
+        target = inside(self.model_store, Path(".extracted") / f"{archive.name.split('.')[0]}-{digest}",
+                        str(archive))
         if not target.exists():
             partial = target.with_name(target.name + ".partial")
             partial.mkdir(parents=True, exist_ok=True)
@@ -133,15 +142,16 @@ class ModelRegistry:
     async def register(self, url: str, name: str | None, version: str | None,
                        options: VersionOptions) -> VersionRuntime:
         """Load a model version and start its workers; answers once they are up."""
+        version = str(version or "1.0")
+        check_names(name, version)
         folder = self.resolve_url(url)
         try:
             task = task_of(folder)
         except ArtifactError as error:
             raise RequestError(error.message) from None
-        name = name or folder.name
-        version = str(version or "1.0")
-        _check_name(name, "model_name")
-        _check_name(version, "model_version")
+        if name is None:
+            name = folder.name
+            check_names(name, None, "model_name (by default the folder's name; give model_name)")
         spec = VersionSpec(name=name, version=version, folder=str(folder), url=url, task=task, options=options,
                            threads=options.threads or default_threads(options.workers))
         async with self.lock:
@@ -240,13 +250,32 @@ class ModelRegistry:
             out["nextPageToken"] = str(start + limit)
         return out
 
+    def without_workers(self) -> list[str]:
+        """The "name/version"s that have no live worker (a /ping then answers Unhealthy)."""
+        return [f"{name}/{version}" for name, model in sorted(self.models.items())
+                for version, runtime in model.versions.items() if not runtime.live]
+
     async def close(self) -> None:
         runtimes = [r for m in self.models.values() for r in m.versions.values()]
         await asyncio.gather(*(r.close() for r in runtimes))
         self.models.clear()
 
 
-def _check_name(value: str, what: str) -> None:
-    if not value or len(value) > 100 or not all(c.isalnum() or c in "-_." for c in value):
-        raise RequestError(f"{what} {value!r}: use 1-100 letters, digits, '-', '_' or '.'")
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]*")  # TorchServe's rule for model names and versions
+
+
+def check_names(name: str | None, version: str | None, what: str = "model_name") -> None:
+    """Refuse a model name or version that breaks TorchServe's rule (both become paths and headers)."""
+    for value, shown in ((name, what), (version, "model_version")):
+        if value is not None and (len(value) > 100 or not NAME_RULE.fullmatch(value)):
+            raise RequestError(f"{shown} {value!r}: use 1-100 ASCII letters, digits, '-', '_' or '.', starting "
+                               "with a letter or digit")
+
+
+def inside(root: Path, relative: Path, what: str) -> Path:
+    """`root / relative`, refused when it resolves (symbolic links included) to a place outside `root`."""
+    path = root / relative
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise RequestError(f"{what}: {path} lies outside {root}; give a path inside it")
+    return path
 

@@ -25,6 +25,7 @@ from nlpforge.serving.registry import ModelRegistry
 from nlpforge.serving.security import load_or_create_keys
 from nlpforge.serving.settings import ServeSettings
 from nlpforge.serving.workers import warm_up
+from nlpforge.settings import check_writable
 
 log = logging.getLogger("nlpforge.serving")
 
@@ -120,6 +121,9 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, star
     from nlpforge.serving.inference import inference_app
     from nlpforge.serving.management import management_app, metrics_app
 
+    check_writable(settings.model_store, "--model-store", folder=True)
+    if settings.capture_dir:
+        check_writable(settings.capture_dir, "--capture-dir", folder=True)
     Path(settings.model_store).mkdir(parents=True, exist_ok=True)
     state = build_state(settings)
     stop = stop or asyncio.Event()

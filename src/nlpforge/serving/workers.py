@@ -47,6 +47,10 @@ class WorkerTimeout(Exception):
     """The worker did not answer within the response timeout."""
 
 
+class HandlerFailed(Exception):
+    """The handler raised an unexpected error on a batch; the worker process is still alive and serving."""
+
+
 def worker_main(connection, folder: str, task: str, backend: str, threads: int) -> None:
     """Entry point of a worker process: load, report ready, then answer batches until told to stop."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,7 +124,8 @@ class WorkerProcess:
         self.pid, self.status, self.started_at = detail, "READY", time.time()
 
     def call(self, kind: str, batch: list, timeout: float) -> list:
-        """Send a batch and wait for its outputs; raises WorkerCrashed, WorkerTimeout or RequestError."""
+        """Send a batch and wait for its outputs; raises WorkerCrashed, WorkerTimeout, HandlerFailed or
+        RequestError."""
         with self.lock:
             try:
                 self.connection.send((kind, batch))
@@ -137,7 +142,7 @@ class WorkerProcess:
         if state == "request_error":
             message, status = detail
             raise RequestError(message, status=status)
-        raise WorkerCrashed(f"worker {self.pid} raised an error:\n{detail}")
+        raise HandlerFailed(f"worker {self.pid}: the handler raised an error:\n{detail}")
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process is None:
