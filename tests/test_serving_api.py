@@ -115,7 +115,7 @@ def test_register_list_describe_scale_delete(server, tiny_model, tmp_path):
     assert [m["modelName"] for m in first["models"]] == ["tiny"]
     second = client.get("/models", params={"limit": 1, "next_page_token": first["nextPageToken"]}).json()
     assert [m["modelName"] for m in second["models"]] == ["tiny2"] and "nextPageToken" not in second
-    assert client.put("/models/tiny2", params={"min_worker": 2}).status_code == 200
+    assert client.put("/models/tiny2", params={"min_worker": 2, "synchronous": "true"}).status_code == 200
     described = client.get("/models/tiny2").json()[0]
     assert described["minWorkers"] == 2 and len({w["pid"] for w in described["workers"]}) == 2
     assert inference(server).post("/predictions/tiny2", content="awful").json()["label"] == "neg"

@@ -72,13 +72,24 @@ class VersionRuntime:
         self.failure: str | None = None  # why the last worker was given up; cleared when one starts again
         self.batch_seconds = 0.0  # totals for the Retry-After estimate
         self.inputs_done = 0
+        self.max_workers = spec.options.workers  # TorchServe's max_worker, as last given
+        self.loading = 0  # workers being started now
+        self.scaling = asyncio.Lock()  # one scale at a time, so two cannot both start the missing workers
 
     # --- workers -------------------------------------------------------------------------------------
     async def _start_worker(self) -> WorkerProcess:
         worker = WorkerProcess(self.spec.folder, self.spec.task, self.spec.options.backend, self.spec.threads,
-                               worker_id=self.next_worker_id)
+                               worker_id=self.next_worker_id, start_timeout=self.spec.options.startup_timeout)
         self.next_worker_id += 1
-        await asyncio.get_running_loop().run_in_executor(self.executor, worker.start)
+        self.loading += 1
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.executor, worker.start)
+        finally:
+            self.loading -= 1
+        if self.closing:  # unregistered while it loaded
+            await asyncio.get_running_loop().run_in_executor(self.executor, worker.stop)
+            raise RequestError(f"model {self.spec.name} version {self.spec.version} was removed while its worker "
+                               "loaded", status=409)
         self.workers.append(worker)
         self.loops[worker.worker_id] = asyncio.create_task(self._loop(worker))
         self.metrics.workers.labels(*self.labels).set(len(self.workers))
@@ -89,23 +100,30 @@ class VersionRuntime:
         await self.scale(self.spec.options.workers)
 
     @property
+    def scaled_to_zero(self) -> bool:
+        """Whether it was asked to run no worker (min_worker=0), and none runs or loads."""
+        return self.spec.options.workers == 0 and not self.workers and not self.loading
+
+    @property
     def live(self) -> bool:
         """Whether a worker is up to take inputs now."""
         return any(w.status == "READY" for w in self.workers)
 
     async def scale(self, count: int) -> None:
-        """Start or stop workers until `count` run (the caller has checked `count` against VersionOptions)."""
-        while len(self.workers) < count:
-            await self._start_worker()
-            self.failure = None
-        while len(self.workers) > count:
-            worker = self.workers.pop()
-            task = self.loops.pop(worker.worker_id)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await asyncio.get_running_loop().run_in_executor(self.executor, worker.stop)
-        self.spec.options = self.spec.options.override(workers=count)
-        self.metrics.workers.labels(*self.labels).set(len(self.workers))
+        """Start or stop workers until `count` run (the caller has checked `count` against VersionOptions);
+        0 stops them all, and requests then get a 503 that says how to scale up."""
+        async with self.scaling:
+            self.spec.options = self.spec.options.override(workers=count)
+            while len(self.workers) < count:
+                await self._start_worker()
+                self.failure = None
+            while len(self.workers) > count:
+                worker = self.workers.pop()
+                task = self.loops.pop(worker.worker_id)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await asyncio.get_running_loop().run_in_executor(self.executor, worker.stop)
+            self.metrics.workers.labels(*self.labels).set(len(self.workers))
 
     async def _restart(self, worker: WorkerProcess, reason: str) -> bool:
         """Replace a crashed or hung worker's process; returns False when it was given up."""
@@ -163,6 +181,10 @@ class VersionRuntime:
                                status=503, headers={"Retry-After": "1"})
         if not self.workers and self.failure:
             raise self._failed_error()
+        if self.scaled_to_zero:
+            raise RequestError(f"model {self.spec.name} version {self.spec.version} is scaled to 0 workers; scale "
+                               f"it up first: PUT /models/{self.spec.name}/{self.spec.version}?min_worker=1"
+                               "&synchronous=true", status=503)
         if len(items) > self.room():
             self.metrics.rejected.labels(*self.labels).inc(len(items))
             retry = max(1, round(len(self.pending) * self._seconds_per_input()))
@@ -227,7 +249,7 @@ class VersionRuntime:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         for p in batch:
-            self.metrics.queue_time.labels(*self.labels).observe(started - p.enqueued)
+            self.metrics.waited(*self.labels, started - p.enqueued)
         items = [p.item for p in batch]
         for attempt in (1, 2):
             try:
@@ -289,10 +311,12 @@ class VersionRuntime:
         s, o = self.spec, self.spec.options
         return {"modelName": s.name, "modelVersion": s.version, "modelUrl": s.url, "task": s.task,
                 "backend": o.backend, "batchSize": o.batch_size, "maxBatchDelay": o.max_batch_delay,
-                "minWorkers": o.workers, "maxWorkers": o.workers, "threadsPerWorker": s.threads,
+                "minWorkers": o.workers, "maxWorkers": max(self.max_workers, o.workers), "threadsPerWorker": s.threads,
                 "queueSize": o.queue_size, "queued": len(self.pending), "responseTimeout": o.response_timeout,
                 "capturePercent": o.capture_percent, "workerRestarts": self.restarts, "failure": self.failure,
-                "workers": [w.describe() for w in self.workers]}
+                "workers": [w.describe() for w in self.workers] + [
+                    {"id": None, "pid": None, "status": "LOADING", "startTime": None, "memoryUsage": 0, "gpu": False}
+                    for _ in range(self.loading)]}
 
 
 def _fail(batch: list[Pending], error: Exception) -> None:

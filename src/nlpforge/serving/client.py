@@ -90,7 +90,7 @@ class ManagementClient(_Client):
 
     def scale(self, name: str, workers: int, version: str | None = None) -> dict:
         return self._call("PUT", f"/models/{quote(name)}" + (f"/{quote(version)}" if version else ""),
-                          params={"min_worker": workers})
+                          params={"min_worker": workers, "synchronous": "true"})
 
     def unregister(self, name: str, version: str | None = None) -> dict:
         return self._call("DELETE", f"/models/{quote(name)}" + (f"/{quote(version)}" if version else ""))

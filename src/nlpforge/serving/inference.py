@@ -172,10 +172,9 @@ def inference_app(state) -> FastAPI:
                 raise RequestError(f"no answer within {settings.request_timeout:.0f}s; the server is overloaded "
                                    "or the model is slow, retry later", status=504) from None
         except NlpforgeError as error:
-            state.metrics.requests.labels(*served, str(status_of(error))).inc()
+            state.metrics.answered(*served, status_of(error), time.perf_counter() - started)
             raise
-        state.metrics.requests.labels(*served, "200").inc()
-        state.metrics.latency.labels(*served).observe(time.perf_counter() - started)
+        state.metrics.answered(*served, 200, time.perf_counter() - started)
         truncated = sum(1 for o in outputs if isinstance(o, dict) and o.get("truncated"))
         if truncated:
             state.metrics.truncated.labels(*served).inc(truncated)

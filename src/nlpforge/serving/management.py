@@ -3,17 +3,22 @@
     POST   /models?url=...&model_name=...&model_version=...&batch_size=...&max_batch_delay=...&initial_workers=...
     GET    /models?limit=...&next_page_token=...
     GET    /models/{name}[/{version}|/all]
-    PUT    /models/{name}[/{version}]?min_worker=...
+    PUT    /models/{name}[/{version}]?min_worker=...&max_worker=...&synchronous=...   202, or 200 when synchronous
     DELETE /models/{name}[/{version}]
     PUT    /models/{name}/{version}/set-default        promote: default and all traffic, atomically
     GET    /models/{name}/traffic
     PUT    /models/{name}/traffic   {"weights": {"1.0": 90, "2.0": 10}, "shadow": "3.0"}
     GET    /metrics                                     (metrics port) Prometheus text format
+
+A path with a trailing slash answers as the path without it (TorchServe's clients send
+`DELETE /models/m/`), and the register parameters TorchServe has that nlpforge does not use are
+answered, never ignored: see `torchserve_parameters`.
 """
 import asyncio
+import inspect
 import logging
 
-from fastapi import Body, Depends, FastAPI, Query
+from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from nlpforge.errors import ConfigError, RequestError
@@ -30,10 +35,12 @@ def management_app(state) -> FastAPI:
     app = FastAPI(title="nlpforge management API", version="1", docs_url=None, redoc_url=None,
                   description="TorchServe-compatible model management, plus traffic weights and shadow versions")
     add_error_handlers(app)
+    app.add_middleware(WithoutTrailingSlash)
     auth = [Depends(state.require("management"))]
 
     @app.post("/models", dependencies=auth, summary="Register a model version")
     async def register(
+        request: Request,
         url: str = Query(..., description="nlpforge model folder or .tar.gz; relative paths are read from "
                                           "the model store"),
         model_name: str | None = Query(None, description="name to serve it under (default: the folder name)"),
@@ -47,13 +54,23 @@ def management_app(state) -> FastAPI:
         queue_size: int | None = Query(None, description=help_of("queue_size")),
         response_timeout: float | None = Query(None, allow_inf_nan=False, description=help_of("response_timeout")),
         capture_percent: float | None = Query(None, allow_inf_nan=False, description=help_of("capture_percent")),
+        startup_timeout: float | None = Query(None, allow_inf_nan=False, description=help_of("startup_timeout")),
+        runtime: str | None = Query(None, description="TorchServe's runtime: python or python3 (the workers')"),
+        handler: str | None = Query(None, description="TorchServe's handler: refused, the model folder's task "
+                                                      "picks it"),
+        number_gpu: int | None = Query(None, description="GPUs per worker: only 0, the workers run on the CPU"),
     ):
+        unknown = sorted(set(request.query_params) - set(inspect.signature(register).parameters))
+        if unknown:
+            raise RequestError(f"unknown register parameter(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(p for p in inspect.signature(register).parameters if p != 'request')}")
+        torchserve_parameters(runtime=runtime, handler=handler, number_gpu=number_gpu)
         # The server's defaults, overridden by what was given, validated by VersionOptions.
         try:
             options = settings.version.override(
                 workers=initial_workers, backend=backend, batch_size=batch_size, max_batch_delay=max_batch_delay,
                 threads=threads, queue_size=queue_size, response_timeout=response_timeout,
-                capture_percent=capture_percent)
+                capture_percent=capture_percent, startup_timeout=startup_timeout)
         except ConfigError as error:
             raise RequestError(f"invalid register parameter: {error.message} (workers is initial_workers)") from None
         if not synchronous:
@@ -69,7 +86,8 @@ def management_app(state) -> FastAPI:
                           f"initial workers"}
 
     @app.get("/models", dependencies=auth, summary="List models")
-    async def list_models(limit: int = Query(100), next_page_token: str | None = Query(None)):
+    async def list_models(limit: str | None = Query(None, description="models per page (default 100, most 1000)"),
+                          next_page_token: str | None = Query(None)):
         return registry.listing(limit, next_page_token)
 
     @app.get("/models/{model_name}/traffic", dependencies=auth, summary="Traffic weights and shadow")
@@ -92,30 +110,44 @@ def management_app(state) -> FastAPI:
     async def describe_version(model_name: str, model_version: str):
         return registry.describe(model_name, model_version)
 
-    async def scale(model_name: str, model_version: str | None, min_worker: int | None, max_worker: int | None):
-        count = min_worker if min_worker is not None else max_worker
-        if count is None:
-            raise RequestError("give min_worker (the number of workers to run)")
+    async def scale(model_name: str, model_version: str | None, min_worker: int | None, max_worker: int | None,
+                    synchronous: bool, number_gpu: int | None):
+        """TorchServe's update: min_worker defaults to 1 and max_worker to min_worker; 202 at once, or 200 once
+        the workers run when synchronous=true."""
         runtime = registry.version(model_name, model_version)
-        for given, value in (("min_worker", min_worker), ("max_worker", max_worker)):
+        torchserve_parameters(number_gpu=number_gpu)
+        low = 1 if min_worker is None else min_worker
+        high = low if max_worker is None else max_worker
+        for given, value in (("min_worker", low), ("max_worker", high)):
             try:
                 runtime.spec.options.override(workers=value)  # the one check of the worker count
             except ConfigError as error:
                 raise RequestError(f"{given}: {error.message}; to stop a model, DELETE it") from None
-        if max_worker is not None and count > max_worker:
-            raise RequestError(f"min_worker {count} is above max_worker {max_worker}; give min_worker <= max_worker")
-        await runtime.scale(count)
-        return {"status": f"Model \"{model_name}\" Version: {runtime.spec.version} scaled to {count} workers"}
+        if high < low:
+            raise RequestError(f"max_worker cannot be less than min_worker (min_worker {low}, max_worker {high}); "
+                               "give max_worker >= min_worker")
+        runtime.max_workers = high
+        version = runtime.spec.version
+        if not synchronous:
+            task = asyncio.create_task(_logged(runtime.scale(low), f"scaling {model_name} version {version}"))
+            state.background.add(task)
+            task.add_done_callback(state.background.discard)
+            return JSONResponse({"status": "Processing worker updates..."}, status_code=202)
+        await runtime.scale(low)
+        return {"status": f"Workers scaled to {low} for model: {model_name}, version: {version}"}
 
     @app.put("/models/{model_name}", dependencies=auth, summary="Scale the default version's workers")
     async def scale_default(model_name: str, min_worker: int | None = Query(None), max_worker: int | None = Query(None),
-                            synchronous: bool = Query(True)):
-        return await scale(model_name, None, min_worker, max_worker)
+                            synchronous: bool = Query(False), number_gpu: int | None = Query(None),
+                            timeout: int | None = Query(None, description="TorchServe's: accepted; workers that "
+                                                                         "stop finish their batch first")):
+        return await scale(model_name, None, min_worker, max_worker, synchronous, number_gpu)
 
     @app.put("/models/{model_name}/{model_version}", dependencies=auth, summary="Scale a version's workers")
     async def scale_version(model_name: str, model_version: str, min_worker: int | None = Query(None),
-                            max_worker: int | None = Query(None), synchronous: bool = Query(True)):
-        return await scale(model_name, model_version, min_worker, max_worker)
+                            max_worker: int | None = Query(None), synchronous: bool = Query(False),
+                            number_gpu: int | None = Query(None), timeout: int | None = Query(None)):
+        return await scale(model_name, model_version, min_worker, max_worker, synchronous, number_gpu)
 
     @app.delete("/models/{model_name}", dependencies=auth, summary="Unregister a model")
     async def unregister(model_name: str):
@@ -141,6 +173,44 @@ def management_app(state) -> FastAPI:
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background registration failed: %s", task.exception())
+
+
+async def _logged(coroutine, what: str) -> None:
+    """Run an asynchronous (202) management action; its failure goes to the log, where TorchServe's goes."""
+    try:
+        await coroutine
+    except Exception as error:  # noqa: BLE001 - nobody waits for the answer
+        log.error("%s failed: %s", what, getattr(error, "message", error))
+
+
+RUNTIMES = ("python", "python3")
+
+
+def torchserve_parameters(runtime: str | None = None, handler: str | None = None,
+                          number_gpu: int | None = None) -> None:
+    """Answer TorchServe's parameters that nlpforge has no use for: accepted where they already hold, else 400."""
+    if runtime is not None and runtime not in RUNTIMES:
+        raise RequestError(f"runtime {runtime!r}: nlpforge's workers are Python; give runtime=python or "
+                           "python3, or leave it out")
+    if handler is not None:
+        raise RequestError(f"handler {handler!r}: nlpforge picks the handler from the model folder's task "
+                           "(nlpforge.json); leave handler out")
+    if number_gpu is not None and number_gpu != 0:
+        raise RequestError(f"number_gpu {number_gpu}: nlpforge's serving workers run on the CPU; give "
+                           "number_gpu=0 or leave it out")
+
+
+class WithoutTrailingSlash:
+    """ASGI middleware: `/models/m/` is routed as `/models/m`, answered at once instead of a 307 redirect."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
 
 
 def metrics_app(state) -> FastAPI:

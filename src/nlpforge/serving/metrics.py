@@ -5,7 +5,14 @@
     metrics.render()  # text exposition format for GET /metrics
 
 Each server owns its registry, so several servers in one process (tests) do not mix counts.
+
+TorchServe's names are exported beside ours, so dashboards built for TorchServe work unchanged:
+`ts_inference_requests_total`, `ts_inference_latency_microseconds`, `ts_queue_latency_microseconds`
+and `Requests2XX`/`Requests4XX`/`Requests5XX`. The last four are running totals exported as gauges,
+since prometheus_client would add `_total` to a counter's name.
 """
+import socket
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
@@ -43,6 +50,32 @@ class ServerMetrics:
                               ["model", "version", "shadow_version", "agree"], registry=r)
         self.captured = Counter("nlpforge_captured", "Request/response pairs written to data capture",
                                 ["model", "version"], registry=r)
+        ts = ["model_name", "model_version"]
+        self.ts_requests = Counter("ts_inference_requests", "TorchServe's name: inference requests per model",
+                                   ts, registry=r)
+        self.ts_latency = Gauge("ts_inference_latency_microseconds", "TorchServe's name: total time of answered "
+                                "inference requests, microseconds (a running total)", ts, registry=r)
+        self.ts_queue_latency = Gauge("ts_queue_latency_microseconds", "TorchServe's name: total time inputs "
+                                      "waited in the queue, microseconds (a running total)", ts, registry=r)
+        self.by_class = {c: Gauge(f"Requests{c}XX", f"TorchServe's name: inference requests answered {c}xx "
+                                  "(a running total)", ["Level", "Hostname"], registry=r) for c in "245"}
+        self.hostname = socket.gethostname()
+
+    def answered(self, model: str, version: str, status: int, seconds: float) -> None:
+        """Count one inference request under nlpforge's names and TorchServe's."""
+        self.requests.labels(model, version, str(status)).inc()
+        if str(status)[0] in self.by_class:
+            self.by_class[str(status)[0]].labels("Host", self.hostname).inc()
+        if model:
+            self.ts_requests.labels(model, version).inc()
+        if status == 200:
+            self.latency.labels(model, version).observe(seconds)
+            self.ts_latency.labels(model, version).inc(seconds * 1e6)
+
+    def waited(self, model: str, version: str, seconds: float) -> None:
+        """Record the time one input waited for its batch."""
+        self.queue_time.labels(model, version).observe(seconds)
+        self.ts_queue_latency.labels(model, version).inc(seconds * 1e6)
 
     def forget(self, model: str, version: str) -> None:
         """Drop a removed version's gauges, so scrapes stop reporting it."""

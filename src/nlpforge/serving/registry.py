@@ -141,7 +141,8 @@ class ModelRegistry:
 
     async def register(self, url: str, name: str | None, version: str | None,
                        options: VersionOptions) -> VersionRuntime:
-        """Load a model version and start its workers; answers once they are up."""
+        """Load a model version and start its workers; answers once they are up. The version is listed (its
+        workers LOADING) from the start, so an asynchronous register can be scaled or unregistered at once."""
         version = str(version or "1.0")
         check_names(name, version)
         folder = self.resolve_url(url)
@@ -159,16 +160,21 @@ class ModelRegistry:
                 raise RequestError(f"model {name!r} version {version!r} is already registered; unregister it "
                                    "first or give another model_version", status=409)
             runtime = VersionRuntime(spec, self.metrics)
-        try:
-            await runtime.start()
-        except Exception:
-            await runtime.close(drain=False)
-            raise
-        async with self.lock:
             model = self.models.setdefault(name, ServedModel(name))
             model.versions[version] = runtime
             if model.routing is None:
                 model.routing = Routing(default=version)
+        try:
+            await runtime.start()
+        except Exception:
+            async with self.lock:
+                model = self.models.get(name)
+                if model is not None and model.versions.get(version) is runtime:
+                    del model.versions[version]
+                    if not model.versions:
+                        del self.models[name]
+            await runtime.close(drain=False)
+            raise
         return runtime
 
     async def unregister(self, name: str, version: str | None = None) -> list[str]:
@@ -235,14 +241,22 @@ class ModelRegistry:
         return [{**r.describe(), "isDefault": r.spec.version == routing.default, "routing": routing.describe()}
                 for r in runtimes]
 
-    def listing(self, limit: int = 100, next_page_token: str | None = None) -> dict:
+    def listing(self, limit: int | str | None = None, next_page_token: int | str | None = None) -> dict:
+        """One page of models. As in TorchServe, an empty or negative limit is the default (100), one above
+        the most (1000) is the most, and an empty or negative next_page_token is 0; limit 0 is refused,
+        since its page would never end."""
         names = sorted(self.models)
         try:
-            start = int(next_page_token or 0)
+            limit = int(limit) if limit not in (None, "") else 100
+        except ValueError:
+            raise RequestError(f"limit {limit!r} must be a whole number (1..1000; default 100)") from None
+        try:
+            start = max(0, int(next_page_token)) if next_page_token not in (None, "") else 0
         except ValueError:
             raise RequestError("next_page_token must be the value a previous GET /models returned") from None
-        if limit < 1 or limit > 1000 or start < 0:
-            raise RequestError("limit must be 1..1000 and next_page_token at least 0")
+        if limit == 0:
+            raise RequestError("limit 0 lists nothing and never ends; give limit 1..1000 or leave it out")
+        limit = 100 if limit < 0 else min(limit, 1000)
         page = names[start:start + limit]
         out = {"models": [{"modelName": n, "modelUrl": self.models[n].versions[self.models[n].routing.default].spec.url}
                           for n in page]}
@@ -253,7 +267,7 @@ class ModelRegistry:
     def without_workers(self) -> list[str]:
         """The "name/version"s that have no live worker (a /ping then answers Unhealthy)."""
         return [f"{name}/{version}" for name, model in sorted(self.models.items())
-                for version, runtime in model.versions.items() if not runtime.live]
+                for version, runtime in model.versions.items() if not runtime.live and not runtime.scaled_to_zero]
 
     async def close(self) -> None:
         runtimes = [r for m in self.models.values() for r in m.versions.values()]

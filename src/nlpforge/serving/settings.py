@@ -22,9 +22,11 @@ class VersionOptions(Settings):
     backend: Literal["torch", "onnx", "onnx-int8"] = setting("torch", "inference backend: torch, onnx or onnx-int8")
     batch_size: int = setting(8, "largest batch per worker call", min=1, max=1024)
     max_batch_delay: float = setting(10.0, "ms a worker waits for a batch to fill", min=0, max=10_000)
-    workers: int = setting(1, "worker processes (TorchServe's initial_workers)", min=1, max=16)
+    workers: int = setting(1, "worker processes (TorchServe's initial_workers); 0 loads none until scaled up",
+                           min=0, max=16)
     threads: int | None = setting(None, "torch/ONNX threads per worker (default: cores / workers)", min=1, max=256)
     queue_size: int = setting(256, "inputs that may wait; more get 503 + Retry-After", min=1, max=100_000)
+    startup_timeout: float = setting(300.0, "seconds a worker may take to load the model", min=1, max=3600)
     response_timeout: float = setting(120.0, "seconds before a worker that gives no answer is restarted",
                                       min=1, max=3600)
     capture_percent: float = setting(0.0, "% of requests written to data capture", min=0, max=100)
