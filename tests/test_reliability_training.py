@@ -12,13 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import assert_user_error, run_cli, toy_rows, train_classifier, write_csv
 from nlpforge.errors import ArtifactError, ConfigError
 from nlpforge.models import artifact
-from nlpforge.training import checkpoint as ckpt
 from nlpforge.models.artifact import training_folder
+from nlpforge.training import checkpoint as ckpt
 from nlpforge.training.loop import _PlainProgress
 
 SMALL = dict(model="bert-tiny", epochs=1, batch_size=16, learning_rate=2e-3, max_seq_length=32, progress=False,
@@ -242,7 +243,6 @@ def test_training_with_stderr_in_a_file_writes_no_carriage_returns(files, tmp_pa
 
 def _listening(root_pid: int) -> set[tuple[str, int]]:
     """(address, port) of every TCP socket listening in the process tree under `root_pid`."""
-    psutil = pytest.importorskip("psutil")
     found = set()
     try:
         processes = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
