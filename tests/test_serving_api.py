@@ -24,7 +24,8 @@ def test_ping_and_options_describe_the_api(server):
     client = inference(server)
     assert client.get("/ping").json() == {"status": "Healthy"}
     paths = client.options("/").json()["paths"]
-    assert {"/predictions/{model_name}", "/explanations/{model_name}", "/v1/models/{model_name}:predict"} <= set(paths)
+    assert {"/predictions/{model_name}", "/explanations/{model_name}", "/v1/models/{model_name}:predict",
+            "/v1/models/{model_name}:explain"} <= set(paths)
     assert "/models" in httpx.options(server.url("management") + "/").json()["paths"]
 
 
@@ -62,6 +63,11 @@ def test_explanations_return_attention_weights(server):
     assert all(len(layer) == 4 and all(len(row) == 4 for row in layer) for layer in body["attentions"])
     assert sum(body["cls_attention"]) == pytest.approx(1.0, abs=1e-3)
     assert body["label"] == "pos"
+    kserve = inference(server).post("/v1/models/tiny:explain", json={"instances": ["great movie", "awful"]})
+    assert kserve.status_code == 200, kserve.text
+    explanations = kserve.json()["explanations"]
+    assert [e["label"] for e in explanations] == ["pos", "neg"]
+    assert explanations[0]["tokens"] == body["tokens"] and explanations[0]["attentions"] == body["attentions"]
 
 
 def test_long_text_is_truncated_and_flagged(server):

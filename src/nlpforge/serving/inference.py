@@ -4,6 +4,7 @@
     POST /predictions/{model}[/{version}]         raw text, {"text": ...}, a JSON list, or multipart
     POST /explanations/{model}[/{version}]        the prediction plus attention weights
     POST /v1/models/{model}:predict               KServe v1: {"instances": [...]} -> {"predictions": [...]}
+    POST /v1/models/{model}:explain               KServe v1: {"instances": [...]} -> {"explanations": [...]}
     GET  /v1/models/{model}                       KServe v1 readiness
     OPTIONS /                                     the OpenAPI description
 
@@ -221,6 +222,13 @@ def inference_app(state) -> FastAPI:
     async def kserve_predict(model_name: str, request: Request):
         body, runtime = await infer(request, model_name, None)
         return JSONResponse({"predictions": body if isinstance(body, list) else [body]},
+                            headers=model_headers(runtime))
+
+    @app.post("/v1/models/{model_name}:explain", dependencies=auth, openapi_extra=KSERVE_BODY,
+              summary="KServe v1 explain")
+    async def kserve_explain(model_name: str, request: Request):
+        body, runtime = await infer(request, model_name, None, "explain")
+        return JSONResponse({"explanations": body if isinstance(body, list) else [body]},
                             headers=model_headers(runtime))
 
     @app.get("/v1/models/{model_name}", dependencies=auth, summary="KServe v1 model readiness")
