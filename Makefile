@@ -4,12 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# TorchServe's own API suite runs with newman (Node), as TorchServe runs it.
+NEWMAN := .tools/node_modules/.bin/newman
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench clean
+.PHONY: install tools demo test bench clean
 
 install: $(STAMP)
 
@@ -21,12 +23,18 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
+tools: $(NEWMAN)
+
+$(NEWMAN):
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error newman@6.2.2
+
 demo: $(STAMP)
 	$(BIN)/nlpforge demo
 
-test: $(STAMP)
+test: $(STAMP) $(NEWMAN)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo-output
+	rm -rf $(VENV) .tools demo-output

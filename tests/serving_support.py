@@ -17,6 +17,20 @@ def running_server(store, **overrides):
         server.stop()
 
 
+def free_port() -> int:
+    """A TCP port that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_ports() -> dict:
+    """Free inference, management and metrics ports, as deploy_model and ServeSettings name them."""
+    return {name: free_port() for name in ("inference_port", "management_port", "metrics_port")}
+
+
 def management(server, token: str | None = "auto") -> httpx.Client:
     if token == "auto":
         token = server.state.keys.management if server.state.keys else None

@@ -6,7 +6,6 @@ delete) and predicts with the real model folder; one test drives the real server
 import csv
 import importlib.util
 import json
-import socket
 import sys
 import textwrap
 
@@ -14,6 +13,7 @@ import pytest
 
 from nlpforge.errors import EndpointError
 from nlpforge.sdk import CSVSerializer, Estimator, IdentitySerializer, Predictor
+from serving_support import free_port
 
 STAND_IN = '''
 import argparse, csv, io, json, sys
@@ -93,11 +93,6 @@ shutil.copytree(args.trained_model, os.environ["SM_MODEL_DIR"], dirs_exist_ok=Tr
 print("saved model to", os.environ["SM_MODEL_DIR"])
 '''
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

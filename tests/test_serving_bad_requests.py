@@ -87,7 +87,6 @@ BAD_REQUESTS = [
     BadRequest("threads 0", "management", "POST", "/models", register(threads=0), 400, "threads"),
     BadRequest("batch_size 0", "management", "POST", "/models", register(batch_size=0), 400, "batch-size"),
     BadRequest("batch_size 10000", "management", "POST", "/models", register(batch_size=10_000), 400, "batch-size"),
-    BadRequest("initial_workers -1", "management", "POST", "/models", register(initial_workers=-1), 400, "workers"),
     BadRequest("initial_workers 1000", "management", "POST", "/models", register(initial_workers=1000), 400,
                "workers"),
     BadRequest("queue_size -1", "management", "POST", "/models", register(queue_size=-1), 400, "queue-size"),

@@ -3,7 +3,6 @@ inference token auth. Workers are paused with SIGSTOP to hold requests in flight
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from serving_support import management, metric, running_server
+from serving_support import free_port, management, metric, running_server
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +85,6 @@ def test_a_hung_worker_times_out_and_is_replaced(server, tiny_model):
     assert metric(server, "nlpforge_worker_restarts_total", model="hung", reason="timeout") == 1
     assert client(server).post("/predictions/hung", content="great").json()["label"] == "pos"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sigterm_finishes_every_accepted_request(tiny_model, tmp_path):

@@ -4,6 +4,7 @@ import time
 import httpx
 import pytest
 
+from conftest import run_cli
 from serving_support import inference, management, metric, running_server
 
 
@@ -105,7 +106,7 @@ def test_scale_to_zero_then_a_clear_503_and_back(server, tiny_model):
 
 def test_an_asynchronous_register_is_listed_at_once(server, tiny_model):
     client = management(server)
-    assert register(server, tiny_model, "early", synchronous="false").status_code == 202
+    assert register(server, tiny_model, "early", synchronous="false", initial_workers=1).status_code == 202
     described = client.get("/models/early")
     assert described.status_code == 200, described.text
     assert [w["status"] for w in described.json()[0]["workers"]] in (["LOADING"], ["READY"])
@@ -117,12 +118,38 @@ def test_an_asynchronous_register_is_listed_at_once(server, tiny_model):
 
 def test_unregister_right_after_an_asynchronous_register(server, tiny_model):
     client = management(server)
-    assert register(server, tiny_model, "brief", synchronous="false").status_code == 202
+    assert register(server, tiny_model, "brief", synchronous="false", initial_workers=1).status_code == 202
     assert client.delete("/models/brief").status_code == 200
     time.sleep(3)  # the load that was under way ends without bringing the model back
     assert client.get("/models/brief").status_code == 404
     assert register(server, tiny_model, "brief").status_code == 200
     assert client.delete("/models/brief").status_code == 200
+
+
+def test_torchserve_readings_of_odd_register_parameters(server, tiny_model):
+    """What TorchServe's data expects: a non-boolean `synchronous` is false, a negative initial_workers is 0, an
+    empty url names no model (404), and an asynchronous register that asked for no workers answers 200."""
+    client = management(server)
+    response = register(server, tiny_model, "odd", synchronous="nan")
+    assert response.status_code == 200 and "starting" in response.json()["status"], response.text
+    assert client.delete("/models/odd").status_code == 200
+    assert register(server, tiny_model, "none", initial_workers=-1).status_code == 200
+    assert client.get("/models/none").json()[0]["workers"] == []
+    assert client.delete("/models/none").status_code == 200
+    response = client.post("/models", params={"url": "", "model_name": "empty"})
+    assert response.status_code == 404 and "url is empty" in response.json()["message"]
+    assert client.put("/models/tiny", params={"min_worker": 1, "synchronous": "-1"}).status_code == 202
+
+
+def test_requests_by_class_are_written_as_torchserve_writes_them(server):
+    """TorchServe's own metrics check: `Requests2XX{Level="Host",Hostname="...",} 1.0`, present from the start."""
+    import re
+
+    import httpx
+
+    text = httpx.get(server.url("metrics") + "/metrics").text
+    for status_class in "245":
+        assert re.search(rf'^Requests{status_class}XX\{{Level="Host",Hostname=".*",\}} \d+\.\d+$', text, re.M), text
 
 
 def test_torchserve_metric_names_beside_ours(server):
@@ -134,3 +161,33 @@ def test_torchserve_metric_names_beside_ours(server):
     assert metric(server, "ts_queue_latency_microseconds", model_name="tiny") > 0
     assert metric(server, "Requests2XX", Level="Host") >= 1 and metric(server, "Requests4XX", Level="Host") >= 1
     assert metric(server, "nlpforge_requests_total", model="tiny", status="200") >= 1
+
+
+def test_token_api_replaces_a_key_with_the_api_key(server, tmp_path):
+    """TorchServe's `/token?type=management|inference`: only the API key may call it; the old key stops working
+    at once and the key file holds the new one."""
+    import json
+
+    keys = server.state.keys
+    old = keys.management
+    client = httpx.Client(base_url=server.url("management"), timeout=60)
+    bearer = {"Authorization": f"Bearer {keys.api}"}
+    assert client.get("/token", params={"type": "management"},
+                      headers={"Authorization": f"Bearer {old}"}).status_code == 401
+    assert client.get("/token", params={"type": "root"}, headers=bearer).status_code == 400
+    response = client.get("/token", params={"type": "management"}, headers=bearer)
+    assert response.status_code == 200, response.text
+    new = response.json()["management"]["key"]
+    assert new != old and json.loads(keys.path.read_text())["management"]["key"] == new
+    assert client.get("/models", headers={"Authorization": f"Bearer {old}"}).status_code == 401
+    assert client.get("/models", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+    inference_key = client.post("/token", params={"type": "inference"}, headers=bearer).json()["inference"]["key"]
+    assert json.loads(keys.path.read_text())["inference"]["key"] == inference_key == keys.inference
+    result = run_cli(["models", "token", "inference", "--management-url", server.url("management"),
+                      "--key-file", str(keys.path)])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["inference"]["key"] == keys.inference != inference_key
+    with running_server(tmp_path, auth=False) as open_server:
+        response = httpx.get(open_server.url("management") + "/token", params={"type": "management"})
+        assert response.status_code == 404 and "--no-auth" in response.json()["message"]
+

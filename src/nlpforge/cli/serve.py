@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import json
 import logging
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -41,8 +42,6 @@ command_from_settings(app, "serve", ServeSettings, _run_serve,
 
 
 def _client(url: str, key_file: Optional[str], token: Optional[str]):
-    from pathlib import Path
-
     from nlpforge.serving.client import ManagementClient
 
     if key_file is None and Path("model_store/key_file.json").exists():
@@ -127,3 +126,20 @@ def traffic(name: str,
                 raise ConfigError(f"--weight {entry!r}: the weight must be a number") from None
     shadow_value = None if no_shadow else (shadow if shadow is not None else "")
     _print(_client(management_url, key_file, token).traffic(name, weights, shadow_value))
+
+
+@models_app.command("token")
+def token(kind: str = typer.Argument(..., help="the key to replace: management or inference"),
+          management_url: str = URL, key_file: Optional[str] = KEY_FILE,
+          api_key: Optional[str] = typer.Option(None, "--api-key", help="the API key (default: read from the key "
+                                                                         "file)")):
+    """Replace the management or inference key (TorchServe's token API); the old one stops working at once."""
+    from nlpforge.serving.security import read_key
+
+    client = _client(management_url, key_file, None)
+    path = key_file or ("model_store/key_file.json" if Path("model_store/key_file.json").exists() else None)
+    api_key = api_key or (read_key(path, "API") if path else None)
+    if not api_key:
+        raise ConfigError("the token API needs the server's API key: give --api-key or --key-file "
+                          "(the server's <model-store>/key_file.json)")
+    _print(client.replace_key(kind, api_key))

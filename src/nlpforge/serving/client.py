@@ -95,6 +95,10 @@ class ManagementClient(_Client):
     def unregister(self, name: str, version: str | None = None) -> dict:
         return self._call("DELETE", f"/models/{quote(name)}" + (f"/{quote(version)}" if version else ""))
 
+    def replace_key(self, kind: str, api_key: str) -> dict:
+        """TorchServe's token API: a new management or inference key, in the server and its key file."""
+        return self._call("GET", "/token", params={"type": kind}, headers={"Authorization": f"Bearer {api_key}"})
+
     def set_default(self, name: str, version: str) -> dict:
         return self._call("PUT", f"/models/{quote(name)}/{quote(version)}/set-default")
 

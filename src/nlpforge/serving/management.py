@@ -8,6 +8,7 @@
     PUT    /models/{name}/{version}/set-default        promote: default and all traffic, atomically
     GET    /models/{name}/traffic
     PUT    /models/{name}/traffic   {"weights": {"1.0": 90, "2.0": 10}, "shadow": "3.0"}
+    GET    /token?type=management|inference             TorchServe's token API: a new key (needs the API key)
     GET    /metrics                                     (metrics port) Prometheus text format
 
 A path with a trailing slash answers as the path without it (TorchServe's clients send
@@ -45,8 +46,10 @@ def management_app(state) -> FastAPI:
                                           "the model store"),
         model_name: str | None = Query(None, description="name to serve it under (default: the folder name)"),
         model_version: str | None = Query(None, description="version (default 1.0)"),
-        synchronous: bool = Query(True, description="answer once the workers are up"),
-        initial_workers: int | None = Query(None, description=help_of("workers")),
+        synchronous: str | None = Query(None, description="true (the default): answer once the workers are up; "
+                                                          "anything else, as in TorchServe: answer at once"),
+        initial_workers: int | None = Query(None, description=help_of("workers") + "; below 0 counts as 0, "
+                                                                                    "as in TorchServe"),
         backend: str | None = Query(None, description=help_of("backend")),
         batch_size: int | None = Query(None, description=help_of("batch_size")),
         max_batch_delay: float | None = Query(None, allow_inf_nan=False, description=help_of("max_batch_delay")),
@@ -65,6 +68,11 @@ def management_app(state) -> FastAPI:
             raise RequestError(f"unknown register parameter(s) {', '.join(unknown)}; known: "
                                f"{', '.join(p for p in inspect.signature(register).parameters if p != 'request')}")
         torchserve_parameters(runtime=runtime, handler=handler, number_gpu=number_gpu)
+        if url == "":  # TorchServe's answer: an empty url names no model file
+            raise RequestError("url is empty: give the path of an nlpforge model folder or a .tar.gz of one",
+                               status=404)
+        if initial_workers is not None and initial_workers < 0:
+            initial_workers = 0
         # The server's defaults, overridden by what was given, validated by VersionOptions.
         try:
             options = settings.version.override(
@@ -73,13 +81,16 @@ def management_app(state) -> FastAPI:
                 capture_percent=capture_percent, startup_timeout=startup_timeout)
         except ConfigError as error:
             raise RequestError(f"invalid register parameter: {error.message} (workers is initial_workers)") from None
-        if not synchronous:
+        if not torchserve_bool(synchronous, default=True):
             check_names(model_name, model_version)  # a bad name or path is still a 4xx now, not a log line later
             registry.resolve_url(url)
             task = asyncio.create_task(registry.register(url, model_name, model_version, options))
             state.background.add(task)
             task.add_done_callback(_log_failure)
-            return JSONResponse({"status": f"Model \"{model_name or url}\" registration started"}, status_code=202)
+            # TorchServe answers 202 only when asked for workers; with its default (none) the model is registered.
+            accepted = initial_workers is not None and initial_workers > 0
+            return JSONResponse({"status": f"Model \"{model_name or url}\" registered; {options.workers} "
+                                           "worker(s) starting"}, status_code=202 if accepted else 200)
         runtime = await registry.register(url, model_name, model_version, options)
         spec = runtime.spec
         return {"status": f"Model \"{spec.name}\" Version: {spec.version} registered with {spec.options.workers} "
@@ -89,6 +100,19 @@ def management_app(state) -> FastAPI:
     async def list_models(limit: str | None = Query(None, description="models per page (default 100, most 1000)"),
                           next_page_token: str | None = Query(None)):
         return registry.listing(limit, next_page_token)
+
+    async def token(kind: str = Query(..., alias="type", description="management or inference")):
+        if state.keys is None:
+            raise RequestError("token auth is off (--no-auth), so there is no key to replace; start the server "
+                               "without --no-auth to use keys", status=404)
+        key = state.keys.regenerate(kind)
+        log.info("the %s key was replaced; the key file %s holds the new one", kind, state.keys.path)
+        return {kind: {"key": key}, "key_file": str(state.keys.path)}
+
+    for method in ("GET", "POST"):
+        app.add_api_route("/token", token, methods=[method], dependencies=[Depends(state.require("API"))],
+                          operation_id=f"token_{method.lower()}",
+                          summary="Replace the management or inference key (needs the API key)")
 
     @app.get("/models/{model_name}/traffic", dependencies=auth, summary="Traffic weights and shadow")
     async def get_traffic(model_name: str):
@@ -111,7 +135,7 @@ def management_app(state) -> FastAPI:
         return registry.describe(model_name, model_version)
 
     async def scale(model_name: str, model_version: str | None, min_worker: int | None, max_worker: int | None,
-                    synchronous: bool, number_gpu: int | None):
+                    synchronous: str | None, number_gpu: int | None):
         """TorchServe's update: min_worker defaults to 1 and max_worker to min_worker; 202 at once, or 200 once
         the workers run when synchronous=true."""
         runtime = registry.version(model_name, model_version)
@@ -128,7 +152,7 @@ def management_app(state) -> FastAPI:
                                "give max_worker >= min_worker")
         runtime.max_workers = high
         version = runtime.spec.version
-        if not synchronous:
+        if not torchserve_bool(synchronous, default=False):
             task = asyncio.create_task(_logged(runtime.scale(low), f"scaling {model_name} version {version}"))
             state.background.add(task)
             task.add_done_callback(state.background.discard)
@@ -138,14 +162,14 @@ def management_app(state) -> FastAPI:
 
     @app.put("/models/{model_name}", dependencies=auth, summary="Scale the default version's workers")
     async def scale_default(model_name: str, min_worker: int | None = Query(None), max_worker: int | None = Query(None),
-                            synchronous: bool = Query(False), number_gpu: int | None = Query(None),
+                            synchronous: str | None = Query(None), number_gpu: int | None = Query(None),
                             timeout: int | None = Query(None, description="TorchServe's: accepted; workers that "
                                                                          "stop finish their batch first")):
         return await scale(model_name, None, min_worker, max_worker, synchronous, number_gpu)
 
     @app.put("/models/{model_name}/{model_version}", dependencies=auth, summary="Scale a version's workers")
     async def scale_version(model_name: str, model_version: str, min_worker: int | None = Query(None),
-                            max_worker: int | None = Query(None), synchronous: bool = Query(False),
+                            max_worker: int | None = Query(None), synchronous: str | None = Query(None),
                             number_gpu: int | None = Query(None), timeout: int | None = Query(None)):
         return await scale(model_name, model_version, min_worker, max_worker, synchronous, number_gpu)
 
@@ -186,6 +210,12 @@ async def _logged(coroutine, what: str) -> None:
 RUNTIMES = ("python", "python3")
 
 
+def torchserve_bool(value: str | None, default: bool) -> bool:
+    """TorchServe's reading of a boolean parameter: absent is the default, "true" (any case) is true and
+    anything else is false, so `synchronous=nan` is a harmless false, as there."""
+    return default if value is None else value.strip().lower() == "true"
+
+
 def torchserve_parameters(runtime: str | None = None, handler: str | None = None,
                           number_gpu: int | None = None) -> None:
     """Answer TorchServe's parameters that nlpforge has no use for: accepted where they already hold, else 400."""
@@ -193,8 +223,9 @@ def torchserve_parameters(runtime: str | None = None, handler: str | None = None
         raise RequestError(f"runtime {runtime!r}: nlpforge's workers are Python; give runtime=python or "
                            "python3, or leave it out")
     if handler is not None:
-        raise RequestError(f"handler {handler!r}: nlpforge picks the handler from the model folder's task "
-                           "(nlpforge.json); leave handler out")
+        raise RequestError(f"handler {handler!r}: nlpforge picks the handler from the model folder "
+                           "(nlpforge.json's task, or code/inference.py for SageMaker's inference contract); "
+                           "leave handler out")
     if number_gpu is not None and number_gpu != 0:
         raise RequestError(f"number_gpu {number_gpu}: nlpforge's serving workers run on the CPU; give "
                            "number_gpu=0 or leave it out")

@@ -8,8 +8,11 @@ Each server owns its registry, so several servers in one process (tests) do not 
 
 TorchServe's names are exported beside ours, so dashboards built for TorchServe work unchanged:
 `ts_inference_requests_total`, `ts_inference_latency_microseconds`, `ts_queue_latency_microseconds`
-and `Requests2XX`/`Requests4XX`/`Requests5XX`. The last four are running totals exported as gauges,
-since prometheus_client would add `_total` to a counter's name.
+and `Requests2XX`/`Requests4XX`/`Requests5XX`. The two latencies are running totals exported as gauges,
+since prometheus_client would add `_total` to a counter's name. The three request counts are written
+as TorchServe writes them, labels in its order with its trailing comma, and present from the start:
+
+    Requests2XX{Level="Host",Hostname="vm",} 12.0
 """
 import socket
 
@@ -57,15 +60,14 @@ class ServerMetrics:
                                 "inference requests, microseconds (a running total)", ts, registry=r)
         self.ts_queue_latency = Gauge("ts_queue_latency_microseconds", "TorchServe's name: total time inputs "
                                       "waited in the queue, microseconds (a running total)", ts, registry=r)
-        self.by_class = {c: Gauge(f"Requests{c}XX", f"TorchServe's name: inference requests answered {c}xx "
-                                  "(a running total)", ["Level", "Hostname"], registry=r) for c in "245"}
+        self.by_class = {c: 0 for c in "245"}
         self.hostname = socket.gethostname()
 
     def answered(self, model: str, version: str, status: int, seconds: float) -> None:
         """Count one inference request under nlpforge's names and TorchServe's."""
         self.requests.labels(model, version, str(status)).inc()
         if str(status)[0] in self.by_class:
-            self.by_class[str(status)[0]].labels("Host", self.hostname).inc()
+            self.by_class[str(status)[0]] += 1
         if model:
             self.ts_requests.labels(model, version).inc()
         if status == 200:
@@ -86,4 +88,9 @@ class ServerMetrics:
                 pass
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        hostname = self.hostname.replace("\\", "\\\\").replace('"', '\\"')
+        by_class = "".join(f"# HELP Requests{c}XX TorchServe's name: inference requests answered {c}xx\n"
+                           f"# TYPE Requests{c}XX counter\n"
+                           f'Requests{c}XX{{Level="Host",Hostname="{hostname}",}} {float(n)}\n'
+                           for c, n in self.by_class.items())
+        return generate_latest(self.registry) + by_class.encode()

@@ -8,7 +8,8 @@ The key file (mode 0600) has TorchServe's layout, so its tooling and habits carr
     {"management": {"key": "..."}, "inference": {"key": "..."}, "API": {"key": "..."}}
 
 Management needs its key by default; inference only with `--auth-inference`. The "API" key
-opens both.
+opens both, and TorchServe's token API: `GET /token?type=management` (or `inference`) with the
+API key replaces that key, in the server and in the key file, at once.
 """
 import hmac
 import json
@@ -34,12 +35,41 @@ class Keys:
             raise RequestError(f"this {kind} API needs a token: send 'Authorization: Bearer <key>' with the "
                                f"{kind} key from {self.path}", status=401, headers={"WWW-Authenticate": "Bearer"})
         scheme, _, token = authorization.partition(" ")
-        expected = self.management if kind == "management" else self.inference
+        accepted = (self.api,) if kind == "API" else (getattr(self, kind), self.api)
         token = token.strip()
         if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k.encode())
-                                                 for k in (expected, self.api)):
+                                                 for k in accepted):
             raise RequestError(f"the token is not the {kind} key; read it from {self.path}", status=401,
                                headers={"WWW-Authenticate": "Bearer"})
+
+    def regenerate(self, kind: str) -> str:
+        """A new key for `kind` (management or inference), written to the key file; the old one stops working."""
+        if kind not in ("management", "inference"):
+            raise RequestError(f"type {kind!r}: give type=management or type=inference")
+        setattr(self, kind, secrets.token_urlsafe(18))
+        write_keys(self.path, {"management": self.management, "inference": self.inference, "API": self.api})
+        return getattr(self, kind)
+
+
+def write_keys(path: Path, keys: dict[str, str], replace: bool = True) -> bool:
+    """Write the key file (mode 0600) whole, then put it in place, so no reader sees half of it. Without
+    `replace`, an existing file is kept (another server wrote it first) and the answer is False."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump({kind: {"key": key} for kind, key in keys.items()}, handle, indent=2)
+    if replace:
+        os.replace(partial, path)
+        return True
+    try:
+        os.link(partial, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_or_create_keys(path) -> Keys:
@@ -52,12 +82,10 @@ def load_or_create_keys(path) -> Keys:
         except (ValueError, KeyError, TypeError):
             raise ServingError(f"{path}: not a key file (need management, inference and API keys); "
                                "delete it to have a new one written") from None
-    keys = {kind: {"key": secrets.token_urlsafe(18)} for kind in KINDS}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(keys, handle, indent=2)
-    return Keys(keys["management"]["key"], keys["inference"]["key"], keys["API"]["key"], path)
+    keys = {kind: secrets.token_urlsafe(18) for kind in KINDS}
+    if not write_keys(path, keys, replace=False):
+        return load_or_create_keys(path)
+    return Keys(keys["management"], keys["inference"], keys["API"], path)
 
 
 def read_key(path, kind: str = "management") -> str | None:

@@ -46,7 +46,8 @@ class ServerState:
         """A FastAPI dependency that checks the token of `kind` when auth is on for it."""
         from fastapi import Request
 
-        enabled = self.settings.auth if kind == "management" else self.settings.auth_inference
+        enabled = {"management": self.settings.auth, "inference": self.settings.auth_inference,
+                   "API": self.keys is not None}[kind]
 
         async def check(request: Request):
             if enabled:

@@ -63,7 +63,8 @@ class ServeSettings(Settings):
     max_batch_items: int = setting(64, "most inputs in one request; more get 413", min=1)
     max_text_chars: int = setting(100_000, "longest text in characters; longer ones get 413", min=1)
     auth: bool = setting(True, "require the management key from the key file on the management API")
-    auth_inference: bool = setting(False, "require the inference key on the inference API too")
+    auth_inference: bool = setting(False, "require the inference key on the inference API too (TorchServe's "
+                                          "default; nlpforge's is off, as its ports bind 127.0.0.1)")
     key_file: str | None = setting(None, "TorchServe-style key file (default: <model-store>/key_file.json)")
     sticky_header: str = setting("X-Sticky-Key", "request header whose value pins a client to one A/B version")
     capture_dir: str | None = setting(None, "data capture folder (default: <model-store>/capture)")
