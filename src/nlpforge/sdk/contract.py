@@ -6,12 +6,19 @@ A job folder mirrors `/opt/ml` on a SageMaker training instance:
       code/                     the user's source_dir (or entry point), the script's working directory
       input/config/             hyperparameters.json, inputdataconfig.json, resourceconfig.json
       input/data/<channel>/     one folder per channel given to fit()
-      model/                    SM_MODEL_DIR; packed into model.tar.gz when the job completes
-      output/data/              SM_OUTPUT_DATA_DIR; packed into output.tar.gz
+      input/config/debughookconfig.json   the Debugger hook's settings (SMDEBUG_CONFIG_FILE_PATH)
+      model/                    SM_MODEL_DIR of algo-1; packed into model.tar.gz when the job completes
+      output/data/              SM_OUTPUT_DATA_DIR of algo-1; packed into output.tar.gz
       output/failure            the failure reason, when the job fails
+      hosts/algo-N/model/, hosts/algo-N/output/   the same folders of every other host
       checkpoints/              the /opt/ml/checkpoints equivalent (unless checkpoint_local_path is given)
-      logs/training.log         everything the job printed, kept
+      logs/algo-N.log           what each host printed, one stream per host
+      logs/training.log         every stream together, each line prefixed `[algo-N]` when there are several hosts
       job.json, status.json     what was asked, and what happened (see sdk/jobs.py)
+
+Each host has its own model and output folders, as each SageMaker instance has its own /opt/ml;
+algo-1's (the master's) are the ones packed. SageMaker's `ml.*` instance types run here as
+`local` or, when the type has a GPU and this machine has one, `local_gpu`.
 
 The variables and their values follow aws/sagemaker-training-toolkit (`environment.py`,
 `mapping.py`): strings pass as they are, everything else as compact JSON; hyperparameters are
@@ -25,7 +32,14 @@ import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from nlpforge.errors import ConfigError
+
 INSTANCE_GROUP = "homogeneousCluster"
+MASTER_HOST = "algo-1"
+INPUT_MODES = ("File", "Pipe", "FastFile")
+# ml.* instance families with GPUs (EC2's accelerated-computing P and G types with NVIDIA GPUs).
+GPU_INSTANCE_FAMILIES = {"p2", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "g4dn", "g5", "g5g",
+                         "g6", "g6e", "gr6"}
 
 
 @dataclass(frozen=True)
@@ -98,13 +112,36 @@ class JobPaths:
     def host_environments(self) -> Path:
         return self.root / "input" / "config" / "hosts"
 
+    @property
+    def debug_hook_config(self) -> Path:
+        return self.input_config / "debughookconfig.json"
+
+    @property
+    def rank_logs(self) -> Path:
+        """torchrun's per-rank stdout/stderr files of a multi-host job."""
+        return self.root / "logs" / "ranks"
+
     def channel(self, name: str) -> Path:
         return self.input_data / name
 
-    def create(self) -> None:
-        for folder in (self.code, self.input_config, self.input_data, self.model, self.output_data,
-                       self.output_intermediate, self.checkpoints, self.log.parent):
+    def host_model(self, host: str) -> Path:
+        """SM_MODEL_DIR of one host: model/ for algo-1, hosts/<host>/model/ for the others."""
+        return self.model if host == MASTER_HOST else self.root / "hosts" / host / "model"
+
+    def host_output(self, host: str) -> Path:
+        """SM_OUTPUT_DIR of one host: output/ for algo-1, hosts/<host>/output/ for the others."""
+        return self.output if host == MASTER_HOST else self.root / "hosts" / host / "output"
+
+    def host_log(self, host: str) -> Path:
+        return self.root / "logs" / f"{host}.log"
+
+    def create(self, hosts: list[str] = (MASTER_HOST,)) -> None:
+        for folder in (self.code, self.input_config, self.input_data, self.checkpoints, self.log.parent):
             folder.mkdir(parents=True, exist_ok=True)
+        for host in hosts:
+            for folder in (self.host_model(host), self.host_output(host) / "data",
+                           self.host_output(host) / "intermediate"):
+                folder.mkdir(parents=True, exist_ok=True)
 
 
 @dataclass
@@ -147,6 +184,10 @@ class JobSpec:
     experiment: dict = field(default_factory=dict)
     tracking: bool = True
     framework_settings: dict = field(default_factory=dict)
+    input_mode: str = "File"            # as asked; the data is always delivered as files
+    local_instance_type: str = "local"  # how instance_type runs on this machine: local or local_gpu
+    debug_hook_config: dict | None = None
+    notes: list = field(default_factory=list)  # lines the runner writes to the log before the script starts
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -210,8 +251,79 @@ def resource_config(hosts: list[str], current_host: str, instance_type: str) -> 
 
 
 def input_data_config(channels: list[str]) -> dict:
+    """inputdataconfig.json: every channel is delivered as files (File mode), whatever input_mode asked."""
     return {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
                    "RecordWrapperType": "None"} for name in channels}
+
+
+def local_instance_type(instance_type: str, gpus: int) -> tuple[str, str | None]:
+    """How an instance type runs here, and the line that says so when it is a SageMaker `ml.*` type."""
+    if not instance_type.startswith("ml."):
+        return instance_type, None
+    family = instance_type.split(".")[1] if instance_type.count(".") >= 2 else ""
+    if family in GPU_INSTANCE_FAMILIES and gpus:
+        return "local_gpu", f"instance_type {instance_type} runs on this machine as local_gpu ({gpus} GPU(s))"
+    why = "no GPU found on this machine" if family in GPU_INSTANCE_FAMILIES else "the type has no GPU"
+    return "local", f"instance_type {instance_type} runs on this machine as local (CPU: {why})"
+
+
+DEBUG_HOOK_FIELDS = {"S3OutputPath": "s3_output_path", "LocalPath": "container_local_output_path",
+                     "HookParameters": "hook_parameters", "CollectionConfigurations": "collection_configs"}
+
+
+def debug_hook_request(config, output_path: str, paths: JobPaths) -> dict:
+    """debughookconfig.json as SageMaker writes it from a DebuggerHookConfig (an object with its attributes, or a
+    dict with those names or the API's): S3OutputPath, LocalPath, HookParameters, CollectionConfigurations.
+
+    `True` stands for SageMaker's default hook: the estimator's output path, no collections named.
+    """
+    given = config
+    if config is True:
+        config = {}
+    if hasattr(config, "_to_request_dict"):
+        config = config._to_request_dict()
+    elif not isinstance(config, dict):
+        config = {name: getattr(config, name) for name in DEBUG_HOOK_FIELDS.values() if hasattr(config, name)}
+        if not config:
+            raise ConfigError(f"debugger_hook_config must be a DebuggerHookConfig, a dict or False, not {given!r}")
+    names = {**DEBUG_HOOK_FIELDS, **{v: v for v in DEBUG_HOOK_FIELDS.values()}}
+    unknown = sorted(str(k) for k in config if k not in names)
+    if unknown:
+        raise ConfigError(f"debugger_hook_config has unknown key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(DEBUG_HOOK_FIELDS)} (or {', '.join(DEBUG_HOOK_FIELDS.values())})")
+    values = {names[k]: v for k, v in config.items()}
+    local = str(values.get("container_local_output_path") or "/opt/ml/output/tensors")
+    if local.startswith("/opt/ml/"):  # the container's paths live in the job folder here
+        local = str(paths.root / local.removeprefix("/opt/ml/"))
+    request = {"S3OutputPath": str(values.get("s3_output_path") or output_path), "LocalPath": local}
+    for name, kind in (("hook_parameters", dict), ("collection_configs", (list, tuple))):
+        if values.get(name) is not None and not isinstance(values[name], kind):
+            raise ConfigError(f"debugger_hook_config {name} must be a {'dict' if kind is dict else 'list'}, "
+                              f"not {values[name]!r}")
+    if values.get("hook_parameters") is not None:
+        request["HookParameters"] = {str(k): str(v) for k, v in values["hook_parameters"].items()}
+    if values.get("collection_configs") is not None:
+        request["CollectionConfigurations"] = [collection_request(c) for c in values["collection_configs"]]
+    return request
+
+
+
+def collection_request(collection) -> dict:
+    """One CollectionConfig (object with name/parameters, or dict) as {CollectionName, CollectionParameters}."""
+    if hasattr(collection, "_to_request_dict"):
+        return collection._to_request_dict()
+    if isinstance(collection, dict):
+        name = collection.get("CollectionName", collection.get("name"))
+        parameters = collection.get("CollectionParameters", collection.get("parameters"))
+    else:
+        name, parameters = getattr(collection, "name", None), getattr(collection, "parameters", None)
+    if not name or not (parameters is None or isinstance(parameters, dict)):
+        raise ConfigError(f"each debugger collection config needs a name and a dict of parameters, "
+                          f"got {collection!r}")
+    request = {"CollectionName": str(name)}
+    if parameters is not None:
+        request["CollectionParameters"] = {str(k): str(v) for k, v in parameters.items()}
+    return request
 
 
 def training_environment(paths: JobPaths, *, job_name: str, entry_point: str, hyperparameters: dict,
@@ -245,21 +357,22 @@ def training_environment(paths: JobPaths, *, job_name: str, entry_point: str, hy
         "job_name": job_name,
         "log_level": log_level,
         "master_hostname": hosts[0],
-        "model_dir": str(paths.model),
+        "model_dir": str(paths.host_model(current_host)),
         "module_dir": str(paths.code),
         "module_name": module_name,
         "network_interface_name": "eth0",
         "num_cpus": num_cpus,
         "num_gpus": num_gpus,
-        "output_data_dir": str(paths.output_data),
-        "output_dir": str(paths.output),
-        "output_intermediate_dir": str(paths.output_intermediate),
+        "output_data_dir": str(paths.host_output(current_host) / "data"),
+        "output_dir": str(paths.host_output(current_host)),
+        "output_intermediate_dir": str(paths.host_output(current_host) / "intermediate"),
         "resource_config": resources,
         "user_entry_point": entry_point,
     }
 
 
-def environment_variables(env: dict, checkpoint_dir: Path, paths: JobPaths) -> dict[str, str]:
+def environment_variables(env: dict, checkpoint_dir: Path, paths: JobPaths, debug_hook: bool = False) \
+        -> dict[str, str]:
     """The SM_* variables of one host, as the toolkit's `Environment.to_env_vars` builds them."""
     values = {
         "hosts": env["hosts"], "network_interface_name": env["network_interface_name"],
@@ -293,18 +406,23 @@ def environment_variables(env: dict, checkpoint_dir: Path, paths: JobPaths) -> d
         "SAGEMAKER_BASE_DIR": str(paths.root),
         "SM_CHECKPOINT_DIR": str(checkpoint_dir),
     })
+    if debug_hook:
+        variables["SMDEBUG_CONFIG_FILE_PATH"] = str(paths.debug_hook_config)
     return variables
 
 
 def write_input_config(paths: JobPaths, *, job_name: str, entry_point: str, hyperparameters: dict,
-                       channels: list[str], hosts: list[str], instance_type: str) -> None:
+                       channels: list[str], hosts: list[str], instance_type: str, log_level: int = 20,
+                       debug_hook: dict | None = None) -> None:
     """input/config/*.json as SageMaker writes them (resourceconfig.json of the first host)."""
     paths.input_config.mkdir(parents=True, exist_ok=True)
     all_hyperparameters = {**hyperparameters, "sagemaker_program": entry_point,
                            "sagemaker_submit_directory": str(paths.code), "sagemaker_job_name": job_name,
-                           "sagemaker_container_log_level": 20}
+                           "sagemaker_container_log_level": log_level}
     files = {"hyperparameters.json": serialized_hyperparameters(all_hyperparameters),
              "inputdataconfig.json": input_data_config(channels),
              "resourceconfig.json": resource_config(hosts, hosts[0], instance_type)}
+    if debug_hook is not None:
+        files["debughookconfig.json"] = debug_hook
     for name, value in files.items():
         (paths.input_config / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

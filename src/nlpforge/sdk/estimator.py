@@ -35,26 +35,42 @@ class JobArguments(Settings):
 
     argument_names: ClassVar[bool] = True
     instance_count: int = setting(1, "hosts (algo-1 ... algo-N), one torchrun process each", min=1)
-    instance_type: Literal["local", "local_gpu"] = setting("local", "local, or local_gpu for this machine's GPUs")
+    instance_type: str = setting("local", "local, local_gpu for this machine's GPUs, or a SageMaker ml.* type "
+                                          "(run as local, or local_gpu when the type and this machine have GPUs)")
     max_run: int | None = setting(24 * 60 * 60, "seconds the job may run", min=1)
     use_spot_instances: bool = setting(False, "simulate managed spot training")
     max_wait: int | None = setting(None, "seconds a spot job may take, waiting for capacity included", min=1)
     max_retry_attempts: int = setting(0, "times a failed job is run again", min=0)
     spot_capacity_wait: float = setting(0.0, "seconds without spot capacity after an interruption", min=0)
     spot_price_ratio: float = setting(0.3, "price of a spot second as a share of on-demand", min=0.001, max=1)
+    input_mode: Literal["File", "Pipe", "FastFile"] = setting("File", "how channels reach the script; Pipe and "
+                                                                      "FastFile run as File")
+    container_log_level: int = setting(20, "the toolkit's log level (logging.INFO is 20), SM_LOG_LEVEL", min=0)
 
     def check(self):
+        if self.instance_type not in ("local", "local_gpu") and not self.instance_type.startswith("ml."):
+            raise ConfigError(f"instance_type must be local, local_gpu or a SageMaker type such as ml.p3.2xlarge, "
+                              f"not {self.instance_type!r}")
         if self.max_wait is not None and not self.use_spot_instances:
             raise ConfigError("max_wait applies only with use_spot_instances=True")
         if self.use_spot_instances and self.max_wait is not None and self.max_run and self.max_wait < self.max_run:
             raise ConfigError("max_wait must be at least max_run (SageMaker's rule for spot training)")
-# SageMaker arguments that mean nothing on one machine: accepted, so that SageMaker notebooks run unchanged,
-# and recorded.
-SAGEMAKER_ONLY_ARGUMENTS = {"role", "sagemaker_session", "image_uri", "framework_version", "py_version",
-                            "distribution", "volume_size", "volume_kms_key", "output_kms_key", "tags", "subnets",
-                            "security_group_ids", "checkpoint_s3_uri", "model_uri", "model_channel_name",
-                            "code_location", "dependencies", "debugger_hook_config", "rules",
-                            "disable_profiler", "enable_network_isolation", "keep_alive_period_in_seconds"}
+# The arguments of SageMaker's EstimatorBase, Framework, Estimator and PyTorch (Python SDK v2) that mean nothing
+# on one machine: accepted, so that SageMaker notebooks run unchanged, and recorded in job.json.
+SAGEMAKER_ONLY_ARGUMENTS = {
+    "role", "sagemaker_session", "image_uri", "framework_version", "py_version", "distribution", "volume_size",
+    "volume_kms_key", "output_kms_key", "tags", "subnets", "security_group_ids", "checkpoint_s3_uri", "model_uri",
+    "model_channel_name", "code_location", "dependencies", "git_config", "rules", "profiler_config",
+    "disable_profiler", "tensorboard_output_config", "enable_sagemaker_metrics", "enable_network_isolation",
+    "encrypt_inter_container_traffic", "keep_alive_period_in_seconds", "instance_groups",
+    "training_repository_access_mode", "training_repository_credentials_provider_arn", "container_entry_point",
+    "container_arguments", "disable_output_compression", "enable_infra_check", "enable_remote_debug",
+    "enable_session_tag_chaining", "training_plan", "compiler_config", "training_recipe", "recipe_overrides"}
+# SDK v1 names that SDK v2 renamed.
+RENAMED_ARGUMENTS = {"train_instance_count": "instance_count", "train_instance_type": "instance_type",
+                     "train_max_run": "max_run", "train_use_spot_instances": "use_spot_instances",
+                     "train_max_wait": "max_wait", "train_volume_size": "volume_size",
+                     "train_volume_kms_key": "volume_kms_key"}
 BUILTIN_LAUNCHER = Path(__file__).with_name("builtin_launcher.py")
 
 
@@ -122,8 +138,8 @@ class TrainingJob:
             follow_log(self.name, root=self.root)
         return wait_for_job(self.name, self.root)
 
-    def logs(self, follow: bool = True, emit=print) -> None:
-        follow_log(self.name, emit, self.root, follow=follow)
+    def logs(self, follow: bool = True, emit=print, host: str | None = None) -> None:
+        follow_log(self.name, emit, self.root, follow=follow, host=host)
 
     def stop(self) -> str:
         return stop_job(self.name, self.root)
@@ -143,8 +159,13 @@ class Estimator:
                  base_job_name: str | None = None, install_requirements: bool = False,
                  spot_interruptions: list[float] | None = None, spot_capacity_wait: float = 0.0,
                  spot_price_ratio: float = 0.3, jobs_root: str | None = None, tracking: bool = True,
+                 input_mode: str = "File", debugger_hook_config=None, container_log_level: int = 20,
                  **framework_settings):
-        """SageMaker's Estimator arguments; the nlpforge additions are:
+        """SageMaker's Estimator arguments. Those that mean nothing on one machine (role, image_uri, subnets, ...)
+        are accepted and recorded; `instance_type` may be an `ml.*` type, run here as local or local_gpu;
+        `input_mode` Pipe and FastFile run as File; `debugger_hook_config` (a DebuggerHookConfig, a dict with its
+        names, or False) becomes input/config/debughookconfig.json, with a default one when it is not given, as
+        SageMaker's framework estimators do. The nlpforge additions are:
 
         install_requirements: pip-install source_dir/requirements.txt before the script runs.
         spot_interruptions: seconds into each attempt at which the spot instance is reclaimed (SIGTERM).
@@ -161,13 +182,17 @@ class Estimator:
             where = f" in source_dir {self.source_dir}" if self.source_dir else ""
             raise ConfigError(f"entry_point '{entry_point}' not found{where}; give the path of the training script")
         self.entry_point = entry_point if self.source_dir else str(script.resolve())
+        renamed = sorted(set(framework_settings) & set(RENAMED_ARGUMENTS))
+        if renamed:
+            raise ConfigError(f"{renamed[0]} is SageMaker Python SDK v1's name; use {RENAMED_ARGUMENTS[renamed[0]]}")
         unknown = sorted(set(framework_settings) - SAGEMAKER_ONLY_ARGUMENTS)
         if unknown:
             raise ConfigError(f"unknown Estimator argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator)")
         if spot_interruptions is not None and not use_spot_instances:
             raise ConfigError("spot_interruptions needs use_spot_instances=True")
         arguments = JobArguments(instance_count, instance_type, max_run, use_spot_instances, max_wait,
-                                 max_retry_attempts, spot_capacity_wait, spot_price_ratio)
+                                 max_retry_attempts, spot_capacity_wait, spot_price_ratio, input_mode=input_mode,
+                                 container_log_level=container_log_level)
         for definition in metric_definitions or []:
             if not isinstance(definition, dict) or set(definition) != {"Name", "Regex"}:
                 raise ConfigError("each metric definition must be {'Name': ..., 'Regex': ...}, got "
@@ -187,6 +212,11 @@ class Estimator:
         self.spot = contract.Spot(list(spot_interruptions or []), arguments.spot_capacity_wait,
                                   arguments.spot_price_ratio)
         self.tracking = tracking and os.environ.get("NLPFORGE_TRACKING", "1") not in ("0", "off", "false")
+        self.input_mode, self.container_log_level = arguments.input_mode, arguments.container_log_level
+        self.debugger_hook_config = debugger_hook_config
+        if debugger_hook_config is not False:  # checked now, written by fit
+            contract.debug_hook_request(debugger_hook_config or True, self.output_path,
+                                        contract.JobPaths(self.jobs_root / "job"))
         self.framework_settings = {k: repr(v) for k, v in framework_settings.items()}  # recorded only
         self.latest_training_job: TrainingJob | None = None
         self.tuning_job_name: str | None = None
@@ -217,7 +247,19 @@ class Estimator:
         paths = contract.JobPaths(self.jobs_root / name)
         if paths.spec.exists():
             raise ConfigError(f"a job named {name} already exists in {self.jobs_root}; choose another job_name")
-        paths.create()
+        gpus = contract.count_gpus() if self.instance_type != "local" else 0
+        local_type, mapping = contract.local_instance_type(self.instance_type, gpus)
+        if local_type == "local_gpu" and gpus == 0:
+            raise ConfigError("instance_type='local_gpu' but nvidia-smi finds no GPU; use instance_type='local'")
+        gpus = gpus if local_type == "local_gpu" else 0
+        notes = [mapping] if mapping else []
+        if self.input_mode != "File":
+            notes.append(f"input_mode {self.input_mode} runs as File: each channel is a folder of files under "
+                         "input/data/<channel>, and inputdataconfig.json says File")
+        hosts = contract.host_names(self.instance_count)
+        paths.create(hosts)
+        debug_hook = None if self.debugger_hook_config is False else \
+            contract.debug_hook_request(self.debugger_hook_config or True, self.output_path, paths)
         copy_code(self.entry_point, self.source_dir, paths.code)
         for channel, source in channels.items():
             link_channel(source, paths.channel(channel))
@@ -225,21 +267,19 @@ class Estimator:
         checkpoint_dir = Path(self.checkpoint_local_path).expanduser().resolve() if self.checkpoint_local_path \
             else paths.checkpoints
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        hosts = contract.host_names(self.instance_count)
-        gpus = contract.count_gpus() if self.instance_type == "local_gpu" else 0
-        if self.instance_type == "local_gpu" and gpus == 0:
-            raise ConfigError("instance_type='local_gpu' but nvidia-smi finds no GPU; use instance_type='local'")
         contract.write_input_config(paths, job_name=name, entry_point=entry, hyperparameters=self._hyperparameters,
-                                    channels=sorted(channels), hosts=hosts, instance_type=self.instance_type)
+                                    channels=sorted(channels), hosts=hosts, instance_type=self.instance_type,
+                                    log_level=self.container_log_level, debug_hook=debug_hook)
         paths.host_environments.mkdir(parents=True, exist_ok=True)
         cpus = os.cpu_count() or 1
         for host in hosts:
             env = contract.training_environment(
                 paths, job_name=name, entry_point=entry, hyperparameters=self._hyperparameters,
                 channels=sorted(channels), hosts=hosts, current_host=host, instance_type=self.instance_type,
-                num_gpus=gpus, num_cpus=cpus, distributed=self.instance_count > 1)
+                num_gpus=gpus, num_cpus=cpus, distributed=self.instance_count > 1,
+                log_level=self.container_log_level)
             write_json(paths.host_environments / f"{host}.json",
-                       contract.environment_variables(env, checkpoint_dir, paths))
+                       contract.environment_variables(env, checkpoint_dir, paths, debug_hook=debug_hook is not None))
         spec = contract.JobSpec(
             job_name=name, created=now_iso(), estimator=type(self).__name__, entry_point=entry,
             interpreter=[sys.executable], command_args=self.command_args(paths, channels),
@@ -250,7 +290,8 @@ class Estimator:
             environment=self.environment, metric_definitions=self.metric_definitions,
             install_requirements=self.install_requirements, base_job_name=self.default_job_base(),
             tuning_job_name=self.tuning_job_name, experiment=experiment_config or {}, tracking=self.tracking,
-            framework_settings=self.framework_settings)
+            framework_settings=self.framework_settings, input_mode=self.input_mode, local_instance_type=local_type,
+            debug_hook_config=debug_hook, notes=notes)
         write_json(paths.spec, spec.to_dict())
         write_json(paths.status, {"TrainingJobStatus": "InProgress", "SecondaryStatus": "Starting"})
         return paths
@@ -287,9 +328,10 @@ class Estimator:
             raise TrainingJobError("this estimator has not run a job yet; call fit() first, or attach() to one")
         return self.latest_training_job
 
-    def logs(self, follow: bool = True) -> None:
-        """Print the latest job's log (following it while it runs), like SageMaker's `estimator.logs()`."""
-        self._job().logs(follow=follow)
+    def logs(self, follow: bool = True, host: str | None = None) -> None:
+        """Print the latest job's log (following it while it runs), like SageMaker's `estimator.logs()`: every
+        host's lines, prefixed `[algo-N]` when there are several, or one host's (host="algo-2")."""
+        self._job().logs(follow=follow, host=host)
 
     @property
     def model_data(self) -> str:
@@ -321,13 +363,22 @@ class Estimator:
 
     # -- deploy and batch transform (sdk/predictor.py) ------------------------------------------
     def deploy(self, initial_instance_count: int = 1, instance_type: str = "local", endpoint_name: str | None = None,
-               serializer=None, deserializer=None, **server_settings):
-        """Register the latest model with the nlpforge model server (started if none runs); returns a Predictor."""
+               serializer=None, deserializer=None, entry_point: str | None = None, source_dir: str | None = None,
+               **server_settings):
+        """Register the latest model with this jobs root's model server (started if none of its own runs); returns a
+        Predictor. A script-mode model (model.pth, ...) is served with its inference script, as SageMaker's
+        PyTorch.deploy(entry_point=...) does: `entry_point` is looked up in `source_dir`, else in the estimator's
+        source_dir, else taken as a path. `server_settings` are deploy_model's (ports, ...) or SageMaker's
+        other deploy arguments."""
         from nlpforge.sdk.predictor import deploy_model
 
+        if entry_point is not None and source_dir is None and self.source_dir is not None \
+                and not Path(entry_point).is_absolute() and (self.source_dir / entry_point).is_file():
+            source_dir = str(self.source_dir)
         return deploy_model(self.model_dir, endpoint_name or self._job().name, initial_instance_count,
-                            serializer=serializer, deserializer=deserializer, jobs_root=self.jobs_root,
-                            training_job_name=self._job().name, tracking=self.tracking, **server_settings)
+                            instance_type=instance_type, serializer=serializer, deserializer=deserializer,
+                            jobs_root=self.jobs_root, training_job_name=self._job().name, tracking=self.tracking,
+                            entry_point=entry_point, source_dir=source_dir, **server_settings)
 
     def transformer(self, instance_count: int = 1, instance_type: str = "local", output_path: str | None = None,
                     strategy: str = "MultiRecord", assemble_with: str = "Line", accept: str = "application/jsonlines"):
@@ -338,7 +389,16 @@ class Estimator:
 
 
 class PyTorch(Estimator):
-    """SageMaker's `sagemaker.pytorch.PyTorch`: the same Estimator; framework_version/py_version are recorded."""
+    """SageMaker's `sagemaker.pytorch.PyTorch`: the same Estimator, so a notebook's call runs as written.
+
+        PyTorch(entry_point="train.py", source_dir="src", role=role, instance_count=2,
+                instance_type="ml.p3.2xlarge", py_version="py3", framework_version="1.6.0",
+                hyperparameters={"epochs": 1}, input_mode="File", debugger_hook_config=hook_config,
+                metric_definitions=[{"Name": "validation:accuracy", "Regex": "val_acc: ([0-9.]+)"}])
+
+    framework_version, py_version, image_uri and distribution are recorded: the script runs with this
+    environment's Python and torch, and several hosts always run under torchrun.
+    """
 
 
 class BuiltinEstimator(Estimator):

@@ -4,6 +4,7 @@
     list_jobs()                                             # newest first
     stop_job(name)                                          # SIGTERM to the script, status Stopped
     follow_log(name, print)                                 # tail the kept log until the job ends
+    follow_log(name, print, host="algo-2")                  # one host's stream only
 
 The CLI (`nlpforge jobs ...`), `Estimator.latest_training_job` and the tuner all read jobs here.
 """
@@ -16,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from nlpforge.errors import TrainingJobError
-from nlpforge.sdk.contract import JobPaths, JobSpec, serialized_hyperparameters
+from nlpforge.sdk.contract import JobPaths, JobSpec, host_names, serialized_hyperparameters
 from nlpforge.settings import jobs_root
 
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -110,21 +111,24 @@ def describe_job(name: str, root=None) -> dict:
         "TrainingTimeInSeconds": status.get("TrainingTimeInSeconds"),
         "BillableTimeInSeconds": status.get("BillableTimeInSeconds"),
         "HyperParameters": serialized_hyperparameters(spec.hyperparameters),
-        "AlgorithmSpecification": {"TrainingImage": "local", "TrainingInputMode": "File",
+        "AlgorithmSpecification": {"TrainingImage": "local", "TrainingInputMode": spec.input_mode,
                                    "EntryPoint": spec.entry_point, "MetricDefinitions": spec.metric_definitions},
         "InputDataConfig": [{"ChannelName": channel, "DataUri": path} for channel, path in spec.channels.items()],
         "OutputDataConfig": {"S3OutputPath": spec.output_path},
-        "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count},
+        "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count,
+                           "LocalInstanceType": spec.local_instance_type},
         "StoppingCondition": {"MaxRuntimeInSeconds": spec.max_run, "MaxWaitTimeInSeconds": spec.max_wait},
         "EnableManagedSpotTraining": spec.use_spot_instances,
         "CheckpointConfig": {"LocalPath": spec.checkpoint_dir},
         "RetryStrategy": {"MaximumRetryAttempts": spec.max_retry_attempts},
+        "DebugHookConfig": spec.debug_hook_config,
         "ModelArtifacts": status.get("ModelArtifacts"),
         "FinalMetricDataList": [{"MetricName": key, "Value": row["value"], "Timestamp": row.get("timestamp")}
                                 for key, row in metrics.items()],
         "Attempts": status.get("Attempts", []),
         "JobFolder": str(paths.root),
         "LogFile": str(paths.log),
+        "HostLogFiles": {host: str(paths.host_log(host)) for host in host_names(spec.instance_count)},
         "TuningJobName": spec.tuning_job_name,
         "MlflowRunId": status.get("MlflowRunId"),
     }
@@ -182,14 +186,20 @@ def wait_for_job(name: str, root=None, poll: float = 0.2, timeout: float | None 
         time.sleep(poll)
 
 
-def follow_log(name: str, emit=print, root=None, follow: bool = True, poll: float = 0.2) -> None:
-    """Print the job's kept log; with follow, keep printing new lines until the job ends."""
+def follow_log(name: str, emit=print, root=None, follow: bool = True, poll: float = 0.2,
+               host: str | None = None) -> None:
+    """Print the job's kept log (every host, each line prefixed `[algo-N]` when there are several), or one
+    host's stream; with follow, keep printing new lines until the job ends."""
     paths = job_paths(name, root)
+    hosts = host_names(JobSpec.read(paths.spec).instance_count)
+    if host is not None and host not in hosts:
+        raise TrainingJobError(f"job '{name}' has no host '{host}'; its hosts are {', '.join(hosts)}")
+    log = paths.log if host is None else paths.host_log(host)
     position = 0
     while True:
         finished = describe_job(name, root)["TrainingJobStatus"] in TERMINAL
-        if paths.log.exists():
-            with open(paths.log, encoding="utf-8", errors="replace") as handle:
+        if log.exists():
+            with open(log, encoding="utf-8", errors="replace") as handle:
                 handle.seek(position)
                 chunk = handle.read()
                 # Print only whole lines while the job still writes.

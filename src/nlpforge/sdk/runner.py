@@ -4,10 +4,13 @@
     python -m nlpforge.sdk.runner FOLDER        # detached, what fit(wait=False) starts
 
 It starts the script (python, or torchrun with one process per host for instance_count > 1),
-keeps and streams its log, turns log lines into metrics with the metric_definitions regexes,
+keeps one log stream per host (torchrun writes each rank's output to its own files, followed
+here line by line) and streams them, prefixed `[algo-N]` when there are several, turns log lines
+into metrics with the metric_definitions regexes,
 enforces max_run, handles stop requests, simulates spot interruptions (SIGTERM, wait for
 capacity, restart from the checkpoint folder), packs model.tar.gz and output.tar.gz to the
-output path, writes output/failure on failure, and records the job in MLflow.
+output path, writes output/failure on failure (the failing host's last traceback), and records the
+job in MLflow.
 """
 import json
 import math
@@ -21,12 +24,18 @@ import threading
 import time
 from pathlib import Path
 
-from nlpforge.sdk.contract import JobPaths, JobSpec
+from nlpforge.sdk.contract import MASTER_HOST, JobPaths, JobSpec, host_names
 from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, update_status, write_json
 
 SPOT_GRACE_SECONDS = 120  # SageMaker's two-minute interruption notice
 STOP_GRACE_SECONDS = 30
 HOST_ENTRY = Path(__file__).with_name("host_entry.py")
+TRACEBACK = "Traceback (most recent call last):"
+RANK_PREFIX = re.compile(r"^\[rank\d+\]:\s?")  # torch.distributed's excepthook marks each traceback line
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+# Errors a host raises because another host failed first.
+PEER_FAILURE = re.compile(r"Connection (closed|reset) by peer|remote worker|Broken pipe|timed out|Timeout|"
+                          r"DistNetworkError|DistBackendError")
 
 
 class StopJob(Exception):
@@ -110,38 +119,157 @@ class MetricRecorder:
                     pass
 
 
-def pump_output(process: subprocess.Popen, log_handle, stream, recorder: MetricRecorder) -> None:
+class HostStreams:
+    """The job's output, one stream per host.
+
+    A host's lines go to logs/<host>.log and, prefixed `[host]` when the job has several hosts, to the
+    combined logs/training.log, the live stream and the metric regexes. Only whole lines are passed on,
+    so lines of different hosts are never spliced. torchrun's own lines are marked `[torchrun]` and
+    runner notes `[nlpforge]`.
+    """
+
+    def __init__(self, paths: JobPaths, hosts: list[str], log_handle, stream, recorder: MetricRecorder):
+        self.log_handle, self.stream, self.recorder = log_handle, stream, recorder
+        self.prefixed = len(hosts) > 1
+        self.files = {host: open(paths.host_log(host), "a", encoding="utf-8") for host in hosts}
+        self.launcher_lines: list[str] = []
+        self.traceback_order: list[str] = []  # hosts in the order their first traceback arrived
+        self.lock = threading.Lock()
+
+    def line(self, host: str | None, text: str) -> None:
+        """One whole line of a host (None: torchrun itself)."""
+        shown = f"[{host or 'torchrun'}] {text}" if self.prefixed else text
+        with self.lock:
+            if host is None:
+                self.launcher_lines = [*self.launcher_lines[-400:], text]
+            else:
+                self.files[host].write(text + "\n")
+                self.files[host].flush()
+                if RANK_PREFIX.sub("", text).startswith(TRACEBACK) and host not in self.traceback_order:
+                    self.traceback_order.append(host)
+            self.log_handle.write(shown + "\n")
+            self.log_handle.flush()
+            if self.stream is not None:  # print writes a line and its newline apart: one thread at a time
+                self.stream(shown)
+        if host is not None:
+            self.recorder.scan(text)
+
+    def note(self, text: str, show: bool = False) -> None:
+        with self.lock:
+            self.log_handle.write(f"[nlpforge] {text}\n")
+            self.log_handle.flush()
+            if show and self.stream is not None:
+                self.stream(f"[nlpforge] {text}")
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+
+def pump_output(process: subprocess.Popen, streams: HostStreams, host: str | None) -> None:
+    """The process's stdout, line by line, as one host's stream (None: torchrun's own output)."""
     for raw in iter(process.stdout.readline, b""):
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        log_handle.write(line + "\n")
-        log_handle.flush()
-        if stream is not None:
-            stream(line)
-        recorder.scan(line)
+        streams.line(host, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
 
 
-def command_for(spec: JobSpec, paths: JobPaths) -> list[str]:
-    """python script args, or torchrun with one process per host."""
+class RankFiles(threading.Thread):
+    """Follows the stdout.log and stderr.log that torchrun (`--redirects 3 --log-dir`) writes for each rank,
+    and hands every whole line to its host's stream; a last line without a newline is passed on at the end."""
+
+    def __init__(self, log_dir: Path, hosts: list[str], streams: HostStreams, poll: float = 0.1):
+        super().__init__(daemon=True)
+        self.log_dir, self.hosts, self.streams, self.poll = log_dir, hosts, streams, poll
+        self.read: dict[Path, tuple[int, bytes]] = {}  # file -> (bytes read, the unfinished line)
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        while not self.finished.wait(self.poll):
+            self.follow()
+        self.follow(final=True)
+
+    def follow(self, final: bool = False) -> None:
+        for rank, host in enumerate(self.hosts):
+            for path in sorted(self.log_dir.glob(f"*/attempt_*/{rank}/std*.log")):
+                offset, partial = self.read.get(path, (0, b""))
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                *lines, partial = (partial + chunk).split(b"\n")
+                if final and partial:
+                    lines, partial = [*lines, partial], b""
+                for line in lines:
+                    self.streams.line(host, line.decode("utf-8", errors="replace").rstrip("\r"))
+                self.read[path] = (offset + len(chunk), partial)
+
+    def stop(self) -> None:
+        self.finished.set()
+        self.join(timeout=10)
+
+
+def command_for(spec: JobSpec, paths: JobPaths, rank_logs: Path) -> list[str]:
+    """python script args, or torchrun with one process per host, each rank's output in its own files."""
     if spec.instance_count == 1:
         return [*spec.interpreter, spec.entry_point, *spec.command_args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc-per-node", str(spec.instance_count), str(HOST_ENTRY), str(paths.host_environments),
-            *spec.interpreter[1:], spec.entry_point, *spec.command_args]
+            "--nproc-per-node", str(spec.instance_count), "--redirects", "3", "--log-dir", str(rank_logs),
+            str(HOST_ENTRY), str(paths.host_environments), *spec.interpreter[1:], spec.entry_point,
+            *spec.command_args]
 
 
-def failure_reason(paths: JobPaths, exit_code: int, command: list[str]) -> str:
-    """The script's own output/failure if it wrote one, else the toolkit's ExecuteUserScriptError."""
-    if paths.failure.exists() and paths.failure.read_text(encoding="utf-8").strip():
-        return paths.failure.read_text(encoding="utf-8").strip()
-    message = ""
-    if paths.log.exists():
-        lines = paths.log.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
-        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
-        tail = lines[starts[-1]:] if starts else lines[-5:]
-        errors = [line for line in tail if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
-        message = errors[-1] if errors else "\n".join(tail[-3:])
-    return (f"AlgorithmError: ExecuteUserScriptError:\nExitCode {exit_code}\nErrorMessage \"{message}\"\n"
-            f"Command \"{' '.join(command)}\"")
+def failure_reason(paths: JobPaths, hosts: list[str], exit_code: int, command: list[str],
+                   launcher_lines: list[str] = (), traceback_order: list[str] = ()) -> str:
+    """The script's own output/failure if a host wrote one, else the toolkit's ExecuteUserScriptError with the
+    failing host and its last traceback."""
+    for host in hosts:
+        failure = paths.host_output(host) / "failure"
+        if failure.exists() and failure.read_text(encoding="utf-8").strip():
+            return failure.read_text(encoding="utf-8").strip()
+    errors = {host: last_traceback(paths.host_log(host)) for host in hosts}
+    host, root_exit_code = failing_host(hosts, errors, launcher_lines, traceback_order)
+    traceback, message = errors[host]
+    return "\n".join(["AlgorithmError: ExecuteUserScriptError:", f"ExitCode {root_exit_code or exit_code}",
+                      f"ErrorMessage \"{message}\"", f"Host {host}", *traceback, f"Command \"{' '.join(command)}\""])
+
+
+def last_traceback(log: Path) -> tuple[list[str], str]:
+    """A host log's last traceback, without the frames of the launcher that ran the script, and its error line
+    (the last lines of the log when there is no traceback)."""
+    lines = []
+    if log.exists():
+        lines = [RANK_PREFIX.sub("", line) for line in
+                 log.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]]
+    starts = [i for i, line in enumerate(lines) if line.startswith(TRACEBACK)]
+    traceback, launcher_frame = [], False
+    for line in lines[starts[-1]:] if starts else []:
+        if line.startswith("  File "):
+            launcher_frame = str(HOST_ENTRY) in line or '"<frozen runpy>"' in line
+        if launcher_frame and line.startswith("  "):
+            continue
+        traceback.append(line)
+        if len(traceback) > 1 and line and not line[0].isspace():
+            break  # the exception line ends the traceback
+    traceback = traceback[:1] + traceback[1:][-30:]
+    errors = [line for line in (traceback or lines[-5:]) if ERROR_LINE.match(line)]
+    return traceback, errors[-1] if errors else "\n".join(lines[-3:])
+
+
+def failing_host(hosts: list[str], errors: dict, launcher_lines, traceback_order) -> tuple[str, int | None]:
+    """The host whose error ended the job, and its exit code when torchrun reported it.
+
+    A host whose error is only that a peer went away (gloo's "Connection closed by peer", a timed-out
+    collective) failed because of another; among the others, torchrun's "Root Cause" is preferred, then the
+    first host seen printing a traceback, then the master.
+    """
+    root = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", "\n".join(launcher_lines), re.S)
+    root_host, root_code = (hosts[int(root.group(1))], int(root.group(2))) \
+        if root and int(root.group(1)) < len(hosts) else (None, None)
+    raised = [host for host in traceback_order if errors[host][0]]
+    causes = [host for host in raised if not PEER_FAILURE.search(errors[host][1])]
+    if causes:
+        return (root_host, root_code) if root_host in causes else (causes[0], None)
+    if root_host:
+        return root_host, root_code
+    return (raised[0] if raised else MASTER_HOST), None
 
 
 def install_requirements(paths: JobPaths, log_handle, stream) -> None:
@@ -193,40 +321,53 @@ class _JobRun:
         self.paths, self.stream = paths, stream
         self.spec = JobSpec.read(paths.spec)
         self.recorder = MetricRecorder(paths, self.spec.metric_definitions, on_metric)
-        self.command = command_for(self.spec, paths)
+        self.hosts = host_names(self.spec.instance_count)
+        self.command = command_for(self.spec, paths, paths.rank_logs / "attempt-1")
         env = {**os.environ, **self.spec.environment, **read_json(paths.host_environments / "algo-1.json", {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.code), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         self.env = env
         self.started = time.monotonic()
         self.attempts: list[dict] = []
-        self.log_handle = None
+        self.log_handle = self.streams = None
 
     def note(self, line: str) -> None:
-        self.log_handle.write(f"[nlpforge] {line}\n")
-        self.log_handle.flush()
+        self.streams.note(line)
 
     def attempt(self, run_limit: float | None, interrupt_after: float | None) -> tuple[int, str, float]:
         """One run of the script, for at most run_limit seconds.
 
         Returns (exit code, how it ended: exited/interrupted/stopped/timeout/pruned, seconds it ran).
         """
+        rank_files = None
+        self.streams.launcher_lines, self.streams.traceback_order = [], []
+        if len(self.hosts) > 1:
+            rank_logs = self.paths.rank_logs / f"attempt-{len(self.attempts) + 1}"
+            self.command = command_for(self.spec, self.paths, rank_logs)
+            rank_files = RankFiles(rank_logs, self.hosts, self.streams)
+        self.note(f"attempt {len(self.attempts) + 1}: {' '.join(self.command)}")
         process = subprocess.Popen(self.command, cwd=self.paths.code, env=self.env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         update_status(self.paths, ProcessPid=process.pid, SecondaryStatus="Training")
-        pump = threading.Thread(target=pump_output, args=(process, self.log_handle, self.stream, self.recorder),
-                                daemon=True)
+        pump = threading.Thread(target=pump_output, daemon=True,
+                                args=(process, self.streams, None if rank_files else MASTER_HOST))
         pump.start()
+        if rank_files:
+            rank_files.start()
         started = time.monotonic()
         try:
             ended, grace = self.watch(process, started, run_limit, interrupt_after)
         except KeyboardInterrupt:  # the script runs in its own session, so Ctrl-C must be passed on
             terminate(process, STOP_GRACE_SECONDS)
             pump.join(timeout=10)
+            if rank_files:
+                rank_files.stop()
             raise
         if ended != "exited":
             terminate(process, grace)
         pump.join(timeout=10)
+        if rank_files:
+            rank_files.stop()
         self.recorder.poll_engine()
         return process.returncode, ended, time.monotonic() - started
 
@@ -260,7 +401,6 @@ class _JobRun:
         failures = 0
         while True:
             interrupt_after = interruptions.pop(0) if interruptions else None
-            self.note(f"attempt {len(self.attempts) + 1}: {' '.join(self.command)}")
             attempt_start = now_iso()
             # max_run bounds the running time of all attempts; waiting for spot capacity does not count.
             run_limit = spec.max_run - sum(a["seconds"] for a in self.attempts) if spec.max_run else None
@@ -284,12 +424,14 @@ class _JobRun:
                 return "Stopped", f"early stopping: {self.recorder.stop_reason}"
             if ended == "timeout":
                 return "Failed", f"MaxRuntimeExceeded: the job ran longer than max_run={spec.max_run}s and was stopped"
-            reason = failure_reason(self.paths, exit_code, self.command)
+            reason = failure_reason(self.paths, self.hosts, exit_code, self.command, self.streams.launcher_lines,
+                                    self.streams.traceback_order)
             failures += 1
             if failures > spec.max_retry_attempts:
                 return "Failed", reason
             self.note(f"attempt failed; retry {failures} of {spec.max_retry_attempts}")
-            self.paths.failure.unlink(missing_ok=True)
+            for host in self.hosts:
+                (self.paths.host_output(host) / "failure").unlink(missing_ok=True)
 
     def run(self) -> dict:
         paths, spec = self.paths, self.spec
@@ -300,6 +442,9 @@ class _JobRun:
             threading.Thread(target=warm_up_tracking, daemon=True).start()
         model_artifacts, keyboard = None, False
         with open(paths.log, "a", encoding="utf-8") as self.log_handle:
+            self.streams = HostStreams(paths, self.hosts, self.log_handle, self.stream, self.recorder)
+            for line in spec.notes:
+                self.streams.note(line, show=True)
             try:
                 if spec.install_requirements:
                     update_status(paths, SecondaryStatus="Downloading")
@@ -319,6 +464,7 @@ class _JobRun:
             else:
                 paths.failure.write_text(reason + "\n", encoding="utf-8")
                 self.note(f"job {outcome.lower()}: {reason}")
+            self.streams.close()
         running = sum(a["seconds"] for a in self.attempts)
         training_seconds = time.monotonic() - self.started
         billable = running * spec.spot.price_ratio if spec.use_spot_instances else running
