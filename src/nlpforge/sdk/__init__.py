@@ -1,5 +1,5 @@
 """nlpforge's SageMaker-style SDK: Estimator, PyTorch, the built-in TextClassifier, TokenClassifier,
-QuestionAnswerer and MaskedLanguageModel, Predictor, Transformer, serializers.
+QuestionAnswerer and MaskedLanguageModel, PyTorchModel, Predictor, Transformer, serializers.
 
     from nlpforge.sdk import PyTorch
     est = PyTorch(entry_point="train.py", hyperparameters={"epochs": 2})
@@ -14,10 +14,12 @@ _EXPORTS = {
     "TextClassifier": "nlpforge.sdk.estimator", "MaskedLanguageModel": "nlpforge.sdk.estimator",
     "TokenClassifier": "nlpforge.sdk.estimator", "QuestionAnswerer": "nlpforge.sdk.estimator",
     "TrainingJob": "nlpforge.sdk.estimator",
+    "PyTorchModel": "nlpforge.sdk.model",
     "Predictor": "nlpforge.sdk.predictor", "Transformer": "nlpforge.sdk.predictor",
     "JSONSerializer": "nlpforge.sdk.serializers", "CSVSerializer": "nlpforge.sdk.serializers",
     "IdentitySerializer": "nlpforge.sdk.serializers", "JSONDeserializer": "nlpforge.sdk.serializers",
     "StringDeserializer": "nlpforge.sdk.serializers", "CSVDeserializer": "nlpforge.sdk.serializers",
+    "JSONLinesSerializer": "nlpforge.sdk.serializers", "JSONLinesDeserializer": "nlpforge.sdk.serializers",
 }
 
 

@@ -9,21 +9,38 @@
 The server speaks TorchServe's API: inference on 8080 (`/ping`, `/predictions/{name}`),
 management on 8081 (`POST /models?url=...&model_name=...`, `DELETE /models/{name}`). Each
 endpoint is recorded in `<jobs root>/_endpoints/<name>.json` so that a later process can attach.
+
+deploy() uses only a server that serves this jobs root's model store (`<jobs root>/_model_store`,
+named by the `X-Nlpforge-Model-Store` header of its /ping): when another server (another user's,
+another store) holds the ports, it starts its own on free ports and records them. A script-mode
+model is deployed with its inference script (`entry_point`), packaged as SageMaker does (sdk/model.py).
 """
+import logging
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from nlpforge.errors import EndpointError, RequestError
-from nlpforge.sdk.jobs import now_iso, read_json, write_json
+from nlpforge.sdk.jobs import NAME_PATTERN, now_iso, read_json, write_json
 from nlpforge.sdk.serializers import JSONDeserializer, JSONSerializer
 from nlpforge.serving.client import InferenceClient, ManagementClient
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"inference_port": 8080, "management_port": 8081, "metrics_port": 8082}
+# SageMaker's Model.deploy arguments that mean nothing on one machine: accepted, so that notebooks run unchanged.
+SAGEMAKER_DEPLOY_ARGUMENTS = {
+    "accelerator_type", "tags", "kms_key", "wait", "data_capture_config", "async_inference_config",
+    "serverless_inference_config", "volume_size", "model_data_download_timeout",
+    "container_startup_health_check_timeout", "inference_recommendation_id", "explainer_config", "accept_eula",
+    "endpoint_logging", "resources", "endpoint_type", "managed_instance_scaling", "inference_component_name",
+    "routing_config", "model_name", "role", "vpc_config", "enable_network_isolation", "use_compiled_model",
+    "update_endpoint"}
+
+log = logging.getLogger("nlpforge.sdk")
 
 
 def endpoint_record_path(name: str, root=None) -> Path:
@@ -73,34 +90,47 @@ def start_server(host: str, ports: dict, root: Path, command: list[str] | None, 
 def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1, *, serializer=None,
                  deserializer=None, jobs_root=None, training_job_name: str | None = None, host: str = DEFAULT_HOST,
                  inference_port: int = 8080, management_port: int = 8081, metrics_port: int = 8082,
-                 server_command: list[str] | None = None, startup_timeout: float = 120,
-                 tracking: bool = True) -> "Predictor":
-    """Register a model folder as an endpoint on the model server, starting the server if none answers."""
-    model_dir = Path(model_dir).resolve()
-    if not (model_dir / "nlpforge.json").exists():
-        raise EndpointError(f"{model_dir} is not an nlpforge model folder (no nlpforge.json); the model server "
-                            "serves what `nlpforge train` or TextClassifier write. A script-mode job must save "
-                            "such a folder to SM_MODEL_DIR to be deployed")
+                 server_command: list[str] | None = None, startup_timeout: float = 120, tracking: bool = True,
+                 instance_type: str = "local", entry_point: str | None = None, source_dir: str | None = None,
+                 **sagemaker_options) -> "Predictor":
+    """Register a model as an endpoint on this jobs root's model server, starting one if none of its own answers.
+
+    model_dir is an nlpforge model folder, or a folder (or model.tar.gz) in SageMaker's layout with
+    code/inference.py; with `entry_point` (in source_dir, if given) it is packaged with that inference script.
+    instance_type may be local or any ml.* type: it runs here. SageMaker's other deploy arguments are accepted."""
+    unknown = sorted(set(sagemaker_options) - SAGEMAKER_DEPLOY_ARGUMENTS)
+    if unknown:
+        raise EndpointError(f"unknown deploy argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator.deploy)")
     if initial_instance_count < 1:
         raise EndpointError("initial_instance_count must be at least 1")
+    if instance_type not in ("local", "local_gpu") and not str(instance_type).startswith("ml."):
+        raise EndpointError(f"instance_type must be local or a SageMaker type such as ml.m5.xlarge, not "
+                            f"{instance_type!r}")
+    if not NAME_PATTERN.match(endpoint_name):
+        raise EndpointError(f"endpoint_name {endpoint_name!r} must be 1-63 letters, digits or '-', starting with a "
+                            "letter or digit")
     root = resolve_jobs_root(jobs_root)
-    ports = {"inference_port": inference_port, "management_port": management_port, "metrics_port": metrics_port}
     record_path = endpoint_record_path(endpoint_name, root)
-    running = inference(host, inference_port).ping()
-    if record_path.exists() and running:
+    existing = read_json(record_path, {}) or {}
+    if existing and inference(existing.get("host", host), existing.get("inference_port", inference_port)).ping():
         raise EndpointError(f"endpoint '{endpoint_name}' already exists; delete it with "
                             f"Predictor('{endpoint_name}').delete_endpoint() or choose another endpoint_name")
-    started_pid = None
-    if not running:
-        started_pid = start_server(host, ports, root, server_command, startup_timeout)
+    packaged = entry_point is not None
+    if packaged:
+        from nlpforge.sdk.model import package_model
+
+        model_dir = package_model(model_dir, entry_point, source_dir, root / "_model_store" / endpoint_name)
+    model_dir = served_folder(model_dir)
+    ports = {"inference_port": inference_port, "management_port": management_port, "metrics_port": metrics_port}
+    ports, server_pid = own_server(host, ports, root, server_command, startup_timeout)
     try:
-        management(host, management_port, root, startup_timeout).register(
+        management(host, ports["management_port"], root, startup_timeout).register(
             str(model_dir), endpoint_name, workers=initial_instance_count)
     except RequestError as error:
         raise EndpointError(f"the model server refused to register '{endpoint_name}' ({error.message})") from None
     write_json_record(record_path, {"endpoint_name": endpoint_name, "model_dir": str(model_dir),
-                                    "training_job_name": training_job_name, "host": host, **ports,
-                                    "server_pid": started_pid, "created": now_iso()})
+                                    "packaged": packaged, "training_job_name": training_job_name, "host": host,
+                                    **ports, "server_pid": server_pid, "created": now_iso()})
     if training_job_name and tracking and os.environ.get("NLPFORGE_TRACKING", "1") not in ("0", "off", "false"):
         try:
             from nlpforge.tracking.runs import record_deployment
@@ -109,6 +139,71 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
         except ImportError:
             pass
     return Predictor(endpoint_name, serializer=serializer, deserializer=deserializer, jobs_root=root)
+
+
+def served_folder(model_dir) -> Path:
+    """A folder the model server serves: an nlpforge model folder, or SageMaker's layout (code/inference.py)."""
+    model_dir = Path(model_dir).resolve()
+    if not (model_dir / "nlpforge.json").exists() and not (model_dir / "code" / "inference.py").is_file():
+        raise EndpointError(f"{model_dir} is not an nlpforge model folder (no nlpforge.json) nor has it an inference "
+                            "script (code/inference.py); a script-mode job that saves model.pth is deployed with its "
+                            "inference script: deploy(entry_point='inference.py', source_dir=...)")
+    return model_dir
+
+
+def own_server(host: str, ports: dict, root: Path, command: list[str] | None,
+               timeout: float) -> tuple[dict, int | None]:
+    """(ports, pid if deploy() started it) of a model server that serves this jobs root's model store: one that
+    answers on the given ports or on an endpoint record's, else one started now, on the given ports or, when
+    another server holds them, on free ones."""
+    from nlpforge.serving.inference import model_store_id
+
+    wanted = model_store_id(root / "_model_store")
+    candidates = [(ports, None)] + [({k: record[k] for k in DEFAULT_PORTS}, record.get("server_pid"))
+                                    for record in endpoint_records(root)
+                                    if record.get("host", DEFAULT_HOST) == host and set(DEFAULT_PORTS) <= set(record)]
+    taken = False
+    for candidate, pid in candidates:
+        store = served_store(host, candidate["inference_port"])
+        if store == wanted:
+            return candidate, pid
+        taken = taken or (candidate is ports and store is not None)
+    if taken:
+        free = free_ports(host)
+        log.warning("the model server on %s:%s serves another model store, not %s; starting this jobs root's own "
+                    "server on ports %s", host, ports["inference_port"], root / "_model_store",
+                    ", ".join(map(str, free.values())))
+        ports = free
+    return ports, start_server(host, ports, root, command, timeout)
+
+
+def served_store(host: str, port: int) -> str | None:
+    """The model store id that the server on `port` names on /ping; "" for a server that names none; None when
+    nothing answers."""
+    from nlpforge.serving.inference import MODEL_STORE_HEADER
+
+    try:
+        response = inference(host, port).send("GET", "/ping", timeout=2)
+    except RequestError:
+        return None
+    return response.headers.get(MODEL_STORE_HEADER, "")
+
+
+def endpoint_records(root: Path) -> list[dict]:
+    return [record for path in sorted((root / "_endpoints").glob("*.json"))
+            if isinstance(record := read_json(path, {}), dict)]
+
+
+def free_ports(host: str) -> dict:
+    """Three ports that nothing listens on now."""
+    sockets = [socket.socket() for _ in DEFAULT_PORTS]
+    try:
+        for probe in sockets:
+            probe.bind((host, 0))
+        return {name: probe.getsockname()[1] for name, probe in zip(DEFAULT_PORTS, sockets)}
+    finally:
+        for probe in sockets:
+            probe.close()
 
 
 def write_json_record(path: Path, value: dict) -> None:
@@ -165,6 +260,10 @@ class Predictor:
             if error.status != 404:
                 raise EndpointError(f"deleting endpoint '{self.endpoint_name}' failed ({error.message})") from None
         endpoint_record_path(self.endpoint_name, self.jobs_root).unlink(missing_ok=True)
+        if self.record.get("packaged"):  # the folder deploy() packaged with the inference script
+            import shutil
+
+            shutil.rmtree(self.jobs_root / "_model_store" / self.endpoint_name, ignore_errors=True)
         pid = self.record.get("server_pid")
         others = list((self.jobs_root / "_endpoints").glob("*.json"))
         if stop_server and pid and not others:

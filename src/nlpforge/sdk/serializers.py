@@ -3,7 +3,8 @@
     Predictor("stars", serializer=CSVSerializer(), deserializer=JSONDeserializer())
 
 JSON is the model server's native format ({"text": ...} or a list); CSV and plain text send one
-text per line.
+text per line. JSON Lines (one JSON value a line) is what SageMaker workshops send to an
+inference.py model, e.g. [{"features": ["Loved it"]}] with JSONLinesSerializer.
 """
 import csv
 import io
@@ -17,6 +18,19 @@ class JSONSerializer:
         if isinstance(data, (bytes, bytearray)):
             return bytes(data)
         return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+
+class JSONLinesSerializer:
+    """A list of JSON values, one a line (application/jsonlines)."""
+
+    content_type = "application/jsonlines"
+
+    def serialize(self, data) -> bytes:
+        if isinstance(data, (bytes, bytearray)):
+            return bytes(data)
+        if isinstance(data, str):
+            return data.encode("utf-8")
+        return "\n".join(json.dumps(value, ensure_ascii=False) for value in data).encode("utf-8")
 
 
 class CSVSerializer:
@@ -49,6 +63,13 @@ class JSONDeserializer:
 
     def deserialize(self, body: bytes, content_type: str | None = None):
         return json.loads(body.decode("utf-8"))
+
+
+class JSONLinesDeserializer:
+    ACCEPT = ("application/jsonlines",)
+
+    def deserialize(self, body: bytes, content_type: str | None = None) -> list:
+        return [json.loads(line) for line in body.decode("utf-8").splitlines() if line.strip()]
 
 
 class StringDeserializer:

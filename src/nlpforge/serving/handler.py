@@ -6,7 +6,9 @@
 
 `setup(folder, backend, threads)` loads the model inside the worker. Every task is served by the
 one `TaskHandler`, which asks the task (nlpforge.tasks) what an input is and what an answer looks
-like, so a new task needs no handler code; `EchoHandler` measures the server without a model.
+like, so a new task needs no handler code; `EchoHandler` measures the server without a model. A
+folder holding code/inference.py is served by `ScriptHandler` (script_handler.py), SageMaker's
+inference contract; it sets `raw_bodies`, so the route gives it the body and headers undecoded.
 
     handler = handler_for("echo") or handler_for("text-classification")
     handler.setup("models/stars", backend="torch", threads=2)      # in the worker
@@ -26,6 +28,7 @@ class Handler(ABC):
     """One task's request decoding, batch prediction and response encoding."""
 
     task: str = ""
+    raw_bodies: bool = False  # True: decode_request gets {"body": bytes, "content_type", "accept"}, not values
 
     def setup(self, folder: str, backend: str = "torch", threads: int = 1) -> None:
         """Load the model; called once in each worker process."""
@@ -84,19 +87,33 @@ class EchoHandler(Handler):
                  "truncated": False} for t in batch]
 
 
+SCRIPT_TASK = "script"  # a model folder served through its code/inference.py
+
+
 def handler_for(task: str, max_chars: int = MAX_TEXT_CHARS) -> Handler:
-    """The handler that serves `task` (a task name, or "echo")."""
+    """The handler that serves `task` (a task name, "script" or "echo")."""
+    if task == SCRIPT_TASK:
+        from nlpforge.serving.script_handler import ScriptHandler
+
+        return ScriptHandler()
     return EchoHandler() if task == EchoHandler.task else TaskHandler(task, max_chars)
 
 
 def task_of(folder) -> str:
-    """The task a model folder holds (from nlpforge.json), if nlpforge serves it; else a clear error."""
+    """The task a model folder holds: "script" for SageMaker's layout (code/inference.py), else the task of its
+    nlpforge.json, if nlpforge serves it; else a clear error."""
+    from nlpforge.serving.script_handler import check_entry_point, is_script_folder
+
+    if is_script_folder(folder):
+        check_entry_point(folder)
+        return SCRIPT_TASK
     path = Path(folder) / "nlpforge.json"
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
-        raise ArtifactError(f"{folder}: not an nlpforge model folder (no readable nlpforge.json); "
-                            "give the folder that `nlpforge train` wrote") from None
+        raise ArtifactError(f"{folder}: not an nlpforge model folder (no readable nlpforge.json) nor a SageMaker "
+                            "one (no code/inference.py); give the folder that `nlpforge train` wrote, or add the "
+                            "inference script as code/inference.py") from None
     task = meta.get("task") if isinstance(meta, dict) else None
     if not isinstance(task, str):
         raise ArtifactError(f"{path}: must be a JSON object whose \"task\" is a task name, not "

@@ -13,15 +13,24 @@ answer holds is the model's task's business (nlpforge.tasks): a text, {"text": .
 {"text": ..., "text_pair": ...} for a classifier, a text with [MASK] for a masked-LM model. The
 served version is in the `X-Model-Version` header. Bad input is a 4xx with {"code", "type",
 "message"}, never a 500.
+
+A model folder with SageMaker's code/inference.py (serving/script_handler.py) gets the body and its
+Content-Type and Accept as they came, and the answer is the body and content type its output_fn
+returned; on the KServe routes it gets the instances as a JSON list and must answer JSON. Its
+errors carry the script's status (400, 406, 415, 500). `/ping` names the server's model store in
+the `X-Nlpforge-Model-Store` header (a hash of its path), so that a client can tell its own
+server from another user's on the same ports.
 """
 import asyncio
+import hashlib
 import json
 import logging
 import time
 import uuid
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from nlpforge.errors import NlpforgeError, RequestError
 from nlpforge.serving.handler import Handler, handler_for
@@ -55,7 +64,7 @@ async def body_chunks(request: Request, max_bytes: int):
         yield chunk
 
 
-async def read_values(request: Request, max_bytes: int) -> tuple[list, bool]:
+async def read_values(request: Request, max_bytes: int, json_only: bool = False) -> tuple[list, bool]:
     """The request's input values and whether it was a list: raw text, JSON, or multipart form parts."""
     from starlette.formparsers import MultiPartParser
 
@@ -74,7 +83,7 @@ async def read_values(request: Request, max_bytes: int) -> tuple[list, bool]:
             raise RequestError("the multipart body has no parts; send the text in a part named 'data'")
         return values, len(values) > 1
     body = b"".join([chunk async for chunk in body_chunks(request, max_bytes)])
-    if content_type.endswith("json") or (not content_type and body[:1] in (b"{", b"[")):
+    if json_only or content_type.endswith("json") or (not content_type and body[:1] in (b"{", b"[")):
         try:
             value = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
@@ -94,6 +103,39 @@ async def read_values(request: Request, max_bytes: int) -> tuple[list, bool]:
     return [body], False
 
 
+MODEL_STORE_HEADER = "X-Nlpforge-Model-Store"
+
+
+def model_store_id(model_store) -> str:
+    """A server's model store as a short id (a hash of its resolved path): tells servers apart, reveals no path."""
+    return hashlib.sha256(str(Path(model_store).expanduser().resolve()).encode("utf-8")).hexdigest()[:16]
+
+
+async def read_raw(request: Request, max_bytes: int, kserve: bool) -> dict:
+    """A raw-body handler's request: the body, its media type and Accept; on KServe routes, the instances as a
+    JSON list, answered as JSON."""
+    if kserve:
+        values, is_list = await read_values(request, max_bytes, json_only=True)
+        body = json.dumps(values if is_list else values[0], ensure_ascii=False).encode("utf-8")
+        return {"body": body, "content_type": "application/json", "accept": "application/json"}
+    body = b"".join([chunk async for chunk in body_chunks(request, max_bytes)])
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return {"body": body, "content_type": content_type or None, "accept": request.headers.get("accept")}
+
+
+def raw_answer(output: dict, kserve: bool):
+    """A raw-body handler's answer: a Response of its body and type, or on KServe routes its JSON value."""
+    if "error" in output:
+        raise RequestError(output["error"], status=output["status"])
+    if not kserve:
+        return Response(output["body"], media_type=output["content_type"])
+    try:
+        return json.loads(output["body"])
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(f"the model answered {output['content_type']}, not JSON, which KServe's routes need; "
+                           "use /predictions/{model} for other types", status=406) from None
+
+
 def model_headers(runtime) -> dict:
     """The served model and version as response headers; percent-encoded, since a header holds only ASCII."""
     from urllib.parse import quote
@@ -108,7 +150,8 @@ def status_of(error: NlpforgeError) -> int:
 
 def error_response(error: NlpforgeError) -> JSONResponse:
     names = {400: "BadRequestException", 401: "AuthenticationException", 404: "ModelNotFoundException",
-             409: "ConflictStatusException", 413: "RequestTooLargeException", 503: "ServiceUnavailableException",
+             406: "NotAcceptableException", 409: "ConflictStatusException", 413: "RequestTooLargeException",
+             415: "UnsupportedMediaTypeException", 500: "InternalServerException", 503: "ServiceUnavailableException",
              504: "RequestTimeoutException"}
     status = status_of(error)
     return JSONResponse({"code": status, "type": names.get(status, "RequestException"), "message": error.message},
@@ -152,7 +195,8 @@ def inference_app(state) -> FastAPI:
             decoders[task] = handler_for(task, settings.max_text_chars)
         return decoders[task]
 
-    async def infer(request: Request, model: str, version: str | None, kind: str = "predict"):
+    async def infer(request: Request, model: str, version: str | None, kind: str = "predict",
+                    json_only: bool = False):
         """(the answer: one value or a list, the runtime that gave it); user errors propagate to the
         error handlers after they are counted."""
         started = time.perf_counter()
@@ -161,7 +205,10 @@ def inference_app(state) -> FastAPI:
             runtime, shadow = state.registry.route(model, version, request.headers.get(settings.sticky_header))
             served = runtime.labels
             handler = decoder(runtime.spec.task)
-            values, is_list = await read_values(request, settings.max_request_bytes)
+            if handler.raw_bodies:
+                values, is_list = [await read_raw(request, settings.max_request_bytes, json_only)], False
+            else:
+                values, is_list = await read_values(request, settings.max_request_bytes, json_only)
             if len(values) > settings.max_batch_items:
                 raise RequestError(f"the request holds {len(values)} inputs, over the limit of "
                                    f"{settings.max_batch_items}; split it", status=413)
@@ -172,10 +219,19 @@ def inference_app(state) -> FastAPI:
             except asyncio.TimeoutError:
                 raise RequestError(f"no answer within {settings.request_timeout:.0f}s; the server is overloaded "
                                    "or the model is slow, retry later", status=504) from None
+            if handler.raw_bodies:
+                answer = raw_answer(outputs[0], json_only)
         except NlpforgeError as error:
             state.metrics.answered(*served, status_of(error), time.perf_counter() - started)
             raise
         state.metrics.answered(*served, 200, time.perf_counter() - started)
+        if handler.raw_bodies:  # capture what came and went, as text; a shadow needs decoded inputs, so none
+            if kind == "predict":
+                state.after_prediction(runtime, None, [items[0]["body"].decode("utf-8", "replace")],
+                                       [{"content_type": outputs[0]["content_type"],
+                                         "body": outputs[0]["body"].decode("utf-8", "replace")}],
+                                       request.headers.get("x-request-id") or uuid.uuid4().hex)
+            return answer, runtime
         truncated = sum(1 for o in outputs if isinstance(o, dict) and o.get("truncated"))
         if truncated:
             state.metrics.truncated.labels(*served).inc(truncated)
@@ -185,19 +241,25 @@ def inference_app(state) -> FastAPI:
         body = [handler.encode_response(o) for o in outputs]
         return body if is_list else body[0], runtime
 
-    def respond(result) -> JSONResponse:
+    def respond(result) -> Response:
         body, runtime = result
+        if isinstance(body, Response):
+            body.headers.update(model_headers(runtime))
+            return body
         return JSONResponse(body, headers=model_headers(runtime))
+
+    store = {MODEL_STORE_HEADER: model_store_id(settings.model_store)}
 
     @app.get("/ping", summary="Health check")
     async def ping():
         if not state.ready:
-            return JSONResponse({"status": "Starting"}, status_code=503, headers={"Retry-After": "1"})
+            return JSONResponse({"status": "Starting"}, status_code=503, headers={"Retry-After": "1", **store})
         down = state.registry.without_workers()
         if down:  # TorchServe's answer when a model has no worker running
             return JSONResponse({"status": "Unhealthy", "message": f"no live worker for {', '.join(down)}; see "
-                                 "the server log, then scale or register the model again"}, status_code=500)
-        return {"status": "Healthy"}
+                                 "the server log, then scale or register the model again"}, status_code=500,
+                                headers=store)
+        return JSONResponse({"status": "Healthy"}, headers=store)
 
     @app.post("/predictions/{model_name}", dependencies=auth, openapi_extra=BODY, summary="Predict")
     async def predictions(model_name: str, request: Request):
@@ -220,14 +282,14 @@ def inference_app(state) -> FastAPI:
     @app.post("/v1/models/{model_name}:predict", dependencies=auth, openapi_extra=KSERVE_BODY,
               summary="KServe v1 predict")
     async def kserve_predict(model_name: str, request: Request):
-        body, runtime = await infer(request, model_name, None)
+        body, runtime = await infer(request, model_name, None, json_only=True)
         return JSONResponse({"predictions": body if isinstance(body, list) else [body]},
                             headers=model_headers(runtime))
 
     @app.post("/v1/models/{model_name}:explain", dependencies=auth, openapi_extra=KSERVE_BODY,
               summary="KServe v1 explain")
     async def kserve_explain(model_name: str, request: Request):
-        body, runtime = await infer(request, model_name, None, "explain")
+        body, runtime = await infer(request, model_name, None, "explain", json_only=True)
         return JSONResponse({"explanations": body if isinstance(body, list) else [body]},
                             headers=model_headers(runtime))
 

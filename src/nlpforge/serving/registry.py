@@ -134,9 +134,11 @@ class ModelRegistry:
             except (tarfile.TarError, OSError) as error:
                 raise RequestError(f"{archive}: cannot extract ({error}); give a .tar.gz of a model folder") from None
             partial.rename(target)
-        found = [p.parent for p in target.rglob("nlpforge.json")]
+        found = [p.parent for p in target.rglob("nlpforge.json")] + \
+            [p.parents[1] for p in target.rglob("code/inference.py")]
         if not found:
-            raise RequestError(f"{archive}: holds no nlpforge model folder (no nlpforge.json inside)")
+            raise RequestError(f"{archive}: holds no model folder (no nlpforge.json, nor SageMaker's "
+                               "code/inference.py, inside)")
         return sorted(found, key=lambda p: len(p.parts))[0]
 
     async def register(self, url: str, name: str | None, version: str | None,
