@@ -2,8 +2,9 @@
 
 It owns optimisation (AdamW, warmup + linear/cosine decay, accumulation, clipping), mixed
 precision, DistributedDataParallel, per-epoch evaluation with the best epoch kept, early stopping,
-per-step metrics (JSONL + TensorBoard) and checkpoints of every object, so that a run killed at
-any step resumes exactly where it stopped, with no batch replayed. It is a plain function.
+per-step metrics (JSONL + TensorBoard), Debugger rules on its own tensors (nlpforge.training.debugger),
+and checkpoints of every object, so that a run killed at any step resumes exactly where it stopped,
+with no batch replayed. It is a plain function.
 
 A task hands it a `TrainingData` (nlpforge.tasks.base): the training rows and their lengths, how
 examples become a batch, the per-example loss and evaluation. Batches are grouped by length and
@@ -32,6 +33,7 @@ from nlpforge.errors import TrainingInterrupted
 from nlpforge.models.artifact import training_folder
 from nlpforge.tasks.base import TrainingData, run_features
 from nlpforge.training import checkpoint as ckpt
+from nlpforge.training.debugger import ISSUES, Debugger, Summary
 from nlpforge.training.distributed import World, all_sum, barrier, gather_objects, shard
 from nlpforge.training.precision import autocast, grad_scaler
 
@@ -54,6 +56,7 @@ class LoopState:
     epoch_rows: int = 0
     stopped_early: bool = False
     resumed_from: str | None = None
+    rules: dict = field(default_factory=dict)   # Debugger rule name -> InProgress, NoIssuesFound or IssuesFound
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -217,13 +220,16 @@ def fit(model: torch.nn.Module, data: TrainingData, job, fingerprint: dict, *, w
     """Train `model` on `data` as `job` says; afterwards `model` holds the best epoch's weights.
 
     `fingerprint` is what a checkpoint must match to resume this run; `on_step(step)` is called after
-    every optimizer step (a hook for tests and spot simulation). Raises TrainingInterrupted on SIGTERM.
+    every optimizer step (a hook for tests and spot simulation). Raises TrainingInterrupted on SIGTERM,
+    and when a Debugger rule with the stop action finds an issue.
     """
     run = _Run(model, data, job, fingerprint, world, device, precision, pad_id, log, on_step)
     try:
         with _StopSignal() as run.stop:
             while run.state.epoch < job.train.epochs and not run.state.stopped_early:
                 run.epoch()
+        if run.debugger:
+            run.rules_changed({k: v for k, v in run.debugger.finish().items() if run.state.rules.get(k) != v}, [])
     finally:
         run.bar.close()
         run.metrics_log.close()
@@ -274,6 +280,11 @@ class _Run:
                                 self.state.epoch * batches_per_epoch + self.state.batch,
                                 job.runtime.progress and world.is_main)
         self.stop: _StopSignal | None = None
+        rules = job.debugger
+        self.debugger = Debugger.of(rules.rules, rules.rules_interval, rules.rules_action) if rules.rules else None
+        self.rules_loss, self.rules_rows, self.rule_stop = 0.0, 0, None
+        if self.debugger:
+            self.rules_changed(self.debugger.status, [])
 
     # Cached: start-up, the loop and the log line all ask for epoch 0's batches, and on a
     # million-row file each build sorts the whole epoch.
@@ -327,6 +338,9 @@ class _Run:
             window_loss += batch_loss
             state.epoch_loss += batch_loss
             state.epoch_rows += rows
+            if self.debugger:
+                self.rules_loss += batch_loss
+                self.rules_rows += rows
             window_count += rows
             state.samples += rows
             state.padded_tokens += batch["input_ids"].numel()
@@ -347,10 +361,18 @@ class _Run:
                                      refresh=False)
                 window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
             if job.eval.eval_every and state.step % job.eval.eval_every == 0 and state.batch < len(global_batches):
+                evaluation = self.data.evaluate(self.evaluate_run)
                 self.metrics_log.write({"step": state.step, "epoch": state.epoch + state.batch / len(global_batches),
-                                        **self.data.evaluate(self.evaluate_run)})
+                                        **evaluation})
+                self.evaluated(evaluation)
             if self.on_step:
                 self.on_step(state.step)
+            if self.debugger and _agree(self.rule_stop is not None, world):
+                state.train_seconds += time.perf_counter() - started
+                path = self.save()
+                where = f"; checkpoint {path}" if path else ""
+                raise TrainingInterrupted(f"stopped by Debugger rule {self.rule_stop or 'on another rank'} at step "
+                                          f"{state.step}{where}; fix the cause, then resume with --resume auto")
             if job.train.max_steps and state.step >= job.train.max_steps:
                 state.stopped_early = True
             stopping = _agree(self.stop.received is not None, world)
@@ -368,8 +390,13 @@ class _Run:
         self.end_of_epoch(len(global_batches))
 
     def optimizer_step(self) -> None:
+        summary = None
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
+        if self.debugger and self.debugger.due(self.state.step + 1):
+            summary = self.debugger.before_step(self.model, self.state.step + 1,
+                                                self.rules_loss / max(self.rules_rows, 1) if self.rules_rows else None)
+            self.rules_loss, self.rules_rows = 0.0, 0
         if self.job.train.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.job.train.max_grad_norm)
         if self.scaler:
@@ -380,6 +407,35 @@ class _Run:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
+        if summary is not None:
+            self.rules_fired(self.debugger.after_step(self.model, summary))
+
+    def evaluated(self, metrics: dict) -> None:
+        """Hand an evaluation's loss (a task's `validation_*loss` metric, where it reports one) to the rules."""
+        if not self.debugger:
+            return
+        loss = next((v for k, v in metrics.items() if k.startswith("validation_") and k.endswith("loss")), None)
+        self.rules_fired(self.debugger.observe(Summary(self.state.step, mode="eval", validation_loss=loss)))
+
+    def rules_fired(self, fired: list[tuple[str, str]]) -> None:
+        if fired:
+            self.rules_changed({name: ISSUES for name, _ in fired}, fired)
+            if self.debugger.action == "stop" and self.rule_stop is None:
+                name, reason = fired[0]
+                self.rule_stop = f"{name} ({reason})"
+
+    def rules_changed(self, statuses: dict, fired: list[tuple[str, str]]) -> None:
+        """Record rule statuses in the loop state, metrics.jsonl and the log."""
+        reasons = dict(fired)
+        self.state.rules.update(statuses)
+        for name, status in statuses.items():
+            record = {"step": self.state.step, "rule": name, "rule_status": status}
+            if name in reasons:
+                record["reason"] = reasons[name]
+            self.metrics_log.write(record)
+            if self.world.is_main and name in reasons:
+                self.bar.clear()
+                self.log(f"rule {name}: {status}: {reasons[name]}")
 
     def end_of_epoch(self, batches: int) -> None:
         """Evaluate, keep the best weights, log, apply early stopping, checkpoint."""
@@ -389,6 +445,7 @@ class _Run:
         metrics = {"step": state.step, "epoch": state.epoch + 1, "train_loss": epoch_loss / max(epoch_rows, 1),
                    **self.data.evaluate(self.evaluate_run)}
         self.metrics_log.write(metrics)
+        self.evaluated(metrics)
         state.history.append(metrics)
         score = metrics[self.data.metric_for_best]
         marker = ""
@@ -413,6 +470,10 @@ class _Run:
             if world.is_main:
                 self.log(f"early stop: {self.data.metric_for_best} did not improve for {patience} epoch(s)")
         path = self.save()
+        if self.debugger and _agree(self.rule_stop is not None, world):
+            where = f"; checkpoint {path}" if path else ""
+            raise TrainingInterrupted(f"stopped by Debugger rule {self.rule_stop or 'on another rank'} after epoch "
+                                      f"{state.epoch}{where}; fix the cause, then resume with --resume auto")
         if _agree(self.stop.received is not None, world) and state.epoch < job.train.epochs and not state.stopped_early:
             where = f"; checkpoint {path}" if path else ""
             raise TrainingInterrupted(f"stopped by {self.stop.received or 'a signal on another rank'} after epoch "

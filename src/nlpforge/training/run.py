@@ -44,6 +44,7 @@ class TrainResult:
     parameters: int
     data_report: str = ""
     extra: dict = field(default_factory=dict)
+    rules: dict = field(default_factory=dict)   # Debugger rule name -> final status
 
     @property
     def samples_per_second(self) -> float:
@@ -128,7 +129,8 @@ def _launch_distributed(job: TrainJob, log) -> TrainResult:
     meta, _ = artifact.read_metadata(job.output)
     metrics = meta["metrics"]
     return TrainResult(Path(job.output), metrics, meta.get("history", []), metrics.get("train_seconds", 0.0),
-                       metrics.get("train_samples", 0), metrics.get("padded_tokens", 0), 0)
+                       metrics.get("train_samples", 0), metrics.get("padded_tokens", 0), 0,
+                       rules=meta.get("rules", {}))
 
 
 def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> TrainResult:
@@ -180,7 +182,8 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
                       data_files=data.files, task_info=data.task_info, card_notes=data.card_notes,
                       example_input=task.example_input,
                       extra={"history": state.history, **data.extra, "precision": precision,
-                             "world_size": world.size, "resumed_from": state.resumed_from},
+                             "world_size": world.size, "resumed_from": state.resumed_from,
+                             **({"rules": state.rules} if state.rules else {})},
                       include=[live / "metrics.jsonl", live / "tensorboard"])
         if job.checkpoint.checkpoint_dir is None:
             shutil.rmtree(live, ignore_errors=True)  # the run finished; the artifact is what stays
@@ -189,7 +192,7 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
         log(f"wrote {output} (best epoch {state.best_epoch}: {task.describe_metrics(metrics)})")
     distributed.barrier(world)
     return TrainResult(output, metrics, state.history, state.train_seconds, state.samples, state.padded_tokens,
-                       sum(p.numel() for p in model.parameters()), data.report, data.extra)
+                       sum(p.numel() for p in model.parameters()), data.report, data.extra, state.rules)
 
 
 def main(argv=None) -> None:

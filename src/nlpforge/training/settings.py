@@ -5,8 +5,8 @@
 
 A job is the task's own settings (`data`: files, columns, head options) plus the engine's groups:
 `model` (base and shape), `train` (optimisation), `eval` (validation and early stopping),
-`checkpoint`, `distributed` and `runtime`. The CLI flags are the fields' own names
-(`--learning-rate`), and a JSON/YAML file may give them flat or grouped.
+`checkpoint`, `distributed`, `runtime` and `debugger` (rules watching the tensors). The CLI flags
+are the fields' own names (`--learning-rate`), and a JSON/YAML file may give them flat or grouped.
 """
 import functools
 from dataclasses import dataclass, make_dataclass
@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 from nlpforge import tasks
 from nlpforge.errors import ConfigError
 from nlpforge.settings import Settings, group, setting
+from nlpforge.training import debugger
 
 
 @dataclass
@@ -106,6 +107,20 @@ class RuntimeArgs(Settings):
 
 
 @dataclass
+class DebuggerArgs(Settings):
+    """SageMaker Debugger's built-in rules, evaluated on the run's own tensors (nlpforge.training.debugger)."""
+
+    rules: list[str] = setting([], "rules to evaluate, e.g. LossNotDecreasing,VanishingGradient:threshold=1e-6 "
+                                   "(known: " + ", ".join(debugger.RULES) + ")")
+    rules_action: Literal["log", "stop"] = setting("log", "when a rule finds an issue: log it, or stop training "
+                                                          "after a checkpoint")
+    rules_interval: int = setting(10, "optimizer steps between the tensor summaries the rules read", min=1)
+
+    def check(self):
+        debugger.parse_rules(self.rules)
+
+
+@dataclass
 class TrainJob(Settings):
     """Base of every task's job settings; `job_class(task)` builds the fields."""
 
@@ -124,6 +139,6 @@ def job_class(task_name: str) -> type:
                   ("data", task.settings, group(task.settings)),
                   *((name, cls, group(cls)) for name, cls in (
                       ("model", ModelArgs), ("train", TrainArgs), ("eval", EvalArgs), ("checkpoint", CheckpointArgs),
-                      ("distributed", DistributedArgs), ("runtime", RuntimeArgs)))]
+                      ("distributed", DistributedArgs), ("runtime", RuntimeArgs), ("debugger", DebuggerArgs)))]
     return make_dataclass(name, field_list, bases=(TrainJob,),
                           namespace={"task": task_name, "__doc__": task.summary, "__module__": __name__})
