@@ -30,6 +30,7 @@ from nlpforge.cli import tokenizer as _tokenizer  # noqa: E402,F401
 from nlpforge.cli import jobs as _jobs  # noqa: E402,F401
 from nlpforge.cli import runs as _runs  # noqa: E402,F401
 from nlpforge.cli import serve as _serve  # noqa: E402,F401
+from nlpforge.cli import monitor as _monitor  # noqa: E402,F401
 
 
 def main(argv=None) -> None:
