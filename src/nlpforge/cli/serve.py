@@ -41,12 +41,17 @@ command_from_settings(app, "serve", ServeSettings, _run_serve,
                            "8081, metrics 8082).")
 
 
+def _key_file(key_file: Optional[str]) -> Optional[str]:
+    """The key file given, else ./model_store/key_file.json when there is one."""
+    if key_file is None and Path("model_store/key_file.json").exists():
+        return "model_store/key_file.json"
+    return key_file
+
+
 def _client(url: str, key_file: Optional[str], token: Optional[str]):
     from nlpforge.serving.client import ManagementClient
 
-    if key_file is None and Path("model_store/key_file.json").exists():
-        key_file = "model_store/key_file.json"
-    return ManagementClient(url, token=token, key_file=key_file)
+    return ManagementClient(url, token=token, key_file=_key_file(key_file))
 
 
 def _print(value) -> None:
@@ -137,7 +142,7 @@ def token(kind: str = typer.Argument(..., help="the key to replace: management o
     from nlpforge.serving.security import read_key
 
     client = _client(management_url, key_file, None)
-    path = key_file or ("model_store/key_file.json" if Path("model_store/key_file.json").exists() else None)
+    path = _key_file(key_file)
     api_key = api_key or (read_key(path, "API") if path else None)
     if not api_key:
         raise ConfigError("the token API needs the server's API key: give --api-key or --key-file "

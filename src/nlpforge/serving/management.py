@@ -68,9 +68,6 @@ def management_app(state) -> FastAPI:
             raise RequestError(f"unknown register parameter(s) {', '.join(unknown)}; known: "
                                f"{', '.join(p for p in inspect.signature(register).parameters if p != 'request')}")
         torchserve_parameters(runtime=runtime, handler=handler, number_gpu=number_gpu)
-        if url == "":  # TorchServe's answer: an empty url names no model file
-            raise RequestError("url is empty: give the path of an nlpforge model folder or a .tar.gz of one",
-                               status=404)
         if initial_workers is not None and initial_workers < 0:
             initial_workers = 0
         # The server's defaults, overridden by what was given, validated by VersionOptions.

@@ -101,8 +101,9 @@ class ModelRegistry:
     def resolve_url(self, url: str) -> Path:
         """A model folder from `url`: a folder or .tar.gz, absolute, or relative to the model store and then
         inside it once resolved (symbolic links included). Like TorchServe, any `..` is refused."""
-        if not url:
-            raise RequestError("url is required: the path of an nlpforge model folder or a .tar.gz of one")
+        if not url:  # TorchServe's answer too: an empty url names no model file
+            raise RequestError("url is empty: give the path of an nlpforge model folder or a .tar.gz of one",
+                               status=404)
         if "://" in url and not url.startswith("file://"):
             raise RequestError(f"url {url!r}: the server loads local files only; download the model first "
                                "and give its path")
