@@ -82,6 +82,8 @@ BAD_REQUESTS = [
                400, "'..'"),
     BadRequest("url through a link out of the store", "management", "POST", "/models", register(url="escape"), 400,
                "outside"),
+    BadRequest("url with a NUL byte", "management", "POST", "/models", register(url="toy\x00"), 400,
+               "control character"),
     # every numeric register and scale parameter in its range
     BadRequest("threads -5", "management", "POST", "/models", register(threads=-5), 400, "threads"),
     BadRequest("threads 0", "management", "POST", "/models", register(threads=0), 400, "threads"),

@@ -138,6 +138,8 @@ def test_torchserve_readings_of_odd_register_parameters(server, tiny_model):
     assert client.delete("/models/none").status_code == 200
     response = client.post("/models", params={"url": "", "model_name": "empty"})
     assert response.status_code == 404 and "url is empty" in response.json()["message"]
+    response = client.post("/models", params={"url": "model\x00.tar.gz", "model_name": "nul"})
+    assert response.status_code == 400 and "control character" in response.json()["message"]
     assert client.put("/models/tiny", params={"min_worker": 1, "synchronous": "-1"}).status_code == 202
 
 

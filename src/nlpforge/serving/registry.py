@@ -104,6 +104,9 @@ class ModelRegistry:
         if not url:  # TorchServe's answer too: an empty url names no model file
             raise RequestError("url is empty: give the path of an nlpforge model folder or a .tar.gz of one",
                                status=404)
+        if any(ord(c) < 32 or c == "\x7f" for c in url):
+            raise RequestError(f"url {url!r} holds a control character (such as a NUL byte); give a plain path "
+                               "of an nlpforge model folder or a .tar.gz of one")
         if "://" in url and not url.startswith("file://"):
             raise RequestError(f"url {url!r}: the server loads local files only; download the model first "
                                "and give its path")
