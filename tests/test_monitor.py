@@ -1,10 +1,12 @@
 """Model Monitor: SageMaker baseline files, drift checks on windows of texts, data capture, bad input."""
 import json
 import random
+import re
 
 import pytest
 
 from conftest import FILLER, NEGATIVE, POSITIVE, assert_user_error, run_cli, toy_rows, write_csv
+from nlpforge.errors import NlpforgeError
 from nlpforge.monitoring import BaselineSettings, MonitorRunSettings, monitor_run, suggest_baseline
 from nlpforge.monitoring.content import content_drift
 from nlpforge.serving.capture import DataCapture
@@ -46,8 +48,9 @@ def test_baseline_writes_sagemaker_files(baseline):
 def test_wordpiece_descriptors_use_the_models_tokenizer(tmp_path, tiny_model):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["great movie", "日本語 ☃☃", "  "]))
-    stats = suggest_baseline(BaselineSettings.of(data=str(data), model=str(tiny_model.output), output=str(tmp_path / "b")))
-    features = {f["name"]: f["numerical_statistics"] for f in stats["features"] if f["name"] != "text"}
+    stats = suggest_baseline(BaselineSettings.of(data=str(data), model=str(tiny_model.output),
+                                                 output=str(tmp_path / "b")))
+    features = {f["name"]: f["numerical_statistics"] for f in stats["features"] if "numerical_statistics" in f}
     assert features["unknown_piece_rate"]["max"] > 0 and features["unknown_piece_rate"]["min"] == 0
     assert features["empty_or_whitespace"]["sum"] == 1 and features["non_ascii_share"]["max"] == 1.0
 
@@ -146,3 +149,158 @@ def test_baseline_folder_without_statistics(tmp_path, baseline):
     (baseline / "statistics.json").unlink()
     assert_user_error(run_cli(["monitor", "run", "--baseline", baseline, "--data", baseline / "texts.jsonl",
                                "--output", tmp_path / "r"]), "statistics.json is missing")
+
+
+@pytest.fixture
+def model_baseline(tmp_path, tiny_model):
+    data = write_csv(tmp_path / "train.csv", toy_rows(200, seed=1))
+    suggest_baseline(BaselineSettings.of(data=str(data), model=str(tiny_model.output),
+                                         output=str(tmp_path / "model_baseline")))
+    return tmp_path / "model_baseline"
+
+
+def other_model(tiny_model, folder):
+    """A copy of the tiny model with one weight changed: what training again gives."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_model.output, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(n for n in weights if n.endswith("classifier.bias"))
+    weights[name] = weights[name] + 0.01
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_model_baseline_records_labels_confidence_and_embeddings(model_baseline, tiny_model):
+    from safetensors.numpy import load_file
+
+    stats = json.loads((model_baseline / "statistics.json").read_text())
+    features = {f["name"]: f for f in stats["features"]}
+    label = features["predicted_label"]
+    assert label["inferred_type"] == "String"
+    buckets = label["string_statistics"]["distribution"]["categorical"]["buckets"]
+    assert {b["value"] for b in buckets} == {"neg", "pos"} and sum(b["count"] for b in buckets) == 200
+    assert all(abs(b["count"] - 100) < 15 for b in buckets)  # the tiny model learned the balanced toy task
+    confidence = features["confidence"]
+    assert confidence["inferred_type"] == "Fractional"
+    assert 0.5 <= confidence["numerical_statistics"]["min"] <= confidence["numerical_statistics"]["max"] <= 1.0
+    constraints = {c["name"]: c for c in json.loads((model_baseline / "constraints.json").read_text())["features"]}
+    assert set(constraints["predicted_label"]["string_constraints"]["domains"]) == {"neg", "pos"}
+    info = json.loads((model_baseline / "baseline.json").read_text())
+    identity = info["model_identity"]
+    assert identity["path"] == str(tiny_model.output.resolve()) and identity["task"] == "text-classification"
+    assert len(identity["fingerprint"]) == 64
+    summary = load_file(model_baseline / info["embeddings"])
+    assert summary["components"].shape == (8, 128) and summary["projected"].shape == (200, 8)
+    assert summary["mean"].shape == (128,)
+
+
+def test_same_distribution_with_a_model_gives_no_drift_and_plots(tmp_path, model_baseline):
+    window = write_csv(tmp_path / "window.csv", toy_rows(150, seed=7))
+    report = monitor_run(MonitorRunSettings.of(baseline=str(model_baseline), data=str(window),
+                                               output=str(tmp_path / "r")))
+    assert report["status"] == "no violations", report["violations"]
+    assert report["embedding_drift"]["p_value"] >= 0.05 and not report["embedding_drift"]["drift"]
+    assert report["embedding_drift"]["window_count"] == 150
+    window_stats = {f["name"] for f in json.loads((tmp_path / "r" / "statistics.json").read_text())["features"]}
+    assert {"predicted_label", "confidence"} <= window_stats
+    files = {plot["file"] for plot in report["plots"]}
+    assert {"descriptor_length_chars.png", "descriptor_confidence.png", "predicted_label.png",
+            "embeddings.png"} <= files
+    page = (tmp_path / "r" / "report.html").read_text()
+    for name in files:
+        assert (tmp_path / "r" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'<img src="{name}"' in page
+
+
+def test_other_text_gives_embedding_drift(tmp_path, model_baseline):
+    window = write_csv(tmp_path / "window.csv", number_rows(150))
+    report = monitor_run(MonitorRunSettings.of(baseline=str(model_baseline), data=str(window), permutations=50,
+                                               output=str(tmp_path / "r")))
+    assert ("embedding_drift", "embedding") in {(v["constraint_check_type"], v["feature_name"])
+                                                for v in report["violations"]}
+    assert report["embedding_drift"]["p_value"] < 0.05
+    assert "MMD" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_one_sided_labels_give_label_drift(tmp_path, model_baseline):
+    window = write_csv(tmp_path / "window.csv", toy_rows(150, seed=7, labels=("pos", "pos")))
+    report = monitor_run(MonitorRunSettings.of(baseline=str(model_baseline), data=str(window), permutations=20,
+                                               output=str(tmp_path / "r")))
+    label = [v for v in report["violations"] if v["feature_name"] == "predicted_label"]
+    assert [v["constraint_check_type"] for v in label] == ["baseline_drift_check"]
+    assert float(re.search(r"distance ([0-9.]+)", label[0]["description"]).group(1)) > 0.4  # half the labels moved
+
+
+def test_baseline_from_another_model(tmp_path, model_baseline, tiny_model, baseline):
+    from nlpforge.monitoring.run import BaselineError
+
+    other = other_model(tiny_model, tmp_path / "other")
+    window = write_csv(tmp_path / "window.csv", toy_rows(20, seed=7))
+    with pytest.raises(BaselineError, match=f"was made with model {tiny_model.output.resolve()}; the window is "
+                                            f"scored by model {other.resolve()}; baseline again with --model"):
+        monitor_run(MonitorRunSettings.of(baseline=str(model_baseline), data=str(window), model=str(other),
+                                          output=str(tmp_path / "r")))
+    assert_user_error(run_cli(["monitor", "run", "--baseline", model_baseline, "--data", window, "--model", other,
+                               "--output", tmp_path / "r"]), f"baseline again with --model {other}")
+    assert_user_error(run_cli(["monitor", "run", "--baseline", baseline, "--data", window, "--model", other,
+                               "--output", tmp_path / "r"]), "was made with no model")
+    same = monitor_run(MonitorRunSettings.of(baseline=str(model_baseline), data=str(window), permutations=20,
+                                             model=str(tiny_model.output), output=str(tmp_path / "r")))
+    assert same["model"] == str(tiny_model.output.resolve())
+
+
+def test_baseline_model_that_is_gone_or_changed(tmp_path, tiny_model):
+    import shutil
+
+    model = other_model(tiny_model, tmp_path / "model")
+    data = write_csv(tmp_path / "train.csv", toy_rows(60, seed=1))
+    suggest_baseline(BaselineSettings.of(data=str(data), model=str(model), output=str(tmp_path / "b")))
+    shutil.rmtree(model)
+    shutil.copytree(tiny_model.output, model)  # trained again into the same folder
+    with pytest.raises(NlpforgeError, match="whose files have changed since; baseline again with --model"):
+        monitor_run(MonitorRunSettings.of(baseline=str(tmp_path / "b"), data=str(data), output=str(tmp_path / "r")))
+    shutil.rmtree(model)
+    assert_user_error(run_cli(["monitor", "run", "--baseline", tmp_path / "b", "--data", data,
+                               "--output", tmp_path / "r"]), f"was made with model {model.resolve()}, which no "
+                                                             "longer exists")
+
+
+def test_non_string_inputs_give_data_type_check(tmp_path, baseline):
+    capture = DataCapture(tmp_path / "capture", seed=0)
+    for row in toy_rows(60, seed=5):
+        capture.record("stars", "1.0", percent=100, text=row["text"], prediction={"label": 0, "score": 0.6})
+    for value in ({"text": "the movie was great"}, ["the film", "was awful"], 42):
+        capture.record("stars", "1.0", percent=100, text=value, prediction={"label": 0, "score": 0.6})
+    capture.close()
+    report = monitor_run(MonitorRunSettings.of(baseline=str(baseline), capture=str(tmp_path / "capture"),
+                                               permutations=20, output=str(tmp_path / "r")))
+    types = [v for v in report["violations"] if v["constraint_check_type"] == "data_type_check"]
+    assert [v["feature_name"] for v in types] == ["text"] and "3 of 63 inputs" in types[0]["description"]
+    strings_only = tmp_path / "strings"
+    strings_capture = DataCapture(strings_only, seed=0)
+    for row in toy_rows(60, seed=5):
+        strings_capture.record("stars", "1.0", percent=100, text=row["text"], prediction={"label": 0})
+    strings_capture.close()
+    report = monitor_run(MonitorRunSettings.of(baseline=str(baseline), capture=str(strings_only),
+                                               permutations=20, output=str(tmp_path / "r2")))
+    assert "data_type_check" not in {v["constraint_check_type"] for v in report["violations"]}
+
+
+def test_lengths_out_of_the_baselines_range(tmp_path, baseline):
+    rows = toy_rows(150, seed=7)
+    one_long = [dict(r) for r in rows]
+    one_long[0]["text"] = " ".join([rows[0]["text"]] * 4)
+    report = monitor_run(MonitorRunSettings.of(baseline=str(baseline), data=str(write_csv(tmp_path / "w1.csv",
+                                                                                          one_long)),
+                                               permutations=20, output=str(tmp_path / "r1")))
+    assert "length_out_of_range" not in {v["constraint_check_type"] for v in report["violations"]}
+    many_long = [dict(r, text=" ".join([r["text"]] * 4)) if i % 10 == 0 else r for i, r in enumerate(rows)]
+    report = monitor_run(MonitorRunSettings.of(baseline=str(baseline), data=str(write_csv(tmp_path / "w2.csv",
+                                                                                          many_long)),
+                                               permutations=20, output=str(tmp_path / "r2")))
+    ranges = {v["feature_name"]: v["description"] for v in report["violations"]
+              if v["constraint_check_type"] == "length_out_of_range"}
+    assert set(ranges) == {"length_chars", "length_words"} and ranges["length_words"].startswith("15 of 150")

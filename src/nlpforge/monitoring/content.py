@@ -47,10 +47,20 @@ def _held_out_auc(features, labels: np.ndarray, halves: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def content_drift(baseline: list[str], window: list[str], *, large_window: int = 1000, auc_threshold: float = 0.55,
-                  permutations: int = 100, alpha: float = 0.05, top_words: int = 10, examples: int = 3,
-                  seed: int = 0) -> ContentDrift:
-    """Whether the window's texts differ in content from the baseline's (both non-empty lists of strings)."""
+def content_drift(baseline: list[str], window: list[str], **options) -> ContentDrift:
+    """Whether the window's texts differ in content from the baseline's (both non-empty lists of strings).
+
+    BLAS runs on one thread: the fits are small, and OpenBLAS threads that spin on a busy machine made each
+    fit some 80 times slower."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        return _content_drift(baseline, window, **options)
+
+
+def _content_drift(baseline: list[str], window: list[str], *, large_window: int = 1000, auc_threshold: float = 0.55,
+                   permutations: int = 100, alpha: float = 0.05, top_words: int = 10, examples: int = 3,
+                   seed: int = 0) -> ContentDrift:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 

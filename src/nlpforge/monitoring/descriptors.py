@@ -3,7 +3,8 @@
     values = describe(["Loved it", "", "ÉÉÉ 123"], tokenizer)   # {"length_chars": array([...]), ...}
 
 Without a tokenizer the WordPiece descriptors are left out; with one (the model's own), they are
-pieces per word and the share of pieces that are the unknown token.
+pieces per word and the share of pieces that are the unknown token. A trained classifier adds its
+confidence (top softmax score) per scored text, see `nlpforge.monitoring.scoring`.
 """
 import numpy as np
 
@@ -18,6 +19,9 @@ FEATURES = {
     "empty_or_whitespace": "Integral",
 }
 TOKENIZER_FEATURES = ("pieces_per_word", "unknown_piece_rate")
+# what a trained classifier adds (nlpforge.monitoring.scoring); its predicted label is a String feature
+MODEL_FEATURES = {"confidence": "Fractional"}
+LENGTH_FEATURES = ("length_chars", "length_words")
 
 
 def _character_shares(text: str) -> tuple[float, float]:

@@ -2,13 +2,20 @@
 
     suggest_baseline(BaselineSettings(data="train.csv", text_column="review_body", model="models/stars",
                                       output="baseline"))
-    # baseline/statistics.json, constraints.json, texts.jsonl (a sample for content drift), baseline.json
+    # baseline/statistics.json, constraints.json, texts.jsonl (a sample for content drift), baseline.json,
+    # embeddings.safetensors (with a trained classifier: PCA of its embeddings over the sample)
     summary = monitor_run(MonitorRunSettings(baseline="baseline", capture="capture", output="report"))
-    # report/statistics.json, constraint_violations.json, report.json, report.html
+    # report/statistics.json, constraint_violations.json, report.json, report.html and its PNG plots
 
 A run reads the server's data capture (every `capture.jsonl*` under the folder, see
 `nlpforge.serving.capture`) between `since` and `until`, or a data file. A window without texts has the
 status "no data": its report says so, with no violations, since nothing was checked.
+
+A baseline made with a trained text classifier (`--model`) also holds the model's predicted labels and
+confidence over its text sample, and a PCA summary of its embeddings; baseline.json records the model's
+folder and fingerprint. A run scores the window with the same model (or the one `--model` names, which must
+be that model) and checks label and confidence drift (`baseline_drift_check`) and embedding drift (MMD,
+`embedding_drift`, see `nlpforge.monitoring.embeddings`).
 """
 import html
 import json
@@ -21,12 +28,17 @@ from nlpforge.data.readers import ReadingSettings, json_record, read_table
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.monitoring.content import content_drift
 from nlpforge.monitoring.descriptors import describe
+from nlpforge.monitoring.embeddings import embedding_drift, load_summary, project, save_summary, summarize
+from nlpforge.monitoring.plots import write_plots
+from nlpforge.monitoring.scoring import load_scorer, model_identity, score, tokenizer_of
 from nlpforge.monitoring.statistics import check, statistics, suggest_constraints
 from nlpforge.settings import Settings, check_writable, group, setting
 
+EMBEDDINGS = "embeddings.safetensors"
+
 
 class BaselineError(ConfigError):
-    """A baseline folder is missing or incomplete."""
+    """A baseline folder is missing or incomplete, or its model is not the window's."""
 
 
 @dataclass
@@ -36,8 +48,14 @@ class BaselineSettings(Settings):
     data: str = setting("", "data file of the baseline texts (.csv, .tsv, .jsonl, .parquet)", required=True)
     text_column: str = setting("text", "column that holds the text")
     output: str = setting("", "folder to write the baseline to", required=True)
-    model: str | None = setting(None, "model folder or alias whose tokenizer gives the WordPiece descriptors")
-    sample_size: int = setting(5000, "baseline texts kept for the content drift check", min=10)
+    model: str | None = setting(None, "model folder or alias whose tokenizer gives the WordPiece descriptors; a "
+                                      "trained text classifier also baselines its labels, confidence and "
+                                      "embeddings")
+    sample_size: int = setting(5000, "baseline texts kept for the content drift check (and scored by the model)",
+                               min=10)
+    embedding_components: int = setting(8, "PCA components kept of the model's embeddings", min=1, max=256)
+    embedding_sample: int = setting(500, "baseline texts whose projected embeddings the embedding drift test "
+                                         "compares with a window's", min=10)
     comparison_threshold: float = setting(0.1, "L-infinity distance above which a descriptor has drifted",
                                           min=0.0, max=1.0)
     comparison_method: Literal["Robust", "Simple"] = setting(
@@ -58,8 +76,17 @@ class MonitorRunSettings(Settings):
     text_column: str = setting("text", "column that holds the text (with --data)")
     since: str | None = setting(None, "first capture timestamp in the window (ISO 8601, e.g. 2026-01-01T00:00)")
     until: str | None = setting(None, "capture timestamps before this one are in the window (ISO 8601)")
-    permutations: int = setting(100, "shuffles of the permutation test of content drift", min=19)
-    seed: int = setting(0, "seed of the content drift test")
+    model: str | None = setting(None, "model that serves the window, scored for label, confidence and embedding "
+                                      "drift; it must be the baseline's (default: the baseline's model)")
+    permutations: int = setting(100, "shuffles of the permutation tests of content and embedding drift (at "
+                                     "least 20: p = (k+1)/(n+1) never falls below 0.05 with fewer)", min=20)
+    seed: int = setting(0, "seed of the content and embedding drift tests and of the samples")
+    scored_sample: int = setting(5000, "window texts the model scores (a seeded sample when there are more)",
+                                 min=10)
+    embedding_sample: int = setting(500, "window texts (a seeded sample) the embedding drift test compares with "
+                                         "the baseline's", min=10)
+    length_tolerance: float = setting(0.1, "share of the baseline's length range beyond its min and max that "
+                                           "still counts as in range", min=0.0)
     reading: ReadingSettings = group(ReadingSettings)
 
     def check(self):
@@ -75,6 +102,17 @@ def read_texts(path, text_column: str, reading: ReadingSettings | None = None) -
 
 
 def read_capture(folder, since: str | None = None, until: str | None = None) -> list:
+    """The inputs recorded by `DataCapture` under `folder` as texts; a JSON value that is not a string is
+    written out as JSON (see `capture_inputs` for the values as recorded)."""
+    return [as_text(value) for value in capture_inputs(folder, since, until)]
+
+
+def as_text(value):
+    """A captured input as a text: a string as it is, None as missing, any other JSON value as JSON."""
+    return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def capture_inputs(folder, since: str | None = None, until: str | None = None) -> list:
     """The inputs recorded by `DataCapture` under `folder` (every model and version), oldest file first."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -82,7 +120,7 @@ def read_capture(folder, since: str | None = None, until: str | None = None) -> 
                         "(its --capture-folder)")
     files = sorted(folder.rglob("capture.jsonl*"), key=lambda p: (p.parent, -int(p.suffix[1:]) if
                                                                   p.suffix[1:].isdigit() else 0))
-    texts = []
+    inputs = []
     for path in files:
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
             if not line.strip():
@@ -91,17 +129,8 @@ def read_capture(folder, since: str | None = None, until: str | None = None) -> 
             stamp = str(record.get("timestamp", ""))
             if (since and stamp < since) or (until and stamp >= until):
                 continue
-            text = record.get("input")
-            texts.append(text if text is None or isinstance(text, str) else json.dumps(text, ensure_ascii=False))
-    return texts
-
-
-def _tokenizer(model: str | None):
-    if model is None:
-        return None
-    from nlpforge.models.registry import load_tokenizer, resolve_base
-
-    return load_tokenizer(resolve_base(model))
+            inputs.append(record.get("input"))
+    return inputs
 
 
 def _write_json(path: Path, value) -> None:
@@ -112,19 +141,31 @@ def suggest_baseline(settings: BaselineSettings) -> dict:
     """Write the baseline folder; returns its statistics."""
     check_writable(settings.output, "--output", folder=True)
     texts = read_texts(settings.data, settings.text_column, settings.reading)
-    stats = statistics(texts, describe(texts, _tokenizer(settings.model)))
+    identity = model_identity(settings.model) if settings.model is not None else None
+    present = [t for t in texts if t is not None]
+    sample = random.Random(settings.seed).sample(present, min(settings.sample_size, len(present)))
+    descriptors = describe(texts, tokenizer_of(identity))
+    scorer, labels, summary = load_scorer(identity), None, None
+    if scorer is not None and sample:
+        scores = score(scorer, sample)
+        descriptors["confidence"], labels = scores.confidence, scores.labels
+        summary = summarize(scores.embeddings, settings.embedding_components, settings.embedding_sample,
+                            settings.seed)
+    stats = statistics(texts, descriptors, labels)
     output = Path(settings.output)
     output.mkdir(parents=True, exist_ok=True)
     _write_json(output / "statistics.json", stats)
     _write_json(output / "constraints.json", suggest_constraints(stats, settings.comparison_threshold,
                                                                  settings.comparison_method))
-    present = [t for t in texts if t is not None]
-    sample = random.Random(settings.seed).sample(present, min(settings.sample_size, len(present)))
     with open(output / "texts.jsonl", "w", encoding="utf-8") as handle:
         for text in sample:
             handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    if summary is not None:
+        save_summary(summary, output / EMBEDDINGS)
     _write_json(output / "baseline.json", {"data": str(settings.data), "text_column": settings.text_column,
-                                           "model": settings.model, "sample_size": len(sample)})
+                                           "model": settings.model, "model_identity": identity,
+                                           "sample_size": len(sample),
+                                           "embeddings": EMBEDDINGS if summary is not None else None})
     return stats
 
 
@@ -148,29 +189,79 @@ def _read_baseline(folder) -> tuple[dict, dict, dict, list[str]]:
     return loaded[0], loaded[1], loaded[2], sample
 
 
+def _window_model(settings: MonitorRunSettings, info: dict) -> dict | None:
+    """The identity of the model that scores the window: the baseline's own, checked to be unchanged."""
+    recorded = info.get("model_identity")
+    if recorded is None and info.get("model") is not None:  # a baseline written before models had identities
+        recorded = {"model": info["model"], "path": info["model"], "fingerprint": None, "task": None}
+    baseline = settings.baseline
+    if settings.model is not None:
+        given = model_identity(settings.model)
+        if recorded is None or given["fingerprint"] != recorded["fingerprint"]:
+            made = f"model {recorded['path']}" if recorded else "no model"
+            raise BaselineError(f"baseline {baseline} was made with {made}; the window is scored by model "
+                                f"{given['path']}; baseline again with --model {settings.model}")
+        return given
+    if recorded is None:
+        return None
+    if recorded["fingerprint"] is None:  # nothing to compare with: the tokenizer is all such a baseline used
+        return model_identity(recorded["path"])
+    if not recorded["fingerprint"].startswith("alias:") and not Path(recorded["path"]).is_dir():
+        raise BaselineError(f"baseline {baseline} was made with model {recorded['path']}, which no longer exists; "
+                            "restore it, or baseline again with --model MODEL")
+    current = model_identity(recorded["path"])
+    if current["fingerprint"] != recorded["fingerprint"]:
+        raise BaselineError(f"baseline {baseline} was made with model {recorded['path']}, whose files have changed "
+                            f"since; baseline again with --model {recorded['path']}")
+    return current
+
+
+def _read_window(settings: MonitorRunSettings) -> tuple[list, int]:
+    """(texts, how many captured inputs were JSON values that are not strings)."""
+    if settings.capture is None:
+        return read_texts(settings.data, settings.text_column, settings.reading), 0
+    inputs = capture_inputs(settings.capture, settings.since, settings.until)
+    return [as_text(v) for v in inputs], sum(v is not None and not isinstance(v, str) for v in inputs)
+
+
 def monitor_run(settings: MonitorRunSettings) -> dict:
     """Check the window against the baseline and write the run's files; returns report.json's content."""
     stats, constraints, info, sample = _read_baseline(settings.baseline)
+    identity = _window_model(settings, info)
     check_writable(settings.output, "--output", folder=True)
-    texts = (read_capture(settings.capture, settings.since, settings.until) if settings.capture is not None
-             else read_texts(settings.data, settings.text_column, settings.reading))
+    texts, non_string = _read_window(settings)
     output = Path(settings.output)
     output.mkdir(parents=True, exist_ok=True)
-    descriptors = describe(texts, _tokenizer(info.get("model")))
-    _write_json(output / "statistics.json", statistics(texts, descriptors))
+    descriptors = describe(texts, tokenizer_of(identity))
+    window = [t for t in texts if t is not None]
+    scorer = load_scorer(identity) if window and info.get("embeddings") else None
+    labels = projections = embedding = None
+    if scorer is not None:
+        scored = random.Random(settings.seed).sample(window, min(settings.scored_sample, len(window)))
+        scores = score(scorer, scored)
+        descriptors["confidence"], labels = scores.confidence, scores.labels
+        summary = load_summary(Path(settings.baseline) / info["embeddings"])
+        projections = (summary["projected"], project(summary, scores.embeddings))
+        embedding = embedding_drift(*projections, permutations=settings.permutations, keep=settings.embedding_sample,
+                                    seed=settings.seed)
+    _write_json(output / "statistics.json", statistics(texts, descriptors, labels))
     report = {"status": "no data", "item_count": len(texts), "baseline": str(settings.baseline),
-              "content_drift": None}
+              "model": identity["path"] if identity else None, "content_drift": None,
+              "embedding_drift": asdict(embedding) if embedding else None, "plots": []}
     violations = []
     if texts:
-        violations = check(stats, constraints, texts, descriptors)
-        window = [t for t in texts if t is not None]
+        violations = check(stats, constraints, texts, descriptors, labels, non_string, settings.length_tolerance)
         if window and sample:
             drift = content_drift(sample, window, permutations=settings.permutations, seed=settings.seed)
             report["content_drift"] = asdict(drift)
             if drift.drift:
                 violations.append({"feature_name": "text", "constraint_check_type": "text_content_drift",
                                    "description": drift.description()})
+        if embedding is not None and embedding.drift:
+            violations.append({"feature_name": "embedding", "constraint_check_type": "embedding_drift",
+                               "description": embedding.description()})
         report["status"] = "violations" if violations else "no violations"
+        report["plots"] = write_plots(output, stats, descriptors, labels, projections)
     report["violations"] = violations
     _write_json(output / "constraint_violations.json", {"violations": violations})
     _write_json(output / "report.json", report)
@@ -188,6 +279,15 @@ def report_html(report: dict) -> str:
     if report["violations"]:
         parts.append("<h2>Violations</h2><table border=1><tr><th>feature</th><th>check</th><th>description</th>"
                      f"</tr>{rows}</table>")
+    embedding = report.get("embedding_drift")
+    if embedding:
+        parts.append(f"<h2>Embeddings</h2><p>MMD² {embedding['mmd2']:.4f}, permutation p = "
+                     f"{embedding['p_value']:.4f} ({embedding['baseline_count']} baseline and "
+                     f"{embedding['window_count']} window texts)</p>")
+    if report.get("plots"):
+        parts.append("<h2>Plots</h2>" + "".join(
+            f"<figure><img src=\"{e(plot['file'])}\" alt=\"{e(plot['title'])}\"><figcaption>{e(plot['title'])}"
+            "</figcaption></figure>" for plot in report["plots"]))
     drift = report.get("content_drift")
     if drift:
         p = f", p = {drift['p_value']:.4f}" if drift["p_value"] is not None else ""

@@ -1,8 +1,8 @@
 """SageMaker Model Monitor's statistics.json and constraints.json, and the checks between two of them.
 
-    stats = statistics(texts, descriptors)               # {"version": 0, "dataset": {"item_count": n}, "features": [...]}
+    stats = statistics(texts, descriptors, labels)   # {"version": 0, "dataset": {"item_count": n}, "features": [...]}
     constraints = suggest_constraints(stats)             # completeness per feature + monitoring_config
-    violations = check(baseline_stats, constraints, window_texts, window_descriptors)
+    violations = check(baseline_stats, constraints, window_texts, window_descriptors, window_labels, non_string=0)
 
 Numeric features carry `distribution.kll.buckets` (equal-width buckets between min and max, as SageMaker
 writes them). Drift per feature is the L-infinity distance between the cumulative bucket shares of the
@@ -10,15 +10,33 @@ baseline and the window, counted on the baseline's bucket edges (values outside 
 buckets). "Robust" comparison, the default, also asks the distance to exceed what two samples of these sizes
 reach by chance at the 5% level (the two-sample Kolmogorov-Smirnov bound), so that small windows do not
 alarm on noise; "Simple" compares the distance with `comparison_threshold` alone.
+
+A model's predicted label is a String feature with SageMaker's `distribution.categorical.buckets`
+([{"value", "count"}]); its drift is the L-infinity distance between the label shares, and the Robust chance
+bound is the largest difference of two shares at 5% (Bonferroni over the labels, at a share of 1/2).
+
+The checks and their `constraint_check_type`:
+- `completeness_check`: a feature's share of present values is below the baseline's;
+- `data_type_check`: captured inputs that were JSON values, not strings, make the share of String inputs fall
+  below `monitoring_config.datatype_check_threshold` (1.0 by default: any such input);
+- `baseline_drift_check`: a descriptor's, the confidence's or the predicted label's distribution has drifted;
+- `length_out_of_range` (SageMaker has no range check): more window texts than chance allows have a length
+  outside the baseline's [min, max], widened by `length_tolerance` of that range on each side. Chance is a
+  one-sided binomial test at 5% against a share of 1% plus 2/(n+1), the share of new texts that fall outside
+  the range of n baseline texts from the same distribution.
 """
 import math
+from collections import Counter
+from statistics import NormalDist
 
 import numpy as np
 
-from nlpforge.monitoring.descriptors import FEATURES
+from nlpforge.monitoring.descriptors import FEATURES, LENGTH_FEATURES, MODEL_FEATURES
 
 BUCKETS = 10
 TEXT_FEATURE = "text"
+LABEL_FEATURE = "predicted_label"
+OUT_OF_RANGE_BASE_SHARE = 0.01
 
 
 def _buckets(values: np.ndarray) -> list[dict]:
@@ -31,7 +49,7 @@ def _buckets(values: np.ndarray) -> list[dict]:
 
 def _numeric(name: str, values: np.ndarray) -> dict:
     present = values[~np.isnan(values)]
-    feature = {"name": name, "inferred_type": FEATURES[name],
+    feature = {"name": name, "inferred_type": {**FEATURES, **MODEL_FEATURES}[name],
                "numerical_statistics": {"common": {"num_present": int(len(present)),
                                                    "num_missing": int(len(values) - len(present))}}}
     if len(present):
@@ -42,14 +60,26 @@ def _numeric(name: str, values: np.ndarray) -> dict:
     return feature
 
 
-def statistics(texts: list, descriptors: dict[str, np.ndarray]) -> dict:
-    """statistics.json of a data set: the text itself (a String feature) and each descriptor."""
+def _categorical(name: str, values: list[str]) -> dict:
+    counts = Counter(values)
+    return {"name": name, "inferred_type": "String",
+            "string_statistics": {"common": {"num_present": len(values), "num_missing": 0},
+                                  "distinct_count": float(len(counts)),
+                                  "distribution": {"categorical": {"buckets": [
+                                      {"value": value, "count": count} for value, count in sorted(counts.items())]}}}}
+
+
+def statistics(texts: list, descriptors: dict[str, np.ndarray], labels: list[str] | None = None) -> dict:
+    """statistics.json of a data set: the text itself (a String feature), each descriptor, and the model's
+    predicted labels when there are any."""
     present = [t for t in texts if t is not None]
     text = {"name": TEXT_FEATURE, "inferred_type": "String",
             "string_statistics": {"common": {"num_present": len(present), "num_missing": len(texts) - len(present)},
                                   "distinct_count": float(len(set(present)))}}
-    return {"version": 0, "dataset": {"item_count": len(texts)},
-            "features": [text] + [_numeric(name, values) for name, values in descriptors.items()]}
+    features = [text] + [_numeric(name, values) for name, values in descriptors.items()]
+    if labels is not None:
+        features.append(_categorical(LABEL_FEATURE, labels))
+    return {"version": 0, "dataset": {"item_count": len(texts)}, "features": features}
 
 
 def suggest_constraints(stats: dict, comparison_threshold: float = 0.1, comparison_method: str = "Robust") -> dict:
@@ -62,6 +92,8 @@ def suggest_constraints(stats: dict, comparison_threshold: float = 0.1, comparis
                       "completeness": common["num_present"] / total if total else 1.0}
         if feature["inferred_type"] != "String":
             constraint["num_constraints"] = {"is_non_negative": True}
+        elif label_shares(feature):
+            constraint["string_constraints"] = {"domains": list(label_shares(feature))}
         features.append(constraint)
     return {"version": 0, "features": features,
             "monitoring_config": {"evaluate_constraints": "Enabled", "emit_metrics": "Enabled",
@@ -71,7 +103,7 @@ def suggest_constraints(stats: dict, comparison_threshold: float = 0.1, comparis
                                                                "comparison_method": comparison_method}}}
 
 
-def _edges(feature: dict) -> np.ndarray | None:
+def bucket_edges(feature: dict) -> np.ndarray | None:
     buckets = feature.get("numerical_statistics", {}).get("distribution", {}).get("kll", {}).get("buckets")
     if not buckets:
         return None
@@ -84,7 +116,7 @@ def _cumulative_shares(counts: np.ndarray) -> np.ndarray:
 
 def distance(feature: dict, window: np.ndarray) -> float:
     """L-infinity distance between the cumulative bucket shares of a baseline feature and window values."""
-    edges = _edges(feature)
+    edges = bucket_edges(feature)
     baseline = np.array([0.0] + [b["count"] for b in feature["numerical_statistics"]["distribution"]["kll"]
                                  ["buckets"]] + [0.0])
     # bucket 0 is below the baseline's min, the last one above its max; the max itself is in the top bucket
@@ -99,8 +131,58 @@ def chance_distance(baseline_count: int, window_count: int) -> float:
     return 1.358 * math.sqrt((baseline_count + window_count) / (baseline_count * window_count))
 
 
-def check(baseline: dict, constraints: dict, texts: list, descriptors: dict[str, np.ndarray]) -> list[dict]:
-    """SageMaker's violations of a window: completeness_check and baseline_drift_check per feature."""
+def label_shares(feature: dict) -> dict[str, float]:
+    """{label: share} of a String feature's categorical buckets ({} when it has none)."""
+    buckets = feature.get("string_statistics", {}).get("distribution", {}).get("categorical", {}).get("buckets")
+    total = sum(b["count"] for b in buckets or ())
+    return {str(b["value"]): b["count"] / total for b in buckets} if total else {}
+
+
+def label_distance(feature: dict, window: list[str]) -> float:
+    """L-infinity distance between a baseline String feature's value shares and the window's."""
+    baseline, counts = label_shares(feature), Counter(window)
+    return max(abs(baseline.get(v, 0.0) - counts[v] / len(window)) for v in set(baseline) | set(counts))
+
+
+def categorical_chance_distance(baseline_count: int, window_count: int, categories: int) -> float:
+    """The largest difference of one category's shares in two samples of these sizes at the 5% level."""
+    z = NormalDist().inv_cdf(1 - 0.05 / (2 * max(categories, 1)))
+    return z * 0.5 * math.sqrt(1 / baseline_count + 1 / window_count)
+
+
+def _drift(name: str, found: float, threshold: float, by_chance: float, robust: bool) -> dict | None:
+    if found > threshold and (not robust or found > by_chance):
+        return {"feature_name": name, "constraint_check_type": "baseline_drift_check",
+                "description": f"Baseline drift distance {found:.4f} exceeds threshold {threshold}"
+                               + (f" and the {by_chance:.4f} two samples of these sizes reach by chance" if robust
+                                  else "")}
+    return None
+
+
+def _out_of_range(name: str, feature: dict, present: np.ndarray, tolerance: float) -> dict | None:
+    """length_out_of_range when more window values than chance allows fall outside the baseline's range."""
+    from scipy.stats import binom
+
+    numbers = feature.get("numerical_statistics", {})
+    if "min" not in numbers or not len(present):
+        return None
+    low, high = numbers["min"], numbers["max"]
+    margin = tolerance * (high - low)
+    outside = int(((present < low - margin) | (present > high + margin)).sum())
+    expected = OUT_OF_RANGE_BASE_SHARE + 2 / (numbers["common"]["num_present"] + 1)
+    if not outside or binom.sf(outside - 1, len(present), expected) >= 0.05:
+        return None
+    return {"feature_name": name, "constraint_check_type": "length_out_of_range",
+            "description": f"{outside} of {len(present)} window texts ({outside / len(present):.2%}) have a {name} "
+                           f"outside the baseline's range [{low:g}, {high:g}] widened by {tolerance:g} of it; "
+                           f"chance allows about {expected:.2%}"}
+
+
+def check(baseline: dict, constraints: dict, texts: list, descriptors: dict[str, np.ndarray],
+          labels: list[str] | None = None, non_string: int = 0, length_tolerance: float = 0.1) -> list[dict]:
+    """SageMaker's violations of a window: completeness_check and baseline_drift_check per feature,
+    data_type_check of the text, and length_out_of_range of the lengths. `labels` are the model's predicted
+    labels of the window's texts, `non_string` the count of its inputs that were JSON values, not strings."""
     config = constraints.get("monitoring_config", {})
     drift = config.get("distribution_constraints", {})
     threshold = float(drift.get("comparison_threshold", 0.1))
@@ -110,8 +192,16 @@ def check(baseline: dict, constraints: dict, texts: list, descriptors: dict[str,
     violations = []
     for constraint in constraints["features"]:
         name = constraint["name"]
-        values = ([t for t in texts] if name == TEXT_FEATURE else descriptors.get(name))
-        if values is None:
+        feature = by_name.get(name, {})
+        if name == LABEL_FEATURE:
+            if labels and compare and label_shares(feature):
+                shares = label_shares(feature)
+                by_chance = categorical_chance_distance(feature["string_statistics"]["common"]["num_present"],
+                                                        len(labels), len(set(shares) | set(labels)))
+                violations.append(_drift(name, label_distance(feature, labels), threshold, by_chance, robust))
+            continue
+        values = list(texts) if name == TEXT_FEATURE else descriptors.get(name)
+        if values is None or not len(values):
             continue
         missing = sum(t is None for t in values) if name == TEXT_FEATURE else int(np.isnan(values).sum())
         completeness = 1 - missing / len(values)
@@ -119,17 +209,25 @@ def check(baseline: dict, constraints: dict, texts: list, descriptors: dict[str,
             violations.append({"feature_name": name, "constraint_check_type": "completeness_check",
                                "description": f"Data completeness {completeness:.4f} of the window is below the "
                                               f"baseline's {constraint['completeness']:.4f}"})
-        feature = by_name.get(name, {})
-        if name == TEXT_FEATURE or not compare or _edges(feature) is None:
+        if name == TEXT_FEATURE:
+            violations.append(_data_type(len(values) - missing, non_string,
+                                         float(config.get("datatype_check_threshold", 1.0))))
             continue
         present = values[~np.isnan(values)]
-        if not len(present):
+        if name in LENGTH_FEATURES:
+            violations.append(_out_of_range(name, feature, present, length_tolerance))
+        if not compare or bucket_edges(feature) is None or not len(present):
             continue
-        found = distance(feature, present)
         by_chance = chance_distance(feature["numerical_statistics"]["common"]["num_present"], len(present))
-        if found > threshold and (not robust or found > by_chance):
-            violations.append({"feature_name": name, "constraint_check_type": "baseline_drift_check",
-                               "description": f"Baseline drift distance {found:.4f} exceeds threshold {threshold}"
-                                              + (f" and the {by_chance:.4f} two samples of these sizes reach by "
-                                                 "chance" if robust else "")})
-    return violations
+        violations.append(_drift(name, distance(feature, present), threshold, by_chance, robust))
+    return [v for v in violations if v is not None]
+
+
+def _data_type(present: int, non_string: int, threshold: float) -> dict | None:
+    """data_type_check of the text: the share of inputs that were strings, against the threshold."""
+    share = 1 - non_string / present if present else 1.0
+    if share >= threshold:
+        return None
+    return {"feature_name": TEXT_FEATURE, "constraint_check_type": "data_type_check",
+            "description": f"Data type match {share:.4f} of the window is below the threshold {threshold}: "
+                           f"{non_string} of {present} inputs were JSON values, not the baseline's String"}
