@@ -1,5 +1,6 @@
 """nlpforge's SageMaker-style SDK: Estimator, PyTorch, the built-in TextClassifier, TokenClassifier,
-QuestionAnswerer and MaskedLanguageModel, PyTorchModel, Predictor, Transformer, serializers.
+QuestionAnswerer and MaskedLanguageModel, PyTorchModel, Predictor, Transformer, serializers, and Model
+Monitor's DefaultModelMonitor.
 
     from nlpforge.sdk import PyTorch
     est = PyTorch(entry_point="train.py", hyperparameters={"epochs": 2})
@@ -11,6 +12,7 @@ import importlib
 
 _EXPORTS = {
     "Estimator": "nlpforge.sdk.estimator", "PyTorch": "nlpforge.sdk.estimator",
+    "Rule": "nlpforge.sdk.debugger", "ProfilerRule": "nlpforge.sdk.debugger", "rule_configs": "nlpforge.sdk.debugger",
     "TextClassifier": "nlpforge.sdk.estimator", "MaskedLanguageModel": "nlpforge.sdk.estimator",
     "TokenClassifier": "nlpforge.sdk.estimator", "QuestionAnswerer": "nlpforge.sdk.estimator",
     "TrainingJob": "nlpforge.sdk.estimator",
@@ -20,6 +22,10 @@ _EXPORTS = {
     "IdentitySerializer": "nlpforge.sdk.serializers", "JSONDeserializer": "nlpforge.sdk.serializers",
     "StringDeserializer": "nlpforge.sdk.serializers", "CSVDeserializer": "nlpforge.sdk.serializers",
     "JSONLinesSerializer": "nlpforge.sdk.serializers", "JSONLinesDeserializer": "nlpforge.sdk.serializers",
+    "DefaultModelMonitor": "nlpforge.sdk.model_monitor", "DatasetFormat": "nlpforge.sdk.model_monitor",
+    "CronExpressionGenerator": "nlpforge.sdk.model_monitor", "MonitoringExecution": "nlpforge.sdk.model_monitor",
+    "Statistics": "nlpforge.sdk.model_monitor", "Constraints": "nlpforge.sdk.model_monitor",
+    "ConstraintViolations": "nlpforge.sdk.model_monitor", "DataCaptureConfig": "nlpforge.sdk.model_monitor",
 }
 
 

@@ -33,7 +33,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"inference_port": 8080, "management_port": 8081, "metrics_port": 8082}
 # SageMaker's Model.deploy arguments that mean nothing on one machine: accepted, so that notebooks run unchanged.
 SAGEMAKER_DEPLOY_ARGUMENTS = {
-    "accelerator_type", "tags", "kms_key", "wait", "data_capture_config", "async_inference_config",
+    "accelerator_type", "tags", "kms_key", "wait", "async_inference_config",
     "serverless_inference_config", "volume_size", "model_data_download_timeout",
     "container_startup_health_check_timeout", "inference_recommendation_id", "explainer_config", "accept_eula",
     "endpoint_logging", "resources", "endpoint_type", "managed_instance_scaling", "inference_component_name",
@@ -92,12 +92,14 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
                  inference_port: int = 8080, management_port: int = 8081, metrics_port: int = 8082,
                  server_command: list[str] | None = None, startup_timeout: float = 120, tracking: bool = True,
                  instance_type: str = "local", entry_point: str | None = None, source_dir: str | None = None,
-                 **sagemaker_options) -> "Predictor":
+                 data_capture_config=None, **sagemaker_options) -> "Predictor":
     """Register a model as an endpoint on this jobs root's model server, starting one if none of its own answers.
 
     model_dir is an nlpforge model folder, or a folder (or model.tar.gz) in SageMaker's layout with
     code/inference.py; with `entry_point` (in source_dir, if given) it is packaged with that inference script.
-    instance_type may be local or any ml.* type: it runs here. SageMaker's other deploy arguments are accepted."""
+    instance_type may be local or any ml.* type: it runs here. data_capture_config (a DataCaptureConfig) sends
+    its sampling_percentage of the requests to the server's capture folder. SageMaker's other deploy arguments
+    are accepted."""
     unknown = sorted(set(sagemaker_options) - SAGEMAKER_DEPLOY_ARGUMENTS)
     if unknown:
         raise EndpointError(f"unknown deploy argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator.deploy)")
@@ -125,7 +127,8 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
     ports, server_pid = own_server(host, ports, root, server_command, startup_timeout)
     try:
         management(host, ports["management_port"], root, startup_timeout).register(
-            str(model_dir), endpoint_name, workers=initial_instance_count)
+            str(model_dir), endpoint_name, workers=initial_instance_count,
+            capture_percent=getattr(data_capture_config, "capture_percent", None))
     except RequestError as error:
         raise EndpointError(f"the model server refused to register '{endpoint_name}' ({error.message})") from None
     write_json_record(record_path, {"endpoint_name": endpoint_name, "model_dir": str(model_dir),

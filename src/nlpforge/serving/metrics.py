@@ -13,13 +13,51 @@ since prometheus_client would add `_total` to a counter's name. The three reques
 as TorchServe writes them, labels in its order with its trailing comma, and present from the start:
 
     Requests2XX{Level="Host",Hostname="vm",} 12.0
+
+A monitoring schedule attached to a model (`nlpforge monitor schedule --model-name stars --model-version 1.0`)
+writes its latest status to `<capture folder>/<model>/<version>/monitoring_status.json` (no version: every
+version of the model, `<capture folder>/<model>/monitoring_status.json`, labelled model_version=""). The server
+reads these files at each scrape and exports, per model_name and model_version:
+
+    nlpforge_monitor_drift            1 when the latest run found violations, else 0
+    nlpforge_monitor_no_data          1 when the latest run's window held no captured text, else 0
+    nlpforge_monitor_violations       violations found by the latest run
+    nlpforge_monitor_items            texts in the latest run's window
+    nlpforge_monitor_last_run_timestamp_seconds   when the latest run ended (Unix time)
 """
+import json
 import socket
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+DRIFT_STATUS_FILE = "monitoring_status.json"
+DRIFT_STATUSES = ("no data", "no violations", "violations")
+
+
+def drift_status_path(capture_folder, model_name: str, model_version: str | None) -> Path:
+    """Where a schedule attached to a model version (or, without a version, to the whole model) writes its status."""
+    folder = Path(capture_folder) / model_name
+    return (folder / model_version if model_version else folder) / DRIFT_STATUS_FILE
+
+
+def read_drift_statuses(capture_folder) -> list[dict]:
+    """The monitoring status files under a capture folder; a file that is not a complete status is skipped."""
+    folder = Path(capture_folder)
+    statuses = []
+    for path in sorted([*folder.glob(f"*/{DRIFT_STATUS_FILE}"), *folder.glob(f"*/*/{DRIFT_STATUS_FILE}")]):
+        try:
+            status = json.loads(path.read_text(encoding="utf-8"))
+            if (isinstance(status, dict) and status.get("status") in DRIFT_STATUSES
+                    and isinstance(status.get("model_name"), str)
+                    and all(isinstance(status.get(k), (int, float))
+                            for k in ("violations", "item_count", "timestamp"))):
+                statuses.append(status)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+    return statuses
 
 
 class ServerMetrics:
@@ -27,7 +65,8 @@ class ServerMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self):
+    def __init__(self, capture_folder=None):
+        self.capture_folder = capture_folder
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("nlpforge_requests", "Inference requests by HTTP status code",
@@ -60,6 +99,17 @@ class ServerMetrics:
                                 "inference requests, microseconds (a running total)", ts, registry=r)
         self.ts_queue_latency = Gauge("ts_queue_latency_microseconds", "TorchServe's name: total time inputs "
                                       "waited in the queue, microseconds (a running total)", ts, registry=r)
+        self.drift = {
+            "drift": Gauge("nlpforge_monitor_drift", "1 when the latest monitoring run found violations", ts,
+                           registry=r),
+            "no_data": Gauge("nlpforge_monitor_no_data", "1 when the latest monitoring run's window held no "
+                             "captured text", ts, registry=r),
+            "violations": Gauge("nlpforge_monitor_violations", "Violations found by the latest monitoring run", ts,
+                                registry=r),
+            "item_count": Gauge("nlpforge_monitor_items", "Texts in the latest monitoring run's window", ts,
+                                registry=r),
+            "timestamp": Gauge("nlpforge_monitor_last_run_timestamp_seconds", "When the latest monitoring run "
+                               "ended, Unix time", ts, registry=r)}
         self.by_class = {c: 0 for c in "245"}
         self.hostname = socket.gethostname()
 
@@ -87,7 +137,22 @@ class ServerMetrics:
             except KeyError:
                 pass
 
+    def read_drift(self) -> None:
+        """Set the monitoring gauges from the status files schedules wrote; a removed file drops its series."""
+        for gauge in self.drift.values():
+            gauge.clear()
+        if self.capture_folder is None:
+            return
+        for status in read_drift_statuses(self.capture_folder):
+            labels = (status["model_name"], str(status.get("model_version") or ""))
+            values = {"drift": status["status"] == "violations", "no_data": status["status"] == "no data",
+                      "violations": status["violations"], "item_count": status["item_count"],
+                      "timestamp": status["timestamp"]}
+            for key, gauge in self.drift.items():
+                gauge.labels(*labels).set(float(values[key]))
+
     def render(self) -> bytes:
+        self.read_drift()
         hostname = self.hostname.replace("\\", "\\\\").replace('"', '\\"')
         by_class = "".join(f"# HELP Requests{c}XX TorchServe's name: inference requests answered {c}xx\n"
                            f"# TYPE Requests{c}XX counter\n"

@@ -86,10 +86,10 @@ class ServerState:
 
 
 def build_state(settings: ServeSettings) -> ServerState:
-    metrics = ServerMetrics()
-    registry = ModelRegistry(settings.model_store, metrics)
     capture = DataCapture(settings.capture_dir or Path(settings.model_store) / "capture",
                           max_bytes=settings.capture_max_bytes, backups=settings.capture_backups)
+    metrics = ServerMetrics(capture_folder=capture.folder)  # monitoring schedules write their status there
+    registry = ModelRegistry(settings.model_store, metrics)
     state = ServerState(settings, registry, metrics, capture)
     if settings.auth or settings.auth_inference:
         state.keys = load_or_create_keys(settings.key_path)
