@@ -5,9 +5,11 @@ Each measurement runs in its own process (peak memory is the process's high-wate
     and the share of the machine's measured fp32 matmul FLOP/s that each reaches;
   * resume: seconds from process start to the first step after resuming at 10% and 90% of an
     epoch (nlpforge restores its data position; Trainer skips batches to get back there);
-  * time to first step on a 1k-row and a 1M-row file (nlpforge, lazy loading).
+  * time to first step on a 1k-row and a 1M-row file (nlpforge, lazy loading);
+  * the Debugger rules' overhead: nlpforge with all eight rules at the default interval against none,
+    alternating runs of the same steps (--rules-only measures just this).
 
-    .venv/bin/python bench/training.py [--steps 60] [--skip-large]
+    .venv/bin/python bench/training.py [--steps 60] [--skip-large] [--rules-only] [--rules-repeats 3]
 """
 import argparse
 import csv
@@ -24,6 +26,8 @@ sys.path.insert(0, str(HERE))
 DATA = HERE.parents[1] / "shared" / "data" / "amazon_reviews"
 WORK = HERE / "results" / "training"
 TRAIN, VALIDATION = DATA / "digital_video_train.csv", DATA / "digital_video_validation.csv"
+ALL_RULES = ["LossNotDecreasing", "Overfit", "Overtraining", "VanishingGradient", "ExplodingTensor",
+             "PoorWeightInitialization", "WeightUpdateRatio", "StalledTraining"]
 COMMON = dict(batch_size=16, learning_rate=5e-5, max_seq_length=128, warmup_ratio=0.1, weight_decay=0.01, seed=42)
 
 
@@ -58,6 +62,7 @@ def child_nlpforge(args) -> dict:
         log_every=0, checkpoint_dir=str(WORK / f"{args.name}-ck") if args.checkpoint else None,
         checkpoint_every=args.stop_at or 0, resume="auto" if args.resume else None,
         data_loading=args.data_loading, max_seq_length=args.max_seq_length,
+        rules=ALL_RULES if args.rules else [],
         **{k: v for k, v in COMMON.items() if k != "max_seq_length"})
     try:
         result = train(job, log=lambda *_: None, on_step=on_step)
@@ -142,6 +147,28 @@ def run_child(name, *flags, timeout=1800) -> dict:
     return json.loads(lines[-1])
 
 
+def rules_overhead(steps: str, repeats: int) -> dict:
+    """samples/s without rules and with all eight, alternating so that drift in the machine's speed hits both."""
+    runs = {"none": [], "all": []}
+    for _ in range(repeats):
+        runs["none"].append(run_child("rules-none", "--kind", "nlpforge", "--steps", steps)["samples_per_second"])
+        runs["all"].append(run_child("rules-all", "--kind", "nlpforge", "--steps", steps, "--rules")
+                           ["samples_per_second"])
+    best = {key: max(values) for key, values in runs.items()}
+    return {"runs": runs, "best": best, "overhead": best["none"] / best["all"] - 1}
+
+
+def print_rules(r: dict) -> None:
+    rules = r["rules"]
+    print(f"\nmachine: {r['machine']}")
+    print("| Debugger rules (MiniLM-L6, batch 16, 128 tokens) | samples/s, best of runs | runs | overhead |")
+    print("|---|---|---|---|")
+    for key, name in (("none", "none"), ("all", "all eight, every 10 steps")):
+        runs = ", ".join(f"{v:.1f}" for v in rules["runs"][key])
+        overhead = f"{100 * rules['overhead']:+.1f}%" if key == "all" else "-"
+        print(f"| {name} | {rules['best'][key]:.1f} | {runs} | {overhead} |")
+
+
 def make_large_file(path: Path, rows: int) -> Path:
     if path.exists():
         return path
@@ -160,6 +187,8 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--skip-resume", action="store_true")
+    parser.add_argument("--rules-only", action="store_true", help="measure only the Debugger rules' overhead")
+    parser.add_argument("--rules-repeats", type=int, default=3)
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
@@ -169,6 +198,12 @@ def main():
     peak = matmul_flops()
     results = {"machine": describe(), "matmul_gflops": peak / 1e9}
     steps = str(args.steps)
+    results["rules"] = rules_overhead(steps, args.rules_repeats)
+    if args.rules_only:
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "training-rules.json").write_text(json.dumps(results, indent=2) + "\n")
+        print_rules(results)
+        return
     results["nlpforge"] = run_child("ours", "--kind", "nlpforge", "--steps", steps)
     results["hf"] = run_child("hf", "--kind", "hf", "--steps", steps)
     results["hf_grouped"] = run_child("hf-grouped", "--kind", "hf", "--steps", steps, "--group-by-length")
@@ -208,6 +243,7 @@ def main():
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "training.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
+    print_rules(results)
 
 
 def print_table(r: dict) -> None:
@@ -251,6 +287,7 @@ if __name__ == "__main__":
         parser.add_argument("--group-by-length", action="store_true")
         parser.add_argument("--data-loading", default="memory")
         parser.add_argument("--max-seq-length", type=int, default=COMMON["max_seq_length"])
+        parser.add_argument("--rules", action="store_true")
         child_args = parser.parse_args()
         outcome = (child_nlpforge if child_args.kind == "nlpforge" else child_hf)(child_args)
         print(json.dumps(outcome), flush=True)

@@ -65,6 +65,14 @@ class TrainingInterrupted(NlpforgeError):
     exit_code = 143
 
 
+class RuleStopped(TrainingInterrupted):
+    """A Debugger rule with the stop action found issues; a checkpoint was written and the run can be resumed
+    once the cause is fixed."""
+
+    code = "E510"
+    exit_code = 3
+
+
 class VocabularyError(NlpforgeError):
     """A word asked for is not in the vocabulary of the vectors or tokenizer."""
 

@@ -12,6 +12,7 @@ subprocess with SageMaker's training contract (sdk/runner.py). The built-in esti
 (`TextClassifier`, `MaskedLanguageModel`) run nlpforge's own training through the same machinery,
 with no script to write.
 """
+import logging
 import os
 import shutil
 import sys
@@ -23,10 +24,13 @@ from typing import ClassVar, Literal
 from nlpforge.data.formats import is_data_file
 from nlpforge.errors import ConfigError, TrainingJobError
 from nlpforge.sdk import contract
+from nlpforge.sdk.debugger import rule_specs
 from nlpforge.sdk.jobs import (NAME_PATTERN, describe_job, follow_log, now_iso, stop_job, wait_for_job,
                                write_json)
 from nlpforge.settings import Settings, setting
 from nlpforge.settings import jobs_root as resolve_jobs_root
+
+log = logging.getLogger("nlpforge.sdk")
 
 
 @dataclass
@@ -144,6 +148,11 @@ class TrainingJob:
     def stop(self) -> str:
         return stop_job(self.name, self.root)
 
+    def rule_job_summary(self) -> list[dict]:
+        """Each Debugger rule's status, as SageMaker's DebugRuleEvaluationStatuses: RuleConfigurationName,
+        RuleEvaluationStatus (InProgress, NoIssuesFound or IssuesFound), StatusDetails, LastModifiedTime."""
+        return self.describe()["DebugRuleEvaluationStatuses"]
+
     def __repr__(self):
         return f"TrainingJob({self.name!r})"
 
@@ -217,6 +226,10 @@ class Estimator:
         if debugger_hook_config is not False:  # checked now, written by fit
             contract.debug_hook_request(debugger_hook_config or True, self.output_path,
                                         contract.JobPaths(self.jobs_root / "job"))
+        self.rules = rule_specs(framework_settings.get("rules"))
+        if self.rules and not isinstance(self, BuiltinEstimator):
+            log.info("rules %s are recorded, not evaluated: the training engine sees the tensors of nlpforge's "
+                     "built-in estimators only, not of a script's own loop", ", ".join(self.rules))
         self.framework_settings = {k: repr(v) for k, v in framework_settings.items()}  # recorded only
         self.latest_training_job: TrainingJob | None = None
         self.tuning_job_name: str | None = None
@@ -425,6 +438,8 @@ class BuiltinEstimator(Estimator):
         owned = {"output", *self.data_channels.values()}  # set by fit from the channels and the job folder
         self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned
         hyperparameters = {"model": base_model, **(hyperparameters or {})}
+        if settings.get("rules"):  # Rule.sagemaker(...) objects become the engine's rules setting
+            hyperparameters["rules"] = rule_specs(settings["rules"])
         unknown = sorted(str(k) for k in hyperparameters if str(k).replace("-", "_") not in self.known_settings)
         if unknown:
             raise ConfigError(f"unknown {type(self).__name__} hyperparameter(s) {', '.join(unknown)}; see "

@@ -131,7 +131,30 @@ def describe_job(name: str, root=None) -> dict:
         "HostLogFiles": {host: str(paths.host_log(host)) for host in host_names(spec.instance_count)},
         "TuningJobName": spec.tuning_job_name,
         "MlflowRunId": status.get("MlflowRunId"),
+        "DebugRuleEvaluationStatuses": rule_evaluations(paths.model),
     }
+
+
+def rule_evaluations(model_dir: Path) -> list[dict]:
+    """SageMaker's DebugRuleEvaluationStatuses: each Debugger rule's latest status in the run's metrics.jsonl
+    (in the model folder once written, in its `.training` folder while the job runs)."""
+    from nlpforge.models.artifact import training_folder
+
+    found = [p for p in (model_dir / "metrics.jsonl", training_folder(model_dir) / "metrics.jsonl") if p.is_file()]
+    if not found:
+        return []
+    latest: dict[str, dict] = {}
+    for line in found[0].read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line being written
+            continue
+        if isinstance(row, dict) and "rule" in row:
+            latest[row["rule"]] = row
+    changed = datetime.fromtimestamp(found[0].stat().st_mtime, timezone.utc).isoformat()
+    return [{"RuleConfigurationName": name, "RuleEvaluationStatus": row.get("rule_status"),
+             "StatusDetails": row.get("reason") or "", "LastModifiedTime": changed, "Step": row.get("step")}
+            for name, row in latest.items()]
 
 
 def list_jobs(root=None, name_contains: str | None = None) -> list[dict]:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from nlpforge.sdk.contract import MASTER_HOST, JobPaths, JobSpec, host_names
-from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, update_status, write_json
+from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, rule_evaluations, update_status, write_json
 
 SPOT_GRACE_SECONDS = 120  # SageMaker's two-minute interruption notice
 STOP_GRACE_SECONDS = 30
@@ -499,7 +499,8 @@ def record_in_tracking(paths: JobPaths, spec: JobSpec, status: dict) -> None:
     from nlpforge.tracking.runs import log_training_job
 
     try:
-        run_id = log_training_job(paths, spec, status, read_metrics(paths))
+        rules = {"DebugRuleEvaluationStatuses": rule_evaluations(paths.model)}
+        run_id = log_training_job(paths, spec, {**status, **rules}, read_metrics(paths))
     except Exception as error:  # tracking must never turn a finished job into a failed one
         with open(paths.log, "a", encoding="utf-8") as handle:
             handle.write(f"[nlpforge] could not record the job in MLflow: {error}\n")

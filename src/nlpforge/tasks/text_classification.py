@@ -120,6 +120,15 @@ def use_lazy(settings: TextClassificationData) -> bool:
     return settings.data_loading == "lazy"
 
 
+def cross_entropy(scores: np.ndarray, true_ids) -> float:
+    """Mean cross-entropy of (N, num_labels) class scores against the true label ids (unweighted)."""
+    if not len(scores):
+        return float("nan")
+    top = scores.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+    return float(np.mean(log_norm - scores[np.arange(len(scores)), np.asarray(true_ids, dtype=np.int64)]))
+
+
 def logits(model, batch) -> dict:
     """The forward pass evaluation runs: class scores (B, num_labels)."""
     return {"logits": model(**batch).logits.float()}
@@ -151,10 +160,11 @@ class TextClassification(Task):
                  "token_lengths": token_length_stats(full_lengths, max_seq_length)}
 
         def scored(run, rows, true_ids, prefix) -> dict:
-            predicted = np.array([output["logits"].argmax() for output in run(logits, rows)], dtype=np.int64)
-            report = classification_metrics(true_ids, predicted, data.labels)
+            scores = np.stack([np.asarray(output["logits"], dtype=np.float64) for output in run(logits, rows)])
+            report = classification_metrics(true_ids, scores.argmax(axis=1), data.labels)
             extra[f"{prefix}_report"] = report
-            return {f"{prefix}_accuracy": report["accuracy"], f"{prefix}_macro_f1": report["macro_f1"]}
+            return {f"{prefix}_accuracy": report["accuracy"], f"{prefix}_macro_f1": report["macro_f1"],
+                    f"{prefix}_loss": cross_entropy(scores, true_ids)}
 
         if settings.test:  # read now: a bad test file is found before the epochs, not after
             test_texts, test_labels, _, _ = read_labelled_file(settings.test, data.text_columns, data.label_column,

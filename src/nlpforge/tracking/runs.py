@@ -131,6 +131,8 @@ def log_training_job(paths, spec, status: dict, metrics: list[dict]) -> str:
         tags["nlpforge.tuning_job"] = spec.tuning_job_name
     if status.get("FailureReason"):
         tags["nlpforge.failure_reason"] = status["FailureReason"][:5000]
+    for rule in status.get("DebugRuleEvaluationStatuses") or []:  # SageMaker Debugger rule statuses
+        tags[f"sagemaker.rule.{rule['RuleConfigurationName']}"] = rule["RuleEvaluationStatus"]
     run = mlflow_client.create_run(experiment, start_time=timestamp_ms(status.get("TrainingStartTime")),
                                    tags=tags, run_name=experiment_config.get("TrialComponentDisplayName") or name)
     run_id = run.info.run_id

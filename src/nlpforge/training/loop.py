@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from nlpforge.data.batching import MODEL_INPUTS, length_grouped_batches
-from nlpforge.errors import TrainingInterrupted
+from nlpforge.errors import RuleStopped, TrainingInterrupted
 from nlpforge.models.artifact import training_folder
 from nlpforge.tasks.base import TrainingData, run_features
 from nlpforge.training import checkpoint as ckpt
@@ -221,7 +221,7 @@ def fit(model: torch.nn.Module, data: TrainingData, job, fingerprint: dict, *, w
 
     `fingerprint` is what a checkpoint must match to resume this run; `on_step(step)` is called after
     every optimizer step (a hook for tests and spot simulation). Raises TrainingInterrupted on SIGTERM,
-    and when a Debugger rule with the stop action finds an issue.
+    and RuleStopped when a Debugger rule with the stop action finds an issue.
     """
     run = _Run(model, data, job, fingerprint, world, device, precision, pad_id, log, on_step)
     try:
@@ -233,6 +233,9 @@ def fit(model: torch.nn.Module, data: TrainingData, job, fingerprint: dict, *, w
     finally:
         run.bar.close()
         run.metrics_log.close()
+        run.tensors_log.close()
+        if run.debugger:
+            run.debugger.unwatch()
     if run.best_weights is not None:
         model.load_state_dict(run.best_weights)
     return run.state
@@ -262,9 +265,15 @@ class _Run:
             found = ckpt.find_checkpoint(job.checkpoint.resume, self.checkpoint_dir, log)
         if found is not None:
             saved = ckpt.read_checkpoint(found)
-            ckpt.check_compatible(saved["config"], fingerprint, found, may_differ={"epochs", "max_steps"})
+            # The learning rate may change: it is the usual fix after a Debugger rule stopped the run.
+            ckpt.check_compatible(saved["config"], fingerprint, found,
+                                  may_differ={"epochs", "max_steps", "learning_rate"})
             self.best_weights = ckpt.restore(found, saved, model=model, optimizer=self.optimizer,
                                              scheduler=self.scheduler, scaler=self.scaler)
+            if saved["config"].get("learning_rate") != train.learning_rate:
+                self.use_learning_rate(train.learning_rate)
+                log(f"learning rate {saved['config'].get('learning_rate')} -> {train.learning_rate} from "
+                    f"{found}; the schedule keeps its shape and position")
             self.state = LoopState(**saved["loop"])
             if self.best_weights is None and self.state.best_epoch is not None:
                 # saved when the current weights were the best ones
@@ -283,8 +292,24 @@ class _Run:
         rules = job.debugger
         self.debugger = Debugger.of(rules.rules, rules.rules_interval, rules.rules_action) if rules.rules else None
         self.rules_loss, self.rules_rows, self.rule_stop = 0.0, 0, None
+        self.tensors_log = _MetricLog(live / "debug" / "tensors.jsonl", None,
+                                      self.state.step if found is not None else None,
+                                      world.is_main and self.debugger is not None)
         if self.debugger:
             self.rules_changed(self.debugger.status, [])
+
+    def use_learning_rate(self, learning_rate: float) -> None:
+        """A new peak learning rate for a resumed run: the restored scheduler and optimizer keep the old one."""
+        self.scheduler.base_lrs = [learning_rate] * len(self.optimizer.param_groups)
+        for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
+            group["initial_lr"] = learning_rate
+            group["lr"] = learning_rate * factor(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # what get_last_lr reads
+
+    def rule_stopped(self, when: str, path: Path | None) -> RuleStopped:
+        where = f"; checkpoint {path}" if path else ""
+        return RuleStopped(f"stopped by Debugger rule {self.rule_stop or 'on another rank'} {when}{where}; fix the "
+                           "cause (a new --learning-rate is allowed), then resume with --resume auto")
 
     # Cached: start-up, the loop and the log line all ask for epoch 0's batches, and on a
     # million-row file each build sorts the whole epoch.
@@ -327,6 +352,8 @@ class _Run:
             accumulated += 1
             last_micro = accumulated == job.train.gradient_accumulation or state.batch + 1 == len(global_batches)
             sync = self.trained.no_sync() if world.distributed and not last_micro else contextlib.nullcontext()
+            if self.debugger and self.debugger.due(state.step + 1):
+                self.debugger.watch(self.model)
             with sync:
                 with autocast(self.precision, device):
                     losses = self.data.step(self.trained, batch)  # (B,)
@@ -369,10 +396,7 @@ class _Run:
                 self.on_step(state.step)
             if self.debugger and _agree(self.rule_stop is not None, world):
                 state.train_seconds += time.perf_counter() - started
-                path = self.save()
-                where = f"; checkpoint {path}" if path else ""
-                raise TrainingInterrupted(f"stopped by Debugger rule {self.rule_stop or 'on another rank'} at step "
-                                          f"{state.step}{where}; fix the cause, then resume with --resume auto")
+                raise self.rule_stopped(f"at step {state.step}", self.save())
             if job.train.max_steps and state.step >= job.train.max_steps:
                 state.stopped_early = True
             stopping = _agree(self.stop.received is not None, world)
@@ -408,14 +432,18 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         if summary is not None:
-            self.rules_fired(self.debugger.after_step(self.model, summary))
+            fired = self.debugger.after_step(self.model, summary)
+            self.tensors_log.write(summary.row())
+            self.rules_fired(fired)
 
     def evaluated(self, metrics: dict) -> None:
         """Hand an evaluation's loss (a task's `validation_*loss` metric, where it reports one) to the rules."""
         if not self.debugger:
             return
         loss = next((v for k, v in metrics.items() if k.startswith("validation_") and k.endswith("loss")), None)
-        self.rules_fired(self.debugger.observe(Summary(self.state.step, mode="eval", validation_loss=loss)))
+        summary = Summary(self.state.step, mode="eval", validation_loss=loss)
+        self.tensors_log.write(summary.row())
+        self.rules_fired(self.debugger.observe(summary))
 
     def rules_fired(self, fired: list[tuple[str, str]]) -> None:
         if fired:
@@ -471,9 +499,7 @@ class _Run:
                 self.log(f"early stop: {self.data.metric_for_best} did not improve for {patience} epoch(s)")
         path = self.save()
         if self.debugger and _agree(self.rule_stop is not None, world):
-            where = f"; checkpoint {path}" if path else ""
-            raise TrainingInterrupted(f"stopped by Debugger rule {self.rule_stop or 'on another rank'} after epoch "
-                                      f"{state.epoch}{where}; fix the cause, then resume with --resume auto")
+            raise self.rule_stopped(f"after epoch {state.epoch}", path)
         if _agree(self.stop.received is not None, world) and state.epoch < job.train.epochs and not state.stopped_early:
             where = f"; checkpoint {path}" if path else ""
             raise TrainingInterrupted(f"stopped by {self.stop.received or 'a signal on another rank'} after epoch "

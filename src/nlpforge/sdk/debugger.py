@@ -1,0 +1,111 @@
+"""SageMaker Debugger's rule API for the estimators: `rules=[Rule.sagemaker(rule_configs.loss_not_decreasing())]`.
+
+    from nlpforge.sdk import ProfilerRule, Rule, TextClassifier, rule_configs
+
+    est = TextClassifier(hyperparameters={"epochs": 2},
+                         rules=[Rule.sagemaker(rule_configs.loss_not_decreasing()),
+                                Rule.sagemaker(rule_configs.vanishing_gradient(),
+                                               rule_parameters={"threshold": "1e-6"}),
+                                ProfilerRule.sagemaker(rule_configs.ProfilerReport())])
+    est.fit({"train": "train.csv"})
+    est.latest_training_job.rule_job_summary()
+    # [{"RuleConfigurationName": "LossNotDecreasing", "RuleEvaluationStatus": "NoIssuesFound", ...}, ...]
+
+A built-in estimator hands the rules to the training engine (its `rules` setting, nlpforge.training.debugger),
+which evaluates them on its own tensors. A script-mode job's rules are recorded, and reported as not
+evaluated: the engine cannot see the tensors of a script's own loop. Profiler rules are accepted and ignored.
+"""
+import logging
+
+from nlpforge.errors import ConfigError
+
+log = logging.getLogger("nlpforge.sdk")
+
+# rule_configs function -> the rule's name (SageMaker's names for the rules nlpforge evaluates)
+BUILT_IN_RULES = {
+    "loss_not_decreasing": "LossNotDecreasing", "overfit": "Overfit", "overtraining": "Overtraining",
+    "vanishing_gradient": "VanishingGradient", "exploding_tensor": "ExplodingTensor",
+    "poor_weight_initialization": "PoorWeightInitialization", "weight_update_ratio": "WeightUpdateRatio",
+    "stalled_training_rule": "StalledTraining",
+}
+
+
+def _config(name: str) -> dict:
+    return {"DebugRuleConfiguration": {"RuleConfigurationName": name, "RuleParameters": {"rule_to_invoke": name}}}
+
+
+class _RuleConfigs:
+    """`rule_configs.loss_not_decreasing()` and its siblings: SageMaker's built-in rule configurations."""
+
+    def __getattr__(self, attribute: str):
+        if attribute in BUILT_IN_RULES:
+            return lambda: _config(BUILT_IN_RULES[attribute])
+        if attribute[:1].isupper():  # profiler rules (ProfilerReport, LowGPUUtilization, ...): accepted, ignored
+            return lambda **_: {"ProfilerRuleConfiguration": {"RuleConfigurationName": attribute}}
+        raise AttributeError(f"rule_configs has no rule {attribute!r}; nlpforge evaluates "
+                             f"{', '.join(f'{f}()' for f in BUILT_IN_RULES)}")
+
+    def __dir__(self):
+        return list(BUILT_IN_RULES)
+
+
+rule_configs = _RuleConfigs()
+
+
+class Rule:
+    """A Debugger rule selected for a training job (SageMaker's `sagemaker.debugger.Rule`)."""
+
+    def __init__(self, name: str, parameters: dict):
+        self.name, self.rule_parameters = name, parameters
+
+    @classmethod
+    def sagemaker(cls, base_config: dict, name: str | None = None, container_local_output_path=None,
+                  s3_output_path=None, other_trials_s3_input_paths=None, rule_parameters: dict | None = None,
+                  collections_to_save=None, actions=None) -> "Rule":
+        """A built-in rule from `rule_configs.<rule>()`, its parameters overridden by `rule_parameters`."""
+        config = (base_config or {}).get("DebugRuleConfiguration")
+        if not config:
+            raise ConfigError("Rule.sagemaker takes a rule configuration such as rule_configs.loss_not_decreasing()")
+        rule = config["RuleParameters"]["rule_to_invoke"]
+        parameters = {k: v for k, v in config["RuleParameters"].items() if k != "rule_to_invoke"}
+        parameters.update(rule_parameters or {})
+        return cls(name or rule, {"rule_to_invoke": rule, **parameters})
+
+    @property
+    def spec(self) -> str:
+        """The rule as the training engine's --rules reads it: `Name` or `Name:param=value,...`."""
+        parameters = {k: v for k, v in self.rule_parameters.items() if k != "rule_to_invoke"}
+        rule = self.rule_parameters["rule_to_invoke"]
+        return rule + (":" + ",".join(f"{k}={v}" for k, v in parameters.items()) if parameters else "")
+
+    def __repr__(self):
+        return f"Rule({self.spec!r})"
+
+
+class ProfilerRule:
+    """SageMaker's profiler rules: accepted so that notebooks run unchanged; nothing profiles here."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @classmethod
+    def sagemaker(cls, base_config: dict, name: str | None = None, **_) -> "ProfilerRule":
+        config = (base_config or {}).get("ProfilerRuleConfiguration") or {}
+        return cls(name or config.get("RuleConfigurationName", "ProfilerReport"))
+
+
+def rule_specs(rules) -> list[str]:
+    """The engine's rule specs of an estimator's `rules=[...]`; profiler rules are dropped with a log line."""
+    specs = []
+    for rule in rules or []:
+        if isinstance(rule, ProfilerRule):
+            log.info("profiler rule %s is accepted and ignored: nlpforge does not profile", rule.name)
+        elif isinstance(rule, Rule):
+            specs.append(rule.spec)
+        else:
+            raise ConfigError(f"rules takes Rule.sagemaker(rule_configs.<rule>()) objects, not {rule!r}")
+    if specs:
+        from nlpforge.training.debugger import parse_rules
+
+        parse_rules(specs)  # unknown rules and parameters are refused now, not when the job runs
+    return specs
