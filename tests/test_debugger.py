@@ -202,10 +202,9 @@ def test_tensor_summaries_are_recorded_at_the_interval_with_hooks_only_then(tmp_
     train, validation = write_csv(tmp_path / "t.csv", toy_rows(64, seed=1)), write_csv(tmp_path / "v.csv",
                                                                                        toy_rows(32, seed=2))
     train_classifier(train=str(train), validation=str(validation), output=str(tmp_path / "m"),
-                     checkpoint_dir=str(tmp_path / "c"), **dict(TINY, epochs=2, batch_size=8),
-                     rules=["LossNotDecreasing"], rules_interval=3)
-    found = [p for p in (tmp_path / "m" / "debug", tmp_path / "m.training" / "debug") if p.is_dir()]
-    rows = [json.loads(line) for line in (found[0] / "tensors.jsonl").read_text().splitlines()]
+                     **dict(TINY, epochs=2, batch_size=8), rules=["LossNotDecreasing"], rules_interval=3)
+    assert not (tmp_path / "m.training").exists()  # the run's folder is gone, its summaries moved into the model
+    rows = [json.loads(line) for line in (tmp_path / "m" / "debug" / "tensors.jsonl").read_text().splitlines()]
     # 8 steps an epoch: train rows every 3rd step, an eval row after each epoch, losses by mode
     assert [(row["step"], row["mode"]) for row in rows] == [(3, "train"), (6, "train"), (8, "eval"), (9, "train"),
                                                              (12, "train"), (15, "train"), (16, "eval")]

@@ -1,8 +1,9 @@
 """Debugger rules: SageMaker Debugger's built-in rules, evaluated by the training engine on its own tensors.
 
     debugger = Debugger.of(["LossNotDecreasing", "VanishingGradient:threshold=1e-6"], interval=10, action="stop")
-    summary = debugger.summarise(model, step, loss=0.7)          # gradients before the optimizer step
-    fired = debugger.observe(summary)                            # [(rule, reason)] of rules that just found issues
+    debugger.watch(model)                                        # before the forward passes of a recorded step
+    summary = debugger.before_step(model, step, loss=0.7)        # after backward, before the optimizer step
+    fired = debugger.after_step(model, summary)                  # [(rule, reason)] of rules that just found issues
 
 Every `interval` optimizer steps the loop hands the rules a `Summary` of what they need (loss by
 mode, per-tensor gradient and weight statistics, update/weight ratios); after each evaluation it
@@ -11,6 +12,25 @@ status: InProgress, then NoIssuesFound when training ends, or IssuesFound from t
 
 A rule is selected as `NAME` or `NAME:param=value,param=value` (`--rules` may list several, comma
 separated: a piece with `=` and no `:` is a parameter of the rule before it).
+
+Whenever rules are selected, the loop also records each summary in `debug/tensors.jsonl` of the model
+folder (`OUTPUT.training/debug/` while the run goes on), one JSON object a line:
+
+    {"step": 10, "mode": "train", "loss": 0.69,                      # mean training loss since the last row
+     "gradient_norm": {"bert.encoder.layer.0.attention.self.query": 0.12, ...},   # L2 per layer, unclipped
+     "weight_norm": {"bert.encoder.layer.0.attention.self.query": 9.8, ...},      # L2 per layer, after the step
+     "activation_mean": {"bert.embeddings": 0.0, "bert.encoder.layer.0": -0.01, ..., "output": 0.1},
+     "activation_std": {"bert.embeddings": 1.0, ...}}
+    {"step": 12, "mode": "eval", "loss": 0.71}                        # after each evaluation
+
+A layer is a module that owns parameters; its norm is over all of them. Activations are the outputs of the
+embeddings, of each repeated block (the children of a ModuleList) and of the whole model (its logits), over
+every position of the step's batches; forward hooks watch them only during the forward passes of a
+recorded step. To plot:
+
+    rows = pandas.read_json("OUTPUT/debug/tensors.jsonl", lines=True)
+    train = rows[rows["mode"] == "train"]
+    pandas.DataFrame(train["gradient_norm"].tolist(), index=train["step"]).plot(logy=True)
 """
 import math
 import time
@@ -39,6 +59,18 @@ class Summary:
     weight_variance: dict = field(default_factory=dict)             # weight matrix name -> variance
     update_ratio: dict = field(default_factory=dict)                # tensor name -> |w_t - w_t-1| / |w_t-1|
     nonfinite: list = field(default_factory=list)                   # tensors holding NaN or Inf
+    gradient_norm: dict = field(default_factory=dict)               # layer -> L2 norm of its gradients
+    weight_norm: dict = field(default_factory=dict)                 # layer -> L2 norm of its weights
+    activation_mean: dict = field(default_factory=dict)             # watched module -> mean of its output
+    activation_std: dict = field(default_factory=dict)
+
+    def row(self) -> dict:
+        """The line of debug/tensors.jsonl this summary becomes (see the module docstring)."""
+        if self.mode == "eval":
+            return {"step": self.step, "mode": "eval", "loss": self.validation_loss}
+        return {"step": self.step, "mode": "train", "loss": self.loss, "gradient_norm": self.gradient_norm,
+                "weight_norm": self.weight_norm, "activation_mean": self.activation_mean,
+                "activation_std": self.activation_std}
 
 
 @dataclass
@@ -277,6 +309,42 @@ def parse_rules(specs: list[str]) -> list[Rule]:
     return rules
 
 
+def layer_norms(named: list[tuple[str, torch.Tensor]]) -> dict:
+    """L2 norm per layer (the module owning the tensors, named by its path) of named tensors, in one sync."""
+    if not named:
+        return {}
+    layers = [name.rpartition(".")[0] or name for name, _ in named]
+    index = {layer: i for i, layer in enumerate(dict.fromkeys(layers))}
+    # One fused kernel over the list, as clip_grad_norm_ does.
+    squares = torch.stack(torch._foreach_norm([t.detach() for _, t in named])).float() ** 2
+    where = torch.tensor([index[layer] for layer in layers], device=squares.device)
+    totals = torch.zeros(len(index), device=squares.device).index_add_(0, where, squares).sqrt().tolist()
+    return dict(zip(index, totals))
+
+
+def watched_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The modules whose outputs are summarised: the embeddings, each repeated block (a ModuleList's
+    children) and the whole model."""
+    chosen = []
+    for name, module in model.named_modules():
+        if name.rpartition(".")[2] == "embeddings":
+            chosen.append((name, module))
+        elif isinstance(module, torch.nn.ModuleList):
+            chosen += [(f"{name}.{i}".lstrip("."), child) for i, child in enumerate(module)]
+    return chosen + [("output", model)]
+
+
+def first_tensor(output) -> torch.Tensor | None:
+    """The tensor a module's output stands for: itself, a tuple's first tensor, or a model output's logits."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        output = [output["logits"]] if output.get("logits") is not None else list(output.values())
+    if isinstance(output, (tuple, list)):
+        return next((item for item in output if isinstance(item, torch.Tensor)), None)
+    return None
+
+
 class Debugger:
     """The selected rules, their statuses, and the summaries they need."""
 
@@ -288,6 +356,8 @@ class Debugger:
         for rule in rules:
             rule.start()
         self.previous_weights: list | None = None
+        self.hooks: list = []
+        self.activations: dict[str, list] = {}    # watched module -> [(mean, std)] of this step's forward passes
 
     @classmethod
     def of(cls, specs: list[str], interval: int = 1, action: str = "log") -> "Debugger":
@@ -297,10 +367,39 @@ class Debugger:
         """Whether the optimizer step numbered `step` (1-based) is summarised."""
         return step % self.interval == 0
 
+    def watch(self, model: torch.nn.Module) -> None:
+        """Attach forward hooks that summarise activations, for the forward passes of a recorded step."""
+        if self.hooks:
+            return
+        for name, module in watched_modules(model):
+            self.hooks.append(module.register_forward_hook(
+                lambda module, inputs, output, name=name: self._activation(name, output)))
+
+    def _activation(self, name: str, output) -> None:
+        tensor = first_tensor(output)
+        if tensor is not None and tensor.is_floating_point():
+            std, mean = torch.std_mean(tensor.detach().float())
+            self.activations.setdefault(name, []).append(torch.stack([mean, std]))
+
+    def unwatch(self) -> dict[str, list[float]]:
+        """Remove the hooks; the [mean, std] of each watched output, averaged over the step's forward passes."""
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
+        names, self.activations = self.activations, {}
+        if not names:
+            return {}
+        stats = torch.stack([torch.stack(values).mean(0) for values in names.values()]).tolist()
+        return dict(zip(names, stats))
+
     def before_step(self, model: torch.nn.Module, step: int, loss: float | None) -> Summary:
-        """Gradient statistics (after backward, before the update), and a copy of the weights if updates are needed."""
+        """Gradient statistics (after backward, before clipping and the update), the activations of the step's
+        forward passes, and a copy of the weights if updates are needed."""
         summary = Summary(step, loss=loss)
+        for name, (mean, std) in self.unwatch().items():
+            summary.activation_mean[name], summary.activation_std[name] = mean, std
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        summary.gradient_norm = layer_norms([(n, p.grad) for n, p in named if p.grad is not None])
         if "gradients" in self.needs:
             grads = [(n, p.grad.detach()) for n, p in named if p.grad is not None]
             if grads:
@@ -321,6 +420,7 @@ class Debugger:
 
     def after_step(self, model: torch.nn.Module, summary: Summary) -> list[tuple[str, str]]:
         """Weight statistics after the update, then the rules' verdicts."""
+        summary.weight_norm = layer_norms(list(model.named_parameters()))
         if "weights" in self.needs:
             weights = [(n, p.detach()) for n, p in model.named_parameters()]
             stats = torch.stack([torch.stack([w.float().abs().sum(), w.float().var() if w.numel() > 1

@@ -184,7 +184,7 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
                       extra={"history": state.history, **data.extra, "precision": precision,
                              "world_size": world.size, "resumed_from": state.resumed_from,
                              **({"rules": state.rules} if state.rules else {})},
-                      include=[live / "metrics.jsonl", live / "tensorboard"])
+                      include=[live / "metrics.jsonl", live / "tensorboard", live / "debug"])
         if job.checkpoint.checkpoint_dir is None:
             shutil.rmtree(live, ignore_errors=True)  # the run finished; the artifact is what stays
         elif live.is_dir() and not any(live.iterdir()):
