@@ -24,8 +24,8 @@ def test_captured_traffic_of_a_deployed_endpoint_is_monitored(tmp_path, tiny_mod
         for row in toy_rows(60, seed=9):
             predictor.predict({"text": row["text"]})
         capture = jobs / "_model_store" / "capture"
-        records = [json.loads(line) for line in (capture / "stars").rglob("capture.jsonl").__next__()
-                   .read_text().splitlines()]
+        written = next((capture / "stars").rglob("capture.jsonl"))
+        records = [json.loads(line) for line in written.read_text().splitlines()]
         assert len(records) == 60 and records[0]["prediction"]["label"] in ("neg", "pos")
         same = monitor_run(MonitorRunSettings.of(baseline=str(baseline), capture=str(capture),
                                                  output=str(tmp_path / "same")))
