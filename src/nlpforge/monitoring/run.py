@@ -101,12 +101,6 @@ def read_texts(path, text_column: str, reading: ReadingSettings | None = None) -
     return [None if value is None or value != value else str(value) for value in table.frame[text_column]]
 
 
-def read_capture(folder, since: str | None = None, until: str | None = None) -> list:
-    """The inputs recorded by `DataCapture` under `folder` as texts; a JSON value that is not a string is
-    written out as JSON (see `capture_inputs` for the values as recorded)."""
-    return [as_text(value) for value in capture_inputs(folder, since, until)]
-
-
 def as_text(value):
     """A captured input as a text: a string as it is, None as missing, any other JSON value as JSON."""
     return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)

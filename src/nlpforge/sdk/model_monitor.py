@@ -180,6 +180,13 @@ class MonitoringExecution:
         return ConstraintViolations(self.output / file_name)
 
 
+def refuse_unsupported(arguments: dict, fix: str) -> None:
+    """One line for the first SageMaker argument given that the text monitor does not support."""
+    given = next((name for name, value in arguments.items() if value is not None), None)
+    if given is not None:
+        raise ConfigError(f"{given} is not supported by nlpforge's text monitor; {fix}")
+
+
 class DefaultModelMonitor:
     """SageMaker's `sagemaker.model_monitor.DefaultModelMonitor`, for text, on this machine."""
 
@@ -215,12 +222,10 @@ class DefaultModelMonitor:
         """Baseline the text column of a data file (runs now, whatever `wait` says); returns the job."""
         from nlpforge.monitoring.run import BaselineSettings, suggest_baseline
 
-        for value, argument in ((record_preprocessor_script, "record_preprocessor_script"),
-                                (post_analytics_processor_script, "post_analytics_processor_script"),
-                                (monitoring_config_override, "monitoring_config_override")):
-            if value is not None:
-                raise ConfigError(f"{argument} is not supported by nlpforge's text monitor; leave it out (the "
-                                  "features are the text's own descriptors)")
+        refuse_unsupported({"record_preprocessor_script": record_preprocessor_script,
+                            "post_analytics_processor_script": post_analytics_processor_script,
+                            "monitoring_config_override": monitoring_config_override},
+                           "leave it out (the features are the text's own descriptors)")
         if isinstance(dataset_format, dict) and dataset_format.get("csv", {}).get("header") is False:
             raise ConfigError("dataset_format=DatasetFormat.csv(header=False): the baseline file needs a header row "
                               "that names its text column (text_column=...)")
@@ -259,12 +264,10 @@ class DefaultModelMonitor:
         if self.monitoring_schedule_name is not None:
             raise ConfigError(f"this monitor already has the schedule {self.monitoring_schedule_name!r}; delete it "
                               "with delete_monitoring_schedule() or create another DefaultModelMonitor")
-        for value, argument in ((record_preprocessor_script, "record_preprocessor_script"),
-                                (post_analytics_processor_script, "post_analytics_processor_script"),
-                                (batch_transform_input, "batch_transform_input")):
-            if value is not None:
-                raise ConfigError(f"{argument} is not supported by nlpforge's text monitor; monitor an endpoint's "
-                                  "data capture (endpoint_input=predictor)")
+        refuse_unsupported({"record_preprocessor_script": record_preprocessor_script,
+                            "post_analytics_processor_script": post_analytics_processor_script,
+                            "batch_transform_input": batch_transform_input},
+                           "monitor an endpoint's data capture (endpoint_input=predictor)")
         endpoint = getattr(endpoint_input, "endpoint_name", endpoint_input)
         if not isinstance(endpoint, str) or not endpoint:
             raise ConfigError("endpoint_input: give the endpoint's Predictor or its name")
