@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install tools demo test bench clean
+.PHONY: install tools browser demo test bench clean
 
 install: $(STAMP)
 
@@ -29,12 +29,18 @@ $(NEWMAN):
 	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error newman@6.2.2
 
+# The web app's browser tests drive the system Chromium (Playwright's own download cannot run here).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core) || \
+		echo "warning: could not install chromium; the browser tests will be skipped"
+
 demo: $(STAMP)
 	$(BIN)/nlpforge demo
 
-test: $(STAMP) $(NEWMAN)
+test: $(STAMP) $(NEWMAN) browser
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) .tools demo-output

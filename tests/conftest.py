@@ -157,3 +157,14 @@ def tiny_model(tmp_path_factory):
     train = write_csv(folder / "train.csv", toy_rows(240, seed=1))
     validation = write_csv(folder / "val.csv", toy_rows(60, seed=2))
     return train_classifier(train=str(train), validation=str(validation), output=str(folder / "model"), **TINY)
+
+
+@pytest.fixture(scope="session")
+def ui_world(tmp_path_factory):
+    """What the web app's browser tests look at (see ui_support.build_world), built once; the endpoint is
+    deleted at the end of the session."""
+    from ui_support import build_world
+
+    world = build_world(tmp_path_factory.mktemp("ui-world"))
+    yield world
+    world["predictor"].delete_endpoint()

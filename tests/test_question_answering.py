@@ -157,7 +157,8 @@ def test_the_server_answers_and_refuses_bad_requests(qa_model, tmp_path):
                                                                             "context": context}]}).json()
         assert kserve["predictions"][0]["answer"] == "delta"
         explained = client.post("/explanations/qa", json={"question": "What is the code?", "context": context}).json()
-        assert explained["answer"] == "delta" and "delta" in explained["tokens"]
+        assert explained["answer"] == "delta" and "delta" in explained["words"]
+        assert len(explained["importances"]) == len(explained["attention"]["tokens"]) == len(explained["words"])
         for body, status, words in [({"question": "What is the code?"}, 400, "context"),
                                     ({"question": " ", "context": context}, 400, "empty"),
                                     ({"question": "q", "context": "x" * 600}, 413, "limit")]:
@@ -194,7 +195,7 @@ def test_onnx_gives_the_same_answers_and_explanations_show_attention(qa_model, t
     for backend in ("onnx", "onnx-int8"):
         assert load(folder, backend=backend).predict(question)[0]["answer"] == expected["answer"]
     explained = load(folder).explain(question)[0]
-    assert explained["answer"] == expected["answer"] and len(explained["cls_attention"]) > 5
+    assert explained["answer"] == expected["answer"] and len(explained["attention"]["tokens"]) > 5
 
 
 def test_the_builtin_estimator_answers_questions(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ import json
 import tarfile
 
 import httpx
+import numpy as np
 import pytest
 
 from serving_support import inference, management, metric, running_server
@@ -56,18 +57,25 @@ def test_a_list_gets_a_list_and_a_version_path_works(server):
     assert client.get("/v1/models/tiny").json() == {"name": "tiny", "ready": True}
 
 
-def test_explanations_return_attention_weights(server):
+def test_explanations_are_attributions_and_attention_and_agree_with_the_model_folder(server, tiny_model):
+    import nlpforge
+
     body = inference(server).post("/explanations/tiny", json={"text": "great movie"}).json()
-    assert body["tokens"] == ["[CLS]", "great", "movie", "[SEP]"]
-    assert len(body["attentions"]) == 2  # bert-tiny's layers
-    assert all(len(layer) == 4 and all(len(row) == 4 for row in layer) for layer in body["attentions"])
-    assert sum(body["cls_attention"]) == pytest.approx(1.0, abs=1e-3)
-    assert body["label"] == "pos"
+    assert body["label"] == "pos" and body["words"] == ["[CLS]", "great", "movie", "[SEP]"]
+    assert len(body["importances"]) == 4 and sum(v * v for v in body["importances"]) == pytest.approx(1, abs=1e-3)
+    attention = body["attention"]
+    assert (attention["layers"], attention["heads"], attention["tokens"]) == (2, 2, body["words"])  # bert-tiny
+    assert all(sum(row) == pytest.approx(1.0, abs=1e-3) for layer in attention["weights"] for head in layer
+               for row in head)
     kserve = inference(server).post("/v1/models/tiny:explain", json={"instances": ["great movie", "awful"]})
     assert kserve.status_code == 200, kserve.text
     explanations = kserve.json()["explanations"]
     assert [e["label"] for e in explanations] == ["pos", "neg"]
-    assert explanations[0]["tokens"] == body["tokens"] and explanations[0]["attentions"] == body["attentions"]
+    local = nlpforge.load(tiny_model.output).explain("great movie")[0]
+    for served in (body, explanations[0]):
+        assert served["words"] == local["words"] and served["attention"]["tokens"] == local["attention"]["tokens"]
+        assert served["importances"] == pytest.approx(local["importances"], abs=1e-3)
+        assert np.allclose(served["attention"]["weights"], local["attention"]["weights"], atol=1e-4)
 
 
 def test_long_text_is_truncated_and_flagged(server):

@@ -165,7 +165,7 @@ def test_the_server_serves_entities(ner_model, tmp_path):
         kserve = client.post("/v1/models/ner:predict", json={"instances": ["Ahmed Khan visited Lagos ."]}).json()
         assert len(kserve["predictions"]) == 1
         explained = client.post("/explanations/ner", json={"text": "John Smith visited Paris."}).json()
-        assert explained["entities"] == answer["entities"] and len(explained["attentions"]) == 2
+        assert explained["entities"] == answer["entities"] and explained["attention"]["layers"] == 2
         assert client.post("/predictions/ner", json={"tokens": []}).status_code == 400
         assert client.post("/predictions/ner", json={"words": "x"}).status_code == 400
 
@@ -198,7 +198,7 @@ def test_onnx_and_explanations_give_the_same_entities(ner_model, tmp_path):
         got = load(folder, backend=backend).predict(text)[0]["entities"]
         assert [(e["entity"], e["word"]) for e in got] == [(e["entity"], e["word"]) for e in expected]
     explained = load(folder).explain(text)[0]
-    assert explained["entities"] == expected and explained["tokens"][0] == "[CLS]" and explained["attentions"]
+    assert explained["entities"] == expected and explained["words"][0] == "[CLS]" and explained["attention"]["weights"]
 
 
 def test_the_builtin_estimator_trains_entities(tmp_path, monkeypatch):

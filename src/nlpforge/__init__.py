@@ -3,6 +3,7 @@
     import nlpforge
     model = nlpforge.load("models/stars")
     model.predict(["Great movie, would watch again"])
+    nlpforge.explain("models/stars", "Great movie", output="view.html")   # attributions + attention views
 """
 import os
 
@@ -23,4 +24,12 @@ def load(path, device: str = "cpu", backend: str = "torch"):
     return load_model(path, backend=backend, device=device)
 
 
-__all__ = ["load", "__version__"]
+def explain(path, text: str, text_pair: str | None = None, output=None, png=None, steps: int = 32) -> dict:
+    """Explain one input: the answer, token attributions (Integrated Gradients) and every layer's and head's
+    attention; writes the self-contained HTML view to `output` and a PNG to `png` when given."""
+    from nlpforge.evaluation.attention_view import explain_model
+
+    return explain_model(path, text, text_pair, output, png, steps)
+
+
+__all__ = ["explain", "load", "__version__"]

@@ -31,6 +31,9 @@ from nlpforge.cli import jobs as _jobs  # noqa: E402,F401
 from nlpforge.cli import runs as _runs  # noqa: E402,F401
 from nlpforge.cli import serve as _serve  # noqa: E402,F401
 from nlpforge.cli import monitor as _monitor  # noqa: E402,F401
+from nlpforge.cli import explain as _explain  # noqa: E402,F401
+from nlpforge.cli import review as _review  # noqa: E402,F401
+from nlpforge.cli import ui as _ui  # noqa: E402,F401
 
 
 def main(argv=None) -> None:

@@ -106,23 +106,26 @@ def as_text(value):
     return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def capture_inputs(folder, since: str | None = None, until: str | None = None) -> list:
-    """The inputs recorded by `DataCapture` under `folder` (every model and version), oldest file first."""
+def capture_records(folder):
+    """Every record `DataCapture` wrote under `folder` (every model and version), oldest file first."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such capture folder; give the folder the server writes data capture to "
-                        "(its --capture-folder)")
+                        "(its --capture-dir)")
     files = sorted(folder.rglob("capture.jsonl*"), key=lambda p: (p.parent, -int(p.suffix[1:]) if
                                                                   p.suffix[1:].isdigit() else 0))
-    inputs = []
     for path in files:
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-            if not line.strip():
-                continue
-            record = json_record(line, number, path)
-            stamp = str(record.get("timestamp", ""))
-            if (since and stamp < since) or (until and stamp >= until):
-                continue
+            if line.strip():
+                yield json_record(line, number, path)
+
+
+def capture_inputs(folder, since: str | None = None, until: str | None = None) -> list:
+    """The inputs recorded by `DataCapture` under `folder` (every model and version), oldest file first."""
+    inputs = []
+    for record in capture_records(folder):
+        stamp = str(record.get("timestamp", ""))
+        if not ((since and stamp < since) or (until and stamp >= until)):
             inputs.append(record.get("input"))
     return inputs
 

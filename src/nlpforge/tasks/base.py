@@ -183,7 +183,12 @@ class Task(ABC):
     def postprocess(self, loaded: "LoadedModel", inputs: list, features: list[dict], outputs: list[dict]) -> list:
         """One answer (a JSON value) per input, from the features' outputs."""
 
-    def explain(self, loaded: "LoadedModel", inputs: list) -> list:
+    def attribution_target(self, reference):
+        """What token attributions explain: from the unperturbed output, a function of a batch of outputs
+        giving one score per row (see nlpforge.tasks.explanations)."""
+        raise InputError(f"{self.name} models have no token attributions")
+
+    def explain(self, loaded: "LoadedModel", inputs: list, steps: int = 32) -> list:
         raise InputError(f"a {self.name} model gives no explanations", status=400)
 
     def evaluate_file(self, loaded: "LoadedModel", path, batch_size: int = 64) -> tuple[dict, str]:
@@ -261,40 +266,10 @@ class LoadedModel:
         outputs = run_features(self.call, features, self.pad_id, batch_size, self.max_tokens)
         return self.task.postprocess(self, items, features, outputs)
 
-    def explain(self, inputs) -> list:
+    def explain(self, inputs, steps: int = 32) -> list:
+        """Answers plus explanations: token attributions and attention weights (nlpforge.tasks.explanations)."""
         items = [self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)]
-        return self.task.explain(self, items)
-
-
-def attention_weights(loaded: "LoadedModel", feature: dict) -> dict:
-    """What an explanation shows of one feature: its tokens, every layer's head-averaged (T, T) attention,
-    and the last layer's attention from [CLS] to each token (the eager attention; SDPA returns none)."""
-    import torch
-    import transformers
-
-    if "attention_model" not in loaded.__dict__:
-        loaded.__dict__["attention_model"] = getattr(transformers, loaded.task.model_class).from_pretrained(
-            str(loaded.folder), attn_implementation="eager").eval()
-    batch = {k: torch.tensor([feature[k]]) for k in MODEL_INPUTS if k in feature}
-    with torch.inference_mode():
-        result = loaded.__dict__["attention_model"](**batch, output_attentions=True)
-    layers = [layer[0].mean(dim=0) for layer in result.attentions]  # each (T, T), heads averaged
-    return {"tokens": loaded.tokenizer.convert_ids_to_tokens(feature["input_ids"]),
-            "cls_attention": [round(v, 5) for v in layers[-1][0].tolist()],
-            "attentions": [[[round(v, 5) for v in row] for row in layer.tolist()] for layer in layers]}
-
-
-def explain_with_attention(loaded: "LoadedModel", inputs: list, window_of: str | None = None) -> list[dict]:
-    """Each input's answer plus the attention weights of its first feature (`window_of` names the feature
-    key that says which input a window belongs to, for tasks that cut inputs into windows)."""
-    task = loaded.task
-    features = task.preprocess(loaded, inputs)
-    answers = task.postprocess(loaded, inputs, features, run_features(loaded.call, features, loaded.pad_id,
-                                                                      max_tokens=loaded.max_tokens))
-    first: dict = {}
-    for index, feature in enumerate(features):
-        first.setdefault(feature[window_of] if window_of else index, feature)
-    return [{**answer, **attention_weights(loaded, first[i])} for i, answer in enumerate(answers)]
+        return self.task.explain(self, items, steps)
 
 
 def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",

@@ -28,8 +28,9 @@ from nlpforge.data.labelled import file_sha256
 from nlpforge.data.squad import QAExample, read_squad
 from nlpforge.errors import ConfigError, InputError
 from nlpforge.settings import Settings, setting
-from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, explain_with_attention, hold_out,
-                                run_features, softmax, text_of)
+from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, hold_out, run_features, softmax,
+                                text_of)
+from nlpforge.tasks.explanations import explain_inputs
 
 
 @dataclass
@@ -313,9 +314,14 @@ class QuestionAnswering(Task):
     def as_inputs(self, value) -> list:
         return [value] if isinstance(value, dict) else list(value)
 
-    def explain(self, loaded, inputs: list) -> list[dict]:
-        """The answer plus the attention weights of the input's first window (see `attention_weights`)."""
-        return explain_with_attention(loaded, inputs, window_of="example")
+    def attribution_target(self, reference):
+        """The start logit of the predicted start plus the end logit of the predicted end."""
+        start, end = int(reference.start_logits[0].argmax()), int(reference.end_logits[0].argmax())
+        return lambda output: output.start_logits[:, start] + output.end_logits[:, end]
+
+    def explain(self, loaded, inputs: list, steps: int = 32) -> list[dict]:
+        """The answer plus the explanation of the input's first window (nlpforge.tasks.explanations)."""
+        return explain_inputs(loaded, inputs, window_of="example", steps=steps)
 
     def csv_row(self, loaded, answer: dict) -> dict:
         return {"answer": answer["answer"], "start": answer["start"], "end": answer["end"],

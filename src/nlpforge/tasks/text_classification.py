@@ -22,8 +22,8 @@ from nlpforge.data.readers import ReadingSettings
 from nlpforge.data.report import render_data_report, token_length_stats
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.settings import Settings, group, setting
-from nlpforge.tasks.base import (MAX_TEXT_CHARS, Task, TrainingData, explain_with_attention, softmax, text_of,
-                                truncated_flags)
+from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, softmax, text_of, truncated_flags
+from nlpforge.tasks.explanations import explain_inputs
 
 LAZY_ABOVE_BYTES = 256 * 1024 * 1024  # data_loading=auto maps files larger than this
 _TEXT_KEYS = ("text", "data", "body", "inputs", "input")  # TorchServe clients send "data" or "body"
@@ -266,9 +266,14 @@ class TextClassification(Task):
                 "probabilities": {str(label): float(p) for label, p in zip(labels, probabilities)},
                 "truncated": bool(truncated)}
 
-    def explain(self, loaded, inputs: list) -> list[dict]:
-        """The prediction plus attention weights (see `attention_weights`)."""
-        return explain_with_attention(loaded, inputs)
+    def attribution_target(self, reference):
+        """The predicted class's probability, as TorchServe's BERT handler attributes it."""
+        best = int(reference.logits[0].argmax())
+        return lambda output: output.logits.softmax(-1)[:, best]
+
+    def explain(self, loaded, inputs: list, steps: int = 32) -> list[dict]:
+        """The prediction plus its explanation (nlpforge.tasks.explanations)."""
+        return explain_inputs(loaded, inputs, steps=steps)
 
     def csv_row(self, loaded, answer: dict) -> dict:
         return {"label": answer["label"], "score": f"{answer['score']:.6f}",

@@ -30,8 +30,9 @@ from nlpforge.data.labelled import file_sha256
 from nlpforge.data.sequences import entity_types, read_tagged
 from nlpforge.errors import DataError, InputError
 from nlpforge.settings import Settings, setting
-from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, explain_with_attention, hold_out,
-                                run_features, softmax, text_of)
+from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, hold_out, run_features, softmax,
+                                text_of)
+from nlpforge.tasks.explanations import explain_inputs
 
 Aggregation = Literal["first", "max", "simple"]
 # A word, as the CoNLL corpora split text: a title or initials with their dots (Dr., U.S.), a number
@@ -302,9 +303,15 @@ class TokenClassification(Task):
         predicted = self.tag_sentences(loaded, [tokens for tokens, _ in tagged.sentences], batch_size)
         return entity_report(f"{loaded.folder.name} on {path}", gold, predicted, loaded.info.get("scheme", "IOB2"))
 
-    def explain(self, loaded, inputs: list) -> list[dict]:
-        """The entities plus the attention weights of the input's first window (see `attention_weights`)."""
-        return explain_with_attention(loaded, inputs, window_of="sentence")
+    def attribution_target(self, reference):
+        """The mean log-probability of the predicted tag over the window's tokens."""
+        tags = reference.logits[0].argmax(-1)
+        return lambda output: output.logits.log_softmax(-1).gather(
+            -1, tags.expand(output.logits.shape[0], -1).unsqueeze(-1)).squeeze(-1).mean(-1)
+
+    def explain(self, loaded, inputs: list, steps: int = 32) -> list[dict]:
+        """The entities plus the explanation of the input's first window (nlpforge.tasks.explanations)."""
+        return explain_inputs(loaded, inputs, window_of="sentence", steps=steps)
 
     def csv_row(self, loaded, answer: dict) -> dict:
         return {"entities": " | ".join(f"{e['entity']}:{e['word']}" for e in answer["entities"])}

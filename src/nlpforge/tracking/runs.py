@@ -186,7 +186,7 @@ def find_run(job_or_run_id: str, root=None):
     """A run by its id or by the name of its training job."""
     mlflow_client = client(root)
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
-    if experiments:
+    if experiments and "'" not in job_or_run_id and "\\" not in job_or_run_id:  # job names never hold them
         found = mlflow_client.search_runs(experiments, f"tags.`nlpforge.job_name` = '{job_or_run_id}'",
                                           max_results=1)
         if found:

@@ -1,0 +1,196 @@
+"""The web app: settings, page layout, error pages and the page modules it mounts.
+
+    app = create_app(UISettings.of(jobs_root="jobs", models=["models"]))
+    uvicorn.run(app, host="127.0.0.1", port=8090)
+
+A page module exposes `router` (an APIRouter) and renders with `render(request, "page.html", ...)`;
+`settings_of(request)` gives it the UISettings. User mistakes (an unknown run, model or job) are
+`NotFound` (a 404 page); a missing folder is an empty state with a hint on the page itself.
+"""
+import hmac
+import importlib
+import ipaddress
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlpforge.errors import ConfigError, NlpforgeError
+from nlpforge.settings import Settings, jobs_root, setting
+
+log = logging.getLogger("nlpforge.ui")
+HERE = Path(__file__).parent
+# (path, title, module) in the order of the navigation bar.
+PAGES = [("/jobs", "Jobs", "jobs"), ("/experiments", "Experiments", "experiments"), ("/tuning", "Tuning", "tuning"),
+         ("/models", "Models", "models"), ("/endpoints", "Endpoints", "endpoints"),
+         ("/monitoring", "Monitoring", "monitoring"), ("/attention", "Attention", "attention"),
+         ("/review", "Review", "review")]
+TOKEN_COOKIE = "nlpforge_ui_token"
+
+
+@dataclass
+class UISettings(Settings):
+    """Look at jobs, experiments, tuning, models, endpoints, drift and the review queue in a browser."""
+
+    jobs_root: str | None = setting(None, "jobs folder: SDK jobs, tuning studies, endpoints and the MLflow store "
+                                          "(default: $NLPFORGE_JOBS_ROOT, then ./jobs)")
+    models: list[str] = setting([], "model folders, or folders holding model folders, for the Models and "
+                                    "Attention pages; repeat the flag or separate with commas")
+    server: list[str] = setting([], "inference URL of a running `nlpforge serve` whose management and metrics APIs "
+                                    "are on the next two ports (SDK endpoints of the jobs root are found without "
+                                    "it); repeat for several")
+    key_file: str | None = setting(None, "the server's key file, for its management API (default: "
+                                         "<jobs root>/_model_store/key_file.json, then ./model_store/key_file.json)")
+    capture: str | None = setting(None, "data capture folder for the Review page (default: <jobs "
+                                        "root>/_model_store/capture, then ./model_store/capture)")
+    monitor: list[str] = setting([], "monitoring schedule or run folders for the Monitoring page")
+    review_threshold: float = setting(0.6, "captured predictions less confident than this are queued for review",
+                                      min=0.0, max=1.0)
+    host: str = setting("127.0.0.1", "address to bind; any other than loopback needs --token")
+    port: int = setting(8090, "port of the web app (0: any free port)", min=0, max=65535)
+    token: str | None = setting(None, "a token the browser must give once (?token=...); required off loopback")
+
+    def check(self):
+        self.models = [m for entry in self.models for m in entry.split(",") if m]
+        if not self.token and not is_loopback(self.host):
+            raise ConfigError(f"--host {self.host} exposes the app beyond this machine; give --token too "
+                              f"(e.g. --token {secrets.token_urlsafe(16)}) or bind 127.0.0.1")
+
+    @property
+    def root(self) -> Path:
+        """The jobs folder, resolved; it may not exist (the pages then show how to make one)."""
+        return jobs_root(self.jobs_root)
+
+    def first_existing(self, given: str | None, *candidates: Path) -> Path | None:
+        if given:
+            return Path(given)
+        return next((path for path in candidates if path.exists()), None)
+
+    @property
+    def capture_folder(self) -> Path | None:
+        return self.first_existing(self.capture, self.root / "_model_store" / "capture",
+                                   Path("model_store") / "capture")
+
+    @property
+    def key_path(self) -> Path | None:
+        return self.first_existing(self.key_file, self.root / "_model_store" / "key_file.json",
+                                   Path("model_store") / "key_file.json")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class NotFound(NlpforgeError):
+    """A page for a run, job, model or endpoint that does not exist: a 404 page."""
+
+
+def templates():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    environment.globals["pages"] = PAGES
+    return environment
+
+
+def settings_of(request) -> UISettings:
+    return request.app.state.settings
+
+
+def render(request, template: str, status_code: int = 200, **context):
+    """A page: `template` (extending layout.html) rendered with `context`."""
+    from fastapi.responses import HTMLResponse
+
+    page = request.app.state.templates.get_template(template).render(request=request, path=request.url.path,
+                                                                      **context)
+    return HTMLResponse(page, status_code=status_code)
+
+
+def message_page(request, status_code: int, title: str, message: str):
+    return render(request, "message.html", status_code=status_code, title=title, message=message)
+
+
+def create_app(settings: UISettings):
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import PlainTextResponse, RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException
+
+    app = FastAPI(title="nlpforge ui", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.templates = templates()
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if not settings.token or request.url.path.startswith("/static/"):
+            return await call_next(request)
+        given = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
+        if not hmac.compare_digest(given.encode(), settings.token.encode()):
+            return PlainTextResponse("this page needs the token given to `nlpforge ui --token`: open it once as "
+                                     f"{request.url.path}?token=<token>", status_code=401)
+        response = await call_next(request)
+        if "token" in request.query_params:
+            response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/", include_in_schema=False)
+    async def home():
+        return RedirectResponse("/jobs", status_code=307)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return RedirectResponse("/static/favicon.svg", status_code=307)
+
+    for _, _, module in PAGES:
+        try:
+            page = importlib.import_module(f"nlpforge.ui.{module}")
+        except ModuleNotFoundError as error:
+            if error.name != f"nlpforge.ui.{module}":
+                raise
+            continue
+        app.include_router(page.router)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, error: NotFound):
+        return message_page(request, 404, "Not found", error.message)
+
+    @app.exception_handler(NlpforgeError)
+    async def user_error(request: Request, error: NlpforgeError):
+        return message_page(request, 400, "Cannot show this page", error.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        title = "Not found" if error.status_code == 404 else f"HTTP {error.status_code}"
+        detail = error.detail if error.status_code != 404 else f"nothing at {request.url.path}"
+        return message_page(request, error.status_code, title, str(detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in error.errors())
+        return message_page(request, 400, "Bad request", problems)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, error: Exception):
+        log.exception("page %s failed", request.url.path)
+        return message_page(request, 500, "This page failed", f"{type(error).__name__}: {error} (a bug in nlpforge "
+                            "ui; the server log has the traceback)")
+
+    return app
+
+
+def serve(settings: UISettings) -> None:
+    """Run the app until Ctrl-C (what `nlpforge ui` does)."""
+    import uvicorn
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    server = uvicorn.Server(config)
+    log.warning("nlpforge ui on http://%s:%s (jobs root %s)", settings.host, settings.port, settings.root)
+    server.run()

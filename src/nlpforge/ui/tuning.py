@@ -1,0 +1,107 @@
+"""Tuning jobs: the Optuna studies of HyperparameterTuner in <jobs root>/optuna.db; each one's trials (one training
+job each), the best trial, the objective over trials and parameter importance.
+
+    GET /tuning
+    GET /tuning/{name}
+"""
+import math
+from collections import Counter
+import warnings
+
+from fastapi import APIRouter, Request
+
+from nlpforge.ui.app import NotFound, render, settings_of
+
+router = APIRouter()
+
+
+def storage(request: Request) -> str | None:
+    """The tuner's default storage under the jobs root, when it exists (nothing is created)."""
+    path = settings_of(request).root / "optuna.db"
+    return f"sqlite:///{path}" if path.is_file() else None
+
+
+def when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+@router.get("/tuning")
+def tuning_page(request: Request):
+    from nlpforge.tuning.tuner import optuna_module
+
+    url, studies = storage(request), []
+    if url:
+        for found in optuna_module().get_all_study_summaries(url, include_best_trial=True):
+            best = found.best_trial
+            studies.append({"name": found.study_name, "trials": found.n_trials,
+                            "direction": found.direction.name.lower(), "best": best.value if best else None,
+                            "best_job": best.user_attrs.get("job_name", "") if best else "",
+                            "start": when(found.datetime_start)})
+    studies.sort(key=lambda s: s["start"], reverse=True)
+    return render(request, "tuning.html", title="Tuning jobs", studies=studies, storage=url,
+                  root=settings_of(request).root)
+
+
+def importance(study, optuna) -> tuple[dict, str | None]:
+    """Parameter importance (fANOVA-style, Optuna's default evaluator), or why there is none."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(done) < 2:
+        return {}, f"Parameter importance needs at least 2 completed trials; this tuning job has {len(done)}."
+    if not any(t.params for t in done):
+        return {}, "Parameter importance needs tuned hyperparameters; these trials have none."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna warns that importances are equal when trials tie
+            return optuna.importance.get_param_importances(study), None
+    except (RuntimeError, ValueError) as error:
+        return {}, f"Optuna cannot compute parameter importance for these trials: {error}"
+
+
+def objective_series(trials: list, maximize: bool) -> dict:
+    """The objective of each completed trial (dots) and the best value so far (a line)."""
+    points, best_so_far, best = [], [], None
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.value is None or not math.isfinite(trial.value):
+            continue
+        points.append([trial.number, trial.value])
+        best = trial.value if best is None else (max if maximize else min)(best, trial.value)
+        best_so_far.append([trial.number, best])
+    return {"series": [{"name": "objective", "points": points, "kind": "scatter"},
+                       {"name": "best so far", "points": best_so_far, "kind": "line"}]}
+
+
+@router.get("/tuning/{name}")
+def study_page(request: Request, name: str):
+    from nlpforge.tuning.tuner import TuningJobAnalytics, optuna_module
+
+    optuna, url = optuna_module(), storage(request)
+    root = settings_of(request).root
+    try:
+        study = optuna.load_study(study_name=name, storage=url) if url else None
+    except KeyError:
+        study = None
+    if study is None:
+        raise NotFound(f"no tuning job named {name!r} in {root / 'optuna.db'}; see /tuning")
+    trials = study.get_trials(deepcopy=False)
+    number = {t.user_attrs.get("job_name"): t.number for t in trials}
+    table = TuningJobAnalytics(study, root).dataframe()
+    table = table.astype(object).where(table.notna(), None)  # NaN (no value, a parameter not tried) -> None
+    params = sorted({k for t in trials for k in t.params})
+    rows = [{"number": number.get(row["TrainingJobName"]), "job": row["TrainingJobName"],
+             "status": row["TrainingJobStatus"], "state": row["TrialState"],
+             "params": {p: row[p] for p in params if row.get(p) is not None}, "value": row["FinalObjectiveValue"],
+             "seconds": row["TrainingElapsedTimeSeconds"]}
+            for row in table.to_dict("records")]
+    try:
+        best = study.best_trial
+    except ValueError:  # no completed trial
+        best = None
+    for row in rows:
+        row["best"] = best is not None and row["number"] == best.number
+    weights, why = importance(study, optuna)
+    maximize = study.direction.name == "MAXIMIZE"
+    counts = Counter(trial.state.name for trial in trials)
+    return render(request, "tuning_job.html", title=f"Tuning job {name}", name=name, rows=rows, best=best,
+                  params=params, direction="maximize" if maximize else "minimize", counts=counts,
+                  objective=objective_series(trials, maximize),
+                  importance={"labels": list(weights), "values": list(weights.values())}, importance_note=why)
