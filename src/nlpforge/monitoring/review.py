@@ -168,10 +168,19 @@ class ReviewQueue:
         """The label choices for one item: its probabilities' labels, else the model's."""
         return _typed(item.probabilities, item.label) if item.probabilities else self.labels
 
+    def overview(self) -> tuple[list[ReviewItem], dict]:
+        """(the pending items, oldest first; the progress counts), from one read of the capture and labels."""
+        done = self.reviewed()
+        items = self._scan()[0]
+        reviewed = [entry for key, entry in done.items() if key in items]
+        agreed = sum(str(entry["label"]) == str(entry.get("model_label")) for entry in reviewed)
+        progress = {"reviewed": len(reviewed), "pending": len(items) - len(reviewed), "total": len(items),
+                    "agreement": round(agreed / len(reviewed), 4) if reviewed else None}
+        return [item for key, item in items.items() if key not in done], progress
+
     def pending(self) -> list[ReviewItem]:
         """Queued items without a label yet, oldest first."""
-        done = self.reviewed()
-        return [item for key, item in self._scan()[0].items() if key not in done]
+        return self.overview()[0]
 
     def next(self) -> ReviewItem | None:
         """The oldest pending item, or None when the queue is empty."""
@@ -189,12 +198,7 @@ class ReviewQueue:
     def progress(self) -> dict:
         """Counts of the queue: reviewed, pending, total, and the share of reviewed items where the person
         agreed with the model (None before any)."""
-        done = self.reviewed()
-        items = self._scan()[0]
-        reviewed = [entry for key, entry in done.items() if key in items]
-        agreed = sum(str(entry["label"]) == str(entry.get("model_label")) for entry in reviewed)
-        return {"reviewed": len(reviewed), "pending": len(items) - len(reviewed), "total": len(items),
-                "agreement": round(agreed / len(reviewed), 4) if reviewed else None}
+        return self.overview()[1]
 
     # --- labels ---------------------------------------------------------------------------------------------
     def reviewed(self) -> dict[str, dict]:

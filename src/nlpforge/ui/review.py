@@ -37,8 +37,7 @@ def review_page(request: Request, model: str = "", offset: int = 0):
         queue = queue_of(request, context["model"])
         context["labels_file"] = queue.labels_file
         try:
-            pending = queue.pending()
-            context["progress"] = queue.progress()
+            pending, context["progress"] = queue.overview()
         except NlpforgeError as error:  # a damaged capture file: say which, keep the page
             context["error"] = str(error)
             pending = []
