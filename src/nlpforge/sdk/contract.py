@@ -188,6 +188,7 @@ class JobSpec:
     local_instance_type: str = "local"  # how instance_type runs on this machine: local or local_gpu
     debug_hook_config: dict | None = None
     notes: list = field(default_factory=list)  # lines the runner writes to the log before the script starts
+    ssh_hosts: list = field(default_factory=list)  # one SSH destination per host; empty: all run here
 
     def to_dict(self) -> dict:
         return asdict(self)

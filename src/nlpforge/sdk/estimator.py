@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 
 from nlpforge.data.formats import is_data_file
 from nlpforge.errors import ConfigError, TrainingJobError
-from nlpforge.sdk import contract
+from nlpforge.sdk import contract, remote
 from nlpforge.sdk.debugger import rule_specs
 from nlpforge.sdk.jobs import (NAME_PATTERN, describe_job, follow_log, now_iso, stop_job, wait_for_job,
                                write_json)
@@ -169,7 +169,7 @@ class Estimator:
                  spot_interruptions: list[float] | None = None, spot_capacity_wait: float = 0.0,
                  spot_price_ratio: float = 0.3, jobs_root: str | None = None, tracking: bool = True,
                  input_mode: str = "File", debugger_hook_config=None, container_log_level: int = 20,
-                 **framework_settings):
+                 ssh_hosts: list[str] | None = None, **framework_settings):
         """SageMaker's Estimator arguments. Those that mean nothing on one machine (role, image_uri, subnets, ...)
         are accepted and recorded; `instance_type` may be an `ml.*` type, run here as local or local_gpu;
         `input_mode` Pipe and FastFile run as File; `debugger_hook_config` (a DebuggerHookConfig, a dict with its
@@ -182,6 +182,8 @@ class Estimator:
         spot_price_ratio: price of a spot second as a share of on-demand, for BillableTimeInSeconds.
         jobs_root: folder holding the job folders (default $NLPFORGE_JOBS_ROOT or ./jobs).
         tracking: record every job as an MLflow run.
+        ssh_hosts: one SSH destination per instance (default $NLPFORGE_SSH_HOSTS, comma-separated): host algo-N
+            runs on the N-th, as one torchrun node; see nlpforge.sdk.remote for what each host needs.
         """
         self.source_dir = Path(source_dir).expanduser().resolve() if source_dir else None
         if self.source_dir is not None and not self.source_dir.is_dir():
@@ -208,6 +210,7 @@ class Estimator:
                                   f"{definition!r}")
         self._hyperparameters = dict(hyperparameters or {})
         self.instance_count, self.instance_type = arguments.instance_count, arguments.instance_type
+        self.ssh_hosts = remote.ssh_hosts(ssh_hosts, self.instance_count)
         self.jobs_root = resolve_jobs_root(jobs_root)
         self.output_path = str(Path(output_path).expanduser().resolve()) if output_path else \
             str(self.jobs_root / "_artifacts")
@@ -304,7 +307,7 @@ class Estimator:
             install_requirements=self.install_requirements, base_job_name=self.default_job_base(),
             tuning_job_name=self.tuning_job_name, experiment=experiment_config or {}, tracking=self.tracking,
             framework_settings=self.framework_settings, input_mode=self.input_mode, local_instance_type=local_type,
-            debug_hook_config=debug_hook, notes=notes)
+            debug_hook_config=debug_hook, notes=notes, ssh_hosts=self.ssh_hosts)
         write_json(paths.spec, spec.to_dict())
         write_json(paths.status, {"TrainingJobStatus": "InProgress", "SecondaryStatus": "Starting"})
         return paths

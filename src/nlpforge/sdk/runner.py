@@ -3,7 +3,8 @@
     run_job(JobPaths(folder), stream=print)     # in-process, what fit(wait=True) does
     python -m nlpforge.sdk.runner FOLDER        # detached, what fit(wait=False) starts
 
-It starts the script (python, or torchrun with one process per host for instance_count > 1),
+It starts the script (python, or torchrun with one process per host for instance_count > 1, or one
+torchrun node per machine over SSH when the job names ssh_hosts: see nlpforge.sdk.remote),
 keeps one log stream per host (torchrun writes each rank's output to its own files, followed
 here line by line) and streams them, prefixed `[algo-N]` when there are several, turns log lines
 into metrics with the metric_definitions regexes,
@@ -24,8 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+from nlpforge.errors import NlpforgeError
 from nlpforge.sdk.contract import MASTER_HOST, JobPaths, JobSpec, host_names
 from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, rule_evaluations, update_status, write_json
+from nlpforge.sdk.remote import HostProcesses, host_commands
 
 SPOT_GRACE_SECONDS = 120  # SageMaker's two-minute interruption notice
 STOP_GRACE_SECONDS = 30
@@ -217,7 +220,8 @@ def command_for(spec: JobSpec, paths: JobPaths, rank_logs: Path) -> list[str]:
 
 
 def failure_reason(paths: JobPaths, hosts: list[str], exit_code: int, command: list[str],
-                   launcher_lines: list[str] = (), traceback_order: list[str] = ()) -> str:
+                   launcher_lines: list[str] = (), traceback_order: list[str] = (),
+                   exited_first: str | None = None) -> str:
     """The script's own output/failure if a host wrote one, else the toolkit's ExecuteUserScriptError with the
     failing host and its last traceback."""
     for host in hosts:
@@ -225,7 +229,7 @@ def failure_reason(paths: JobPaths, hosts: list[str], exit_code: int, command: l
         if failure.exists() and failure.read_text(encoding="utf-8").strip():
             return failure.read_text(encoding="utf-8").strip()
     errors = {host: last_traceback(paths.host_log(host)) for host in hosts}
-    host, root_exit_code = failing_host(hosts, errors, launcher_lines, traceback_order)
+    host, root_exit_code = failing_host(hosts, errors, launcher_lines, traceback_order, exited_first)
     traceback, message = errors[host]
     return "\n".join(["AlgorithmError: ExecuteUserScriptError:", f"ExitCode {root_exit_code or exit_code}",
                       f"ErrorMessage \"{message}\"", f"Host {host}", *traceback, f"Command \"{' '.join(command)}\""])
@@ -253,12 +257,13 @@ def last_traceback(log: Path) -> tuple[list[str], str]:
     return traceback, errors[-1] if errors else "\n".join(lines[-3:])
 
 
-def failing_host(hosts: list[str], errors: dict, launcher_lines, traceback_order) -> tuple[str, int | None]:
+def failing_host(hosts: list[str], errors: dict, launcher_lines, traceback_order,
+                 exited_first: str | None = None) -> tuple[str, int | None]:
     """The host whose error ended the job, and its exit code when torchrun reported it.
 
     A host whose error is only that a peer went away (gloo's "Connection closed by peer", a timed-out
     collective) failed because of another; among the others, torchrun's "Root Cause" is preferred, then the
-    first host seen printing a traceback, then the master.
+    first host seen printing a traceback, then the host whose process ended first (over SSH), then the master.
     """
     root = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", "\n".join(launcher_lines), re.S)
     root_host, root_code = (hosts[int(root.group(1))], int(root.group(2))) \
@@ -269,7 +274,7 @@ def failing_host(hosts: list[str], errors: dict, launcher_lines, traceback_order
         return (root_host, root_code) if root_host in causes else (causes[0], None)
     if root_host:
         return root_host, root_code
-    return (raised[0] if raised else MASTER_HOST), None
+    return (raised[0] if raised else exited_first or MASTER_HOST), None
 
 
 def install_requirements(paths: JobPaths, log_handle, stream) -> None:
@@ -308,6 +313,9 @@ def terminate(process: subprocess.Popen, grace: float) -> None:
 
 
 def signal_group(process: subprocess.Popen, signum) -> None:
+    if isinstance(process, HostProcesses):
+        process.send_signal(signum)
+        return
     try:
         os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
@@ -329,6 +337,8 @@ class _JobRun:
         self.env = env
         self.started = time.monotonic()
         self.attempts: list[dict] = []
+        self.host_commands: list[list[str]] = []  # over SSH: one command per host
+        self.exited_first: str | None = None       # over SSH: the host whose process failed first
         self.log_handle = self.streams = None
 
     def note(self, line: str) -> None:
@@ -339,19 +349,25 @@ class _JobRun:
 
         Returns (exit code, how it ended: exited/interrupted/stopped/timeout/pruned, seconds it ran).
         """
-        rank_files = None
+        rank_files, self.exited_first = None, None
         self.streams.launcher_lines, self.streams.traceback_order = [], []
-        if len(self.hosts) > 1:
-            rank_logs = self.paths.rank_logs / f"attempt-{len(self.attempts) + 1}"
-            self.command = command_for(self.spec, self.paths, rank_logs)
-            rank_files = RankFiles(rank_logs, self.hosts, self.streams)
-        self.note(f"attempt {len(self.attempts) + 1}: {' '.join(self.command)}")
-        process = subprocess.Popen(self.command, cwd=self.paths.code, env=self.env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        if self.spec.ssh_hosts:
+            process = self.start_over_ssh()
+            pumps = [threading.Thread(target=pump_output, daemon=True, args=(p, self.streams, host))
+                     for p, host in zip(process.processes, self.hosts)]
+        else:
+            if len(self.hosts) > 1:
+                rank_logs = self.paths.rank_logs / f"attempt-{len(self.attempts) + 1}"
+                self.command = command_for(self.spec, self.paths, rank_logs)
+                rank_files = RankFiles(rank_logs, self.hosts, self.streams)
+            self.note(f"attempt {len(self.attempts) + 1}: {' '.join(self.command)}")
+            process = subprocess.Popen(self.command, cwd=self.paths.code, env=self.env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            pumps = [threading.Thread(target=pump_output, daemon=True,
+                                      args=(process, self.streams, None if rank_files else MASTER_HOST))]
         update_status(self.paths, ProcessPid=process.pid, SecondaryStatus="Training")
-        pump = threading.Thread(target=pump_output, daemon=True,
-                                args=(process, self.streams, None if rank_files else MASTER_HOST))
-        pump.start()
+        for pump in pumps:
+            pump.start()
         if rank_files:
             rank_files.start()
         started = time.monotonic()
@@ -359,17 +375,34 @@ class _JobRun:
             ended, grace = self.watch(process, started, run_limit, interrupt_after)
         except KeyboardInterrupt:  # the script runs in its own session, so Ctrl-C must be passed on
             terminate(process, STOP_GRACE_SECONDS)
-            pump.join(timeout=10)
+            for pump in pumps:
+                pump.join(timeout=10)
             if rank_files:
                 rank_files.stop()
             raise
         if ended != "exited":
             terminate(process, grace)
-        pump.join(timeout=10)
+        for pump in pumps:
+            pump.join(timeout=10)
         if rank_files:
             rank_files.stop()
         self.recorder.poll_engine()
+        if isinstance(process, HostProcesses) and process.first_failed is not None:
+            self.exited_first = self.hosts[process.first_failed]
+            self.command = self.host_commands[process.first_failed]
         return process.returncode, ended, time.monotonic() - started
+
+    def start_over_ssh(self) -> HostProcesses:
+        """Start one torchrun node per SSH host; the job folder is at the same path on each of them."""
+        spec, paths = self.spec, self.paths
+        program = [spec.interpreter[0], str(HOST_ENTRY), str(paths.host_environments), *spec.interpreter[1:],
+                   spec.entry_point, *spec.command_args]
+        env = {**spec.environment, "PYTHONPATH": str(paths.code), "PYTHONUNBUFFERED": "1"}
+        commands = self.host_commands = host_commands(spec.ssh_hosts, program, str(paths.code), env)
+        self.command = commands[0]
+        for host, command in zip(self.hosts, commands):
+            self.note(f"attempt {len(self.attempts) + 1}, {host}: {' '.join(command)}")
+        return HostProcesses(commands, self.env)
 
     def watch(self, process, started: float, run_limit, interrupt_after) -> tuple[str, float]:
         """Wait for the script to exit or for a reason to stop it; returns (reason, grace seconds)."""
@@ -425,7 +458,7 @@ class _JobRun:
             if ended == "timeout":
                 return "Failed", f"MaxRuntimeExceeded: the job ran longer than max_run={spec.max_run}s and was stopped"
             reason = failure_reason(self.paths, self.hosts, exit_code, self.command, self.streams.launcher_lines,
-                                    self.streams.traceback_order)
+                                    self.streams.traceback_order, self.exited_first)
             failures += 1
             if failures > spec.max_retry_attempts:
                 return "Failed", reason
@@ -452,6 +485,8 @@ class _JobRun:
                 outcome, reason = self.run_attempts()
             except RuntimeError as error:  # requirements.txt could not be installed
                 outcome, reason = "Failed", str(error)
+            except NlpforgeError as error:  # the hosts could not be reached
+                outcome, reason = "Failed", f"ClientError: {error.message}"
             except KeyboardInterrupt:
                 outcome, reason, keyboard = "Stopped", "interrupted from the keyboard", True
             if self.recorder.callback_error:

@@ -40,14 +40,34 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def restart_count() -> int:
+    """How many times torchrun has restarted this job's processes (0 on the first run)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
 def setup(device_type: str) -> World:
     """Join the process group when launched by torchrun; a single process otherwise."""
     if not under_torchrun():
         return World()
     world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
     if world.size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            dist.init_process_group(backend, store=attempt_store(world), rank=world.rank, world_size=world.size)
+        else:
+            dist.init_process_group(backend)
     return world
+
+
+def attempt_store(world: World):
+    """torchrun's store, under a prefix of its own for each restart.
+
+    With a fixed rendezvous (--nnodes N, --master-addr) torchrun keeps one store across restarts, so the
+    processes of a restart would find the addresses their dead predecessors published there, and wait on
+    them for ever. Each restart's process group keeps its keys apart.
+    """
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world.size, is_master=False)
+    return dist.PrefixStore(f"nlpforge/attempt-{restart_count()}", store)
 
 
 def teardown() -> None:
@@ -86,13 +106,13 @@ def barrier(world: World) -> None:
 
 
 def launch(program: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
-           master_addr: str = "127.0.0.1", master_port: int = 29500) -> int:
+           master_addr: str = "127.0.0.1", master_port: int = 29500, max_restarts: int = 0) -> int:
     """Run `python <program>` (e.g. ["-m", "nlpforge.training.run", "settings.json"]) under torchrun
-    with `nproc` processes per node; returns its exit code. The rendezvous store listens on
-    `master_addr` only (see `torchrun`)."""
+    with `nproc` processes per node, restarted up to `max_restarts` times when one fails; returns its exit
+    code. The rendezvous store listens on `master_addr` only (see `torchrun`)."""
     command = [sys.executable, "-m", "nlpforge.training.distributed", f"--nproc-per-node={nproc}",
                f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr}",
-               f"--master-port={master_port}", *program]
+               f"--master-port={master_port}", f"--max-restarts={max_restarts}", *program]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
     loopback = _loopback_interface()
     if nnodes == 1 and loopback and _is_loopback(master_addr):

@@ -12,6 +12,7 @@ command line to compose and parse again:
     python -m nlpforge.training.run settings.json      # {"task": "text-classification", "settings": {...}}
 """
 import json
+import os
 import random
 import shutil
 import sys
@@ -95,6 +96,11 @@ def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
     check_output(job)
     if job.distributed.launch and not distributed.under_torchrun():
         return _launch_distributed(job, log)
+    if distributed.restart_count() and job.checkpoint.resume is None:
+        job.checkpoint.resume = "auto"
+        if os.environ.get("RANK", "0") == "0":
+            log(f"restart {distributed.restart_count()} of at most {job.distributed.max_restarts}: resuming from "
+                "the newest checkpoint")
     device = resolve_device(job.runtime.device)
     world = distributed.setup(device.type)
     if device.type == "cuda" and world.distributed:
@@ -123,7 +129,7 @@ def _launch_distributed(job: TrainJob, log) -> TrainResult:
         settings = write_job(job, Path(folder) / "settings.json")
         log(f"launching {d.nproc} process(es) x {d.nnodes} node(s) through torchrun")
         code = distributed.launch(["-m", "nlpforge.training.run", str(settings)], d.nproc, d.nnodes, d.node_rank,
-                                  d.master_addr, d.master_port)
+                                  d.master_addr, d.master_port, d.max_restarts)
     if code != 0:
         raise ConfigError(f"distributed training exited with code {code}; see the messages above")
     meta, _ = artifact.read_metadata(job.output)

@@ -82,6 +82,8 @@ class DistributedArgs(Settings):
     node_rank: int = setting(0, "this machine's index among --nnodes", min=0)
     master_addr: str = setting("127.0.0.1", "address of the rank-0 machine")
     master_port: int = setting(29500, "port of the rank-0 machine", min=1, max=65535)
+    max_restarts: int = setting(0, "times torchrun restarts every process after one fails; each restart resumes "
+                                   "from the newest checkpoint", min=0)
 
     def check(self):
         if self.node_rank >= self.nnodes:
@@ -89,7 +91,7 @@ class DistributedArgs(Settings):
 
     @property
     def launch(self) -> bool:
-        return self.nproc > 1 or self.nnodes > 1
+        return self.nproc > 1 or self.nnodes > 1 or self.max_restarts > 0
 
 
 @dataclass
