@@ -85,6 +85,12 @@ class TrainingJobError(NlpforgeError):
     code = "E600"
 
 
+class ProcessingJobError(NlpforgeError):
+    """A processing job (or a batch transform's instances) failed, or cannot be found."""
+
+    code = "E605"
+
+
 class EndpointError(NlpforgeError):
     """An endpoint cannot be created, reached or found."""
 

@@ -1,6 +1,6 @@
 """nlpforge's SageMaker-style SDK: Estimator, PyTorch, the built-in TextClassifier, TokenClassifier,
-QuestionAnswerer and MaskedLanguageModel, PyTorchModel, Predictor, Transformer, serializers, and Model
-Monitor's DefaultModelMonitor.
+QuestionAnswerer and MaskedLanguageModel, PyTorchModel, Predictor, Transformer, the processing jobs'
+Processor and ScriptProcessor, serializers, and Model Monitor's DefaultModelMonitor.
 
     from nlpforge.sdk import PyTorch
     est = PyTorch(entry_point="train.py", hyperparameters={"epochs": 2})
@@ -17,7 +17,10 @@ _EXPORTS = {
     "TokenClassifier": "nlpforge.sdk.estimator", "QuestionAnswerer": "nlpforge.sdk.estimator",
     "TrainingJob": "nlpforge.sdk.estimator",
     "PyTorchModel": "nlpforge.sdk.model",
-    "Predictor": "nlpforge.sdk.predictor", "Transformer": "nlpforge.sdk.predictor",
+    "Predictor": "nlpforge.sdk.predictor", "Transformer": "nlpforge.sdk.processing",
+    "Processor": "nlpforge.sdk.processing", "ScriptProcessor": "nlpforge.sdk.processing",
+    "ProcessingInput": "nlpforge.sdk.processing", "ProcessingOutput": "nlpforge.sdk.processing",
+    "ProcessingJob": "nlpforge.sdk.processing",
     "JSONSerializer": "nlpforge.sdk.serializers", "CSVSerializer": "nlpforge.sdk.serializers",
     "IdentitySerializer": "nlpforge.sdk.serializers", "JSONDeserializer": "nlpforge.sdk.serializers",
     "StringDeserializer": "nlpforge.sdk.serializers", "CSVDeserializer": "nlpforge.sdk.serializers",

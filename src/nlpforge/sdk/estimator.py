@@ -398,10 +398,13 @@ class Estimator:
 
     def transformer(self, instance_count: int = 1, instance_type: str = "local", output_path: str | None = None,
                     strategy: str = "MultiRecord", assemble_with: str = "Line", accept: str = "application/jsonlines"):
-        from nlpforge.sdk.predictor import Transformer
+        """A batch Transformer for the latest model; with instance_count > 1 the input files are sharded between
+        instances that run at once (sdk/processing.py)."""
+        from nlpforge.sdk.processing import Transformer
 
         return Transformer(self.model_dir, output_path=output_path, accept=accept,
-                           training_job_name=self._job().name)
+                           training_job_name=self._job().name, instance_count=instance_count,
+                           instance_type=instance_type, jobs_root=self.jobs_root)
 
 
 class PyTorch(Estimator):

@@ -280,39 +280,4 @@ class Predictor:
     delete_model = delete_endpoint
 
 
-class Transformer:
-    """Batch transform: predictions for every row of a file or folder of files, written as `<file>.out`."""
-
-    def __init__(self, model_dir, output_path: str | None = None, accept: str = "application/jsonlines",
-                 training_job_name: str | None = None):
-        if accept not in ("application/jsonlines", "text/csv"):
-            raise EndpointError(f"accept must be application/jsonlines or text/csv, not {accept!r}")
-        self.model_dir, self.output_path, self.accept = Path(model_dir), output_path, accept
-        self.training_job_name = training_job_name
-        self.outputs: list[Path] = []
-
-    def transform(self, data, output_path: str | None = None, content_type: str = "text/csv",
-                  split_type: str = "Line", text_columns: list[str] | None = None, **_sagemaker_options) -> list[Path]:
-        """Predict every row of `data` (a file or a folder of files); returns the .out files written."""
-        from nlpforge.tasks.files import predict_file
-
-        output = output_path or self.output_path
-        if output is None:
-            raise EndpointError("give output_path (to transformer() or transform()) for the .out files")
-        source = Path(str(data).removeprefix("file://")).expanduser()
-        if not source.exists():
-            raise EndpointError(f"batch transform input {source} does not exist")
-        if split_type != "Line":
-            raise EndpointError("split_type must be 'Line': each row is one record")
-        files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
-        suffix = ".csv" if self.accept == "text/csv" else ".jsonl"
-        self.outputs = []
-        for path in files:
-            temporary = output / f".{path.name}{suffix}"
-            predict_file(self.model_dir, path, temporary, text_columns=text_columns)
-            final = output / f"{path.name}.out"
-            os.replace(temporary, final)
-            self.outputs.append(final)
-        return self.outputs
+from nlpforge.sdk.processing import Transformer  # noqa: E402,F401  (batch transform lives with processing)
