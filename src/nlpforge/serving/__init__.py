@@ -12,6 +12,7 @@
     capture.py      sampled request/response capture to rotating JSONL
     metrics.py      Prometheus series per model and version
     security.py     TorchServe-style key file and bearer tokens
+    replicas.py     --shared-state: replicas on one model store share versions and traffic through one file
 """
 from nlpforge.serving.handler import Handler, TaskHandler
 from nlpforge.serving.server import ServerThread, serve

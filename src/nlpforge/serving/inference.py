@@ -1,6 +1,7 @@
 """The inference API (port 8080): TorchServe's and KServe v1's prediction routes.
 
-    GET  /ping                                    {"status": "Healthy"}; 500 "Unhealthy" when a model has no worker
+    GET  /ping                                    {"status": "Healthy"}; 500 "Unhealthy" when a model has no live
+                                                  worker and none starting
     POST /predictions/{model}[/{version}]         raw text, {"text": ...}, a JSON list, or multipart
     POST /explanations/{model}[/{version}]        the prediction plus attention weights
     POST /v1/models/{model}:predict               KServe v1: {"instances": [...]} -> {"predictions": [...]}

@@ -13,7 +13,8 @@
 
 A path with a trailing slash answers as the path without it (TorchServe's clients send
 `DELETE /models/m/`), and the register parameters TorchServe has that nlpforge does not use are
-answered, never ignored: see `torchserve_parameters`.
+answered, never ignored: see `torchserve_parameters`. With `--shared-state`, register, unregister,
+traffic and set-default act on every replica on the model store (replicas.py); scaling stays per replica.
 """
 import asyncio
 import inspect
@@ -81,14 +82,15 @@ def management_app(state) -> FastAPI:
         if not torchserve_bool(synchronous, default=True):
             check_names(model_name, model_version)  # a bad name or path is still a 4xx now, not a log line later
             registry.resolve_url(url)
-            task = asyncio.create_task(registry.register(url, model_name, model_version, options))
+            task = asyncio.create_task(state.change(lambda: registry.register(url, model_name, model_version,
+                                                                              options)))
             state.background.add(task)
             task.add_done_callback(_log_failure)
             # TorchServe answers 202 only when asked for workers; with its default (none) the model is registered.
             accepted = initial_workers is not None and initial_workers > 0
             return JSONResponse({"status": f"Model \"{model_name or url}\" registered; {options.workers} "
                                            "worker(s) starting"}, status_code=202 if accepted else 200)
-        runtime = await registry.register(url, model_name, model_version, options)
+        runtime = await state.change(lambda: registry.register(url, model_name, model_version, options))
         spec = runtime.spec
         return {"status": f"Model \"{spec.name}\" Version: {spec.version} registered with {spec.options.workers} "
                           f"initial workers"}
@@ -119,7 +121,7 @@ def management_app(state) -> FastAPI:
     async def put_traffic(model_name: str,
                           weights: dict[str, float] | None = Body(None, description="weight per version"),
                           shadow: str | None = Body("", description="shadow version; null removes it")):
-        routing = registry.set_traffic(model_name, weights, shadow)
+        routing = await state.change(lambda: registry.set_traffic(model_name, weights, shadow))
         log.info("model %s: traffic set to %s", model_name, routing.describe())
         return routing.describe()
 
@@ -172,18 +174,18 @@ def management_app(state) -> FastAPI:
 
     @app.delete("/models/{model_name}", dependencies=auth, summary="Unregister a model")
     async def unregister(model_name: str):
-        removed = await registry.unregister(model_name)
+        removed = await state.change(lambda: registry.unregister(model_name))
         return {"status": f"Model \"{model_name}\" unregistered (versions {', '.join(removed)})"}
 
     @app.delete("/models/{model_name}/{model_version}", dependencies=auth, summary="Unregister a version")
     async def unregister_version(model_name: str, model_version: str):
-        await registry.unregister(model_name, model_version)
+        await state.change(lambda: registry.unregister(model_name, model_version))
         return {"status": f"Model \"{model_name}\" Version: {model_version} unregistered"}
 
     @app.put("/models/{model_name}/{model_version}/set-default", dependencies=auth,
              summary="Promote a version: default, all traffic")
     async def set_default(model_name: str, model_version: str):
-        routing = registry.set_default(model_name, model_version)
+        routing = await state.change(lambda: registry.set_default(model_name, model_version))
         log.info("model %s: version %s promoted to default", model_name, model_version)
         return {"status": f"Default version successfully updated for model \"{model_name}\" to \"{model_version}\"",
                 "routing": routing.describe()}

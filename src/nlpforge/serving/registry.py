@@ -12,12 +12,15 @@ assignment, so a request sees the old routing or the new one, never half of each
 (a request header) hashes to the same version every time while the weights stay the same.
 
 Names and versions follow TorchServe's rule (NAME_RULE), since both become folders and headers; a
-relative model url must resolve inside the model store, and no url may hold `..`.
+relative model url must resolve inside the model store, and no url may hold `..`. Replicas on one
+model store share all of this through replicas.py.
 """
 import asyncio
 import hashlib
+import os
 import random
 import re
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,14 +133,20 @@ class ModelRegistry:
         target = inside(self.model_store, Path(".extracted") / f"{archive.name.split('.')[0]}-{digest}",
                         str(archive))
         if not target.exists():
-            partial = target.with_name(target.name + ".partial")
+            # One partial folder per process: replicas on one model store may extract the same archive at once.
+            partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
             partial.mkdir(parents=True, exist_ok=True)
             try:
                 with tarfile.open(archive, "r:gz") as tar:
                     tar.extractall(partial, filter="data")  # refuses absolute paths and ../ escapes
             except (tarfile.TarError, OSError) as error:
                 raise RequestError(f"{archive}: cannot extract ({error}); give a .tar.gz of a model folder") from None
-            partial.rename(target)
+            try:
+                partial.rename(target)
+            except OSError:
+                if not target.exists():
+                    raise
+                shutil.rmtree(partial, ignore_errors=True)  # another replica's extraction won
         found = [p.parent for p in target.rglob("nlpforge.json")] + \
             [p.parents[1] for p in target.rglob("code/inference.py")]
         if not found:
@@ -209,8 +218,7 @@ class ModelRegistry:
         model = self.model(name)
         self.version(name, version)
         shadow = model.routing.shadow if model.routing.shadow != version else None
-        model.routing = Routing(default=version, weights=(), shadow=shadow)
-        return model.routing
+        return self.set_routing(name, Routing(default=version, weights=(), shadow=shadow))
 
     def set_traffic(self, name: str, weights: dict[str, float] | None, shadow: str | None = "") -> Routing:
         """Weights per version (any scale, e.g. 90/10) and a shadow version; "" keeps the shadow, None drops it."""
@@ -235,8 +243,15 @@ class ModelRegistry:
             shadow = current.shadow
         elif shadow is not None:
             self.version(name, shadow)
-        model.routing = Routing(default=current.default, weights=pairs, shadow=shadow)
-        return model.routing
+        return self.set_routing(name, Routing(default=current.default, weights=pairs, shadow=shadow))
+
+    def set_routing(self, name: str, routing: Routing) -> Routing:
+        """Replace a model's whole routing in one assignment (replicas adopt each other's this way)."""
+        model = self.model(name)
+        for version in {routing.default, routing.shadow, *(v for v, _ in routing.weights)} - {None}:
+            self.version(name, version)
+        model.routing = routing
+        return routing
 
     def describe(self, name: str, version: str | None = None) -> list[dict]:
         model = self.model(name)
@@ -271,9 +286,12 @@ class ModelRegistry:
         return out
 
     def without_workers(self) -> list[str]:
-        """The "name/version"s that have no live worker (a /ping then answers Unhealthy)."""
+        """The "name/version"s that have no live worker and none starting (a /ping then answers Unhealthy). A
+        version whose workers are starting leaves the server healthy, so that a load balancer keeps sending it
+        the other models' traffic while a version is registered."""
         return [f"{name}/{version}" for name, model in sorted(self.models.items())
-                for version, runtime in model.versions.items() if not runtime.live and not runtime.scaled_to_zero]
+                for version, runtime in model.versions.items()
+                if not runtime.live and not runtime.scaled_to_zero and not runtime.loading]
 
     async def close(self) -> None:
         runtimes = [r for m in self.models.values() for r in m.versions.values()]

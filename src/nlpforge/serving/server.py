@@ -7,11 +7,14 @@ or from Python, e.g. in tests (real sockets, a background thread):
     with ServerThread(ServeSettings.of(model_store="store", inference_port=0, ...)) as server:
         httpx.post(f"{server.url('inference')}/predictions/stars", json={"text": "Loved it"})
 
+With `--shared-state`, replicas on one model store serve the same models (replicas.py).
+
 On SIGTERM or SIGINT the servers stop accepting connections, answer every request already
 accepted, and only then stop the worker processes.
 """
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 import threading
@@ -22,6 +25,7 @@ from nlpforge.errors import ConfigError, RequestError
 from nlpforge.serving.capture import DataCapture
 from nlpforge.serving.metrics import ServerMetrics
 from nlpforge.serving.registry import ModelRegistry
+from nlpforge.serving.replicas import SharedState
 from nlpforge.serving.security import load_or_create_keys
 from nlpforge.serving.settings import ServeSettings
 from nlpforge.serving.workers import warm_up
@@ -39,8 +43,17 @@ class ServerState:
     metrics: ServerMetrics
     capture: DataCapture
     keys: object = None
+    shared: SharedState | None = None
     ready: bool = False
     background: set = field(default_factory=set)
+
+    async def change(self, action):
+        """Run a management action (a function; its result may be awaitable) and return its result; with
+        --shared-state, for every replica on the model store."""
+        async def run():
+            result = action()
+            return await result if inspect.isawaitable(result) else result
+        return await (self.shared.change(run) if self.shared is not None else run())
 
     def require(self, kind: str):
         """A FastAPI dependency that checks the token of `kind` when auth is on for it."""
@@ -93,6 +106,8 @@ def build_state(settings: ServeSettings) -> ServerState:
     state = ServerState(settings, registry, metrics, capture)
     if settings.auth or settings.auth_inference:
         state.keys = load_or_create_keys(settings.key_path)
+    if settings.shared_state:
+        state.shared = SharedState(settings.model_store, registry, poll=settings.shared_state_poll)
     return state
 
 
@@ -127,6 +142,8 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, star
         check_writable(settings.capture_dir, "--capture-dir", folder=True)
     Path(settings.model_store).mkdir(parents=True, exist_ok=True)
     state = build_state(settings)
+    if state.shared is not None:
+        state.shared.open()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     if install_signals:
@@ -151,22 +168,36 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, star
     if state.keys is not None:
         log.info("token auth on (management%s); keys in %s", ", inference" if settings.auth_inference else "",
                  settings.key_path)
-    try:
+
+    async def load_models():
         for entry in settings.models:
             name, _, path = entry.partition("=")
+            if name in state.registry.models:
+                log.info("model %s: served as the shared state says; %s is not loaded again", name, path)
+                continue
             await state.registry.register(path, name, None, settings.version)
             log.info("model %s loaded from %s", name, path)
+
+    try:
+        if state.shared is not None:
+            await state.shared.join(load_models)
+        else:
+            await load_models()
     except Exception:
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         await state.registry.close()
         raise
+    watching = asyncio.create_task(state.shared.watch()) if state.shared is not None else None
     state.ready = True
     if started is not None:
         started(state, ports)
     await stop.wait()
     log.info("shutting down: finishing accepted requests")
+    if watching is not None:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
     for s in servers:
         s.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)

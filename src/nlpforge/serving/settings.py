@@ -70,6 +70,11 @@ class ServeSettings(Settings):
     capture_dir: str | None = setting(None, "data capture folder (default: <model-store>/capture)")
     capture_max_bytes: int = setting(10_000_000, "bytes per capture file before it rotates", min=1)
     capture_backups: int = setting(5, "rotated capture files kept per model version", min=0)
+    shared_state: bool = setting(False, "share models, versions and traffic with every server on this model store "
+                                        "(replicas behind a load balancer), in <model-store>/.nlpforge-replicas")
+    shared_state_poll: float = setting(0.5, "seconds between looks at the shared state file (--shared-state); a "
+                                            "change reaches every replica within this plus a read",
+                                       min=0.05, max=60)
     shutdown_timeout: float = setting(30.0, "seconds to finish accepted requests after SIGTERM", min=0)
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "server log level")
 
