@@ -8,15 +8,24 @@
     tuner.fit({"train": "train.csv"})
     tuner.best_training_job(); tuner.best_estimator().deploy(); tuner.analytics().dataframe()
 
-The study lives in `<jobs root>/optuna.db` (SQLite) unless `storage` names a database URL, which
-lets tuners on several machines share it. Calling fit again with the same job_name resumes: trials
-that were running when the tuner stopped are run again, finished ones are kept. Strategies map to
+The study lives in `<jobs root>/optuna.db` (SQLite) unless `storage` names a database URL
+(`postgresql+psycopg2://...`), which lets tuners on several machines share it: each runs trials until
+the study holds max_jobs of them, then waits for the others' trials to end. A running trial sends a
+heartbeat every `heartbeat_interval` seconds; one silent for twice that (its tuner was killed, its
+machine lost) is marked failed and run again, with the same hyperparameters, by a tuner still
+running or the next one started (`max_retry_attempts` times at most). Calling fit again with the
+same job_name resumes: finished trials are kept. Strategies map to
 Optuna samplers (Bayesian: TPE, Random, Grid, Hyperband: TPE + Hyperband pruning); early stopping
 prunes a trial whose intermediate objective values fall below the median of earlier trials.
 """
+import contextlib
 import copy
+import os
 import secrets
+import socket
 import threading
+import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar, Literal
@@ -38,6 +47,9 @@ class TuningArguments(Settings):
     max_jobs: int | None = setting(None, "trials in all (default for Grid: the grid's size)", min=1)
     max_parallel_jobs: int = setting(1, "trials at once", min=1)
     early_stopping_type: Literal["Off", "Auto"] = setting("Off", "Auto prunes trials below the median")
+    heartbeat_interval: int = setting(30, "seconds between a running trial's heartbeats; one silent for twice "
+                                      "that is failed and retried", min=1)
+    max_retry_attempts: int = setting(2, "times a trial whose tuner stopped is run again", min=0)
 
     def check(self):
         if not self.objective_metric_name:
@@ -54,6 +66,15 @@ def optuna_module():
     return optuna
 
 
+@contextlib.contextmanager
+def quiet_heartbeats(optuna):
+    """Optuna's heartbeats are experimental and meant for optimize(); the tuner runs them with ask-and-tell."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
+
+
 class HyperparameterTuner:
     """Runs up to max_jobs training jobs of an estimator, choosing hyperparameters to optimise one metric."""
 
@@ -61,11 +82,12 @@ class HyperparameterTuner:
                  metric_definitions: list[dict] | None = None, objective_type: str = "Maximize",
                  strategy: str = "Bayesian", max_jobs: int | None = None, max_parallel_jobs: int = 1,
                  early_stopping_type: str = "Off", base_tuning_job_name: str | None = None,
-                 storage: str | None = None, random_seed: int | None = None, experiment_name: str | None = None):
+                 storage: str | None = None, random_seed: int | None = None, experiment_name: str | None = None,
+                 heartbeat_interval: int = 30, max_retry_attempts: int = 2):
         self.ranges = check_ranges(hyperparameter_ranges)
         try:
             TuningArguments(objective_metric_name, objective_type, strategy, max_jobs, max_parallel_jobs,
-                            early_stopping_type)
+                            early_stopping_type, heartbeat_interval, max_retry_attempts)
         except ConfigError as error:
             raise TuningError(error.message) from None
         self.grid = {name: r.grid(name) for name, r in self.ranges.items()} if strategy == "Grid" else None
@@ -89,8 +111,11 @@ class HyperparameterTuner:
         self.root = jobs_root(estimator.jobs_root)
         self.storage = storage or f"sqlite:///{self.root / 'optuna.db'}"
         self.random_seed, self.experiment_name = random_seed, experiment_name
+        self.heartbeat_interval, self.max_retry_attempts = heartbeat_interval, max_retry_attempts
         self.latest_tuning_job: str | None = None
         self.pruning_lock = threading.Lock()
+        self.tuner_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._storage = None
         settings = getattr(estimator, "known_settings", None)  # a built-in estimator's engine settings
         unknown = sorted(n for n in self.ranges if settings is not None and n.replace("-", "_") not in settings)
         if unknown:
@@ -112,10 +137,33 @@ class HyperparameterTuner:
             return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1)
         return optuna.pruners.NopPruner()
 
+    def storage_backend(self, optuna):
+        """Optuna's RDBStorage on the URL, with heartbeats; made once per tuner."""
+        if self._storage is None:
+            from sqlalchemy import exc
+
+            self.root.mkdir(parents=True, exist_ok=True)
+            for attempt in range(4):
+                try:
+                    with quiet_heartbeats(optuna):
+                        self._storage = optuna.storages.RDBStorage(
+                            self.storage, heartbeat_interval=self.heartbeat_interval,
+                            grace_period=2 * self.heartbeat_interval,
+                            heartbeat_stale_trial_callback=self.retry_trial)
+                    break
+                except (exc.IntegrityError, exc.ProgrammingError):  # tuners creating a new database's tables
+                    if attempt == 3:
+                        raise
+                    time.sleep(0.5 + secrets.randbelow(1000) / 1000)
+                except (exc.OperationalError, exc.ArgumentError, exc.NoSuchModuleError) as error:
+                    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:300]
+                    raise TuningError(f"cannot open the tuning storage {self.storage}: {reason}; "
+                                      "check the URL and that its database server runs") from None
+        return self._storage
+
     def study(self, name: str):
         optuna = optuna_module()
-        self.root.mkdir(parents=True, exist_ok=True)
-        return optuna.create_study(study_name=name, storage=self.storage, load_if_exists=True,
+        return optuna.create_study(study_name=name, storage=self.storage_backend(optuna), load_if_exists=True,
                                    direction="maximize" if self.objective_type == "Maximize" else "minimize",
                                    sampler=self.sampler(optuna), pruner=self.pruner(optuna))
 
@@ -165,7 +213,7 @@ class HyperparameterTuner:
         return run_trial
 
     def fit(self, inputs=None, job_name: str | None = None, wait: bool = True) -> None:
-        """Run (or resume) the tuning job until max_jobs trials have finished (in the foreground)."""
+        """Run, resume or join the tuning job until its study holds max_jobs finished trials (in the foreground)."""
         if not wait:
             raise TuningError("tuning runs in the foreground; call fit() with wait=True (the default), and run "
                               "several tuners on one storage URL to spread trials over machines")
@@ -177,37 +225,37 @@ class HyperparameterTuner:
         study.set_user_attr("objective_metric_name", self.objective_metric_name)
         study.set_user_attr("strategy", self.strategy)
         study.set_user_attr("max_jobs", self.max_jobs)
-        state = optuna.trial.TrialState
-        # Trials left running by an interrupted tuner: mark them failed and queue their parameters again.
-        for trial in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
-            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-            study._storage.set_trial_state_values(trial._trial_id, state.FAIL)
-            if trial.params:
-                study.enqueue_trial(trial.params, skip_if_exists=False)
-        done = [t for t in study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL))
-                if not t.user_attrs.get("interrupted")]
-        remaining = self.max_jobs - len(done)
-        if remaining > 0:
-            self.run_trials(study, self.objective(name, inputs, optuna), remaining, optuna)
+        running = optuna.trial.TrialState.RUNNING
+        # A trial left running by a tuner that sent no heartbeats never goes stale: retry it now.
+        for trial in study.get_trials(deepcopy=False, states=(running,)):
+            if "tuner" not in trial.user_attrs:
+                self.fail_and_retry(study, trial._trial_id, optuna)
+        try:
+            self.run_trials(study, self.objective(name, inputs, optuna), optuna)
+        except KeyboardInterrupt:  # our trials are retried by the next fit, without waiting for them to go stale
+            for trial in study.get_trials(deepcopy=False, states=(running,)):
+                if trial.user_attrs.get("tuner") == self.tuner_id:
+                    self.fail_and_retry(study, trial._trial_id, optuna)
+            raise
 
-    def run_trials(self, study, objective, count: int, optuna) -> None:
-        """Run `count` trials, max_parallel_jobs at a time (Optuna's ask-and-tell).
+    def run_trials(self, study, objective, optuna) -> None:
+        """Run trials, max_parallel_jobs at a time (Optuna's ask-and-tell), until the study holds max_jobs.
 
         Asking under a lock lets each new trial see the grid points its running neighbours took,
         so parallel Grid trials never repeat one.
         """
-        lock, left, errors = threading.Lock(), [count], []
+        lock, errors = threading.Lock(), []
         state = optuna.trial.TrialState
 
         def worker():
             while True:
                 with lock:
-                    if left[0] <= 0 or errors:
-                        return
-                    left[0] -= 1
-                    trial = study.ask()
+                    trial = None if errors else self.next_trial(study, optuna)
+                if trial is None:
+                    return
                 try:
-                    value = objective(trial)
+                    with self.heartbeat(study, trial):
+                        value = objective(trial)
                 except optuna.TrialPruned:
                     tell(study, trial, state=state.PRUNED)
                 except (TrainingJobError, TuningError) as error:
@@ -220,13 +268,82 @@ class HyperparameterTuner:
                 else:
                     tell(study, trial, value)
 
-        workers = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.max_parallel_jobs, count))]
+        workers = [threading.Thread(target=worker, daemon=True) for _ in range(self.max_parallel_jobs)]
         for thread in workers:
             thread.start()
         for thread in workers:
             thread.join()
         if errors:
             raise errors[0]
+
+    def next_trial(self, study, optuna):
+        """The next trial to run; None once every trial of the budget has started and no other tuner's
+        trial is still running (it may stop, leaving its trial to retry).
+
+        Several tuners may ask for the last trial at once: the study numbers trials in order, so
+        the ones numbered past the budget are dropped (marked `surplus`, failed before running).
+        """
+        state = optuna.trial.TrialState
+        while True:
+            with quiet_heartbeats(optuna):
+                optuna.storages.fail_stale_trials(study)
+            trials = counted_trials(study.get_trials(deepcopy=False))
+            if len(trials) < self.max_jobs or any(t.state == state.WAITING for t in trials):
+                with quiet_heartbeats(optuna):
+                    trial = study.ask()
+                study._storage.set_trial_user_attr(trial._trial_id, "tuner", self.tuner_id)
+                study._storage.record_heartbeat(trial._trial_id)
+                earlier = [t for t in counted_trials(study.get_trials(deepcopy=False)) if t.number < trial.number]
+                if len(earlier) < self.max_jobs:
+                    return trial
+                study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
+                tell(study, trial, state=state.FAIL)
+                continue
+            if not any(t.state == state.RUNNING and t.user_attrs.get("tuner") not in (None, self.tuner_id)
+                       for t in trials):
+                return None
+            time.sleep(self.heartbeat_interval)
+
+    @contextlib.contextmanager
+    def heartbeat(self, study, trial):
+        """Record the trial's heartbeat every heartbeat_interval seconds while it runs."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(self.heartbeat_interval):
+                try:
+                    study._storage.record_heartbeat(trial._trial_id)
+                except Exception:  # a dropped database connection: the next beat tries again
+                    pass
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def fail_and_retry(self, study, trial_id: int, optuna) -> None:
+        """Mark a running trial failed and queue it again, unless another tuner already did."""
+        try:
+            study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return
+        self.retry_trial(study, study._storage.get_trial(trial_id))
+
+    def retry_trial(self, study, trial) -> None:
+        """Queue a failed trial whose tuner stopped to run again with its hyperparameters, at most
+        max_retry_attempts times (Optuna's heartbeat calls this for a stale trial). The new trial's
+        retry_history names the trials it replaces; past the limit, the trial stays a failure."""
+        optuna = optuna_module()
+        if len(trial.system_attrs.get("retry_history", [])) >= self.max_retry_attempts:
+            return
+        queued = copy.deepcopy(trial)
+        for name in ("job_name", "tuner"):
+            queued.user_attrs.pop(name, None)
+        with quiet_heartbeats(optuna):
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(study, queued)
 
     # -- results ---------------------------------------------------------------------------------
     def _study(self):
@@ -253,9 +370,12 @@ class HyperparameterTuner:
 
     def describe(self) -> dict:
         study = self._study()
-        counts = {}
-        for trial in study.get_trials(deepcopy=False):
-            counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        counts, trials = {}, study.get_trials(deepcopy=False)
+        retried = retried_numbers(trials)
+        for trial in trials:
+            if not trial.user_attrs.get("surplus"):
+                state = trial_state(trial, retried)
+                counts[state] = counts.get(state, 0) + 1
         best = None
         try:
             best = {"TrainingJobName": study.best_trial.user_attrs["job_name"],
@@ -268,21 +388,44 @@ class HyperparameterTuner:
                 "TrainingJobStatusCounters": counts, "BestTrainingJob": best, "Storage": self.storage}
 
 
+def retried_numbers(trials) -> set[int]:
+    """The numbers of the trials that were interrupted and queued again: those in a retry's
+    retry_history, and those marked `interrupted` by tuners that sent no heartbeats."""
+    return {number for t in trials for number in t.system_attrs.get("retry_history", [])} | \
+        {t.number for t in trials if t.user_attrs.get("interrupted")}
+
+
+def counted_trials(trials) -> list:
+    """The trials that take one of max_jobs: not those queued again, nor surplus ones."""
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.number not in retried and not t.user_attrs.get("surplus")]
+
+
 def tell(study, trial, value=None, state=None) -> None:
     """study.tell, outside Optuna's optimize loop.
 
     GridSampler calls study.stop() once the grid is used up, which raises outside optimize(); the
     trial's result is stored before that (Optuna stores it in a `finally`), so the error is dropped.
+    A trial another tuner took for stale (and queued again) is finished already: its result is dropped.
     """
     try:
-        study.tell(trial, value, state=state)
+        study.tell(trial, value, state=state, skip_if_finished=True)
     except RuntimeError as error:
         if "Study.stop" not in str(error):
             raise
 
 
+def trial_state(trial, retried: set[int]) -> str:
+    """Optuna's state of the trial, INTERRUPTED for a failed one that was queued again."""
+    return "INTERRUPTED" if trial.number in retried else trial.state.name
+
+
 class TuningJobAnalytics:
-    """SageMaker's HyperparameterTuningJobAnalytics: one row per training job of the tuning job."""
+    """SageMaker's HyperparameterTuningJobAnalytics: one row per training job of the tuning job.
+
+    A job whose tuner stopped while it ran has TrialState INTERRUPTED; the trial that ran its
+    hyperparameters again names its TrialNumber in RetryOf.
+    """
 
     def __init__(self, study, root):
         self.study, self.root = study, root
@@ -290,9 +433,10 @@ class TuningJobAnalytics:
     def dataframe(self):
         import pandas as pd
 
-        rows = []
-        for trial in self.study.get_trials(deepcopy=False):
-            if trial.user_attrs.get("interrupted") or "job_name" not in trial.user_attrs:
+        rows, trials = [], self.study.get_trials(deepcopy=False)
+        retried = retried_numbers(trials)
+        for trial in trials:
+            if "job_name" not in trial.user_attrs or trial.state.name == "WAITING":
                 continue
             job_name = trial.user_attrs["job_name"]
             try:
@@ -300,7 +444,9 @@ class TuningJobAnalytics:
             except TrainingJobError:
                 job = {"TrainingJobStatus": "NotStarted"}
             rows.append({**trial.params, "TrainingJobName": job_name,
-                         "TrainingJobStatus": job.get("TrainingJobStatus"), "TrialState": trial.state.name,
+                         "TrainingJobStatus": job.get("TrainingJobStatus"), "TrialState": trial_state(trial, retried),
+                         "TrialNumber": trial.number,
+                         "RetryOf": (trial.system_attrs.get("retry_history") or [None])[-1],
                          "FinalObjectiveValue": trial.value,
                          "TrainingStartTime": job.get("TrainingStartTime"),
                          "TrainingEndTime": job.get("TrainingEndTime"),

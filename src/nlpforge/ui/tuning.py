@@ -72,7 +72,7 @@ def objective_series(trials: list, maximize: bool) -> dict:
 
 @router.get("/tuning/{name}")
 def study_page(request: Request, name: str):
-    from nlpforge.tuning.tuner import TuningJobAnalytics, optuna_module
+    from nlpforge.tuning.tuner import TuningJobAnalytics, counted_trials, optuna_module, retried_numbers, trial_state
 
     optuna, url = optuna_module(), storage(request)
     root = settings_of(request).root
@@ -100,7 +100,9 @@ def study_page(request: Request, name: str):
         row["best"] = best is not None and row["number"] == best.number
     weights, why = importance(study, optuna)
     maximize = study.direction.name == "MAXIMIZE"
-    counts = Counter(trial.state.name for trial in trials)
+    retried = retried_numbers(trials)
+    shown = {t.number for t in counted_trials(trials)} | retried  # surplus trials never ran
+    counts = Counter(trial_state(t, retried) for t in trials if t.number in shown)
     return render(request, "tuning_job.html", title=f"Tuning job {name}", name=name, rows=rows, best=best,
                   params=params, direction="maximize" if maximize else "minimize", counts=counts,
                   objective=objective_series(trials, maximize),
