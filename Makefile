@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install tools browser demo test bench clean
+.PHONY: install tools browser services demo test bench clean
 
 install: $(STAMP)
 
@@ -35,10 +35,19 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core) || \
 		echo "warning: could not install chromium; the browser tests will be skipped"
 
+# The scale-out tests run the engines themselves: sshd (two "hosts" on this machine), HAProxy in front of
+# served replicas, and PostgreSQL for the shared Optuna study and MLflow store.
+SERVICES := /usr/sbin/sshd /usr/sbin/haproxy /usr/lib/postgresql
+services:
+	@for path in $(SERVICES); do [ -e $$path ] || missing=1; done; \
+	[ -z "$$missing" ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		openssh-server openssh-client haproxy postgresql) || \
+	echo "warning: could not install sshd, haproxy or postgresql; the scale-out tests that need them will be skipped"
+
 demo: $(STAMP)
 	$(BIN)/nlpforge demo
 
-test: $(STAMP) $(NEWMAN) browser
+test: $(STAMP) $(NEWMAN) browser services
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q --durations=15
 

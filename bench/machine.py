@@ -19,15 +19,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def matmul_flops(size: int = 1024, seconds: float = 2.0, dtype=torch.float32) -> float:
-    """Sustained FLOP/s of square matmuls on the current torch thread count."""
+def matmul_flops(size: int = 1024, seconds: float = 2.0, dtype=torch.float32, repeats: int = 5) -> float:
+    """Sustained FLOP/s of square matmuls on the current torch thread count: the best of `repeats` windows of
+    `seconds / repeats` each, so that a burst of load from another process lowers one window, not the figure."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * size ** 3 * count / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(repeats):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / repeats:
+            a @ b
+            count += 1
+        best = max(best, 2 * size ** 3 * count / (time.perf_counter() - start))
+    return best
 
 
 def describe() -> str:
