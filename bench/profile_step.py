@@ -89,8 +89,8 @@ def main() -> None:
     total = sum(seconds.values())
     rows = sorted(seconds.items(), key=lambda kv: -kv[1])
     print(f"machine: {describe()}; fp32 matmul {matmul_flops() / 1e9:.1f} GFLOP/s")
-    print(f"MiniLM-L6, batch 16, max {args.max_seq_length} tokens, {args.threads} threads: {args.steps} profiled steps, "
-          f"{wall / 1e6 / args.steps:.3f} s per step (wall)\n")
+    print(f"MiniLM-L6, batch 16, max {args.max_seq_length} tokens, {args.threads} threads: {args.steps} profiled "
+          f"steps, {wall / 1e6 / args.steps:.3f} s per step (wall)\n")
     print("| part | ms per step | share |\n|---|---:|---:|")
     for name, value in rows:
         print(f"| {name} | {value / 1e3 / args.steps:.1f} | {100 * value / total:.1f}% |")
