@@ -86,8 +86,12 @@ def test_sigterm_stops_the_cli_schedule_between_runs(tmp_path, baseline, capsys)
                                 "--capture", tmp_path / "capture", "--output", schedule, "--interval", "600",
                                 "--permutations", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not (schedule / "runs").is_dir() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
+
+    def first_run_started() -> bool:  # runs/ exists before the first run; its partial folder or the run does not
+        return (schedule / "runs").is_dir() and any((schedule / "runs").iterdir())
+
+    while not first_run_started() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
     process.send_signal(signal.SIGTERM)  # during the first run, or while it waits for the next one
     stdout, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr
