@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/vectors.py                     # IMDB + Brown from ../shared/data, 5 epochs
     .venv/bin/python bench/vectors.py --epochs 1 --max-documents 5000   # a quick look (IMDB only)
+    .venv/bin/python bench/vectors.py --only phrases-on                 # one of the two pairs
 
 Four runs, each in its own process (so each peak memory is its own), one after the other in
 this one invocation so that the machine's load is as alike as it can be:
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-documents", type=int, default=None, help="read only the first N documents (a quick look)")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--only", choices=["phrases-off", "phrases-on"], help="run one of the two pairs")
     parser.add_argument("--child", choices=["nlpforge", "gensim"], help=argparse.SUPPRESS)
     parser.add_argument("--phrases", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -109,7 +111,7 @@ def main() -> None:
         sys.exit(f"corpus not found: {', '.join(map(str, missing))} (set NLPFORGE_SHARED_DATA)")
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-vectors-") as tmp:
-        for passes in (0, 2):
+        for passes in {"phrases-off": (0,), "phrases-on": (2,)}.get(args.only, (0, 2)):
             workdir = Path(tmp) / f"phrases-{passes}"
             ours = _child(args, "nlpforge", ["--phrases", str(passes), "--workdir", str(workdir)])
             print(f"nlpforge, {passes} phrase passes: {ours['seconds']:.1f}s", file=sys.stderr)
@@ -123,7 +125,7 @@ def main() -> None:
 
 
 def print_table(rows: dict, args) -> None:
-    tokens = rows[0]["nlpforge"]["corpus_tokens"]
+    tokens = next(iter(rows.values()))["nlpforge"]["corpus_tokens"]
     print(f"\ncorpus: IMDB + Brown, {tokens:,} tokens; {args.architecture}, {args.vector_size} dimensions, "
           f"{args.epochs} epochs, {args.workers} workers; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores\n")

@@ -9,12 +9,14 @@ readable JSON file of phrases and scores (no pickle) and applied at query time t
     model.save("phrases.json"); PhraseModel.load("phrases.json")
 """
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.settings import Settings, setting
+from nlpforge.text.pair_counts import IdJoiner, PairCounts, TokenIds
 
 FORMAT = "nlpforge-phrases"
 # gensim 4's `Phrases.export_phrases` re-splits a learned pair on the delimiter, so a pair whose
@@ -41,6 +43,8 @@ class PhraseSettings(Settings):
     def check(self):
         if self.phrase_scoring == "npmi" and not -1 <= self.phrase_threshold <= 1:
             raise ConfigError("with npmi scoring, phrase-threshold must be between -1 and 1")
+        if self.phrase_scoring == "default" and self.phrase_threshold <= 0:
+            raise ConfigError("with default scoring, phrase-threshold must be above 0 (10 is usual)")
         if not self.phrase_delimiter or any(c.isspace() for c in self.phrase_delimiter):
             raise ConfigError("phrase-delimiter must be a non-empty string without spaces")
 
@@ -114,82 +118,76 @@ class PhraseModel:
                    saved.get("corpus_tokens", 0))
 
 
-class _SpillingStream:
-    """Yields each sentence of `sentences` and writes it, space-joined, to `path` on the way."""
-
-    def __init__(self, sentences: Iterable[list[str]], path: Path):
-        self.sentences, self.path = sentences, path
-
-    def __iter__(self):
-        with open(self.path, "w", encoding="utf-8") as out:
-            for tokens in self.sentences:
-                out.write(" ".join(tokens))
-                out.write("\n")
-                yield tokens
-
-
-def read_token_file(path) -> Iterator[list[str]]:
-    """Sentences of a file written one sentence a line, tokens separated by spaces."""
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            tokens = line.split()
-            if tokens:
-                yield tokens
-
-
-class TokenFile:
-    """A re-iterable view of a token file (see `read_token_file`)."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def __iter__(self):
-        return read_token_file(self.path)
-
-
 def learn_phrases(sentences: Iterable[list[str]], settings: PhraseSettings, spill_dir=None) -> PhraseModel:
-    """Learn `settings.phrase_passes` passes over a re-iterable corpus of token lists.
+    """Learn `settings.phrase_passes` passes over `sentences` (read once), spilling ids to `spill_dir`
+    (a temporary folder when None)."""
+    with PhraseLearner(settings, spill_dir) as learner:
+        return learner.learn(sentences)
 
-    With `spill_dir`, pass k also writes its input (the corpus with passes < k applied) to
-    `spill_dir/phrases-input-{k}.txt`, so a caller that needs the joined corpus applies only the
-    last pass to the last file instead of every pass to the raw corpus again.
+
+class PhraseLearner:
+    """Learns the passes in integer ids: the corpus is read once, and each pass reads the previous
+    pass's ids from a spill file (4 bytes a token) with its phrases joined, not text.
+
+        with PhraseLearner(settings, spill_dir) as learner:
+            model = learner.learn(sentences)
+            for tokens in learner.joined():   # the corpus with every pass joined
+                ...
     """
-    from gensim.models.phrases import Phrases
 
-    model = PhraseModel(settings)
-    current = sentences
-    for number in range(settings.phrase_passes):
-        stream = current
-        if spill_dir is not None:
-            spill = Path(spill_dir) / f"phrases-input-{number}.txt"
-            stream = _SpillingStream(current, spill)
-        learner = Phrases(stream, min_count=settings.phrase_min_count, threshold=settings.phrase_threshold,
-                          scoring=settings.phrase_scoring, delimiter=_LEARNING_DELIMITER,
-                          connector_words=_connector_words(settings.phrase_connectors))
-        if learner.corpus_word_count == 0:
-            raise DataError("the corpus is empty: no tokens to learn phrases from")
-        if number == 0:
-            model.corpus_tokens = learner.corpus_word_count
-        layer = learner.freeze()
-        layer.delimiter = settings.phrase_delimiter
-        layer.phrasegrams = {phrase.replace(_LEARNING_DELIMITER, settings.phrase_delimiter): score
-                             for phrase, score in layer.phrasegrams.items()}
-        model.layers.append(layer)
-        del learner  # the pair counts are the big part; only the frozen phrases are kept
-        if spill_dir is not None:
-            current = _Applied(layer, TokenFile(spill))
-        else:
-            current = _Applied(layer, current)
-    return model
+    def __init__(self, settings: PhraseSettings, spill_dir=None):
+        self.settings = settings
+        self._scratch = tempfile.TemporaryDirectory(prefix="phrases-", dir=spill_dir)
+        self.ids = TokenIds(_connector_words(settings.phrase_connectors))
+        self._last = None  # (counts of the last pass's input, its joiner)
 
+    def __enter__(self):
+        return self
 
-class _Applied:
-    """A re-iterable corpus with one phrase layer applied."""
+    def __exit__(self, *exc):
+        self._scratch.cleanup()
 
-    def __init__(self, layer, sentences):
-        self.layer, self.sentences = layer, sentences
+    def learn(self, sentences: Iterable[list[str]]) -> PhraseModel:
+        settings = self.settings
+        model = PhraseModel(settings)
+        counts = PairCounts(self.ids, spill=Path(self._scratch.name) / "pass-0")
+        for tokens in sentences:
+            counts.add(tokens)
+        for number in range(settings.phrase_passes):
+            if number:
+                joined = PairCounts(self.ids, spill=Path(self._scratch.name) / f"pass-{number}")
+                for chunk in self._joined_ids():
+                    joined.add_ids(*chunk)
+                counts.remove_spill()
+                counts = joined
+            counts.finish()
+            if counts.words == 0:
+                raise DataError("the corpus is empty: no tokens to learn phrases from")
+            if number == 0:
+                model.corpus_tokens = counts.words
+            learned = counts.phrasegrams(settings.phrase_scoring, settings.phrase_min_count,
+                                         settings.phrase_threshold, _LEARNING_DELIMITER)
+            phrasegrams = {phrase.replace(_LEARNING_DELIMITER, settings.phrase_delimiter): score
+                           for phrase, score in learned.items()}
+            model.layers.append(_frozen({
+                "min_count": settings.phrase_min_count, "threshold": settings.phrase_threshold,
+                "scoring": settings.phrase_scoring, "delimiter": settings.phrase_delimiter,
+                "connector_words": self.ids.connectors, "phrasegrams": phrasegrams}))
+            self._last = counts, IdJoiner(self.ids, phrasegrams, settings.phrase_delimiter)
+            counts.drop_counts()  # the pair counts are the big part; only the phrases are kept
+        return model
 
-    def __iter__(self):
-        layer = self.layer
-        for tokens in self.sentences:
-            yield layer[tokens]
+    def _joined_ids(self):
+        counts, join = self._last
+        for chunk in counts.spilled():
+            yield join(*chunk)
+
+    def joined(self) -> Iterator[list[str]]:
+        """The learned corpus's sentences with every pass's phrases joined."""
+        words = self.ids.words
+        for ids, lengths in self._joined_ids():
+            tokens = [words[i] for i in ids.tolist()]
+            end = 0
+            for length in lengths.tolist():
+                yield tokens[end:end + length]
+                end += length

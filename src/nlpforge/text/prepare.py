@@ -8,7 +8,7 @@ Python text processing again and every worker thread reads its own part of the f
     prepared.path      # one sentence a line, tokens separated by spaces
     prepared.counts    # Counter of the tokens in that file (phrases counted as one token)
 
-Passes over the data: 1 + phrase_passes (pass k learns phrase layer k and writes its input).
+Passes over the raw data: one. Phrase pass k reads pass k-1's spilled token ids, not the text.
 """
 import time
 from collections import Counter
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpforge.text.corpus import Corpus, CorpusSettings, empty_corpus
-from nlpforge.text.phrases import PhraseModel, PhraseSettings, TokenFile, learn_phrases
+from nlpforge.text.phrases import PhraseLearner, PhraseModel, PhraseSettings
 
 
 @dataclass
@@ -58,15 +58,12 @@ def prepare_corpus(text: CorpusSettings, phrase: PhraseSettings, workdir) -> Pre
         seconds["read, normalise, tokenise"] = time.perf_counter() - start
         phrases, corpus_tokens = None, sum(counts.values())
     else:
-        phrases = learn_phrases(corpus, phrase, spill_dir=workdir)
-        seconds["read, normalise, tokenise, learn phrases"] = time.perf_counter() - start
-        start = time.perf_counter()
-        last = workdir / f"phrases-input-{phrase.phrase_passes - 1}.txt"
-        layer = phrases.layers[-1]
-        counts, sentences = _write_counted((layer[tokens] for tokens in TokenFile(last)), final)
-        seconds["join phrases"] = time.perf_counter() - start
-        for number in range(phrase.phrase_passes):
-            (workdir / f"phrases-input-{number}.txt").unlink(missing_ok=True)
+        with PhraseLearner(phrase, spill_dir=workdir) as learner:
+            phrases = learner.learn(corpus)
+            seconds["read, normalise, tokenise, learn phrases"] = time.perf_counter() - start
+            start = time.perf_counter()
+            counts, sentences = _write_counted(learner.joined(), final)
+            seconds["join phrases"] = time.perf_counter() - start
         corpus_tokens = phrases.corpus_tokens
     if not counts:
         raise empty_corpus(text.names)
