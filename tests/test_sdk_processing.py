@@ -243,4 +243,4 @@ def test_amazon_reviews_batch_predicted_by_two_instances_match_one(amazon, model
 def test_the_transformer_stays_importable_from_predictor():
     from nlpforge.sdk.predictor import Transformer as FromPredictor
 
-    assert FromPredictor is Transformer and "nlpforge.sdk.processing" in sys.modules
+    assert FromPredictor is Transformer and "nlpforge.sdk.transform" in sys.modules

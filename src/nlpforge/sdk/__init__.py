@@ -17,7 +17,7 @@ _EXPORTS = {
     "TokenClassifier": "nlpforge.sdk.estimator", "QuestionAnswerer": "nlpforge.sdk.estimator",
     "TrainingJob": "nlpforge.sdk.estimator",
     "PyTorchModel": "nlpforge.sdk.model",
-    "Predictor": "nlpforge.sdk.predictor", "Transformer": "nlpforge.sdk.processing",
+    "Predictor": "nlpforge.sdk.predictor", "Transformer": "nlpforge.sdk.transform",
     "Processor": "nlpforge.sdk.processing", "ScriptProcessor": "nlpforge.sdk.processing",
     "ProcessingInput": "nlpforge.sdk.processing", "ProcessingOutput": "nlpforge.sdk.processing",
     "ProcessingJob": "nlpforge.sdk.processing",

@@ -399,8 +399,8 @@ class Estimator:
     def transformer(self, instance_count: int = 1, instance_type: str = "local", output_path: str | None = None,
                     strategy: str = "MultiRecord", assemble_with: str = "Line", accept: str = "application/jsonlines"):
         """A batch Transformer for the latest model; with instance_count > 1 the input files are sharded between
-        instances that run at once (sdk/processing.py)."""
-        from nlpforge.sdk.processing import Transformer
+        instances that run at once (sdk/transform.py)."""
+        from nlpforge.sdk.transform import Transformer
 
         return Transformer(self.model_dir, output_path=output_path, accept=accept,
                            training_job_name=self._job().name, instance_count=instance_count,

@@ -280,4 +280,4 @@ class Predictor:
     delete_model = delete_endpoint
 
 
-from nlpforge.sdk.processing import Transformer  # noqa: E402,F401  (batch transform lives with processing)
+from nlpforge.sdk.transform import Transformer  # noqa: E402,F401  (batch transform has a module of its own)

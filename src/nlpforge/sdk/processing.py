@@ -1,4 +1,4 @@
-"""Processing jobs and batch transform: SageMaker's Processor, ScriptProcessor and Transformer, run on this machine.
+"""Processing jobs: SageMaker's Processor and ScriptProcessor, run on this machine.
 
     from nlpforge.sdk import ProcessingInput, ProcessingOutput, ScriptProcessor
     processor = ScriptProcessor(command=["python3"], instance_count=2)
@@ -38,9 +38,7 @@ under its destination, keeping their paths, as SageMaker uploads every instance'
 prefix. Two instances writing the same path is an error, found before anything is copied. An instance
 that fails stops the others and fails the job with its error.
 
-Batch transform with instance_count > 1 is a processing job: the input files are sharded by key and each
-instance predicts its files with the same function as a one-instance transform, so the `.out` files are
-the same.
+Batch transform with instance_count > 1 is a processing job (sdk/transform.py).
 """
 import json
 import os
@@ -52,7 +50,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nlpforge.errors import ConfigError, EndpointError, NlpforgeError, ProcessingJobError
+from nlpforge.errors import ConfigError, ProcessingJobError
 from nlpforge.sdk.contract import JobPaths, host_names, local_instance_type
 from nlpforge.sdk.jobs import NAME_PATTERN, now_iso, pid_alive, read_json, update_status, write_json
 from nlpforge.settings import jobs_root as resolve_jobs_root
@@ -532,101 +530,12 @@ def gather_outputs(paths: JobPaths, spec: ProcessingJobSpec) -> None:
             shutil.copy2(file, destination / key)
 
 
-class Transformer:
-    """Batch transform: predictions for every row of a file or folder of files, written as `<file>.out`.
-
-    With instance_count > 1 the files are sharded by key between instances that run at once (a processing
-    job under the jobs root); the `.out` files are those of one instance."""
-
-    def __init__(self, model_dir, output_path: str | None = None, accept: str = "application/jsonlines",
-                 training_job_name: str | None = None, instance_count: int = 1, instance_type: str = "local",
-                 jobs_root=None, base_transform_job_name: str | None = None):
-        if accept not in ("application/jsonlines", "text/csv"):
-            raise EndpointError(f"accept must be application/jsonlines or text/csv, not {accept!r}")
-        try:
-            check_instances(instance_count, instance_type)
-        except ConfigError as error:
-            raise EndpointError(error.message) from None
-        self.model_dir, self.output_path, self.accept = Path(model_dir), output_path, accept
-        self.training_job_name = training_job_name
-        self.instance_count, self.instance_type = instance_count, instance_type
-        self.jobs_root = jobs_root
-        self.base_transform_job_name = base_transform_job_name
-        self.latest_transform_job: ProcessingJob | None = None
-        self.outputs: list[Path] = []
-
-    def transform(self, data, output_path: str | None = None, content_type: str = "text/csv",
-                  split_type: str = "Line", text_columns: list[str] | None = None, job_name: str | None = None,
-                  **_sagemaker_options) -> list[Path]:
-        """Predict every row of `data` (a file or a folder of files); returns the .out files written."""
-        output = output_path or self.output_path
-        if output is None:
-            raise EndpointError("give output_path (to transformer() or transform()) for the .out files")
-        source = Path(str(data).removeprefix("file://")).expanduser()
-        if not source.exists():
-            raise EndpointError(f"batch transform input {source} does not exist")
-        if split_type != "Line":
-            raise EndpointError("split_type must be 'Line': each row is one record")
-        output = Path(output).resolve()
-        files = batch_files(source)
-        if self.instance_count == 1:
-            self.outputs = transform_files(self.model_dir, files, output, self.accept, text_columns)
-            return self.outputs
-        entrypoint = [sys.executable, "-m", "nlpforge.sdk.processing", "transform", str(self.model_dir.resolve()),
-                      f"{PROCESSING_PATH}/input/data", f"{PROCESSING_PATH}/output", self.accept, *(text_columns or [])]
-        processor = Processor(instance_count=self.instance_count, instance_type=self.instance_type,
-                              entrypoint=entrypoint, jobs_root=self.jobs_root,
-                              base_job_name=self.base_transform_job_name or self.training_job_name or "transform")
-        try:
-            processor.run(inputs=[ProcessingInput(str(source.resolve()), f"{PROCESSING_PATH}/input/data", "data",
-                                                  s3_data_distribution_type="ShardedByS3Key")],
-                          outputs=[ProcessingOutput(f"{PROCESSING_PATH}/output", str(output), "predictions")],
-                          logs=False, job_name=job_name)
-        except ProcessingJobError as error:
-            raise EndpointError(f"batch transform {error.message.removeprefix('processing job ')}") from None
-        finally:
-            self.latest_transform_job = processor.latest_job
-        self.outputs = [output / f"{path.name}.out" for path in files]
-        return self.outputs
-
-
-def batch_files(source: Path) -> list[Path]:
-    """The files a batch transform reads: the file itself, or the files directly in the folder, by name."""
-    return sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
-
-
-def transform_files(model_dir, files: list[Path], output: Path, accept: str, text_columns=None) -> list[Path]:
-    """Predict each file into `output/<name>.out` (written under a hidden name, then renamed)."""
-    from nlpforge.tasks.files import predict_file
-
-    output.mkdir(parents=True, exist_ok=True)
-    suffix = ".csv" if accept == "text/csv" else ".jsonl"
-    written = []
-    for path in files:
-        temporary = output / f".{path.name}{suffix}"
-        predict_file(model_dir, path, temporary, text_columns=text_columns)
-        final = output / f"{path.name}.out"
-        os.replace(temporary, final)
-        written.append(final)
-    return written
-
-
 def main(argv: list[str]) -> int:
-    """`run FOLDER`: run a prepared job (what run(wait=False) starts); `transform MODEL INPUT OUTPUT ACCEPT
-    [COLUMN ...]`: one batch transform instance."""
+    """`run FOLDER`: run a prepared job (what run(wait=False) starts)."""
     if argv[:1] == ["run"] and len(argv) == 2:
         paths = JobPaths(Path(argv[1]))
         return 0 if run_processing_job(paths)["ProcessingJobStatus"] == "Completed" else 1
-    if argv[:1] == ["transform"] and len(argv) >= 5:
-        model_dir, source, output, accept, *columns = argv[1:]
-        try:
-            transform_files(model_dir, batch_files(Path(source)), Path(output), accept, columns or None)
-        except NlpforgeError as error:  # one line, which the job's failure reason quotes
-            print(error, file=sys.stderr)
-            return 2
-        return 0
-    print("usage: python -m nlpforge.sdk.processing run FOLDER | transform MODEL INPUT OUTPUT ACCEPT [COLUMN ...]",
-          file=sys.stderr)
+    print("usage: python -m nlpforge.sdk.processing run FOLDER", file=sys.stderr)
     return 2
 
 

@@ -78,7 +78,7 @@ def host_commands(destinations: list[str], program: list[str], cwd: str, env: di
     """One ssh command per host: torchrun node i of len(destinations), running `program` (host_entry and the
     script) in `cwd` with `env` on top of the remote login's environment."""
     master, port = address_of(destinations[0]), master_port()
-    exports = {k: v for k, v in env.items()}
+    exports = dict(env)
     exports.update({k: os.environ[k] for k in PASSED_ON if k in os.environ and k not in exports})
     commands = []
     for rank, destination in enumerate(destinations):
