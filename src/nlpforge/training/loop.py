@@ -282,6 +282,11 @@ class _Run:
             log(f"resumed from {found}: epoch {self.state.epoch + 1}, batch {self.state.batch}/{batches_per_epoch}, "
                 f"step {self.state.step}")
         self.trained = DistributedDataParallel(model) if world.distributed else model
+        if job.runtime.compile:
+            # Length-grouped batches change the sequence length from batch to batch: dynamic shapes compile
+            # once, not once per length. `self.model` stays the plain module, so checkpoints, evaluation and
+            # the Debugger see the weights under their own names (no `_orig_mod.` prefix).
+            self.trained = torch.compile(self.trained, dynamic=True)
         live = training_folder(job.output)
         self.metrics_log = _MetricLog(live / "metrics.jsonl", live / "tensorboard",
                                       self.state.step if found is not None else None, world.is_main)

@@ -104,6 +104,8 @@ class RuntimeArgs(Settings):
     threads: int | None = setting(None, "CPU threads for torch (default: all cores)", min=1)
     num_workers: int = setting(0, "DataLoader worker processes that prepare batches on the fly", min=0)
     deterministic: bool = setting(False, "use only deterministic kernels (bit-exact resume on CPU holds without it)")
+    compile: bool = setting(False, "compile the model for training with torch.compile (inductor, dynamic shapes): "
+                                   "minutes of compiling before the first step")
     log_every: int = setting(10, "optimizer steps between lines in metrics.jsonl and TensorBoard (in the model folder)", min=0)
     progress: bool = setting(True, "show a progress bar")
 
