@@ -1,5 +1,6 @@
 """Phrases: a planted multi-word entity becomes one token, and the saved model joins the same way."""
 import random
+from collections import Counter
 
 import pytest
 
@@ -89,19 +90,21 @@ def test_learning_and_joining_equal_gensim_pass_by_pass(options, monkeypatch, tm
     sentences = _connector_sentences(4000) + planted_sentences(1000)
     settings = PhraseSettings(**options)
     expected_layers, expected_corpus = _gensim_passes(sentences, settings)
-    with PhraseLearner(settings, tmp_path) as learner:
+    with PhraseLearner(settings, tmp_path / "spill") as learner:
         model = learner.learn(iter(sentences))
-        assert list(learner.joined()) == expected_corpus
+        counts, written = learner.write_joined(tmp_path / "joined.txt")
+    assert [line.split() for line in (tmp_path / "joined.txt").read_text().splitlines()] == expected_corpus
+    assert written == len(expected_corpus) and counts == Counter(t for s in expected_corpus for t in s)
     assert [layer.phrasegrams for layer in model.layers] == expected_layers
     assert all(expected_layers)  # every pass has phrases to compare
     if settings.phrase_connectors == "english":
         assert settings.phrase_delimiter.join(["bank", "of", "the", "west"]) in expected_layers[0]
     assert model.corpus_tokens == sum(map(len, sentences))
-    assert not list(tmp_path.iterdir())  # the id spills are removed
+    assert not list((tmp_path / "spill").iterdir())  # the id spills are removed
 
 
 @pytest.mark.shared_data
-def test_phrases_of_real_reviews_equal_gensim(imdb):
+def test_phrases_of_real_reviews_equal_gensim(imdb, tmp_path):
     from nlpforge.text.corpus import Corpus, CorpusSettings
 
     sentences = list(Corpus(CorpusSettings.of(corpus=[str(imdb)], column="review", max_documents=1500)))
@@ -109,6 +112,7 @@ def test_phrases_of_real_reviews_equal_gensim(imdb):
     expected_layers, expected_corpus = _gensim_passes(sentences, settings)
     with PhraseLearner(settings) as learner:
         model = learner.learn(sentences)
-        assert list(learner.joined()) == expected_corpus
+        learner.write_joined(tmp_path / "joined.txt")
+    assert [line.split() for line in (tmp_path / "joined.txt").read_text().splitlines()] == expected_corpus
     assert [layer.phrasegrams for layer in model.layers] == expected_layers
     assert len(expected_layers[0]) > 100

@@ -143,8 +143,7 @@ class PairCounts:
         grown = np.bincount(ordinary, minlength=len(self.token_ids))
         grown[: len(self.unigrams)] += self.unigrams
         self.unigrams = grown
-        self._parts.append(_unique(run.astype(np.int32), ids[start].astype(np.int32), ids[end].astype(np.int32),
-                                   np.ones(len(start), dtype=np.int64)))
+        self._parts.append(_unique(run.astype(np.int32), ids[start].astype(np.int32), ids[end].astype(np.int32)))
         pending = sum(len(part[0]) for part in self._parts) - self._merged_size
         if pending > max(self._merged_size // 4, _CHUNK_TOKENS):  # bounded memory, few merges
             self._merge()
@@ -283,21 +282,26 @@ class IdJoiner:
         return out[keep], np.bincount(sentence[keep], minlength=len(lengths)).astype(np.int64)
 
 
-def _unique(run, a, b, count):
-    """Equal (run, a, b) rows summed into one, sorted by row."""
+def _unique(run, a, b, count=None):
+    """Equal (run, a, b) rows summed into one (each row counts once when `count` is None), sorted by row."""
     if len(a) == 0:
-        return run, a, b, count
+        return run, a, b, np.zeros(0, dtype=np.int64) if count is None else count
     width = int(max(a.max(), b.max())).bit_length()
-    if 2 * width + int(run.max()).bit_length() <= 63:  # one integer per row: a single sort
-        key = (run.astype(np.int64) << (2 * width)) | (a.astype(np.int64) << width) | b
-        order = np.argsort(key, kind="stable")  # parts are sorted runs already: merging them is cheap
-        key = key[order]
-        boundary = key[1:] != key[:-1]
-        del key
-    else:
+    if 2 * width + int(run.max()).bit_length() > 63:  # rare: too many distinct tokens for one integer per row
+        count = np.ones(len(a), dtype=np.int64) if count is None else count
         order = np.lexsort((b, a, run))
         boundary = (np.diff(run[order]) != 0) | (np.diff(a[order]) != 0) | (np.diff(b[order]) != 0)
-    starts = np.flatnonzero(np.concatenate(([True], boundary)))
-    del boundary
-    rows = order[starts]
-    return run[rows], a[rows], b[rows], np.add.reduceat(count[order], starts)
+        starts = np.flatnonzero(np.concatenate(([True], boundary)))
+        rows = order[starts]
+        return run[rows], a[rows], b[rows], np.add.reduceat(count[order], starts)
+    key = (run.astype(np.int64) << (2 * width)) | (a.astype(np.int64) << width) | b
+    if count is None:  # sorting the keys themselves is several times faster than sorting indices
+        key, count = np.unique(key, return_counts=True)
+    else:
+        order = np.argsort(key, kind="stable")  # parts are sorted runs already: merging them is cheap
+        key, count = key[order], count[order]
+        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        key, count = key[starts], np.add.reduceat(count, starts)
+    mask = (1 << width) - 1
+    return ((key >> (2 * width)).astype(np.int32), ((key >> width) & mask).astype(np.int32),
+            (key & mask).astype(np.int32), count.astype(np.int64))

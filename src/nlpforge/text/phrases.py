@@ -10,9 +10,12 @@ readable JSON file of phrases and scores (no pickle) and applied at query time t
 """
 import json
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
+
+import numpy as np
 
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.settings import Settings, setting
@@ -131,12 +134,13 @@ class PhraseLearner:
 
         with PhraseLearner(settings, spill_dir) as learner:
             model = learner.learn(sentences)
-            for tokens in learner.joined():   # the corpus with every pass joined
-                ...
+            counts, sentences = learner.write_joined("tokens.txt")   # the corpus with every pass joined
     """
 
     def __init__(self, settings: PhraseSettings, spill_dir=None):
         self.settings = settings
+        if spill_dir is not None:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
         self._scratch = tempfile.TemporaryDirectory(prefix="phrases-", dir=spill_dir)
         self.ids = TokenIds(_connector_words(settings.phrase_connectors))
         self._last = None  # (counts of the last pass's input, its joiner)
@@ -182,12 +186,21 @@ class PhraseLearner:
         for chunk in counts.spilled():
             yield join(*chunk)
 
-    def joined(self) -> Iterator[list[str]]:
-        """The learned corpus's sentences with every pass's phrases joined."""
-        words = self.ids.words
-        for ids, lengths in self._joined_ids():
-            tokens = [words[i] for i in ids.tolist()]
-            end = 0
-            for length in lengths.tolist():
-                yield tokens[end:end + length]
-                end += length
+    def write_joined(self, path) -> tuple[Counter, int]:
+        """Write the learned corpus with every pass's phrases joined to `path`, one sentence a line;
+        returns its token counts and number of sentences."""
+        words = np.array(self.ids.words, dtype=object)
+        totals = np.zeros(len(words), dtype=np.int64)
+        sentences = 0
+        with open(path, "w", encoding="utf-8") as out:
+            for ids, lengths in self._joined_ids():
+                totals += np.bincount(ids, minlength=len(words))
+                tokens = words[ids].tolist()
+                end = 0
+                for length in lengths.tolist():
+                    out.write(" ".join(tokens[end:end + length]))
+                    out.write("\n")
+                    end += length
+                sentences += len(lengths)
+        found = np.flatnonzero(totals)
+        return Counter(dict(zip(words[found].tolist(), totals[found].tolist()))), sentences

@@ -62,7 +62,7 @@ def prepare_corpus(text: CorpusSettings, phrase: PhraseSettings, workdir) -> Pre
             phrases = learner.learn(corpus)
             seconds["read, normalise, tokenise, learn phrases"] = time.perf_counter() - start
             start = time.perf_counter()
-            counts, sentences = _write_counted(learner.joined(), final)
+            counts, sentences = learner.write_joined(final)
             seconds["join phrases"] = time.perf_counter() - start
         corpus_tokens = phrases.corpus_tokens
     if not counts:
