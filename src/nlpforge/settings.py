@@ -321,6 +321,11 @@ def _check_types(cls, nested: dict, path: Path) -> None:
 JOBS_ROOT_ENV = "NLPFORGE_JOBS_ROOT"
 
 
+def cores() -> int:
+    """The CPU cores this process may run on: its affinity set (taskset, a container's cpuset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def jobs_root(root=None) -> Path:
     """The folder holding training jobs, endpoints and the tracking stores: the argument, else
     $NLPFORGE_JOBS_ROOT, else ./jobs."""

@@ -15,12 +15,12 @@ inference contract; it sets `raw_bodies`, so the route gives it the body and hea
     handler.predict([handler.decode_request("Loved it")])          # [{"label": 5, "score": 0.8, ...}]
 """
 import json
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from nlpforge import tasks
 from nlpforge.errors import ArtifactError, InputError
+from nlpforge.settings import cores
 from nlpforge.tasks.base import MAX_TEXT_CHARS, text_of
 
 
@@ -126,4 +126,4 @@ def task_of(folder) -> str:
 
 def default_threads(workers: int) -> int:
     """Threads per worker: the cores shared out among the workers, at least one each."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    return max(1, cores() // max(1, workers))

@@ -18,7 +18,6 @@ estimators, the model server's handler and the ONNX backend.
     loaded.predict(["Loved it"])                     # preprocess -> forward in length-sorted batches -> postprocess
 """
 import json
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from nlpforge.data.batching import MODEL_INPUTS, inference_batches, pad_arrays
 from nlpforge.errors import ArtifactError, InputError
 from nlpforge.models.artifact import read_metadata
+from nlpforge.settings import cores
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 MAX_TEXT_CHARS = 100_000
@@ -301,7 +301,7 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
                 from nlpforge.models.onnx import open_session
 
                 loaded.session = open_session(folder, task.model_class, task.outputs, quantized=backend == "onnx-int8",
-                                              threads=threads or os.cpu_count() or 1)
+                                              threads=threads or cores())
     except SafetensorError as error:
         raise ArtifactError(f"{folder / 'model.safetensors'}: damaged ({str(error).splitlines()[0]}); restore the "
                             "file or train the model again") from None

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from nlpforge.settings import cores
+
 
 @dataclass
 class World:
@@ -113,7 +115,7 @@ def launch(program: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
     command = [sys.executable, "-m", "nlpforge.training.distributed", f"--nproc-per-node={nproc}",
                f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr}",
                f"--master-port={master_port}", f"--max-restarts={max_restarts}", *program]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, cores() // nproc))))
     loopback = _loopback_interface()
     if nnodes == 1 and loopback and _is_loopback(master_addr):
         # gloo and NCCL listen on the address the host name resolves to unless told an interface.

@@ -14,7 +14,6 @@ The folder holds what queries need, apart from what further training needs:
                             gensim's own format, needed by nobody who only queries
 """
 import json
-import os
 import platform
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.settings import Settings, check_writable, group, setting, to_flat
+from nlpforge.settings import Settings, check_writable, cores, group, setting, to_flat
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.phrases import PhraseSettings
 from nlpforge.text.prepare import PreparedCorpus, prepare_corpus
@@ -78,7 +77,7 @@ def word2vec_from_prepared(prepared: PreparedCorpus, settings: Word2VecSettings)
     model = Word2Vec(vector_size=settings.vector_size, window=settings.window, min_count=settings.min_count,
                      sg=int(settings.architecture == "skipgram"), hs=0, negative=settings.negative,
                      sample=settings.sample, alpha=settings.alpha, min_alpha=settings.min_alpha,
-                     workers=settings.workers or os.cpu_count() or 1, seed=settings.seed, epochs=settings.epochs)
+                     workers=settings.workers or cores(), seed=settings.seed, epochs=settings.epochs)
     model.build_vocab_from_freq(prepared.counts, corpus_count=prepared.sentences)
     if len(model.wv) == 0:
         raise DataError(f"no word occurs min-count={settings.min_count} times in the corpus "
