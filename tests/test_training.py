@@ -8,7 +8,7 @@ import torch
 
 from conftest import classifier_job, toy_rows, train_classifier
 from nlpforge import load
-from nlpforge.data.batching import length_grouped_batches, pad_batch
+from nlpforge.data.batching import CALL_TOKENS, inference_batches, length_grouped_batches, pad_batch
 from nlpforge.errors import ArtifactError, ConfigError
 from nlpforge.models.registry import build_model, freeze_lowest_layers, load_tokenizer, resolve_base
 
@@ -90,6 +90,28 @@ def test_batches_are_grouped_by_length_and_dynamically_padded():
     batch = pad_batch([{"input_ids": [1, 2, 3]}, {"input_ids": [4]}], pad_id=0)
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_prediction_batches_pad_least_within_their_limits():
+    lengths = [int(n) for n in np.random.default_rng(0).lognormal(3.6, 0.6, size=32).clip(3, 128)]
+    batches = inference_batches(lengths, max_rows=32, max_tokens=1024)
+    assert sorted(i for b in batches for i in b) == list(range(32))
+    assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1024 for b in batches)
+
+    def cost(cut):
+        return sum(len(b) * max(lengths[i] for i in b) + CALL_TOKENS for b in cut)
+    # No other cut of the sorted rows is cheaper: every way of cutting at most 3 contiguous runs is tried.
+    order = sorted(range(32), key=lengths.__getitem__)
+    for first in range(1, 32):
+        for second in range(first, 32):
+            cut = [order[:first], order[first:second], order[second:]]
+            cut = [b for b in cut if b]
+            if all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1024 for b in cut):
+                assert cost(batches) <= cost(cut)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded < 1.2 * sum(lengths)
+    equal = inference_batches([5] * 70, max_rows=32)  # equal lengths: as few calls as the row limit allows
+    assert len(equal) == 3 and all(len(b) <= 32 for b in equal)
 
 
 @pytest.mark.parametrize("field, value, message", [
