@@ -7,10 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import AMAZON, toy_rows, write_csv
 from nlpforge.errors import ConfigError, EndpointError, ProcessingJobError
 from nlpforge.sdk import ProcessingInput, ProcessingOutput, Processor, ScriptProcessor, Transformer
+from nlpforge.settings import cores
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "scale_processing.py"
 
@@ -231,8 +233,14 @@ def test_amazon_reviews_batch_predicted_by_two_instances_match_one(amazon, model
             reader = csv.DictReader(handle)
             rows = [row for _, row in zip(range(60), reader)]
         write_csv(inputs / source.name, rows, fieldnames=reader.fieldnames)
-    one = Transformer(model, output_path=str(tmp_path / "one")).transform(str(inputs),
-                                                                                text_columns=["review_body"])
+    # Matmuls round differently with another thread count; earlier tests may have set this process's to 1.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cores())  # what each instance, a fresh process, starts with
+    try:
+        one = Transformer(model, output_path=str(tmp_path / "one")).transform(str(inputs),
+                                                                                    text_columns=["review_body"])
+    finally:
+        torch.set_num_threads(threads)
     two = Transformer(model, output_path=str(tmp_path / "two"), instance_count=2,
                       jobs_root=str(tmp_path / "jobs")).transform(str(inputs), text_columns=["review_body"])
     assert len(one) == 4 and [p.name for p in two] == [p.name for p in one]

@@ -1,8 +1,10 @@
-"""Multi-word phrases with gensim Phrases: « Rio de Janeiro » -> « rio_de_janeiro ».
+"""Multi-word phrases as gensim's Phrases finds them: « Rio de Janeiro » -> « rio_de_janeiro ».
 
 Each pass joins pairs of tokens that co-occur far more than chance; a second pass over the joined
-text joins pairs again, so trigrams (`rio_de` + `janeiro`) form. The learned model is saved as a
-readable JSON file of phrases and scores (no pickle) and applied at query time too.
+text joins pairs again, so trigrams (`rio_de` + `janeiro`) form. Learning runs in integer ids with
+numpy (text/pair_counts.py), with gensim's counts, scores and joins; the learned passes are gensim
+`FrozenPhrases`. The model is saved as a readable JSON file of phrases and scores (no pickle) and
+applied at query time too.
 
     model = learn_phrases(corpus, PhraseSettings(phrase_min_count=5, phrase_threshold=10))
     model.apply(["flights", "to", "rio", "de", "janeiro"])   # -> ["flights", "to", "rio_de_janeiro"]
