@@ -95,6 +95,36 @@ def test_missing_file_and_empty_corpus_are_clear_errors(tmp_path):
         list(iter_documents([tmp_path / "r.csv.gz"], column="body"))
 
 
+def _decoded(batches) -> list[list[str]]:
+    import numpy as np
+
+    sentences = []
+    for words, ids, lengths in batches:
+        tokens, end = np.array(words, dtype=object)[ids].tolist(), 0
+        for length in lengths.tolist():
+            sentences.append(tokens[end:end + length])
+            end += length
+    return sentences
+
+
+def test_the_corpus_tokenised_in_worker_processes_is_the_corpus_in_order(tmp_path, monkeypatch):
+    from nlpforge.text import corpus as corpus_module
+
+    monkeypatch.setattr(corpus_module, "_BATCH_CHARS", 300)  # many batches, several in flight at once
+    _write_reviews(tmp_path / "r.csv.gz", [[f"Review {i}: it was <b>fine</b>. Then it got better!", "positive"]
+                                           for i in range(200)] + [["<br />", "negative"]] * 3)
+    corpus = Corpus(CorpusSettings.of(corpus=[str(tmp_path / "r.csv.gz")], column="review"))
+    expected = list(corpus)
+    batches = list(corpus.encoded(workers=2))
+    assert len(batches) > 10 and _decoded(batches) == expected
+    assert _decoded(corpus.encoded(workers=1)) == expected
+    (tmp_path / "empty.txt").write_text("\n  \n<br /><p>\n")
+    with pytest.raises(DataError, match="the corpus is empty"):
+        list(Corpus(CorpusSettings.of(corpus=[str(tmp_path / "empty.txt")])).encoded(workers=2))
+    with pytest.raises(DataError, match="no column 'body'"):
+        list(Corpus(CorpusSettings.of(corpus=[str(tmp_path / "r.csv.gz")], column="body")).encoded(workers=2))
+
+
 def _peak_while_streaming(path) -> int:
     corpus = Corpus(CorpusSettings.of(corpus=[str(path)], column="review"))
     tracemalloc.start()

@@ -7,6 +7,8 @@ times) and every pass reads the files again, one document at a time.
     for tokens in corpus:          # one sentence at a time: ["one", "of", "the", ...]
         ...
     corpus_stats(corpus)           # documents, sentences, tokens, types
+    for words, ids, lengths in corpus.encoded():   # the same sentences as id arrays, tokenised on every core
+        ...
 
 What is a document: a line of a text file (Brown gives one sentence a line), a row's cell in a
 table. Tagged text in the Brown style (`The/at jury/nn`) is recognised and its tags dropped.
@@ -17,20 +19,25 @@ import csv
 import gzip
 import io
 import itertools
+import multiprocessing
 import re
 import sys
 import tarfile
-from collections import Counter
+from array import array
+from collections import Counter, defaultdict, deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
+
+import numpy as np
 
 from nlpforge.data.clean import clean_html
 from nlpforge.data.formats import is_archive, table_format
 from nlpforge.data.readers import (SNIFF_BYTES, ReadingSettings, check_text, delimiter_hint, json_record,
                                    table_delimiter)
 from nlpforge.errors import DataError
-from nlpforge.settings import Settings, group, setting
+from nlpforge.settings import Settings, cores, group, setting
 from nlpforge.text.normalize import NormalizeSettings, normalize
 from nlpforge.text.tokenize import TokenizeSettings, split_sentences, tokenize
 
@@ -342,6 +349,68 @@ class Corpus:
                 yield tokens
         if empty:
             raise empty_corpus(self.settings.names)
+
+    def encoded(self, workers: int | None = None) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+        """The corpus, in order, as batches of (the batch's words, each token's index among them (int32),
+        tokens per sentence (int64)): the sentences `iter` gives, normalised and tokenised in `workers`
+        processes (default: one per core) while this one reads the files. A few batches are in flight at a
+        time, so memory does not grow with the corpus."""
+        workers = cores() if workers is None else workers
+        batches = _batches(self.documents(), _BATCH_CHARS)
+        if workers <= 1:
+            results = (_encode(batch, self.settings) for batch in batches)
+        else:
+            results = _in_order(_encode, batches, self.settings, workers)
+        empty = True
+        for words, local, lengths in results:
+            if len(lengths):
+                empty = False
+                yield words, local, lengths
+        if empty:
+            raise empty_corpus(self.settings.names)
+
+
+_BATCH_CHARS = 1 << 20  # characters of raw text a worker tokenises at a time
+
+
+def _batches(documents: Iterator[str], chars: int) -> Iterator[list[str]]:
+    batch, size = [], 0
+    for document in documents:
+        batch.append(document)
+        size += len(document)
+        if size >= chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _encode(documents: list[str], settings: CorpusSettings) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """One batch of `Corpus.encoded`: tokenise the documents; number the words as they first occur."""
+    index = defaultdict()
+    index.default_factory = index.__len__
+    ids, lengths = array("i"), array("q")
+    for document in documents:
+        for tokens in document_sentences(document, settings):
+            ids.extend(map(index.__getitem__, tokens))
+            lengths.append(len(tokens))
+    return list(index), np.frombuffer(ids, dtype=np.int32), np.frombuffer(lengths, dtype=np.int64)
+
+
+def _in_order(function, items: Iterator, settings, workers: int) -> Iterator:
+    """`function(item, settings)` for each item in `workers` processes, in order, 2 per worker in flight."""
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pending = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item, settings))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def corpus_stats(corpus: Corpus) -> CorpusStats:

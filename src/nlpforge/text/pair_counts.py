@@ -12,15 +12,15 @@ Each pass spills its input as ids (4 bytes a token), so the next pass reads ids,
 
     ids = TokenIds(connector_words)
     counts = PairCounts(ids, spill="work/pass-0")
-    for tokens in sentences:
-        counts.add(tokens)
+    for chunk_ids, lengths in ids.chunks(sentences):      # or ids.encode(corpus.encoded()): tokenised in parallel
+        counts.add_ids(chunk_ids, lengths)
     phrases = counts.finish().phrasegrams("default", min_count=5, threshold=10.0, delimiter="␟")
     join = IdJoiner(ids, {"new_york": 412.7}, "_")
     for chunk_ids, lengths in counts.spilled():
         joined_ids, joined_lengths = join(chunk_ids, lengths)
 """
 from array import array
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,25 @@ class TokenIds:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def chunks(self, sentences):
+        """Token lists as chunks of (ids (int32), tokens per sentence (int64)) of about `_CHUNK_TOKENS` ids."""
+        buffer, lengths = array("i"), array("q")
+        for tokens in sentences:
+            buffer.extend(map(self.ids.__getitem__, tokens))
+            lengths.append(len(tokens))
+            if len(buffer) >= _CHUNK_TOKENS:
+                yield np.frombuffer(buffer, dtype=np.int32), np.frombuffer(lengths, dtype=np.int64)
+                buffer, lengths = array("i"), array("q")
+        if lengths:
+            yield np.frombuffer(buffer, dtype=np.int32), np.frombuffer(lengths, dtype=np.int64)
+
+    def encode(self, batches):
+        """Batches of (words, each token's index among them, tokens per sentence), as `Corpus.encoded` gives
+        them, as chunks of (ids, tokens per sentence); new words get ids in the order they occur."""
+        for words, local, lengths in batches:
+            known = np.fromiter(map(self.ids.__getitem__, words), dtype=np.int32, count=len(words))
+            yield known[local], lengths
 
     @property
     def words(self) -> list[str]:
@@ -103,8 +122,8 @@ class TokenIds:
 class PairCounts:
     """Unigram and candidate counts of a stream of sentences, as gensim `Phrases` collects them.
 
-    Sentences come as token lists (`add`) or as chunks of ids (`add_ids`); with `spill`, every
-    chunk is also written to `{spill}.ids` and `{spill}.lengths` for `spilled` to read back.
+    Sentences come as chunks of ids (`add_ids`); with `spill`, every chunk is also written to
+    `{spill}.ids` and `{spill}.lengths` for `spilled` to read back.
     """
 
     def __init__(self, ids: TokenIds, spill=None, max_vocab_size: int = 40_000_000):
@@ -113,21 +132,9 @@ class PairCounts:
         self.unigrams = np.zeros(0, dtype=np.int64)  # by id; connector words are never counted
         self._parts = []  # (run, a, b, count) arrays, each sorted and unique; merged now and then
         self._merged_size = 0
-        self._buffer, self._lengths = [], array("q")
         self.spill, self._chunks = (Path(spill) if spill is not None else None), []
         if self.spill is not None:
             self._spill_files = (open(f"{self.spill}.ids", "wb"), open(f"{self.spill}.lengths", "wb"))
-
-    def add(self, tokens) -> None:
-        self._buffer.extend(map(self.token_ids.ids.__getitem__, tokens))
-        self._lengths.append(len(tokens))
-        if len(self._buffer) >= _CHUNK_TOKENS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._lengths:
-            self.add_ids(np.array(self._buffer, dtype=np.int32), np.frombuffer(self._lengths, dtype=np.int64))
-            self._buffer, self._lengths = [], array("q")
 
     def add_ids(self, ids: np.ndarray, lengths: np.ndarray) -> None:
         """Count one chunk of whole sentences: `ids` (int32) holds them one after the other."""
@@ -156,8 +163,7 @@ class PairCounts:
         self._merged_size = len(self._parts[0][0]) if self._parts else 0
 
     def finish(self) -> "PairCounts":
-        """Count what is still buffered; afterwards each candidate is counted once."""
-        self._flush()
+        """Close the spill; afterwards each candidate is counted once."""
         if self.spill is not None:
             for handle in self._spill_files:
                 handle.close()
@@ -224,6 +230,26 @@ class PairCounts:
             for tokens, sentences in self._chunks:
                 yield np.fromfile(ids, dtype=np.int32, count=tokens), np.fromfile(lengths, dtype=np.int64,
                                                                                   count=sentences)
+
+
+def write_sentences(path, chunks) -> tuple[Counter, int]:
+    """Write chunks of (words, ids, tokens per sentence), whose tokens are `words[ids]` (`words` a numpy
+    array of str objects), to `path`, one sentence a line; returns the token counts and the number of
+    sentences."""
+    counts, sentences = Counter(), 0
+    with open(path, "w", encoding="utf-8") as out:
+        for words, ids, lengths in chunks:
+            seen = np.bincount(ids, minlength=len(words))
+            found = np.flatnonzero(seen)
+            counts.update(dict(zip(words[found].tolist(), seen[found].tolist())))
+            tokens = words[ids].tolist()
+            end = 0
+            for length in lengths.tolist():
+                out.write(" ".join(tokens[end:end + length]))
+                out.write("\n")
+                end += length
+            sentences += len(lengths)
+    return counts, sentences
 
 
 class IdJoiner:

@@ -21,7 +21,7 @@ import numpy as np
 
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.settings import Settings, setting
-from nlpforge.text.pair_counts import IdJoiner, PairCounts, TokenIds
+from nlpforge.text.pair_counts import IdJoiner, PairCounts, TokenIds, write_sentences
 
 FORMAT = "nlpforge-phrases"
 # gensim 4's `Phrases.export_phrases` re-splits a learned pair on the delimiter, so a pair whose
@@ -154,11 +154,16 @@ class PhraseLearner:
         self._scratch.cleanup()
 
     def learn(self, sentences: Iterable[list[str]]) -> PhraseModel:
+        return self.learn_chunks(self.ids.chunks(sentences))
+
+    def learn_chunks(self, chunks) -> PhraseModel:
+        """Learn from the corpus as chunks of (ids from `self.ids`, tokens per sentence), e.g.
+        `self.ids.encode(corpus.encoded())`, which tokenises in parallel."""
         settings = self.settings
         model = PhraseModel(settings)
         counts = PairCounts(self.ids, spill=Path(self._scratch.name) / "pass-0")
-        for tokens in sentences:
-            counts.add(tokens)
+        for chunk in chunks:
+            counts.add_ids(*chunk)
         for number in range(settings.phrase_passes):
             if number:
                 joined = PairCounts(self.ids, spill=Path(self._scratch.name) / f"pass-{number}")
@@ -192,17 +197,4 @@ class PhraseLearner:
         """Write the learned corpus with every pass's phrases joined to `path`, one sentence a line;
         returns its token counts and number of sentences."""
         words = np.array(self.ids.words, dtype=object)
-        totals = np.zeros(len(words), dtype=np.int64)
-        sentences = 0
-        with open(path, "w", encoding="utf-8") as out:
-            for ids, lengths in self._joined_ids():
-                totals += np.bincount(ids, minlength=len(words))
-                tokens = words[ids].tolist()
-                end = 0
-                for length in lengths.tolist():
-                    out.write(" ".join(tokens[end:end + length]))
-                    out.write("\n")
-                    end += length
-                sentences += len(lengths)
-        found = np.flatnonzero(totals)
-        return Counter(dict(zip(words[found].tolist(), totals[found].tolist()))), sentences
+        return write_sentences(path, ((words, ids, lengths) for ids, lengths in self._joined_ids()))

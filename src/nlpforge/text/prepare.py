@@ -8,14 +8,18 @@ Python text processing again and every worker thread reads its own part of the f
     prepared.path      # one sentence a line, tokens separated by spaces
     prepared.counts    # Counter of the tokens in that file (phrases counted as one token)
 
-Passes over the raw data: one. Phrase pass k reads pass k-1's spilled token ids, not the text.
+Passes over the raw data: one, tokenised on every core (`Corpus.encoded`). Phrase pass k reads pass
+k-1's spilled token ids, not the text.
 """
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from nlpforge.text.corpus import Corpus, CorpusSettings, empty_corpus
+from nlpforge.text.pair_counts import write_sentences
 from nlpforge.text.phrases import PhraseLearner, PhraseModel, PhraseSettings
 
 
@@ -34,17 +38,6 @@ class PreparedCorpus:
         return sum(self.counts.values())
 
 
-def _write_counted(sentences, path: Path) -> tuple[Counter, int]:
-    counts, number = Counter(), 0
-    with open(path, "w", encoding="utf-8") as out:
-        for tokens in sentences:
-            counts.update(tokens)
-            out.write(" ".join(tokens))
-            out.write("\n")
-            number += 1
-    return counts, number
-
-
 def prepare_corpus(text: CorpusSettings, phrase: PhraseSettings, workdir) -> PreparedCorpus:
     """Read, normalise and tokenise the corpus, learn and join phrases; write `workdir/tokens.txt`."""
     workdir = Path(workdir)
@@ -54,12 +47,13 @@ def prepare_corpus(text: CorpusSettings, phrase: PhraseSettings, workdir) -> Pre
     seconds = {}
     start = time.perf_counter()
     if phrase.phrase_passes == 0:
-        counts, sentences = _write_counted(corpus, final)
+        counts, sentences = write_sentences(final, ((np.array(words, dtype=object), ids, lengths)
+                                                    for words, ids, lengths in corpus.encoded()))
         seconds["read, normalise, tokenise"] = time.perf_counter() - start
         phrases, corpus_tokens = None, sum(counts.values())
     else:
         with PhraseLearner(phrase, spill_dir=workdir) as learner:
-            phrases = learner.learn(corpus)
+            phrases = learner.learn_chunks(learner.ids.encode(corpus.encoded()))
             seconds["read, normalise, tokenise, learn phrases"] = time.perf_counter() - start
             start = time.perf_counter()
             counts, sentences = learner.write_joined(final)
