@@ -77,6 +77,60 @@ def test_freezing_the_lowest_layers():
         freeze_lowest_layers(model, 3)
 
 
+def test_layer_wise_decay_slows_each_layer_below_the_head():
+    from nlpforge.training.loop import make_optimizer, make_scheduler
+
+    base = resolve_base("bert-tiny")  # two encoder layers
+    model = build_model(base, "AutoModelForSequenceClassification", load_tokenizer(base), num_labels=2)
+    optimizer = make_optimizer(model, 1e-3, 0.01, layer_decay=0.5)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    bert = model.base_model
+    assert {rate[id(p)] for p in model.classifier.parameters()} == {1e-3}
+    assert {rate[id(p)] for p in bert.encoder.layer[1].parameters()} == {5e-4}
+    assert {rate[id(p)] for p in bert.encoder.layer[0].parameters()} == {2.5e-4}
+    assert {rate[id(p)] for p in bert.embeddings.parameters()} == {1.25e-4}
+    assert len(rate) == sum(1 for p in model.parameters())
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert decay[id(bert.encoder.layer[0].attention.self.query.weight)] == 0.01
+    assert decay[id(bert.encoder.layer[0].attention.self.query.bias)] == 0.0
+    scheduler = make_scheduler(optimizer, "linear", 2, 10)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    ratios = {group["lr"] / group["lr_scale"] for group in optimizer.param_groups}
+    assert len(ratios) == 1 and next(iter(ratios)) == pytest.approx(1e-3 * 5 / 8)  # one schedule for all
+    assert len(make_optimizer(model, 1e-3, 0.01).param_groups) == 2  # off: decay and no decay
+
+
+def test_label_smoothing_and_the_ordinal_term_add_to_the_cross_entropy():
+    from types import SimpleNamespace
+
+    from nlpforge.tasks.text_classification import TASK, TextClassificationData
+
+    scores = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    model = lambda **_: SimpleNamespace(logits=scores)  # noqa: E731
+    batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "labels": torch.tensor([0, 1])}
+    plain = torch.nn.functional.cross_entropy(scores, batch["labels"], reduction="none")
+    step = TASK.loss(TextClassificationData(train="t", label_smoothing=0.2), [0, 1], [1, 3, 5])
+    smoothed = torch.nn.functional.cross_entropy(scores, batch["labels"], reduction="none", label_smoothing=0.2)
+    assert torch.allclose(step(model, batch), smoothed) and not torch.allclose(smoothed, plain)
+    step = TASK.loss(TextClassificationData(train="t", ordinal_loss=0.5), [0, 1], [1, 3, 5])  # steps of 2 stars
+    expected = scores.softmax(-1) @ torch.tensor([0.0, 1.0, 2.0])
+    assert torch.allclose(step(model, batch), plain + 0.5 * (expected - torch.tensor([0.0, 1.0])) ** 2)
+    with pytest.raises(ConfigError, match="ordinal-loss needs numeric labels"):
+        TASK.loss(TextClassificationData(train="t", ordinal_loss=1.0), [0, 1], ["neg", "pos"])
+
+
+def test_a_tiny_model_learns_with_every_loss_and_rate_lever_on(tmp_path):
+    from conftest import TINY, write_csv
+
+    train = write_csv(tmp_path / "train.csv", toy_rows(240, seed=1, labels=(1, 2)))
+    validation = write_csv(tmp_path / "val.csv", toy_rows(60, seed=2, labels=(1, 2)))
+    result = train_classifier(train=str(train), validation=str(validation), output=str(tmp_path / "model"),
+                              **{**TINY, "epochs": 4}, layer_lr_decay=0.8, label_smoothing=0.1, ordinal_loss=0.5)
+    assert result.metrics["validation_accuracy"] > 0.9
+
+
 def test_batches_are_grouped_by_length_and_dynamically_padded():
     lengths = list(np.random.default_rng(0).integers(3, 200, size=1000))
     batches = length_grouped_batches(lengths, batch_size=10, seed=1)
@@ -122,6 +176,9 @@ def test_prediction_batches_pad_least_within_their_limits():
     ("batch_size", "many", "batch-size must be an integer, not 'many'"),
     ("node_rank", 2, "node-rank must be in [0, nnodes)"),
     ("learning_rat", 1e-3, "unknown setting(s) learning_rat"),
+    ("layer_lr_decay", 0, "layer-lr-decay must be between 0.01 and 1.0, not 0"),
+    ("label_smoothing", 0.9, "label-smoothing must be between 0 and 0.5, not 0.9"),
+    ("ordinal_loss", -1, "ordinal-loss must be at least 0"),
 ])
 def test_bad_settings_are_rejected(field, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -6,7 +6,8 @@
     # [{"label": 5, "score": 0.81, "probabilities": {"1": 0.01, ..., "5": 0.81}, "truncated": False}, ...]
 
 Head: transformers' sequence-classification head (a fresh linear layer on the pooled [CLS]
-vector). Loss: cross-entropy, optionally class-balanced. Metrics: accuracy, macro-F1, per-class
+vector). Loss: cross-entropy, optionally class-balanced and label-smoothed, plus an optional ordinal
+term for ordered labels (the squared distance, in stars, of the expected rating). Metrics: accuracy, macro-F1, per-class
 precision/recall/F1 and the confusion matrix. A request is a string, {"text": ...} or
 {"text": ..., "text_pair": ...}; the answer is the label, its score and every class's probability.
 """
@@ -44,6 +45,10 @@ class TextClassificationData(Settings):
     data_loading: Literal["auto", "memory", "lazy"] = setting(
         "auto", "memory, lazy (memory-mapped Arrow, tokenized on the fly) or auto (lazy above 256 MB)")
     class_weights: Literal["none", "balanced"] = setting("none", "loss weights per class: none or balanced")
+    label_smoothing: float = setting(0.0, "share of each target spread evenly over the classes", min=0, max=0.5)
+    ordinal_loss: float = setting(0.0, "weight of the squared distance between the expected and the true label, "
+                                       "added to the cross-entropy, for ordered numeric labels such as 1-5 stars "
+                                       "(0: off)", min=0)
     metric_for_best: Literal["macro_f1", "accuracy"] = setting("macro_f1", "validation metric that picks the best "
                                                                            "epoch")
     reading: ReadingSettings = group(ReadingSettings)
@@ -114,6 +119,20 @@ def token_lengths(tokenizer, texts, chunk: int = 1000) -> list[int]:
     return lengths
 
 
+def ordinal_values(labels: list):
+    """The labels as positions on their scale, in label steps (1-5 stars: 0..4), for the ordinal loss."""
+    import torch
+
+    try:
+        numbers = [float(label) for label in labels]
+    except (TypeError, ValueError):
+        shown = ", ".join(map(str, labels[:5]))
+        raise ConfigError(f"ordinal-loss needs numeric labels (such as 1-5 stars), not {shown}; leave it at 0 for "
+                          "unordered classes") from None
+    step = min((b - a for a, b in zip(numbers, numbers[1:])), default=1.0) or 1.0
+    return torch.tensor([(n - numbers[0]) / step for n in numbers], dtype=torch.float32)
+
+
 def use_lazy(settings: TextClassificationData) -> bool:
     if settings.data_loading == "auto":
         return Path(settings.train).is_file() and Path(settings.train).stat().st_size > LAZY_ABOVE_BYTES
@@ -181,12 +200,13 @@ class TextClassification(Task):
         return TrainingData(
             train=TextDataset(data.train), lengths=char_lengths(data.train.texts),
             collate=Collate(tokenizer, max_seq_length),
-            step=self.loss(settings, data.train.label_ids, len(data.labels)),
+            step=self.loss(settings, data.train.label_ids, data.labels),
             evaluate=lambda run: scored(run, validation_rows, data.validation.label_ids, "validation"),
             test=test if settings.test else None,
             metric_for_best=f"validation_{settings.metric_for_best}",
             fingerprint={"labels": data.labels, "train_sha256": data.files[0].sha256, "train_rows": len(data.train),
-                         "class_weights": settings.class_weights, "max_train_rows": settings.max_train_rows},
+                         "class_weights": settings.class_weights, "max_train_rows": settings.max_train_rows,
+                         "label_smoothing": settings.label_smoothing, "ordinal_loss": settings.ordinal_loss},
             report=render_data_report(data, full_lengths, max_seq_length),
             files=[{"path": f.path, "sha256": f.sha256, "rows": f.rows, "role": "train" if i == 0 else "validation"}
                    for i, f in enumerate(data.files)],
@@ -194,24 +214,30 @@ class TextClassification(Task):
             card_notes=[f"Labels: {', '.join(map(str, data.labels))}"], extra=extra)
 
     @staticmethod
-    def loss(settings: TextClassificationData, label_ids, n_labels: int):
-        """Per-example cross-entropy, optionally weighted to balance the classes."""
+    def loss(settings: TextClassificationData, label_ids, labels: list):
+        """Per-example cross-entropy, optionally class-balanced and label-smoothed, plus the ordinal term."""
         import torch
 
+        n_labels = len(labels)
         weight = None
         if settings.class_weights == "balanced":
             counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=n_labels).astype(np.float64)
             weight = torch.tensor(len(label_ids) / (n_labels * np.maximum(counts, 1)), dtype=torch.float32)
+        values = ordinal_values(labels) if settings.ordinal_loss else None
 
         def step(model, batch):
             inputs = {k: v for k, v in batch.items() if k != "labels"}
-            scores = model(**inputs).logits  # (B, num_labels)
-            return torch.nn.functional.cross_entropy(
-                scores.float(), batch["labels"], reduction="none",
+            scores = model(**inputs).logits.float()  # (B, num_labels)
+            loss = torch.nn.functional.cross_entropy(
+                scores, batch["labels"], reduction="none", label_smoothing=settings.label_smoothing,
                 weight=None if weight is None else weight.to(scores.device))  # (B,)
+            if values is not None:
+                steps = values.to(scores.device)
+                expected = scores.softmax(-1) @ steps  # (B,)
+                loss = loss + settings.ordinal_loss * (expected - steps[batch["labels"]]) ** 2
+            return loss
 
         return step
-
     def build_model(self, base, tokenizer, data: TrainingData, model_args, log):
         from nlpforge.models.registry import build_model
 

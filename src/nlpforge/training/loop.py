@@ -59,16 +59,38 @@ class LoopState:
     rules: dict = field(default_factory=dict)   # Debugger rule name -> InProgress, NoIssuesFound or IssuesFound
 
 
-def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW with no decay on biases and LayerNorm weights, as BERT was trained."""
-    decay, no_decay = [], []
+def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
+                   layer_decay: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW with no decay on biases and LayerNorm weights, as BERT was trained. With `layer_decay` < 1,
+    each encoder layer learns at `layer_decay` times the rate of the layer above it (the embeddings
+    below the lowest layer); the task head gets the full rate."""
+    depth = _layer_depths(model) if layer_decay != 1.0 else {}
+    top = max(depth.values(), default=0) + 1
+    groups = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        scale = layer_decay ** (top - depth.get(name, top))
+        group = groups.setdefault((scale, no_decay), {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                                                      "lr": learning_rate * scale, "lr_scale": scale})
+        group["params"].append(parameter)
     # The fused kernel (CPU and CUDA) does the whole update in one pass per parameter group.
-    return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
+    return torch.optim.AdamW(list(groups.values()), lr=learning_rate, fused=True)
+
+
+def _layer_depths(model: torch.nn.Module) -> dict[str, int]:
+    """Encoder parameters' depth: 0 for the embeddings, i + 1 for layer i; the head has none."""
+    import re
+
+    depths = {}
+    for name, _ in model.named_parameters():
+        layer = re.search(r"(?:^|\.)encoder\.layer\.(\d+)\.", name)
+        if layer:
+            depths[name] = int(layer.group(1)) + 1
+        elif re.search(r"(?:^|\.)embeddings\.", name):
+            depths[name] = 0
+    return depths
 
 
 def make_scheduler(optimizer, schedule: str, warmup_steps: int, total_steps: int):
@@ -255,7 +277,7 @@ class _Run:
         total_steps = steps_per_epoch * train.epochs
         if train.max_steps:
             total_steps = min(total_steps, train.max_steps)
-        self.optimizer = make_optimizer(model, train.learning_rate, train.weight_decay)
+        self.optimizer = make_optimizer(model, train.learning_rate, train.weight_decay, train.layer_lr_decay)
         self.scheduler = make_scheduler(self.optimizer, train.lr_schedule, int(train.warmup_ratio * total_steps),
                                         total_steps)
         self.scaler = grad_scaler(precision, device)
@@ -305,10 +327,10 @@ class _Run:
 
     def use_learning_rate(self, learning_rate: float) -> None:
         """A new peak learning rate for a resumed run: the restored scheduler and optimizer keep the old one."""
-        self.scheduler.base_lrs = [learning_rate] * len(self.optimizer.param_groups)
-        for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
-            group["initial_lr"] = learning_rate
-            group["lr"] = learning_rate * factor(self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [learning_rate * g.get("lr_scale", 1.0) for g in self.optimizer.param_groups]
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["initial_lr"] = base
+            group["lr"] = base * factor(self.scheduler.last_epoch)
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # what get_last_lr reads
 
     def rule_stopped(self, when: str, path: Path | None) -> RuleStopped:

@@ -41,6 +41,9 @@ class TrainArgs(Settings):
     warmup_ratio: float = setting(0.1, "share of steps spent warming the learning rate up from 0", min=0, max=0.999)
     weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", min=0)
     lr_schedule: Literal["linear", "cosine", "constant"] = setting("linear", "learning-rate decay after warmup")
+    layer_lr_decay: float = setting(1.0, "layer-wise learning-rate decay: each encoder layer learns at this times "
+                                         "the rate of the one above, the head at the full rate (1: off)",
+                                    min=0.01, max=1.0)
     gradient_accumulation: int = setting(1, "batches whose gradients are summed per optimizer step", min=1)
     max_grad_norm: float = setting(1.0, "clip gradients to this global norm (0 turns clipping off)", min=0)
     max_steps: int = setting(0, "stop after this many optimizer steps (0: run every epoch)", min=0)
