@@ -3,6 +3,7 @@
     .venv/bin/python bench/vectors.py                     # IMDB + Brown from ../shared/data, 5 epochs
     .venv/bin/python bench/vectors.py --epochs 1 --max-documents 5000   # a quick look (IMDB only)
     .venv/bin/python bench/vectors.py --only phrases-on                 # one of the two pairs
+    .venv/bin/python bench/vectors.py --only phrases-on --rounds 3      # medians of 3 alternating rounds
 
 Four runs, each in its own process (so each peak memory is its own), one after the other in
 this one invocation so that the machine's load is as alike as it can be:
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--max-documents", type=int, default=None, help="read only the first N documents (a quick look)")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--only", choices=["phrases-off", "phrases-on"], help="run one of the two pairs")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per pair, alternating which side runs "
+                                                              "first; the table shows each side's median run")
     parser.add_argument("--child", choices=["nlpforge", "gensim"], help=argparse.SUPPRESS)
     parser.add_argument("--phrases", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -113,15 +116,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-vectors-") as tmp:
         for passes in {"phrases-off": (0,), "phrases-on": (2,)}.get(args.only, (0, 2)):
             workdir = Path(tmp) / f"phrases-{passes}"
-            ours = _child(args, "nlpforge", ["--phrases", str(passes), "--workdir", str(workdir)])
-            print(f"nlpforge, {passes} phrase passes: {ours['seconds']:.1f}s", file=sys.stderr)
-            alone = _child(args, "gensim", ["--token-file", ours["token_file"]])
-            print(f"gensim alone on its tokens: {alone['seconds']:.1f}s", file=sys.stderr)
-            rows[passes] = {"nlpforge": ours, "gensim": alone}
+            runs = {"nlpforge": [], "gensim": []}
+            for number in range(args.rounds):
+                # Round 0 runs nlpforge first (gensim reads the token file it writes); later rounds alternate.
+                for side in (("nlpforge", "gensim") if number % 2 == 0 else ("gensim", "nlpforge")):
+                    if side == "nlpforge":
+                        run = _child(args, "nlpforge", ["--phrases", str(passes), "--workdir", str(workdir)])
+                    else:
+                        run = _child(args, "gensim", ["--token-file", str(workdir / "tokens.txt")])
+                    runs[side].append(run)
+                    print(f"round {number + 1}, {side}, {passes} phrase passes: {run['seconds']:.1f}s", file=sys.stderr)
+            rows[passes] = {side: {**median_run(found), "rounds": [r["seconds"] for r in found]}
+                            for side, found in runs.items()}
     print_table(rows, args)
     if args.output:
         args.output.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "output"},
                                            "rows": rows}, indent=2, default=str))
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median wall time (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda run: run["seconds"])[(len(runs) - 1) // 2]
 
 
 def print_table(rows: dict, args) -> None:
@@ -145,6 +160,13 @@ def print_table(rows: dict, args) -> None:
             ratio = alone["seconds"] / run["seconds"]
             print(f"| {name}, {label} | {run['seconds']:.1f} | {speed:,.0f} | {ratio:.2f}x | {run['peak_mib']:,.0f} | "
                   f"{run['words']:,} | " + (quality if name == "nlpforge" else "- | - | -") + " |")
+    if args.rounds > 1:
+        def listed(side):
+            return ", ".join(f"{seconds:.1f}" for seconds in side["rounds"])
+
+        print("\nwall s per round: " + "; ".join(
+            f"phrases {'on' if passes else 'off'}: nlpforge {listed(pair['nlpforge'])}, gensim alone "
+            f"{listed(pair['gensim'])}" for passes, pair in rows.items()))
     print("\nnlpforge stages (s): " + "; ".join(
         f"phrases {'on' if passes else 'off'}: " + ", ".join(f"{k} {v:.1f}" for k, v in pair["nlpforge"]["stages"].items())
         for passes, pair in rows.items()))
