@@ -131,6 +131,41 @@ def test_a_tiny_model_learns_with_every_loss_and_rate_lever_on(tmp_path):
     assert result.metrics["validation_accuracy"] > 0.9
 
 
+def test_a_mean_pooled_head_learns_round_trips_and_serves_on_every_backend(tmp_path):
+    from conftest import TINY, write_csv
+    from nlpforge.tasks import get
+
+    train = write_csv(tmp_path / "train.csv", toy_rows(240, seed=1))
+    validation = write_csv(tmp_path / "val.csv", toy_rows(60, seed=2))
+    result = train_classifier(train=str(train), validation=str(validation), output=str(tmp_path / "model"),
+                              **TINY, pooling="mean")
+    assert result.metrics["validation_accuracy"] > 0.9
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["pooling"] == "mean" and config["architectures"] == ["BertMeanPooledForSequenceClassification"]
+    assert "pooler" not in " ".join(n for n, _ in load(tmp_path / "model").model.named_parameters())
+    texts = ["the movie was great", "awful plot and acting really", "it was a film and the story"]
+    expected = load(tmp_path / "model").predict(texts)
+    alone = [load(tmp_path / "model").predict(text)[0] for text in texts]  # no padding: the same answer
+    assert [a["score"] for a in alone] == pytest.approx([e["score"] for e in expected], abs=1e-6)
+    onnx = get("text-classification").load(tmp_path / "model", backend="onnx").predict(texts)
+    assert [o["score"] for o in onnx] == pytest.approx([e["score"] for e in expected], abs=1e-4)
+    # What the mean pooling changes: transformers' own [CLS] classifier on the same weights answers otherwise.
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "model")).eval()
+    assert type(plain).__name__ == "BertForSequenceClassification"
+    assert "the mean of the token vectors" in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_mean_pooling_refuses_a_base_that_is_not_bert(tmp_path):
+    from nlpforge.models.registry import BaseModel
+    from nlpforge.tasks.text_classification import check_mean_pooling_base
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    with pytest.raises(ConfigError, match="--pooling mean needs a BERT-family base .* 'roberta'; use --pooling cls"):
+        check_mean_pooling_base(BaseModel("my-roberta", tmp_path, tmp_path))
+
+
 def test_batches_are_grouped_by_length_and_dynamically_padded():
     lengths = list(np.random.default_rng(0).integers(3, 200, size=1000))
     batches = length_grouped_batches(lengths, batch_size=10, seed=1)
@@ -179,6 +214,7 @@ def test_prediction_batches_pad_least_within_their_limits():
     ("layer_lr_decay", 0, "layer-lr-decay must be between 0.01 and 1.0, not 0"),
     ("label_smoothing", 0.9, "label-smoothing must be between 0 and 0.5, not 0.9"),
     ("ordinal_loss", -1, "ordinal-loss must be at least 0"),
+    ("pooling", "max", "pooling must be one of cls, mean, not 'max'"),
 ])
 def test_bad_settings_are_rejected(field, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

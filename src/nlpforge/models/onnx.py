@@ -1,9 +1,9 @@
 """The fast CPU path: export a model folder to ONNX, optionally quantize it to dynamic int8, run it
-on ONNX Runtime. The task says which transformers class loads the folder and which outputs to keep.
+on ONNX Runtime. The task says how its torch model loads from the folder and which outputs to keep.
 
     outputs = {"logits": ("batch",)}      # each output's dynamic axes, from the first
-    path = export_onnx("models/stars", "AutoModelForSequenceClassification", outputs)   # models/stars/onnx/model.onnx
-    session = open_session("models/stars", "AutoModelForSequenceClassification", outputs, quantized=True, threads=2)
+    path = export_onnx("models/stars", task.load_weights, outputs)   # models/stars/onnx/model.onnx
+    session = open_session("models/stars", task.load_weights, outputs, quantized=True, threads=2)
 
 The exported files are a cache beside the weights, rebuilt when model.safetensors is newer. A
 read-only model folder caches them under ~/.cache/nlpforge/onnx instead. Dynamic int8 keeps the
@@ -41,7 +41,7 @@ def _fresh(path: Path, source: Path) -> bool:
     return path.exists() and path.stat().st_mtime >= source.stat().st_mtime
 
 
-def export_onnx(folder, model_class: str, outputs: dict[str, tuple], quantized: bool = False) -> Path:
+def export_onnx(folder, load_weights, outputs: dict[str, tuple], quantized: bool = False) -> Path:
     """The ONNX file of a model folder (fp32, or dynamic int8), exporting it if needed."""
     folder = Path(folder)
     weights = folder / "model.safetensors"
@@ -50,7 +50,7 @@ def export_onnx(folder, model_class: str, outputs: dict[str, tuple], quantized: 
     cache = _cache_folder(folder)
     fp32 = cache / "model.onnx"
     if not _fresh(fp32, weights):
-        _export(folder, fp32, model_class, outputs)
+        _export(folder, fp32, load_weights, outputs)
     if not quantized:
         return fp32
     int8 = cache / "model-int8.onnx"
@@ -64,12 +64,12 @@ def export_onnx(folder, model_class: str, outputs: dict[str, tuple], quantized: 
     return int8
 
 
-def _export(folder: Path, target: Path, model_class: str, outputs: dict[str, tuple]) -> None:
+def _export(folder: Path, target: Path, load_weights, outputs: dict[str, tuple]) -> None:
     import torch
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
-    model = getattr(transformers, model_class).from_pretrained(str(folder), attn_implementation="eager").eval()
+    model = load_weights(folder, attn_implementation="eager").eval()
     sample = tokenizer(["an example sentence", "another one"], padding=True, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 
@@ -96,13 +96,13 @@ def _export(folder: Path, target: Path, model_class: str, outputs: dict[str, tup
     log.info("exported %s to ONNX", folder)
 
 
-def open_session(folder, model_class: str, outputs: dict[str, tuple], quantized: bool = False,
+def open_session(folder, load_weights, outputs: dict[str, tuple], quantized: bool = False,
                  threads: int = 1):
     """An ONNX Runtime session on `threads` intra-op threads and one inter-op thread (no oversubscription
     when several workers share the cores)."""
     import onnxruntime as ort
 
-    path = export_onnx(folder, model_class, outputs, quantized)
+    path = export_onnx(folder, load_weights, outputs, quantized)
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1

@@ -205,6 +205,12 @@ class Task(ABC):
         """A single input or a list of inputs, as a list (a lone string is one input)."""
         return [value] if isinstance(value, (str, dict)) else list(value)
 
+    def load_weights(self, folder, **options):
+        """The folder's torch model (`options` go to `from_pretrained`, e.g. attn_implementation)."""
+        import transformers
+
+        return getattr(transformers, self.model_class).from_pretrained(str(folder), **options)
+
     def load(self, folder, backend: str = "torch", device: str = "cpu", threads: int | None = None) -> "LoadedModel":
         return load_model(folder, self, backend, device, threads)
 
@@ -292,15 +298,14 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
             loaded = LoadedModel(task, folder, tokenizer, meta, info, backend, max_tokens=task.max_batch_tokens)
             if backend == "torch":
                 import torch
-                import transformers
 
                 if threads:
                     torch.set_num_threads(threads)
-                loaded.model = getattr(transformers, task.model_class).from_pretrained(str(folder)).to(device).eval()
+                loaded.model = task.load_weights(folder).to(device).eval()
             else:
                 from nlpforge.models.onnx import open_session
 
-                loaded.session = open_session(folder, task.model_class, task.outputs, quantized=backend == "onnx-int8",
+                loaded.session = open_session(folder, task.load_weights, task.outputs, quantized=backend == "onnx-int8",
                                               threads=threads or cores())
     except SafetensorError as error:
         raise ArtifactError(f"{folder / 'model.safetensors'}: damaged ({str(error).splitlines()[0]}); restore the "

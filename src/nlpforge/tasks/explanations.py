@@ -27,12 +27,8 @@ DEFAULT_STEPS = 32             # Integrated Gradients' steps
 
 def eager_model(loaded):
     """The loaded model's eager-attention copy on CPU (kept on the LoadedModel for the next explanation)."""
-    import transformers
-
     if "attention_model" not in loaded.__dict__:
-        model_class = getattr(transformers, loaded.task.model_class)
-        loaded.__dict__["attention_model"] = model_class.from_pretrained(str(loaded.folder),
-                                                                         attn_implementation="eager").eval()
+        loaded.__dict__["attention_model"] = loaded.task.load_weights(loaded.folder, attn_implementation="eager").eval()
     return loaded.__dict__["attention_model"]
 
 

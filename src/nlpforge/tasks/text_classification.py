@@ -5,10 +5,11 @@
     nlpforge.load("models/stars").predict(["Loved it", ("a premise", "a hypothesis")])
     # [{"label": 5, "score": 0.81, "probabilities": {"1": 0.01, ..., "5": 0.81}, "truncated": False}, ...]
 
-Head: transformers' sequence-classification head (a fresh linear layer on the pooled [CLS]
-vector). Loss: cross-entropy, optionally class-balanced and label-smoothed, plus an optional ordinal
-term for ordered labels (the squared distance, in stars, of the expected rating). Metrics: accuracy, macro-F1, per-class
-precision/recall/F1 and the confusion matrix. A request is a string, {"text": ...} or
+Head: a fresh linear layer on the pooled [CLS] vector (transformers' sequence-classification
+head), or on the mean of the token vectors (`--pooling mean`, nlpforge.models.pooling). Loss:
+cross-entropy, optionally class-balanced and label-smoothed, plus an optional ordinal term for
+ordered labels (the squared distance, in label steps, of the expected label). Metrics: accuracy,
+macro-F1, per-class precision/recall/F1 and the confusion matrix. A request is a string, {"text": ...} or
 {"text": ..., "text_pair": ...}; the answer is the label, its score and every class's probability.
 """
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, str
 from nlpforge.data.readers import ReadingSettings
 from nlpforge.data.report import render_data_report, token_length_stats
 from nlpforge.errors import ConfigError, DataError, InputError
+from nlpforge.models.pooling import POOLING_KEY, mean_pooled_classifier
 from nlpforge.settings import Settings, group, setting
 from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, softmax, text_of, truncated_flags
 from nlpforge.tasks.explanations import explain_inputs
@@ -45,6 +47,9 @@ class TextClassificationData(Settings):
     data_loading: Literal["auto", "memory", "lazy"] = setting(
         "auto", "memory, lazy (memory-mapped Arrow, tokenized on the fly) or auto (lazy above 256 MB)")
     class_weights: Literal["none", "balanced"] = setting("none", "loss weights per class: none or balanced")
+    pooling: Literal["cls", "mean"] = setting("cls", "what the head reads: cls (BERT's pooler on [CLS]) or mean (the "
+                                                     "mean of the token vectors, as sentence-transformers encoders "
+                                                     "such as all-MiniLM were trained)")
     label_smoothing: float = setting(0.0, "share of each target spread evenly over the classes", min=0, max=0.5)
     ordinal_loss: float = setting(0.0, "weight of the squared distance between the expected and the true label, "
                                        "added to the cross-entropy, for ordered numeric labels such as 1-5 stars "
@@ -133,6 +138,17 @@ def ordinal_values(labels: list):
     return torch.tensor([(n - numbers[0]) / step for n in numbers], dtype=torch.float32)
 
 
+def check_mean_pooling_base(base) -> None:
+    """Mean pooling is built on BERT's classifier: a pretrained base must be a BERT-family folder."""
+    import json
+
+    if base.pretrained:
+        kind = json.loads((Path(base.weights) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        if kind != "bert":
+            raise ConfigError(f"--pooling mean needs a BERT-family base (model_type bert), and {base.name} is "
+                              f"{kind!r}; use --pooling cls")
+
+
 def use_lazy(settings: TextClassificationData) -> bool:
     if settings.data_loading == "auto":
         return Path(settings.train).is_file() and Path(settings.train).stat().st_size > LAZY_ABOVE_BYTES
@@ -176,7 +192,7 @@ class TextClassification(Task):
         full_lengths = token_lengths(tokenizer, data.train.texts[:2000 if lazy else 20000])
         validation_rows = encode(tokenizer, data.validation.texts, max_seq_length)
         extra = {"validation_split": "split_from_train" if data.split_from_train else "file",
-                 "token_lengths": token_length_stats(full_lengths, max_seq_length)}
+                 "token_lengths": token_length_stats(full_lengths, max_seq_length), "pooling": settings.pooling}
 
         def scored(run, rows, true_ids, prefix) -> dict:
             scores = np.stack([np.asarray(output["logits"], dtype=np.float64) for output in run(logits, rows)])
@@ -206,12 +222,16 @@ class TextClassification(Task):
             metric_for_best=f"validation_{settings.metric_for_best}",
             fingerprint={"labels": data.labels, "train_sha256": data.files[0].sha256, "train_rows": len(data.train),
                          "class_weights": settings.class_weights, "max_train_rows": settings.max_train_rows,
-                         "label_smoothing": settings.label_smoothing, "ordinal_loss": settings.ordinal_loss},
+                         "label_smoothing": settings.label_smoothing, "ordinal_loss": settings.ordinal_loss,
+                         "pooling": settings.pooling},
             report=render_data_report(data, full_lengths, max_seq_length),
             files=[{"path": f.path, "sha256": f.sha256, "rows": f.rows, "role": "train" if i == 0 else "validation"}
                    for i, f in enumerate(data.files)],
             task_info={"labels": data.labels, "text_columns": data.text_columns, "label_column": data.label_column},
-            card_notes=[f"Labels: {', '.join(map(str, data.labels))}"], extra=extra)
+            card_notes=[f"Labels: {', '.join(map(str, data.labels))}"] + (
+                ["Head: the mean of the token vectors (pooling mean). Load this folder with `nlpforge.load`: plain "
+                 "transformers would read it as a [CLS] classifier with a fresh pooler."]
+                if settings.pooling == "mean" else []), extra=extra)
 
     @staticmethod
     def loss(settings: TextClassificationData, label_ids, labels: list):
@@ -238,13 +258,29 @@ class TextClassification(Task):
             return loss
 
         return step
+
     def build_model(self, base, tokenizer, data: TrainingData, model_args, log):
         from nlpforge.models.registry import build_model
 
         labels = data.task_info["labels"]
-        return build_model(base, self.model_class, tokenizer, model_args.max_seq_length, model_args.dropout,
-                           num_labels=len(labels), id2label={i: str(label) for i, label in enumerate(labels)},
+        mean = data.extra.get("pooling") == "mean"
+        if mean:
+            check_mean_pooling_base(base)
+            log("head: mean of the token vectors (--pooling mean); load the folder with nlpforge.load, since plain "
+                "transformers reads it as a [CLS] classifier")
+        return build_model(base, mean_pooled_classifier() if mean else self.model_class, tokenizer,
+                           model_args.max_seq_length, model_args.dropout, num_labels=len(labels),
+                           id2label={i: str(label) for i, label in enumerate(labels)},
                            label2id={str(label): i for i, label in enumerate(labels)})
+
+    def load_weights(self, folder, **options):
+        """A [CLS] classifier, or the mean-pooled one when config.json says "pooling": "mean"."""
+        import json
+
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+        if config.get(POOLING_KEY) == "mean":
+            return mean_pooled_classifier().from_pretrained(str(folder), **options)
+        return super().load_weights(folder, **options)
 
     def describe_metrics(self, metrics: dict) -> str:
         return (f"validation accuracy {metrics['validation_accuracy']:.4f}, "
