@@ -147,7 +147,7 @@ def train_classifier(log=lambda *_: None, on_step=None, **values):
 
 # The settings the pinned predictions (tests/data/pinned_text_classification.json) were made with.
 TINY = dict(model="bert-tiny", epochs=6, learning_rate=2e-3, batch_size=16, max_seq_length=32, warmup_ratio=0.1,
-            progress=False, seed=0)
+            layer_lr_decay=1.0, progress=False, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -127,7 +127,7 @@ def test_a_tiny_model_learns_with_every_loss_and_rate_lever_on(tmp_path):
     train = write_csv(tmp_path / "train.csv", toy_rows(240, seed=1, labels=(1, 2)))
     validation = write_csv(tmp_path / "val.csv", toy_rows(60, seed=2, labels=(1, 2)))
     result = train_classifier(train=str(train), validation=str(validation), output=str(tmp_path / "model"),
-                              **{**TINY, "epochs": 4}, layer_lr_decay=0.8, label_smoothing=0.1, ordinal_loss=0.5)
+                              **{**TINY, "epochs": 4, "layer_lr_decay": 0.8}, label_smoothing=0.1, ordinal_loss=0.5)
     assert result.metrics["validation_accuracy"] > 0.9
 
 
@@ -219,6 +219,25 @@ def test_prediction_batches_pad_least_within_their_limits():
 def test_bad_settings_are_rejected(field, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         classifier_job(train="t.csv", output="o", **{field: value})
+
+
+def test_a_task_brings_its_own_defaults_for_engine_settings(monkeypatch):
+    from nlpforge.tasks.text_classification import TASK
+    from nlpforge.training.settings import TrainArgs, job_class
+
+    job = classifier_job(train="t.csv", output="o")
+    assert {name: getattr(job.train, name) for name in TASK.defaults} == TASK.defaults
+    assert classifier_job(train="t.csv", output="o", epochs=5, layer_lr_decay=1.0).train.epochs == 5
+    other = job_class("token-classification").of(train="t.conll", output="o")
+    assert (other.train.epochs, other.train.learning_rate) == (TrainArgs().epochs, TrainArgs().learning_rate)
+    monkeypatch.setattr(TASK, "defaults", {"epochz": 2})
+    job_class.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="defaults for unknown engine setting.s. epochz"):
+            job_class("text-classification")
+    finally:
+        monkeypatch.undo()
+        job_class.cache_clear()
 
 
 def test_settings_come_flat_or_grouped_and_strings_are_parsed():

@@ -148,6 +148,7 @@ class Task(ABC):
     # length-sorted passes of about 1,000 tokens ran 2-3x faster than passes of 4,000 (bench/serving.py).
     max_batch_tokens: int = 1024
     channels: dict = {"train": "train", "validation": "validation", "test": "test"}  # SageMaker channel -> data setting
+    defaults: dict = {}                # the task's own defaults for engine settings (its best measured recipe)
 
     # --- training -------------------------------------------------------------------------------------
     @abstractmethod

@@ -9,7 +9,7 @@ A job is the task's own settings (`data`: files, columns, head options) plus the
 are the fields' own names (`--learning-rate`), and a JSON/YAML file may give them flat or grouped.
 """
 import functools
-from dataclasses import dataclass, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import ClassVar, Literal
 
 from nlpforge import tasks
@@ -134,18 +134,37 @@ class TrainJob(Settings):
     task: ClassVar[str] = ""
 
 
+ENGINE_GROUPS = (("model", ModelArgs), ("train", TrainArgs), ("eval", EvalArgs), ("checkpoint", CheckpointArgs),
+                 ("distributed", DistributedArgs), ("runtime", RuntimeArgs), ("debugger", DebuggerArgs))
+
+
+def with_defaults(cls: type, defaults: dict) -> type:
+    """`cls` with the defaults of some of its fields replaced (a task's own recipe); the same class when
+    none of them is its."""
+    own = [f for f in fields(cls) if f.name in defaults]
+    if not own:
+        return cls
+    changed = [(f.name, f.type, field(default=defaults[f.name], metadata=f.metadata)) for f in own]
+    return make_dataclass(cls.__name__, changed, bases=(cls,), namespace={"__doc__": cls.__doc__,
+                                                                          "__module__": cls.__module__})
+
+
 @functools.cache
 def job_class(task_name: str) -> type:
     """The settings class of `nlpforge train <task_name>`: the output folder (and whether it may be
-    replaced), the task's own `data` group, then the engine's groups."""
+    replaced), the task's own `data` group, then the engine's groups, with the task's own defaults
+    (`Task.defaults`) where it has them."""
     task = tasks.get(task_name)
+    known = {f.name for _, cls in ENGINE_GROUPS for f in fields(cls)}
+    unknown = sorted(set(task.defaults) - known)
+    if unknown:
+        raise ConfigError(f"{task_name}: defaults for unknown engine setting(s) {', '.join(unknown)}")
     name = "".join(part.title() for part in task_name.split("-")) + "Job"
     field_list = [("output", str, setting("", "folder to write the model artifact to", required=True)),
                   ("overwrite", bool, setting(False, "replace the model in a non-empty --output folder (the old "
                                                      "one stays until the new one is complete)")),
                   ("data", task.settings, group(task.settings)),
-                  *((name, cls, group(cls)) for name, cls in (
-                      ("model", ModelArgs), ("train", TrainArgs), ("eval", EvalArgs), ("checkpoint", CheckpointArgs),
-                      ("distributed", DistributedArgs), ("runtime", RuntimeArgs), ("debugger", DebuggerArgs)))]
+                  *((name, cls, group(cls)) for name, cls in
+                    ((name, with_defaults(cls, task.defaults)) for name, cls in ENGINE_GROUPS))]
     return make_dataclass(name, field_list, bases=(TrainJob,),
                           namespace={"task": task_name, "__doc__": task.summary, "__module__": __name__})
