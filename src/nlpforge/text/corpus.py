@@ -21,6 +21,7 @@ import io
 import itertools
 import multiprocessing
 import re
+import signal
 import sys
 import tarfile
 from array import array
@@ -397,10 +398,15 @@ def _encode(documents: list[str], settings: CorpusSettings) -> tuple[list[str], 
     return list(index), np.frombuffer(ids, dtype=np.int32), np.frombuffer(lengths, dtype=np.int64)
 
 
+def _leave_interrupts_to_parent() -> None:
+    """Ctrl-C reaches the whole process group; the main process stops the pool, so workers ignore it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _in_order(function, items: Iterator, settings, workers: int) -> Iterator:
     """`function(item, settings)` for each item in `workers` processes, in order, 2 per worker in flight."""
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_leave_interrupts_to_parent)
     pending = deque()
     try:
         for item in items:
