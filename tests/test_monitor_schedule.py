@@ -53,6 +53,7 @@ def cli(args, capsys) -> SimpleNamespace:
 
 def test_each_run_checks_only_the_capture_written_since_the_previous_one(tmp_path, baseline):
     capture_texts(tmp_path / "capture", [r["text"] for r in toy_rows(30, seed=3)])
+    time.sleep(0.01)  # on a fast machine the first run could start in the millisecond of the last text
 
     def more_traffic(run):
         if run["item_count"] == 30:  # after the first run: new texts, which only the second run may see

@@ -27,7 +27,7 @@ def pair_model(tmp_path_factory):
     validation = write_csv(folder / "val.csv", _pair_rows(toy_rows(60, seed=4), lambda i: "the plot"))
     return train_classifier(train=str(train), validation=str(validation), output=str(folder / "model"),
                             text_column=["premise", "hypothesis"], model="bert-tiny", epochs=3, learning_rate=2e-3,
-                            batch_size=16, max_seq_length=32, progress=False, seed=0)
+                            batch_size=16, max_seq_length=32, layer_lr_decay=1.0, progress=False, seed=0)
 
 
 def _assert_same(got: list[dict], pinned: list[dict], tolerance: float = 1e-6) -> None:
