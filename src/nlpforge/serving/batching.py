@@ -206,15 +206,21 @@ class VersionRuntime:
             return 0.05
         return self.batch_seconds / self.inputs_done / max(1, len(self.workers))
 
-    async def _next_batch(self) -> list[Pending]:
+    def _take(self, batch: list[Pending]) -> None:
+        """Move the oldest queued input into `batch`; it counts as in flight from here, so a drain waits for it."""
+        batch.append(self.pending.popleft())
+        self.in_flight += 1
+
+    async def _next_batch(self, batch: list[Pending]) -> None:
+        """Fill `batch` (given empty) with the oldest input, then what arrives within max_batch_delay."""
         while not self.pending:
             self.wakeup.clear()
             await self.wakeup.wait()
-        batch = [self.pending.popleft()]
+        self._take(batch)
         deadline = time.perf_counter() + self.spec.options.max_batch_delay / 1000
         while len(batch) < self.spec.options.batch_size:
             if self.pending:
-                batch.append(self.pending.popleft())
+                self._take(batch)
                 continue
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
@@ -225,16 +231,13 @@ class VersionRuntime:
             except asyncio.TimeoutError:
                 pass
         self.metrics.queue_depth.labels(*self.labels).set(len(self.pending))
-        return batch
 
     async def _loop(self, worker: WorkerProcess) -> None:
         while worker in self.workers:
-            batch = await self._next_batch()
-            batch = [p for p in batch if not p.future.done()]  # the client gave up or timed out
-            if not batch:
-                continue
-            self.in_flight += len(batch)
+            taken: list[Pending] = []
             try:
+                await self._next_batch(taken)
+                batch = [p for p in taken if not p.future.done()]  # the client gave up or timed out
                 for kind in ("predict", "explain"):
                     part = [p for p in batch if p.kind == kind]
                     if part and worker not in self.workers:  # given up while it ran the other part
@@ -242,8 +245,16 @@ class VersionRuntime:
                                                  status=503, headers={"Retry-After": "1"}))
                     elif part:
                         await self._run(worker, kind, part)
+            except asyncio.CancelledError:  # the version is removed, or this worker scaled away
+                unanswered = [p for p in taken if not p.future.done()]
+                if self.closing:
+                    _fail(unanswered, RequestError("the model was removed before this input ran", status=503))
+                else:  # another worker takes them, oldest first
+                    self.pending.extendleft(reversed(unanswered))
+                    self.wakeup.set()
+                raise
             finally:
-                self.in_flight -= len(batch)
+                self.in_flight -= len(taken)
 
     async def _run(self, worker: WorkerProcess, kind: str, batch: list[Pending]) -> None:
         loop = asyncio.get_running_loop()
