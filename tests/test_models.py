@@ -1,5 +1,6 @@
 """Base-model resolution: aliases, folders, from-scratch shapes, and the error for unknown names."""
 import pytest
+import torch
 
 from nlpforge.errors import ModelNotFoundError
 from nlpforge.models.registry import aliases, build_model, load_tokenizer, resolve_base
@@ -45,3 +46,21 @@ def test_minilm_alias_is_the_real_pretrained_model():
 
 def test_aliases_cover_pretrained_and_scratch():
     assert {"minilm-l6", "bert-tiny", "bert-mini", "bert-base"} <= set(aliases())
+
+
+def test_a_fine_tuned_folder_with_another_head_is_a_base(tmp_path):
+    """A 2-label model's folder as the base of a 3-label one: its encoder is kept, its head made afresh."""
+    sentiment, tokenizer = classifier(resolve_base("bert-tiny"), ["neg", "pos"])
+    sentiment.save_pretrained(tmp_path / "sentiment")
+    tokenizer.save_pretrained(tmp_path / "sentiment")
+    missing = []
+    stars, _ = classifier_with(resolve_base(str(tmp_path / "sentiment")), ["1", "2", "3"], missing)
+    assert stars.config.num_labels == 3 and stars.classifier.weight.shape[0] == 3
+    assert set(missing) == {"classifier.weight", "classifier.bias"}
+    for name, weight in sentiment.base_model.state_dict().items():
+        assert torch.equal(weight, stars.base_model.state_dict()[name]), name
+
+
+def classifier_with(base, labels, missing):
+    return build_model(base, "AutoModelForSequenceClassification", load_tokenizer(base), num_labels=len(labels),
+                       id2label=dict(enumerate(labels)), missing=missing), None

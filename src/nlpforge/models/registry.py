@@ -118,7 +118,9 @@ def build_model(base: BaseModel, model_class, tokenizer, max_seq_length: int = 5
     base encoder.
 
     A pretrained base keeps its encoder weights and gets a fresh head (the names of the weights it did
-    not have go into `missing`, when given); a from-scratch base is initialised at random with its
+    not have go into `missing`, when given). A fine-tuned folder whose head has another shape (a
+    2-label sentiment model as the base of a 5-star one) keeps its encoder and gets a fresh head too
+    (only the head's shape comes from `config`). A from-scratch base is initialised at random with its
     shape. `config` sets head options (num_labels, id2label, ...).
     """
     import transformers
@@ -129,9 +131,10 @@ def build_model(base: BaseModel, model_class, tokenizer, max_seq_length: int = 5
                                             "classifier_dropout": dropout}
     with quiet_transformers():
         if base.pretrained:
-            model, info = cls.from_pretrained(str(base.weights), output_loading_info=True, **config, **overrides)
+            model, info = cls.from_pretrained(str(base.weights), output_loading_info=True,
+                                              ignore_mismatched_sizes=True, **config, **overrides)
             if missing is not None:
-                missing.extend(info["missing_keys"])
+                missing.extend([*info["missing_keys"], *(key for key, *_ in info["mismatched_keys"])])
             return model
         scratch = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, max_seq_length),
                              pad_token_id=tokenizer.pad_token_id or 0, **base.scratch_config, **config, **overrides)
