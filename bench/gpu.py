@@ -7,7 +7,9 @@
   * paths: the engine's CUDA paths: autocast (bf16), GradScaler (fp16, a finite loss), bit-exact resume
     with --deterministic (a run resumed from its own middle checkpoint ends with identical weights), and
     NCCL (--nproc 2) when more than one GPU is present;
-  * serving: the model server's device (it runs models on the CPU today: recorded, not hidden).
+  * serving: `nlpforge serve --device cuda` with the torch backend and with ONNX Runtime's CUDA provider,
+    requests/s and p50/p99 at concurrency 32 (bench/serving.py's load generator), beside the torch backend
+    on the machine's CPUs.
 
     .venv/bin/python bench/gpu.py --dry-run          # on CPU, tiny: checks that every step works
     python3 bench/gpu.py --data .gpu/data --out $OUT/gpu.json   # on the GPU machine (see bench/gpu.sh)
@@ -214,6 +216,44 @@ def paths(data: Path, work: Path, device: str, model: str, steps: int, batch: in
     return checks
 
 
+def serving(data: Path, work: Path, device: str, folder: Path, seconds: float, concurrency: int = 32) -> dict:
+    """The model server on `device`: the torch and onnx backends, and torch on the CPU beside them on a GPU
+    machine; each arm is its own `nlpforge serve` process loaded by bench/serving.py's load generator."""
+    sys.path.insert(0, str(HERE))
+    import serving as load_bench
+
+    arms = [("torch", device), ("onnx", device)] + ([("torch", "cpu")] if device != "cpu" else [])
+    texts = work / "serving-texts.json"  # what the load generator sends: the validation reviews
+    texts.write_text(json.dumps(load_bench.read_texts(data / "validation.csv")[0]))
+    results = {}
+    for backend, where in arms:
+        name = f"{backend}-{where}"
+        ports = [load_bench.free_port() for _ in range(3)]
+        command = [sys.executable, "-m", "nlpforge", "serve", "--model-store", str(work), "--no-auth",
+                   "--models", f"m={folder}", "--backend", backend, "--device", where, "--batch-size",
+                   str(concurrency), "--max-batch-delay", "5", "--queue-size", "1024", "--log-level", "warning",
+                   "--inference-port", str(ports[0]), "--management-port", str(ports[1]),
+                   "--metrics-port", str(ports[2])]
+        log = work / f"serve-{name}.log"
+        url = f"http://127.0.0.1:{ports[0]}"
+        with open(log, "w") as handle:
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            load_bench.wait_healthy(f"{url}/ping", process, timeout=300)
+            load = load_bench.run_load(f"{url}/predictions/m", texts, concurrency, seconds,
+                                       warmup=min(3.0, seconds))
+            results[name] = {"ok": load["requests"] > 0 and load["errors"] == 0,
+                             **{k: load[k] for k in ("rps", "p50_ms", "p99_ms", "requests", "errors")}}
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            said = log.read_text(errors="replace").strip().splitlines()[-3:]
+            missing = backend == "onnx" and any("no CUDA provider" in line or "onnxruntime" in line for line in said)
+            results[name] = {"ok": None if missing else False, "error": str(error), "log": said}
+        finally:
+            load_bench.stop(process)
+        print(f"serving {name}: {results[name].get('rps', results[name].get('error'))}", flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny model, a few steps: every step once")
@@ -260,8 +300,7 @@ def main() -> None:
         report["amp"] = amp(data, work, device, models, precisions, steps, batch, length, rates, tokenizer)
         first = Path(models[0]).name
         report["paths"] = paths(data, work, device, models[0], steps, batch, length, report["amp"][first])
-        report["serving"] = {"ok": None, "skipped": "nlpforge serve runs models on the CPU: it has no device "
-                                                    "setting yet, so its GPU throughput cannot be measured"}
+        report["serving"] = serving(data, work, device, work / "resume-full", seconds=3 if args.dry_run else 15)
     report["seconds"] = time.perf_counter() - started
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -269,6 +308,7 @@ def main() -> None:
     failed = [name for name, check in report["paths"].items() if check.get("ok") is False]
     failed += [f"amp {m} {p}" for m, runs in report["amp"].items() for p, r in runs.items()
                if "error" in r and not (device == "cpu" and p == "fp16")]
+    failed += [f"serving {name}" for name, check in report["serving"].items() if check.get("ok") is False]
     print(f"\n{out}: {report['seconds']:.0f} s; " + (f"FAILED: {', '.join(failed)}" if failed else "every check ran"))
     for model, runs in report["amp"].items():
         for precision, run in runs.items():
@@ -278,6 +318,10 @@ def main() -> None:
                       f"peak, {100 * run['mfu_vs_own_peak']:.1f}% of its own")
     for name, check in report["paths"].items():
         print(f"  {name}: {check.get('ok')}" + (f" ({check['skipped']})" if "skipped" in check else ""))
+    for name, check in report["serving"].items():
+        shown = (f"{check['rps']:.1f} req/s, p50 {check['p50_ms']:.0f} ms, p99 {check['p99_ms']:.0f} ms"
+                 if "rps" in check else check.get("error"))
+        print(f"  serving {name}: {shown}")
     sys.exit(1 if failed else 0)
 
 

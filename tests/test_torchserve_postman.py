@@ -39,7 +39,8 @@ pytestmark = [
 
 HANDLER = ("handler: nlpforge picks the handler from the model folder's task (nlpforge.json), so a TorchServe "
            "handler name is refused at register (400) instead of failing later, when workers start")
-NUMBER_GPU = "number_gpu: nlpforge's workers run on the CPU, so a GPU count other than 0 is refused (400), not ignored"
+NUMBER_GPU = ("number_gpu: nlpforge gives each worker one device (register with device=cuda for GPUs), so a GPU "
+              "count other than 0 is refused (400), not ignored")
 NOT_REGISTERED = "follows from the deviation just before: the model was not registered"
 NON_NUMERIC = ("a non-numeric {} is refused (400); TorchServe silently uses its default, so a typo would go "
                "unnoticed")

@@ -71,6 +71,24 @@ def test_startup_timeout_runtime_and_zero_gpus_are_honoured(server, tiny_model):
     assert management(server).delete("/models/honoured").status_code == 200
 
 
+def test_the_device_is_described_and_a_missing_gpu_is_named(server, tiny_model):
+    import torch
+
+    response = register(server, tiny_model, "on-cpu", device="cpu")
+    assert response.status_code == 200, response.text
+    described, = management(server).get("/models/on-cpu").json()
+    assert described["device"] == "cpu" and [w["gpu"] for w in described["workers"]] == [False]
+    assert management(server).delete("/models/on-cpu").status_code == 200
+    refused = register(server, tiny_model, "on-tpu", device="tpu")
+    assert refused.status_code == 400 and "device" in refused.json()["message"], refused.text
+    if torch.cuda.is_available():
+        return  # the rest is what a machine without a GPU answers
+    refused = register(server, tiny_model, "on-gpu", device="cuda")
+    assert refused.status_code >= 400 and "sees no CUDA GPU" in refused.json()["message"], refused.text
+    assert "device cpu" in refused.json()["message"]
+    assert management(server).get("/models/on-gpu").status_code == 404
+
+
 def test_scale_is_asynchronous_by_default_and_honours_max_worker(server, tiny_model):
     assert register(server, tiny_model, "scaled").status_code == 200
     client = management(server)

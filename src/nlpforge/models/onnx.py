@@ -97,10 +97,18 @@ def _export(folder: Path, target: Path, load_weights, outputs: dict[str, tuple])
 
 
 def open_session(folder, load_weights, outputs: dict[str, tuple], quantized: bool = False,
-                 threads: int = 1):
+                 threads: int = 1, device: str = "cpu"):
     """An ONNX Runtime session on `threads` intra-op threads and one inter-op thread (no oversubscription
-    when several workers share the cores)."""
+    when several workers share the cores); on "cuda:N", CUDA's provider on that GPU."""
     import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device != "cpu":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ArtifactError(f"device {device}: this onnxruntime ({ort.__version__}) has no CUDA provider "
+                                f"(it has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu, "
+                                "or serve with backend torch")
+        providers = [("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)}), *providers]
 
     path = export_onnx(folder, load_weights, outputs, quantized)
     options = ort.SessionOptions()
@@ -109,4 +117,4 @@ def open_session(folder, load_weights, outputs: dict[str, tuple], quantized: boo
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # yield cores when idle
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=providers)

@@ -78,8 +78,10 @@ class VersionRuntime:
 
     # --- workers -------------------------------------------------------------------------------------
     async def _start_worker(self) -> WorkerProcess:
-        worker = WorkerProcess(self.spec.folder, self.spec.task, self.spec.options.backend, self.spec.threads,
-                               worker_id=self.next_worker_id, start_timeout=self.spec.options.startup_timeout)
+        options = self.spec.options
+        worker = WorkerProcess(self.spec.folder, self.spec.task, options.backend, self.spec.threads,
+                               worker_id=self.next_worker_id, start_timeout=options.startup_timeout,
+                               device=options.device)
         self.next_worker_id += 1
         self.loading += 1
         try:
@@ -321,12 +323,13 @@ class VersionRuntime:
     def describe(self) -> dict:
         s, o = self.spec, self.spec.options
         return {"modelName": s.name, "modelVersion": s.version, "modelUrl": s.url, "task": s.task,
-                "backend": o.backend, "batchSize": o.batch_size, "maxBatchDelay": o.max_batch_delay,
+                "backend": o.backend, "device": o.device, "batchSize": o.batch_size, "maxBatchDelay": o.max_batch_delay,
                 "minWorkers": o.workers, "maxWorkers": max(self.max_workers, o.workers), "threadsPerWorker": s.threads,
                 "queueSize": o.queue_size, "queued": len(self.pending), "responseTimeout": o.response_timeout,
                 "capturePercent": o.capture_percent, "workerRestarts": self.restarts, "failure": self.failure,
                 "workers": [w.describe() for w in self.workers] + [
-                    {"id": None, "pid": None, "status": "LOADING", "startTime": None, "memoryUsage": 0, "gpu": False}
+                    {"id": None, "pid": None, "status": "LOADING", "startTime": None, "memoryUsage": 0,
+                     "gpu": o.device != "cpu"}
                     for _ in range(self.loading)]}
 
 

@@ -4,14 +4,15 @@
     predict(batch)        -> outputs     runs in a worker process, on a whole batch
     encode_response(out)  -> JSON value  runs in the server
 
-`setup(folder, backend, threads)` loads the model inside the worker. Every task is served by the
+`setup(folder, backend, threads, device)` loads the model inside the worker, on the CPU or the GPU
+that `worker_device` gives it. Every task is served by the
 one `TaskHandler`, which asks the task (nlpforge.tasks) what an input is and what an answer looks
 like, so a new task needs no handler code; `EchoHandler` measures the server without a model. A
 folder holding code/inference.py is served by `ScriptHandler` (script_handler.py), SageMaker's
 inference contract; it sets `raw_bodies`, so the route gives it the body and headers undecoded.
 
     handler = handler_for("echo") or handler_for("text-classification")
-    handler.setup("models/stars", backend="torch", threads=2)      # in the worker
+    handler.setup("models/stars", backend="torch", threads=2)      # in the worker; device="cuda:0" on a GPU
     handler.predict([handler.decode_request("Loved it")])          # [{"label": 5, "score": 0.8, ...}]
 """
 import json
@@ -30,7 +31,7 @@ class Handler(ABC):
     task: str = ""
     raw_bodies: bool = False  # True: decode_request gets {"body": bytes, "content_type", "accept"}, not values
 
-    def setup(self, folder: str, backend: str = "torch", threads: int = 1) -> None:
+    def setup(self, folder: str, backend: str = "torch", threads: int = 1, device: str = "cpu") -> None:
         """Load the model; called once in each worker process."""
 
     def decode_request(self, value) -> object:
@@ -56,11 +57,11 @@ class TaskHandler(Handler):
         self.contract = tasks.get(task)
         self.loaded = None
 
-    def setup(self, folder: str, backend: str = "torch", threads: int = 1) -> None:
+    def setup(self, folder: str, backend: str = "torch", threads: int = 1, device: str = "cpu") -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.loaded = tasks.load(folder, backend=backend, threads=threads)
+        self.loaded = tasks.load(folder, backend=backend, device=device, threads=threads)
 
     def decode_request(self, value) -> object:
         return self.contract.parse_input(value, self.max_chars)
@@ -122,6 +123,19 @@ def task_of(folder) -> str:
         raise ArtifactError(f"{folder}: no handler serves the task {task!r}; served tasks: "
                             + ", ".join([*tasks.names(), EchoHandler.task]))
     return task
+
+
+def worker_device(device: str, worker_id: int = 0) -> str:
+    """The torch device a worker runs on: "cpu", or for "cuda" one visible GPU, taken round-robin by worker
+    id (TorchServe's assignment). No CUDA GPU is a clear error, reported to the register call."""
+    if device == "cpu":
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ArtifactError(f"device {device}: torch {torch.__version__} sees no CUDA GPU on this machine; serve "
+                            "with device cpu, or run the server where a GPU and a CUDA build of torch are")
+    return f"cuda:{worker_id % torch.cuda.device_count()}"
 
 
 def default_threads(workers: int) -> int:

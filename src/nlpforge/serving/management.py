@@ -52,6 +52,7 @@ def management_app(state) -> FastAPI:
         initial_workers: int | None = Query(None, description=help_of("workers") + "; below 0 counts as 0, "
                                                                                     "as in TorchServe"),
         backend: str | None = Query(None, description=help_of("backend")),
+        device: str | None = Query(None, description=help_of("device")),
         batch_size: int | None = Query(None, description=help_of("batch_size")),
         max_batch_delay: float | None = Query(None, allow_inf_nan=False, description=help_of("max_batch_delay")),
         threads: int | None = Query(None, description=help_of("threads")),
@@ -62,7 +63,8 @@ def management_app(state) -> FastAPI:
         runtime: str | None = Query(None, description="TorchServe's runtime: python or python3 (the workers')"),
         handler: str | None = Query(None, description="TorchServe's handler: refused, the model folder's task "
                                                       "picks it"),
-        number_gpu: int | None = Query(None, description="GPUs per worker: only 0, the workers run on the CPU"),
+        number_gpu: int | None = Query(None, description="GPUs per worker: only 0 (device=cuda gives each worker "
+                                                         "one GPU)"),
     ):
         unknown = sorted(set(request.query_params) - set(inspect.signature(register).parameters))
         if unknown:
@@ -74,8 +76,8 @@ def management_app(state) -> FastAPI:
         # The server's defaults, overridden by what was given, validated by VersionOptions.
         try:
             options = settings.version.override(
-                workers=initial_workers, backend=backend, batch_size=batch_size, max_batch_delay=max_batch_delay,
-                threads=threads, queue_size=queue_size, response_timeout=response_timeout,
+                workers=initial_workers, backend=backend, device=device, batch_size=batch_size,
+                max_batch_delay=max_batch_delay, threads=threads, queue_size=queue_size, response_timeout=response_timeout,
                 capture_percent=capture_percent, startup_timeout=startup_timeout)
         except ConfigError as error:
             raise RequestError(f"invalid register parameter: {error.message} (workers is initial_workers)") from None
@@ -226,8 +228,8 @@ def torchserve_parameters(runtime: str | None = None, handler: str | None = None
                            "(nlpforge.json's task, or code/inference.py for SageMaker's inference contract); "
                            "leave handler out")
     if number_gpu is not None and number_gpu != 0:
-        raise RequestError(f"number_gpu {number_gpu}: nlpforge's serving workers run on the CPU; give "
-                           "number_gpu=0 or leave it out")
+        raise RequestError(f"number_gpu {number_gpu}: nlpforge gives each worker one device; give number_gpu=0 "
+                           "or leave it out, and register with device=cuda to run the workers on GPUs")
 
 
 class WithoutTrailingSlash:

@@ -94,7 +94,9 @@ class ScriptHandler(Handler):
         self.functions: dict = {}
         self.transform_fn = None
 
-    def setup(self, folder: str, backend: str = "torch", threads: int = 1) -> None:
+    def setup(self, folder: str, backend: str = "torch", threads: int = 1, device: str = "cpu") -> None:
+        """Import the script and call its model_fn, which puts the model where it wants (SageMaker's
+        scripts pick their own device, usually cuda when torch sees one)."""
         import torch
 
         if backend != "torch":

@@ -20,6 +20,8 @@ class VersionOptions(Settings):
     """How one model version is served: TorchServe's register parameters, plus ours."""
 
     backend: Literal["torch", "onnx", "onnx-int8"] = setting("torch", "inference backend: torch, onnx or onnx-int8")
+    device: Literal["cpu", "cuda"] = setting("cpu", "where workers run the model: cpu, or cuda (the workers share "
+                                                    "the visible GPUs round-robin, as in TorchServe)")
     batch_size: int = setting(8, "largest batch per worker call", min=1, max=1024)
     max_batch_delay: float = setting(10.0, "ms a worker waits for a batch to fill", min=0, max=10_000)
     workers: int = setting(1, "worker processes (TorchServe's initial_workers); 0 loads none until scaled up",

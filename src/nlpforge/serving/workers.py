@@ -51,7 +51,8 @@ class HandlerFailed(Exception):
     """The handler raised an unexpected error on a batch; the worker process is still alive and serving."""
 
 
-def worker_main(connection, folder: str, task: str, backend: str, threads: int) -> None:
+def worker_main(connection, folder: str, task: str, backend: str, threads: int, device: str = "cpu",
+                worker_id: int = 0) -> None:
     """Entry point of a worker process: load, report ready, then answer batches until told to stop."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -59,11 +60,11 @@ def worker_main(connection, folder: str, task: str, backend: str, threads: int) 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    from nlpforge.serving.handler import handler_for
+    from nlpforge.serving.handler import handler_for, worker_device
 
     try:
         handler = handler_for(task)
-        handler.setup(folder, backend=backend, threads=threads)
+        handler.setup(folder, backend=backend, threads=threads, device=worker_device(device, worker_id))
     except Exception as error:  # noqa: BLE001 - reported to the server, which answers the register call
         message = error.message if isinstance(error, NlpforgeError) else traceback.format_exc(limit=3)
         connection.send(("failed", message))
@@ -90,8 +91,9 @@ class WorkerProcess:
     """One worker process and the server's end of its pipe. `call` is blocking: run it in a thread."""
 
     def __init__(self, folder: str, task: str, backend: str, threads: int, worker_id: int = 0,
-                 start_timeout: float = 300.0):
+                 start_timeout: float = 300.0, device: str = "cpu"):
         self.folder, self.task, self.backend, self.threads = str(folder), task, backend, threads
+        self.device = device
         self.worker_id = worker_id
         self.start_timeout = start_timeout
         self.process = None
@@ -106,7 +108,8 @@ class WorkerProcess:
         here, there = context.Pipe(duplex=True)
         self.status = "STARTING"
         self.process = context.Process(target=worker_main, daemon=True, name=f"nlpforge-worker-{self.worker_id}",
-                                       args=(there, self.folder, self.task, self.backend, self.threads))
+                                       args=(there, self.folder, self.task, self.backend, self.threads, self.device,
+                                             self.worker_id))
         self.process.start()
         there.close()
         self.connection = here
@@ -165,4 +168,4 @@ class WorkerProcess:
     def describe(self) -> dict:
         return {"id": str(self.worker_id), "pid": self.pid, "status": self.status,
                 "startTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started_at)) if self.started_at else None,
-                "memoryUsage": 0, "gpu": False}
+                "memoryUsage": 0, "gpu": self.device != "cpu"}

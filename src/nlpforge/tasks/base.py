@@ -307,7 +307,7 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
                 from nlpforge.models.onnx import open_session
 
                 loaded.session = open_session(folder, task.load_weights, task.outputs, quantized=backend == "onnx-int8",
-                                              threads=threads or cores())
+                                              threads=threads or cores(), device=device)
     except SafetensorError as error:
         raise ArtifactError(f"{folder / 'model.safetensors'}: damaged ({str(error).splitlines()[0]}); restore the "
                             "file or train the model again") from None
