@@ -4,12 +4,12 @@
     predict(batch)        -> outputs     runs in a worker process, on a whole batch
     encode_response(out)  -> JSON value  runs in the server
 
-`setup(folder, backend, threads, device)` loads the model inside the worker, on the CPU or the GPU
-that `worker_device` gives it. Every task is served by the
-one `TaskHandler`, which asks the task (nlpforge.tasks) what an input is and what an answer looks
-like, so a new task needs no handler code; `EchoHandler` measures the server without a model. A
-folder holding code/inference.py is served by `ScriptHandler` (script_handler.py), SageMaker's
-inference contract; it sets `raw_bodies`, so the route gives it the body and headers undecoded.
+`setup(folder, backend, threads, device)` loads the model inside the worker, on the CPU or on the
+GPU that `worker_device` gives it. Every task is served by the one `TaskHandler`, which asks the
+task (nlpforge.tasks) what an input is and what an answer looks like, so a new task needs no handler
+code; `EchoHandler` measures the server without a model. A folder holding code/inference.py is
+served by `ScriptHandler` (script_handler.py), SageMaker's inference contract; it sets `raw_bodies`,
+so the route gives it the body and headers undecoded.
 
     handler = handler_for("echo") or handler_for("text-classification")
     handler.setup("models/stars", backend="torch", threads=2)      # in the worker; device="cuda:0" on a GPU

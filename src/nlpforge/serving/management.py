@@ -77,8 +77,8 @@ def management_app(state) -> FastAPI:
         try:
             options = settings.version.override(
                 workers=initial_workers, backend=backend, device=device, batch_size=batch_size,
-                max_batch_delay=max_batch_delay, threads=threads, queue_size=queue_size, response_timeout=response_timeout,
-                capture_percent=capture_percent, startup_timeout=startup_timeout)
+                max_batch_delay=max_batch_delay, threads=threads, queue_size=queue_size,
+                response_timeout=response_timeout, capture_percent=capture_percent, startup_timeout=startup_timeout)
         except ConfigError as error:
             raise RequestError(f"invalid register parameter: {error.message} (workers is initial_workers)") from None
         if not torchserve_bool(synchronous, default=True):
