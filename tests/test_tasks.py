@@ -90,3 +90,12 @@ def test_the_registry_knows_every_task_and_refuses_unknown_ones(tmp_path, tiny_m
     (folder / "nlpforge.json").write_text(json.dumps({"task": "time-travel", "format_version": 1}))
     with pytest.raises(ArtifactError, match="'time-travel' model, a task this nlpforge does not know"):
         load(folder)
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_one_line(tiny_model):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the refusal is what a machine without one answers")
+    with pytest.raises(ConfigError, match="device cuda: torch .* sees no CUDA GPU on this machine; use device cpu"):
+        load(tiny_model.output, device="cuda")

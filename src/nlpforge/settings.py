@@ -326,6 +326,17 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def check_device(name: str, flag: str = "--device") -> None:
+    """Refuse a CUDA device where torch sees no CUDA GPU, in one line that names the fix (`flag` is how the
+    caller's user gives the device: a CLI flag or a request parameter)."""
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{flag} {name}: torch {torch.__version__} sees no CUDA GPU on this machine; use "
+                              f"{flag} cpu")
+
+
 def jobs_root(root=None) -> Path:
     """The folder holding training jobs, endpoints and the tracking stores: the argument, else
     $NLPFORGE_JOBS_ROOT, else ./jobs."""

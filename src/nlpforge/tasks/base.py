@@ -28,7 +28,7 @@ import numpy as np
 from nlpforge.data.batching import MODEL_INPUTS, inference_batches, pad_arrays
 from nlpforge.errors import ArtifactError, InputError
 from nlpforge.models.artifact import read_metadata
-from nlpforge.settings import cores
+from nlpforge.settings import check_device, cores
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 MAX_TEXT_CHARS = 100_000
@@ -289,6 +289,7 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
 
     if backend not in BACKENDS:
         raise ArtifactError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    check_device(device, "device")
     folder = Path(folder)
     meta, info = read_metadata(folder)
     if meta.get("task") != task.name:

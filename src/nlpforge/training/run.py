@@ -27,7 +27,7 @@ from nlpforge import tasks
 from nlpforge.errors import ConfigError, DataError, NlpforgeError
 from nlpforge.models import artifact
 from nlpforge.models.registry import freeze_lowest_layers, load_tokenizer, resolve_base
-from nlpforge.settings import check_writable, from_flat, to_flat
+from nlpforge.settings import check_device, check_writable, from_flat, to_flat
 from nlpforge.training import distributed
 from nlpforge.training.loop import fit, sharded_runner
 from nlpforge.training.precision import resolve_precision
@@ -61,8 +61,7 @@ def seed_everything(seed: int) -> None:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+    check_device(name)
     try:
         return torch.device(name)
     except RuntimeError:
