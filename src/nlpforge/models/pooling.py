@@ -1,13 +1,18 @@
-"""A sequence classifier on the mean of the token vectors, the way sentence-transformers encoders
-(all-MiniLM among them) were trained, instead of BERT's pooler on the [CLS] token.
+"""BERT's sequence classifiers, by what the head reads.
 
     cls = mean_pooled_classifier()
     model = cls.from_pretrained("models/stars")       # config.json says "pooling": "mean"
     model(input_ids=ids, attention_mask=mask).logits  # (B, num_labels)
 
-Its weights are BertForSequenceClassification's without the pooler, and its config.json names it.
-Plain transformers would load the folder as a [CLS] classifier with a fresh pooler; `nlpforge.load`
-reads the "pooling" entry and builds this class.
+* `mean_pooled_classifier()`: the mean of the token vectors, the way sentence-transformers encoders
+  (all-MiniLM among them) were trained. Its weights are BertForSequenceClassification's without the
+  pooler, and its config.json names it. Plain transformers would load the folder as a [CLS] classifier
+  with a fresh pooler; `nlpforge.load` reads the "pooling" entry and builds this class.
+* `cls_pooled_classifier()`: BERT's pooler on the [CLS] token, as transformers' own class (same weights,
+  same config.json), whose last layer computes the [CLS] position only. The pooler reads nothing
+  else, so the other positions' last-layer attention output and feed-forward (5/6 of the last layer's
+  weights' work, about 14% of a 6-layer encoder's matmuls) were computed for nothing. Keys and values
+  still come from every position, so the logits are the full forward's.
 """
 import functools
 
@@ -41,3 +46,60 @@ def mean_pooled_classifier():
                                             attentions=out.attentions)
 
     return BertMeanPooledForSequenceClassification
+
+
+def cls_only_layer(layer, hidden, mask):
+    """A transformers BertLayer's forward for the first position's query only: (B, T, H) -> (B, 1, H).
+
+    `mask` is the encoder's attention mask as BertModel makes it (None, or (B, 1, 1 or T, T), boolean or
+    additive). One query's attention is computed here with plain matmuls: PyTorch's fused CPU kernel
+    splits a single query's keys between threads, so its answer would depend on the thread count."""
+    import torch
+
+    attention = layer.attention.self
+    first = hidden[:, :1]                                                         # (B, 1, H)
+    heads = (hidden.shape[0], -1, attention.num_attention_heads, attention.attention_head_size)
+    query = attention.query(first).view(heads).transpose(1, 2)                    # (B, heads, 1, d)
+    key = attention.key(hidden).view(heads).transpose(1, 2)                       # (B, heads, T, d)
+    value = attention.value(hidden).view(heads).transpose(1, 2)
+    scores = torch.matmul(query, key.transpose(2, 3)) * attention.scaling         # (B, heads, 1, T)
+    if mask is not None:
+        mask = mask[:, :, :1]                                                     # the first query's row
+        scores = (scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool
+                  else scores + mask)
+    probabilities = attention.dropout(scores.softmax(-1))                         # a no-op in eval mode
+    context = torch.matmul(probabilities, value).transpose(1, 2).reshape(hidden.shape[0], 1, -1)  # (B, 1, H)
+    return layer.feed_forward_chunk(layer.attention.output(context, first))
+
+
+@functools.cache
+def cls_pooled_classifier():
+    """transformers' BertForSequenceClassification (its name, weights and config) with the [CLS]-only last
+    layer. Calls that ask for more than logits (labels, attentions, hidden states), and forwards watched by
+    hooks on the last layer (the Debugger's), take the full forward."""
+    from transformers import BertForSequenceClassification as TransformersBertForSequenceClassification
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    # Named as its base so that config.json says "BertForSequenceClassification", which it is: plain
+    # transformers loads the folder as before.
+    class BertForSequenceClassification(TransformersBertForSequenceClassification):
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+            full = (labels is not None or input_ids is None or kwargs.get("return_dict") is False
+                    or any(value for key, value in kwargs.items() if key != "return_dict")
+                    or self.config.add_cross_attention or self.bert.pooler is None
+                    or any(m._forward_hooks or m._forward_pre_hooks for m in self.bert.encoder.layer[-1].modules()))
+            if full:
+                return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                       token_type_ids=token_type_ids, labels=labels, **kwargs)
+            bert = self.bert
+            hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # (B, T, H)
+            mask, _ = bert._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
+                                                   embedding_output=hidden, encoder_hidden_states=None, cache=None)
+            *lower, last = bert.encoder.layer
+            for layer in lower:
+                hidden = layer(hidden, mask)
+            first = cls_only_layer(last, hidden, mask)                                      # (B, 1, H)
+            logits = self.classifier(self.dropout(bert.pooler(first)))                      # (B, num_labels)
+            return SequenceClassifierOutput(logits=logits)
+
+    return BertForSequenceClassification

@@ -6,7 +6,8 @@
     # [{"label": 5, "score": 0.81, "probabilities": {"1": 0.01, ..., "5": 0.81}, "truncated": False}, ...]
 
 Head: a fresh linear layer on the pooled [CLS] vector (transformers' sequence-classification
-head), or on the mean of the token vectors (`--pooling mean`, nlpforge.models.pooling). Loss:
+head; for BERT its last layer computes [CLS] only), or on the mean of the token vectors
+(`--pooling mean`, nlpforge.models.pooling). Loss:
 cross-entropy, optionally class-balanced and label-smoothed, plus an optional ordinal term for
 ordered labels (the squared distance, in label steps, of the expected label). Metrics: accuracy,
 macro-F1, per-class precision/recall/F1 and the confusion matrix. A request is a string, {"text": ...} or
@@ -23,7 +24,7 @@ from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, str
 from nlpforge.data.readers import ReadingSettings
 from nlpforge.data.report import render_data_report, token_length_stats
 from nlpforge.errors import ConfigError, DataError, InputError
-from nlpforge.models.pooling import POOLING_KEY, mean_pooled_classifier
+from nlpforge.models.pooling import POOLING_KEY, cls_pooled_classifier, mean_pooled_classifier
 from nlpforge.settings import Settings, group, setting
 from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, softmax, text_of, truncated_flags
 from nlpforge.tasks.explanations import explain_inputs
@@ -138,15 +139,21 @@ def ordinal_values(labels: list):
     return torch.tensor([(n - numbers[0]) / step for n in numbers], dtype=torch.float32)
 
 
-def check_mean_pooling_base(base) -> None:
-    """Mean pooling is built on BERT's classifier: a pretrained base must be a BERT-family folder."""
+def model_type(base) -> str | None:
+    """The base's transformers model_type: a from-scratch base is BERT."""
     import json
 
-    if base.pretrained:
-        kind = json.loads((Path(base.weights) / "config.json").read_text(encoding="utf-8")).get("model_type")
-        if kind != "bert":
-            raise ConfigError(f"--pooling mean needs a BERT-family base (model_type bert), and {base.name} is "
-                              f"{kind!r}; use --pooling cls")
+    if not base.pretrained:
+        return "bert"
+    return json.loads((Path(base.weights) / "config.json").read_text(encoding="utf-8")).get("model_type")
+
+
+def check_mean_pooling_base(base) -> None:
+    """Mean pooling is built on BERT's classifier: a pretrained base must be a BERT-family folder."""
+    kind = model_type(base)
+    if kind != "bert":
+        raise ConfigError(f"--pooling mean needs a BERT-family base (model_type bert), and {base.name} is "
+                          f"{kind!r}; use --pooling cls")
 
 
 def use_lazy(settings: TextClassificationData) -> bool:
@@ -272,7 +279,10 @@ class TextClassification(Task):
             check_mean_pooling_base(base)
             log("head: mean of the token vectors (--pooling mean); load the folder with nlpforge.load, since plain "
                 "transformers reads it as a [CLS] classifier")
-        return build_model(base, mean_pooled_classifier() if mean else self.model_class, tokenizer,
+        # BERT's [CLS] head as transformers' class, with its last layer computed for [CLS] only (same logits)
+        head = mean_pooled_classifier() if mean else cls_pooled_classifier() if model_type(base) == "bert" \
+            else self.model_class
+        return build_model(base, head, tokenizer,
                            model_args.max_seq_length, model_args.dropout, num_labels=len(labels),
                            id2label={i: str(label) for i, label in enumerate(labels)},
                            label2id={str(label): i for i, label in enumerate(labels)})
@@ -284,6 +294,8 @@ class TextClassification(Task):
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
         if config.get(POOLING_KEY) == "mean":
             return mean_pooled_classifier().from_pretrained(str(folder), **options)
+        if config.get("model_type") == "bert" and config.get("architectures") == ["BertForSequenceClassification"]:
+            return cls_pooled_classifier().from_pretrained(str(folder), **options)
         return super().load_weights(folder, **options)
 
     def describe_metrics(self, metrics: dict) -> str:

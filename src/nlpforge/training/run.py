@@ -26,6 +26,7 @@ import torch
 from nlpforge import tasks
 from nlpforge.errors import ConfigError, DataError, NlpforgeError
 from nlpforge.models import artifact
+from nlpforge.models.dropout import use_cpu_dropout
 from nlpforge.models.registry import freeze_lowest_layers, load_tokenizer, resolve_base
 from nlpforge.settings import check_device, check_writable, from_flat, to_flat
 from nlpforge.training import distributed
@@ -158,6 +159,8 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
                           "model from scratch on this tokenizer (e.g. --model bert-mini)")
     freeze_lowest_layers(model, job.model.freeze_layers)
     model.to(device)
+    if device.type == "cpu":
+        use_cpu_dropout(model)  # dropout masks a quarter of the generator calls (nlpforge.models.dropout)
     log(data.report)
     if len(data.train) < world.size:
         raise DataError(f"{len(data.train)} training rows cannot feed {world.size} processes")
