@@ -13,6 +13,7 @@ Each stage's result is kept in bench/results/pretraining.json, so a rerun contin
 stopped. Run it alone on the machine (`uptime` first): the budgets are wall-clock.
 
     .venv/bin/python bench/pretraining.py [--pretrain-minutes 60] [--adapt-minutes 25] [--seeds 3] [--adapt-seeds 3]
+                                          [--skip-adaptation]
 """
 import argparse
 import json
@@ -74,7 +75,8 @@ def pretrain(name: str, minutes: float, results: dict, **job) -> dict:
     rows = [json.loads(line) for line in (WORK / name / "metrics.jsonl").read_text().splitlines()]
     curve = [(r["step"], r["validation_mlm_accuracy"], r.get("validation_nsp_accuracy"), r["validation_perplexity"])
              for r in rows if "validation_mlm_accuracy" in r]
-    results[name] = {"steps": steps, "steps_per_second_alone": plan[name]["steps_per_second"], "wall_seconds": time.perf_counter() - started,
+    results[name] = {"steps": steps, "steps_per_second_alone": plan[name]["steps_per_second"],
+                     "wall_seconds": time.perf_counter() - started,
                      "train_seconds": result.train_seconds, "samples": result.samples,
                      "samples_per_second": result.samples_per_second, "curve": curve,
                      "metrics": {k: v for k, v in result.metrics.items() if k.startswith("validation_")},
@@ -132,12 +134,30 @@ def summary(runs: list) -> dict:
     return out
 
 
+def print_bert_mini(results: dict, scratch: dict, pretrained: dict, random_init: dict, seeds: int) -> None:
+    m = scratch["metrics"]
+    print(f"\nmachine: {results['machine']}")
+    print(f"bert-mini from scratch, MLM + NSP: {scratch['steps']:,} steps in {scratch['train_seconds'] / 60:.0f} min, "
+          f"{scratch['samples_per_second']:.1f} samples/s; held-out MLM accuracy {m['validation_mlm_accuracy']:.3f}, "
+          f"NSP {m.get('validation_nsp_accuracy', float('nan')):.3f}, perplexity {m['validation_perplexity']:.1f}")
+    print(f"\n| star-rating fine-tune ({seeds} seeds) | val accuracy (mean ± sd) | val macro-F1 (mean ± sd) |")
+    print("|---|---:|---:|")
+    for name, row in (("bert-mini, random initialisation", random_init), ("bert-mini, pre-trained here", pretrained)):
+        print(f"| {name} | {row['accuracy'][0]:.3f} ± {row['accuracy'][1]:.3f} | "
+              f"{row['macro_f1'][0]:.3f} ± {row['macro_f1'][1]:.3f} |")
+    gain = pretrained["accuracy"][0] - random_init["accuracy"][0]
+    print(f"\npre-training vs random initialisation: {100 * gain:+.1f} points of accuracy (goal: +5)")
+    results.setdefault("summary", {})["pretraining_gain"] = gain
+    save_results(results)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--pretrain-minutes", type=float, default=60)
     parser.add_argument("--adapt-minutes", type=float, default=25)
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds for the bert-mini comparison")
     parser.add_argument("--adapt-seeds", type=int, default=3, help="fine-tuning seeds for the MiniLM comparison")
+    parser.add_argument("--skip-adaptation", action="store_true", help="only the bert-mini comparison")
     args = parser.parse_args()
     missing = [str(p) for p in CORPUS if not p.exists()]
     if missing:
@@ -163,6 +183,9 @@ def main():
     random_init = fine_tune("stars-from-random-bert-mini", "bert-mini", args.seeds, results, tokenizer=str(tokenizer),
                             **small)
 
+    if args.skip_adaptation:
+        print_bert_mini(results, scratch, pretrained, random_init, args.seeds)
+        return
     adapted = pretrain("minilm-adapted", args.adapt_minutes, results, corpus=[str(p) for p in IN_DOMAIN],
                        model="minilm-l6", nsp=False, batch_size=32, max_seq_length=128, learning_rate=5e-5,
                        warmup_ratio=0.06, max_eval_instances=500)

@@ -5,7 +5,11 @@ data, batch 16, 128 tokens and seed, in its own process. The arms alternate over
 then backward), so that drift in the machine's speed hits every arm; an arm's figure is the median over
 its rounds of samples/s over the warm steps (after the first 5).
 
-  default          the engine's defaults: SDPA attention, fused AdamW, torch's default threads
+  default          the engine's defaults: SDPA attention, fused AdamW, torch's default threads, CPU dropout
+                   masks from 16-bit draws (nlpforge.models.dropout), the [CLS]-only last layer
+  torch-dropout    torch's own dropout (bernoulli_ masks, SDPA's math kernel for attention dropout)
+  full-last-layer  transformers' BertForSequenceClassification: the last layer computed for every token
+  previous         both of the above: the engine before those two changes
   compile          --compile: torch.compile of the model (inductor, dynamic shapes); the compile time
                    shows in the seconds to the first step, apart from the steady-state samples/s
   compile-pad16    --compile with each batch padded to a multiple of 16 tokens
@@ -40,6 +44,9 @@ from training import COMMON, DATA, TRAIN, VALIDATION, WORK, peak_mb  # noqa: E40
 
 ARMS = {
     "default": {},
+    "torch-dropout": {"torch_dropout": True},
+    "full-last-layer": {"full_last_layer": True},
+    "previous": {"torch_dropout": True, "full_last_layer": True},
     "compile": {"compile": True},
     "compile-pad16": {"compile": True, "pad_to": 16},
     "compile-static16": {"compile": True, "pad_to": 16, "static": True},
@@ -50,7 +57,7 @@ ARMS = {
     "bind": {"env": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}},
     "passive": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}},
 }
-DEFAULT_ARMS = [arm for arm in ARMS if arm != "compile-static16"]
+DEFAULT_ARMS = [arm for arm in ARMS if arm not in ("compile-static16", "previous")]
 WARMUP_STEPS = 5
 
 
@@ -118,6 +125,13 @@ def child(arm: str, steps: int) -> dict:
     if lever.get("static"):
         compile_model = torch.compile
         torch.compile = lambda model, **options: compile_model(model, **{**options, "dynamic": False})
+    if lever.get("torch_dropout"):
+        run.use_cpu_dropout = lambda model: None
+    if lever.get("full_last_layer"):
+        import transformers
+
+        from nlpforge.tasks import text_classification
+        text_classification.cls_pooled_classifier = lambda: transformers.BertForSequenceClassification
     engine_fit, cost = run.fit, {}
 
     def fit(model, data, *args, **kwargs):
