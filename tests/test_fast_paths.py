@@ -184,3 +184,19 @@ def test_hooks_on_the_last_layer_see_every_token():
     fast.bert.encoder.layer[-1].register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
     assert torch.allclose(fast(**padded_batch()).logits, plain(**padded_batch()).logits, atol=1e-6)
     assert seen == [(4, 11, 32)]
+
+
+def test_the_cls_only_layer_reads_every_mask_form():
+    from nlpforge.models.pooling import cls_only_layer
+
+    _, fast = twins(tiny_config())
+    fast.eval()
+    batch = padded_batch()
+    hidden = fast.bert.embeddings(input_ids=batch["input_ids"])
+    last = fast.bert.encoder.layer[-1]
+    padding = batch["attention_mask"].bool()                                    # (B, T)
+    square = padding[:, None, None, :].expand(-1, 1, 11, -1)                   # (B, 1, T, T)
+    additive = torch.zeros(square.shape).masked_fill(~square, torch.finfo(torch.float32).min)
+    answers = [cls_only_layer(last, hidden, mask) for mask in (padding, square, additive)]
+    assert torch.allclose(answers[0], answers[1]) and torch.allclose(answers[1], answers[2], atol=1e-6)
+    assert not torch.allclose(cls_only_layer(last, hidden, None), answers[0], atol=1e-4)  # the mask matters

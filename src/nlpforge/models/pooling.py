@@ -51,9 +51,10 @@ def mean_pooled_classifier():
 def cls_only_layer(layer, hidden, mask):
     """A transformers BertLayer's forward for the first position's query only: (B, T, H) -> (B, 1, H).
 
-    `mask` is the encoder's attention mask as BertModel makes it (None, or (B, 1, 1 or T, T), boolean or
-    additive). One query's attention is computed here with plain matmuls: PyTorch's fused CPU kernel
-    splits a single query's keys between threads, so its answer would depend on the thread count."""
+    `mask` is the encoder's attention mask as BertModel makes it (None, (B, 1, 1 or T, T) boolean or
+    additive, or a (B, T) padding mask). One query's attention is computed here with plain matmuls:
+    PyTorch's fused CPU kernel splits a single query's keys between threads, so its answer would depend
+    on the thread count."""
     import torch
 
     attention = layer.attention.self
@@ -64,7 +65,8 @@ def cls_only_layer(layer, hidden, mask):
     value = attention.value(hidden).view(heads).transpose(1, 2)
     scores = torch.matmul(query, key.transpose(2, 3)) * attention.scaling         # (B, heads, 1, T)
     if mask is not None:
-        mask = mask[:, :, :1]                                                     # the first query's row
+        # the first query's row; a (B, T) padding mask (flash attention's) becomes (B, 1, 1, T)
+        mask = mask[:, :, :1] if mask.dim() == 4 else mask[:, None, None, :].bool()
         scores = (scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool
                   else scores + mask)
     probabilities = attention.dropout(scores.softmax(-1))                         # a no-op in eval mode
