@@ -53,12 +53,10 @@ def cli(args, capsys) -> SimpleNamespace:
 
 def test_each_run_checks_only_the_capture_written_since_the_previous_one(tmp_path, baseline):
     capture_texts(tmp_path / "capture", [r["text"] for r in toy_rows(30, seed=3)])
-    time.sleep(0.01)  # on a fast machine the first run could start in the millisecond of the last text
 
     def more_traffic(run):
         if run["item_count"] == 30:  # after the first run: new texts, which only the second run may see
             capture_texts(tmp_path / "capture", [r["text"] for r in toy_rows(12, seed=4)])
-            time.sleep(0.01)  # a text stamped in the millisecond a window ends belongs to the next window
 
     runs = run_schedule(ScheduleSettings.of(baseline=str(baseline), capture=str(tmp_path / "capture"),
                                             output=str(tmp_path / "schedule"), runs=2, **FAST), on_run=more_traffic)
