@@ -15,6 +15,8 @@ import functools
 
 import torch
 
+from nlpforge.models.attention import masked_softmax
+
 ATTENTION = "nlpforge_cpu_dropout"
 _DRAWS = 1 << 16
 
@@ -51,12 +53,7 @@ def cpu_dropout_attention(module, query, key, value, attention_mask, dropout: fl
                                       **kwargs)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling            # (B, heads, Tq, Tk)
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
-    probabilities = drop(scores.softmax(-1), dropout)
+    probabilities = drop(masked_softmax(scores, attention_mask), dropout)
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
 

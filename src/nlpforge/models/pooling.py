@@ -57,6 +57,8 @@ def cls_only_layer(layer, hidden, mask):
     on the thread count."""
     import torch
 
+    from nlpforge.models.attention import masked_softmax
+
     attention = layer.attention.self
     first = hidden[:, :1]                                                         # (B, 1, H)
     heads = (hidden.shape[0], -1, attention.num_attention_heads, attention.attention_head_size)
@@ -67,9 +69,7 @@ def cls_only_layer(layer, hidden, mask):
     if mask is not None:
         # the first query's row; a (B, T) padding mask (flash attention's) becomes (B, 1, 1, T)
         mask = mask[:, :, :1] if mask.dim() == 4 else mask[:, None, None, :].bool()
-        scores = (scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool
-                  else scores + mask)
-    probabilities = attention.dropout(scores.softmax(-1))                         # a no-op in eval mode
+    probabilities = attention.dropout(masked_softmax(scores, mask))               # a no-op in eval mode
     context = torch.matmul(probabilities, value).transpose(1, 2).reshape(hidden.shape[0], 1, -1)  # (B, 1, H)
     return layer.feed_forward_chunk(layer.attention.output(context, first))
 
