@@ -159,7 +159,8 @@ def read_metadata(folder) -> tuple[dict, dict]:
     meta = _read_json(folder / "nlpforge.json")
     info = _read_json(folder / TASK_INFO) if (folder / TASK_INFO).exists() else {}
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ArtifactError(f"{folder}: written by a newer nlpforge (format {meta['format_version']}); upgrade nlpforge")
+        raise ArtifactError(f"{folder}: written by a newer nlpforge (format {meta['format_version']}); "
+                            "upgrade nlpforge")
     if (folder / TASK_INFO).exists() and not info:
         raise ArtifactError(f"{folder / TASK_INFO}: empty; the model folder is damaged, restore the file or "
                             "train the model again")

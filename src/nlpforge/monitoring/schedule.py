@@ -99,8 +99,9 @@ def watched_folder(settings: ScheduleSettings) -> Path:
 
 
 def run_once(settings: ScheduleSettings, since: str | None, raise_errors: bool = False) -> dict:
-    """One monitoring run over the capture in [since, until), until just after it starts; returns its run.json content. A user error (the
-    baseline or capture folder gone) is raised with `raise_errors`, else kept as a run with status "failed"."""
+    """One monitoring run over the capture in [since, until), until just after it starts; returns its run.json
+    content. A user error (the baseline or capture folder gone) is raised with `raise_errors`, else kept as a
+    run with status "failed"."""
     runs = Path(settings.output) / "runs"
     started = until = now_stamp()
     # until is the first millisecond after the run starts (and no earlier run's name), so text captured in the
