@@ -121,13 +121,38 @@ def test_label_smoothing_and_the_ordinal_term_add_to_the_cross_entropy():
         TASK.loss(TextClassificationData(train="t", ordinal_loss=1.0), [0, 1], ["neg", "pos"])
 
 
+def test_rdrop_runs_the_batch_twice_and_adds_the_symmetric_kl_of_the_two_passes():
+    from types import SimpleNamespace
+
+    from nlpforge.tasks.text_classification import TASK, TextClassificationData
+
+    passes = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0], [1.0, 1.0, 0.0], [0.0, 1.0, 3.0]])  # 2 rows, 2 passes
+    seen = []
+
+    def model(input_ids, **_):
+        seen.append(input_ids)
+        return SimpleNamespace(logits=passes)
+
+    batch = {"input_ids": torch.tensor([[5, 6], [7, 0]]), "labels": torch.tensor([0, 2])}
+    loss = TASK.loss(TextClassificationData(train="t", rdrop=0.5), [0, 2], [1, 2, 3])(model, batch)
+    assert seen[0].tolist() == [[5, 6], [7, 0], [5, 6], [7, 0]]
+    first, second = passes[:2].log_softmax(-1), passes[2:].log_softmax(-1)
+    kl = torch.nn.functional.kl_div
+    symmetric = (kl(second, first, log_target=True, reduction="none").sum(-1)
+                 + kl(first, second, log_target=True, reduction="none").sum(-1)) / 2
+    cross_entropy = torch.nn.functional.cross_entropy(passes, torch.tensor([0, 2, 0, 2]), reduction="none")
+    assert symmetric[0] > 0.1 and symmetric[1] == 0  # the second row's passes agree
+    assert torch.allclose(loss, (cross_entropy[:2] + cross_entropy[2:]) / 2 + 0.5 * symmetric)
+
+
 def test_a_tiny_model_learns_with_every_loss_and_rate_lever_on(tmp_path):
     from conftest import TINY, write_csv
 
     train = write_csv(tmp_path / "train.csv", toy_rows(240, seed=1, labels=(1, 2)))
     validation = write_csv(tmp_path / "val.csv", toy_rows(60, seed=2, labels=(1, 2)))
     result = train_classifier(train=str(train), validation=str(validation), output=str(tmp_path / "model"),
-                              **{**TINY, "epochs": 4, "layer_lr_decay": 0.8}, label_smoothing=0.1, ordinal_loss=0.5)
+                              **{**TINY, "epochs": 4, "layer_lr_decay": 0.8}, label_smoothing=0.1, ordinal_loss=0.5,
+                              rdrop=1.0)
     assert result.metrics["validation_accuracy"] > 0.9
 
 
@@ -214,6 +239,7 @@ def test_prediction_batches_pad_least_within_their_limits():
     ("layer_lr_decay", 0, "layer-lr-decay must be between 0.01 and 1.0, not 0"),
     ("label_smoothing", 0.9, "label-smoothing must be between 0 and 0.5, not 0.9"),
     ("ordinal_loss", -1, "ordinal-loss must be at least 0"),
+    ("rdrop", -0.5, "rdrop must be at least 0"),
     ("pooling", "max", "pooling must be one of cls, mean, not 'max'"),
 ])
 def test_bad_settings_are_rejected(field, value, message):

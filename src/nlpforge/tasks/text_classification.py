@@ -9,7 +9,8 @@ Head: a fresh linear layer on the pooled [CLS] vector (transformers' sequence-cl
 head; for BERT its last layer computes [CLS] only), or on the mean of the token vectors
 (`--pooling mean`, nlpforge.models.pooling). Loss:
 cross-entropy, optionally class-balanced and label-smoothed, plus an optional ordinal term for
-ordered labels (the squared distance, in label steps, of the expected label). Metrics: accuracy,
+ordered labels (the squared distance, in label steps, of the expected label) and optional R-Drop
+(the symmetric KL divergence between two dropout passes of the batch). Metrics: accuracy,
 macro-F1, per-class precision/recall/F1 and the confusion matrix. A request is a string, {"text": ...} or
 {"text": ..., "text_pair": ...}; the answer is the label, its score and every class's probability.
 """
@@ -55,6 +56,9 @@ class TextClassificationData(Settings):
     ordinal_loss: float = setting(0.0, "weight of the squared distance between the expected and the true label, "
                                        "added to the cross-entropy, for ordered numeric labels such as 1-5 stars "
                                        "(0: off)", min=0)
+    rdrop: float = setting(0.0, "R-Drop: each batch runs twice with different dropout, and this weight times the "
+                                "symmetric KL divergence between the two predictions joins the loss (0: off; "
+                                "doubles a step's compute)", min=0)
     metric_for_best: Literal["macro_f1", "accuracy"] = setting("macro_f1", "validation metric that picks the best "
                                                                            "epoch")
     reading: ReadingSettings = group(ReadingSettings)
@@ -234,7 +238,8 @@ class TextClassification(Task):
             fingerprint={"labels": data.labels, "train_sha256": data.files[0].sha256, "train_rows": len(data.train),
                          "class_weights": settings.class_weights, "max_train_rows": settings.max_train_rows,
                          "label_smoothing": settings.label_smoothing, "ordinal_loss": settings.ordinal_loss,
-                         "pooling": settings.pooling},
+                         "pooling": settings.pooling,
+                         **({"rdrop": settings.rdrop} if settings.rdrop else {})},  # older checkpoints still resume
             report=render_data_report(data, full_lengths, max_seq_length),
             files=[{"path": f.path, "sha256": f.sha256, "rows": f.rows, "role": "train" if i == 0 else "validation"}
                    for i, f in enumerate(data.files)],
@@ -246,7 +251,8 @@ class TextClassification(Task):
 
     @staticmethod
     def loss(settings: TextClassificationData, label_ids, labels: list):
-        """Per-example cross-entropy, optionally class-balanced and label-smoothed, plus the ordinal term."""
+        """Per-example cross-entropy, optionally class-balanced and label-smoothed, plus the ordinal term; with
+        R-Drop, the mean of both passes' losses plus the weighted symmetric KL divergence between them."""
         import torch
 
         n_labels = len(labels)
@@ -258,14 +264,22 @@ class TextClassification(Task):
 
         def step(model, batch):
             inputs = {k: v for k, v in batch.items() if k != "labels"}
-            scores = model(**inputs).logits.float()  # (B, num_labels)
+            targets = batch["labels"]
+            if settings.rdrop:  # both passes in one forward: each row draws its own dropout masks
+                inputs = {k: torch.cat([v, v]) for k, v in inputs.items()}
+                targets = torch.cat([targets, targets])
+            scores = model(**inputs).logits.float()  # (B, num_labels), or (2B, num_labels) with R-Drop
             loss = torch.nn.functional.cross_entropy(
-                scores, batch["labels"], reduction="none", label_smoothing=settings.label_smoothing,
+                scores, targets, reduction="none", label_smoothing=settings.label_smoothing,
                 weight=None if weight is None else weight.to(scores.device))  # (B,)
             if values is not None:
                 steps = values.to(scores.device)
                 expected = scores.softmax(-1) @ steps  # (B,)
-                loss = loss + settings.ordinal_loss * (expected - steps[batch["labels"]]) ** 2
+                loss = loss + settings.ordinal_loss * (expected - steps[targets]) ** 2
+            if settings.rdrop:
+                first, second = scores.log_softmax(-1).chunk(2)  # (B, num_labels) each
+                divergence = ((first.exp() - second.exp()) * (first - second)).sum(-1) / 2  # (KL(1|2) + KL(2|1)) / 2
+                loss = loss.view(2, -1).mean(0) + settings.rdrop * divergence
             return loss
 
         return step
