@@ -271,10 +271,10 @@ class TextClassification(Task):
             scores = model(**inputs).logits.float()  # (B, num_labels), or (2B, num_labels) with R-Drop
             loss = torch.nn.functional.cross_entropy(
                 scores, targets, reduction="none", label_smoothing=settings.label_smoothing,
-                weight=None if weight is None else weight.to(scores.device))  # (B,)
+                weight=None if weight is None else weight.to(scores.device))  # (B,), or (2B,)
             if values is not None:
                 steps = values.to(scores.device)
-                expected = scores.softmax(-1) @ steps  # (B,)
+                expected = scores.softmax(-1) @ steps  # (B,), or (2B,)
                 loss = loss + settings.ordinal_loss * (expected - steps[targets]) ** 2
             if settings.rdrop:
                 first, second = scores.log_softmax(-1).chunk(2)  # (B, num_labels) each
