@@ -200,3 +200,18 @@ def test_the_cls_only_layer_reads_every_mask_form():
     answers = [cls_only_layer(last, hidden, mask) for mask in (padding, square, additive)]
     assert torch.allclose(answers[0], answers[1]) and torch.allclose(answers[1], answers[2], atol=1e-6)
     assert not torch.allclose(cls_only_layer(last, hidden, None), answers[0], atol=1e-4)  # the mask matters
+
+
+def test_a_cuda_device_takes_cudnn_out_of_attention_and_a_cpu_leaves_it():
+    """cuDNN builds an attention plan per (batch, length) shape, and padded batches vary in length."""
+    from nlpforge.models.attention import attention_for_varying_lengths
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        attention_for_varying_lengths("cpu")
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        attention_for_varying_lengths(torch.device("cuda", 0))  # a setting only: no GPU is touched
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)

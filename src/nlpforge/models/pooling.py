@@ -80,6 +80,7 @@ def cls_pooled_classifier():
     layer. Calls that ask for more than logits (labels, attentions, hidden states), and forwards watched by
     hooks on the last layer (the Debugger's), take the full forward."""
     from transformers import BertForSequenceClassification as TransformersBertForSequenceClassification
+    from transformers.masking_utils import create_bidirectional_mask
     from transformers.modeling_outputs import SequenceClassifierOutput
 
     # Named as its base so that config.json says "BertForSequenceClassification", which it is: plain
@@ -88,15 +89,15 @@ def cls_pooled_classifier():
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
             full = (labels is not None or input_ids is None or kwargs.get("return_dict") is False
                     or any(value for key, value in kwargs.items() if key != "return_dict")
-                    or self.config.add_cross_attention or self.bert.pooler is None
+                    or self.config.add_cross_attention or self.config.is_decoder or self.bert.pooler is None
                     or any(m._forward_hooks or m._forward_pre_hooks for m in self.bert.encoder.layer[-1].modules()))
             if full:
                 return super().forward(input_ids=input_ids, attention_mask=attention_mask,
                                        token_type_ids=token_type_ids, labels=labels, **kwargs)
             bert = self.bert
             hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # (B, T, H)
-            mask, _ = bert._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
-                                                   embedding_output=hidden, encoder_hidden_states=None, cache=None)
+            # the public mask builder: the same in transformers 5.17 and 5.24, where BertModel's private one is not
+            mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
             *lower, last = bert.encoder.layer
             for layer in lower:
                 hidden = layer(hidden, mask)

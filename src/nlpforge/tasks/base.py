@@ -301,9 +301,12 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
             if backend == "torch":
                 import torch
 
+                from nlpforge.models.attention import attention_for_varying_lengths
+
                 if threads:
                     torch.set_num_threads(threads)
                 loaded.model = task.load_weights(folder).to(device).eval()
+                attention_for_varying_lengths(device)  # requests vary in length: no cuDNN plan per shape
             else:
                 from nlpforge.models.onnx import open_session
 

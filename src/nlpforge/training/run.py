@@ -26,6 +26,7 @@ import torch
 from nlpforge import tasks
 from nlpforge.errors import ConfigError, DataError, NlpforgeError
 from nlpforge.models import artifact
+from nlpforge.models.attention import attention_for_varying_lengths
 from nlpforge.models.dropout import use_cpu_dropout
 from nlpforge.models.registry import freeze_lowest_layers, load_tokenizer, resolve_base
 from nlpforge.settings import check_device, check_writable, from_flat, to_flat
@@ -159,6 +160,7 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
                           "model from scratch on this tokenizer (e.g. --model bert-mini)")
     freeze_lowest_layers(model, job.model.freeze_layers)
     model.to(device)
+    attention_for_varying_lengths(device)  # no cuDNN attention plan per batch length on a GPU
     if device.type == "cpu":
         use_cpu_dropout(model)  # dropout masks a quarter of the generator calls (nlpforge.models.dropout)
     log(data.report)
