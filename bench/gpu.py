@@ -111,10 +111,20 @@ def train(data: Path, output: Path, model: str, precision: str, device: str, ste
     meta = json.loads((output / "nlpforge.json").read_text())
     metrics = meta["metrics"]
     return {"samples_per_second": metrics["train_samples"] / max(metrics["train_seconds"], 1e-9),
+            "steady_samples_per_second": steady_rate(output),
             "train_samples": metrics["train_samples"], "padded_tokens": metrics["padded_tokens"],
             "train_seconds": metrics["train_seconds"], "wall_seconds": time.perf_counter() - started,
             "precision": meta.get("precision"), "accuracy": metrics.get("accuracy"),
             "loss": (meta.get("history") or [{}])[-1].get("train_loss")}
+
+
+def steady_rate(output: Path) -> float | None:
+    """samples/s after the first 10 steps (metrics.jsonl's windows of `log_every` steps, the first left out):
+    a GPU's first steps load kernels and build cuBLAS handles, a second or so that a short run's mean counts."""
+    found = [output / "metrics.jsonl", output.with_name(f"{output.name}.training") / "metrics.jsonl"]
+    lines = next((p.read_text().splitlines() for p in found if p.exists()), [])
+    rates = [r["samples_per_second"] for r in map(json.loads, lines) if "samples_per_second" in r][1:]
+    return len(rates) / sum(1 / r for r in rates) if rates else None  # equal windows: the harmonic mean
 
 
 def bases() -> tuple[str, str | None, str]:
@@ -167,16 +177,18 @@ def amp(data: Path, work: Path, device: str, models: list[str], precisions: list
             runs[precision] = run
             print(f"amp {name} {precision}: {run.get('samples_per_second', run.get('error'))}", flush=True)
         base = runs.get("fp32", {}).get("samples_per_second")
+        steady = runs.get("fp32", {}).get("steady_samples_per_second")
         for precision, run in runs.items():
             if base and "samples_per_second" in run:
                 run["speedup_vs_fp32"] = run["samples_per_second"] / base
+            if steady and run.get("steady_samples_per_second"):
+                run["steady_speedup_vs_fp32"] = run["steady_samples_per_second"] / steady
         results[name] = runs
     return results
 
 
 def paths(data: Path, work: Path, device: str, model: str, steps: int, batch: int, length: int,
-          amp_runs: dict) -> dict:
-    import torch
+          amp_runs: dict, resume: bool = True) -> dict:
     from safetensors.torch import load_file
 
     checks = {}
@@ -190,6 +202,9 @@ def paths(data: Path, work: Path, device: str, model: str, steps: int, batch: in
     else:
         checks["gradscaler_fp16"] = {"ok": "fp16 needs a CUDA GPU" in " ".join(fp16.get("error", [])),
                                      "note": "dry run: fp16 must be refused on CPU with a clear error", **fp16}
+    if not resume:
+        checks["resume_bit_exact"] = {"ok": None, "skipped": "--skip-resume"}
+        return checks | nccl(data, work, device, model, steps, batch, length)
     half = max(1, steps // 2)
     checkpoints = work / "resume-checkpoints"
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -207,13 +222,17 @@ def paths(data: Path, work: Path, device: str, model: str, steps: int, batch: in
         b = load_file(str(work / "resume-resumed" / "model.safetensors"))
         gap = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
         checks["resume_bit_exact"] = {"ok": gap == 0.0, "max_difference": gap, "resumed_at_step": half}
+    return checks | nccl(data, work, device, model, steps, batch, length)
+
+
+def nccl(data: Path, work: Path, device: str, model: str, steps: int, batch: int, length: int) -> dict:
+    import torch
+
     gpus = torch.cuda.device_count() if device == "cuda" else 0
     if gpus > 1:
         run = train(data, work / "nccl", model, "bf16", device, steps, batch, length, "--nproc", "2")
-        checks["nccl"] = {"ok": "error" not in run, **run}
-    else:
-        checks["nccl"] = {"ok": None, "skipped": f"{gpus} GPU(s): NCCL needs at least 2"}
-    return checks
+        return {"nccl": {"ok": "error" not in run, **run}}
+    return {"nccl": {"ok": None, "skipped": f"{gpus} GPU(s): NCCL needs at least 2"}}
 
 
 def serving(data: Path, work: Path, device: str, folder: Path, seconds: float, concurrency: int = 32) -> dict:
@@ -264,6 +283,9 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="folder with train.csv and validation.csv")
     parser.add_argument("--out", default=str(HERE / "results" / "gpu.json"))
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per training step (full configuration)")
+    parser.add_argument("--skip-resume", action="store_true", help="leave out the bit-exact resume check (two runs)")
+    parser.add_argument("--serve-seconds", type=float, default=None, help="load per serving arm (default 15; 3 dry)")
     args = parser.parse_args()
     if args.prepare:
         prepare(Path(args.prepare) / "data")
@@ -285,10 +307,10 @@ def main() -> None:
             prepare(data, rows=200 if args.dry_run else 4000)
         minilm, tokenizer, note = bases()
         if args.dry_run:
-            models, precisions, steps, batch, length, size = ["bert-tiny"], ["fp32", "bf16", "fp16"], 4, 8, 32, 256
+            models, precisions, steps, batch, length, size = ["bert-tiny"], ["fp32", "bf16", "fp16"], 24, 8, 32, 256
         else:
             models, precisions, steps, batch, length, size = ([minilm, "bert-base"], ["fp32", "bf16", "fp16"],
-                                                              args.steps, 32, 128, 8192)
+                                                              args.steps, args.batch_size, 128, 8192)
         shown = torch.cuda.get_device_name(0) if device == "cuda" else "cpu (dry run)" if args.dry_run else "cpu"
         report = {"device": shown,
                   "torch": torch.__version__, "dry_run": args.dry_run, "steps": steps, "batch_size": batch,
@@ -299,8 +321,11 @@ def main() -> None:
         report["matmul_tflops"] = {p: r / 1e12 for p, r in rates.items()}
         report["amp"] = amp(data, work, device, models, precisions, steps, batch, length, rates, tokenizer)
         first = Path(models[0]).name
-        report["paths"] = paths(data, work, device, models[0], steps, batch, length, report["amp"][first])
-        report["serving"] = serving(data, work, device, work / "resume-full", seconds=3 if args.dry_run else 15)
+        report["paths"] = paths(data, work, device, models[0], steps, batch, length, report["amp"][first],
+                                resume=not args.skip_resume)
+        served = work / "resume-full" if (work / "resume-full").exists() else work / f"{first}-fp32"
+        seconds = args.serve_seconds or (3 if args.dry_run else 15)
+        report["serving"] = serving(data, work, device, served, seconds=seconds)
     report["seconds"] = time.perf_counter() - started
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -313,8 +338,10 @@ def main() -> None:
     for model, runs in report["amp"].items():
         for precision, run in runs.items():
             if "samples_per_second" in run:
+                steady = run.get("steady_samples_per_second") or 0
                 print(f"  {model:10} {precision}: {run['samples_per_second']:8.1f} samples/s, "
-                      f"x{run.get('speedup_vs_fp32', 0):.2f} vs fp32, MFU {100 * run['mfu_vs_fp32_peak']:.1f}% of fp32 "
+                      f"x{run.get('speedup_vs_fp32', 0):.2f} vs fp32 (after step 10: {steady:.1f}, "
+                      f"x{run.get('steady_speedup_vs_fp32', 0):.2f}), MFU {100 * run['mfu_vs_fp32_peak']:.1f}% of fp32 "
                       f"peak, {100 * run['mfu_vs_own_peak']:.1f}% of its own")
     for name, check in report["paths"].items():
         print(f"  {name}: {check.get('ok')}" + (f" ({check['skipped']})" if "skipped" in check else ""))

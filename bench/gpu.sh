@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NLPFORGE_TR
 # then records why it was skipped).
 WHEELS="seqeval==1.2.2 sklearn-crfsuite==0.5.0 python-crfsuite==0.9.12 fastapi==0.165.0 starlette==1.10.0
         uvicorn==0.54.0 pydantic==2.14.4 pydantic-core==2.50.5 python-multipart==0.0.34 annotated-types==0.8.0
-        typing-inspection==0.4.5"
+        typing-inspection==0.4.5 opentelemetry-api==1.45.2"
 
 if [ "${1:-}" = "--prepare" ]; then
     .venv/bin/python bench/gpu.py --prepare .gpu
