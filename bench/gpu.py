@@ -189,8 +189,6 @@ def amp(data: Path, work: Path, device: str, models: list[str], precisions: list
 
 def paths(data: Path, work: Path, device: str, model: str, steps: int, batch: int, length: int,
           amp_runs: dict, resume: bool = True) -> dict:
-    from safetensors.torch import load_file
-
     checks = {}
     bf16 = amp_runs.get("bf16", {})
     checks["autocast_bf16"] = {"ok": bf16.get("precision") == "bf16" and "error" not in bf16, **bf16}
@@ -202,9 +200,16 @@ def paths(data: Path, work: Path, device: str, model: str, steps: int, batch: in
     else:
         checks["gradscaler_fp16"] = {"ok": "fp16 needs a CUDA GPU" in " ".join(fp16.get("error", [])),
                                      "note": "dry run: fp16 must be refused on CPU with a clear error", **fp16}
-    if not resume:
-        checks["resume_bit_exact"] = {"ok": None, "skipped": "--skip-resume"}
-        return checks | nccl(data, work, device, model, steps, batch, length)
+    checks["resume_bit_exact"] = (resume_bit_exact(data, work, device, model, steps, batch, length) if resume
+                                  else {"ok": None, "skipped": "--skip-resume"})
+    checks["nccl"] = nccl(data, work, device, model, steps, batch, length)
+    return checks
+
+
+def resume_bit_exact(data: Path, work: Path, device: str, model: str, steps: int, batch: int, length: int) -> dict:
+    """A run resumed from its own middle checkpoint must end with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
     half = max(1, steps // 2)
     checkpoints = work / "resume-checkpoints"
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -216,13 +221,11 @@ def paths(data: Path, work: Path, device: str, model: str, steps: int, batch: in
                     "--resume", str(middle), "--checkpoint-dir", str(work / "resume-checkpoints-2"),
                     "--checkpoint-every", str(half), "--dropout", "0.1")
     if "error" in full or "error" in resumed:
-        checks["resume_bit_exact"] = {"ok": False, "full": full, "resumed": resumed}
-    else:
-        a = load_file(str(work / "resume-full" / "model.safetensors"))
-        b = load_file(str(work / "resume-resumed" / "model.safetensors"))
-        gap = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-        checks["resume_bit_exact"] = {"ok": gap == 0.0, "max_difference": gap, "resumed_at_step": half}
-    return checks | nccl(data, work, device, model, steps, batch, length)
+        return {"ok": False, "full": full, "resumed": resumed}
+    a = load_file(str(work / "resume-full" / "model.safetensors"))
+    b = load_file(str(work / "resume-resumed" / "model.safetensors"))
+    gap = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    return {"ok": gap == 0.0, "max_difference": gap, "resumed_at_step": half}
 
 
 def nccl(data: Path, work: Path, device: str, model: str, steps: int, batch: int, length: int) -> dict:
@@ -231,8 +234,8 @@ def nccl(data: Path, work: Path, device: str, model: str, steps: int, batch: int
     gpus = torch.cuda.device_count() if device == "cuda" else 0
     if gpus > 1:
         run = train(data, work / "nccl", model, "bf16", device, steps, batch, length, "--nproc", "2")
-        return {"nccl": {"ok": "error" not in run, **run}}
-    return {"nccl": {"ok": None, "skipped": f"{gpus} GPU(s): NCCL needs at least 2"}}
+        return {"ok": "error" not in run, **run}
+    return {"ok": None, "skipped": f"{gpus} GPU(s): NCCL needs at least 2"}
 
 
 def serving(data: Path, work: Path, device: str, folder: Path, seconds: float, concurrency: int = 32) -> dict:
