@@ -13,7 +13,7 @@ Each stage's result is kept in bench/results/pretraining.json, so a rerun contin
 stopped. Run it alone on the machine (`uptime` first): the budgets are wall-clock.
 
     .venv/bin/python bench/pretraining.py [--pretrain-minutes 60] [--adapt-minutes 25] [--seeds 3] [--adapt-seeds 3]
-                                          [--skip-adaptation]
+                                          [--fine-tune-epochs 4] [--skip-adaptation]
 """
 import argparse
 import json
@@ -118,9 +118,12 @@ def fine_tune(name: str, model: str, seeds: int, results: dict, tokenizer: str |
             text_column=["review_body"], label_column="star_rating", model=model, tokenizer=tokenizer,
             output=str(WORK / f"{name}-{seed}"), overwrite=True, seed=seed, progress=False, log_every=0, **settings),
             log=lambda *_: None)
+        rows = [json.loads(line) for line in (WORK / f"{name}-{seed}" / "metrics.jsonl").read_text().splitlines()]
         runs.append({"seed": seed, "accuracy": result.metrics["validation_accuracy"],
                      "macro_f1": result.metrics["validation_macro_f1"], "best_epoch": result.metrics["best_epoch"],
-                     "wall_seconds": time.perf_counter() - started})
+                     "wall_seconds": time.perf_counter() - started,
+                     "per_epoch": [(r["epoch"], r["validation_accuracy"], r["validation_macro_f1"])
+                                   for r in rows if "validation_accuracy" in r]})
         print(f"{name} seed {seed}: {runs[-1]}", flush=True)
         save_results(results)
     return summary(runs)
@@ -134,7 +137,8 @@ def summary(runs: list) -> dict:
     return out
 
 
-def print_bert_mini(results: dict, scratch: dict, pretrained: dict, random_init: dict, seeds: int) -> None:
+def print_bert_mini(results: dict, scratch: dict, pretrained: dict, random_init: dict, seeds: int,
+                    suffix: str = "") -> None:
     m = scratch["metrics"]
     print(f"\nmachine: {results['machine']}")
     print(f"bert-mini from scratch, MLM + NSP: {scratch['steps']:,} steps in {scratch['train_seconds'] / 60:.0f} min, "
@@ -147,7 +151,7 @@ def print_bert_mini(results: dict, scratch: dict, pretrained: dict, random_init:
               f"{row['macro_f1'][0]:.3f} ± {row['macro_f1'][1]:.3f} |")
     gain = pretrained["accuracy"][0] - random_init["accuracy"][0]
     print(f"\npre-training vs random initialisation: {100 * gain:+.1f} points of accuracy (goal: +5)")
-    results.setdefault("summary", {})["pretraining_gain"] = gain
+    results.setdefault("summary", {})[f"pretraining_gain{suffix}"] = gain
     save_results(results)
 
 
@@ -157,6 +161,8 @@ def main():
     parser.add_argument("--adapt-minutes", type=float, default=25)
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds for the bert-mini comparison")
     parser.add_argument("--adapt-seeds", type=int, default=3, help="fine-tuning seeds for the MiniLM comparison")
+    parser.add_argument("--fine-tune-epochs", type=int, default=4,
+                        help="epochs of each bert-mini star-rating fine-tune (both arms; the best epoch counts)")
     parser.add_argument("--skip-adaptation", action="store_true", help="only the bert-mini comparison")
     args = parser.parse_args()
     missing = [str(p) for p in CORPUS if not p.exists()]
@@ -177,14 +183,15 @@ def main():
     scratch = pretrain("bert-mini-pretrained", args.pretrain_minutes, results, corpus=[str(p) for p in CORPUS],
                        model="bert-mini", tokenizer=str(tokenizer), batch_size=32, max_seq_length=128,
                        learning_rate=5e-4, warmup_ratio=0.06, weight_decay=0.01, max_eval_instances=1000)
-    small = dict(epochs=4, learning_rate=2e-4, batch_size=32, max_seq_length=128)
-    pretrained = fine_tune("stars-from-pretrained-bert-mini", str(WORK / "bert-mini-pretrained"), args.seeds,
+    small = dict(epochs=args.fine_tune_epochs, learning_rate=2e-4, batch_size=32, max_seq_length=128)
+    suffix = "" if args.fine_tune_epochs == 4 else f"-{args.fine_tune_epochs}-epochs"  # 4: the first runs' names
+    pretrained = fine_tune(f"stars-from-pretrained-bert-mini{suffix}", str(WORK / "bert-mini-pretrained"), args.seeds,
                            results, **small)
-    random_init = fine_tune("stars-from-random-bert-mini", "bert-mini", args.seeds, results, tokenizer=str(tokenizer),
-                            **small)
+    random_init = fine_tune(f"stars-from-random-bert-mini{suffix}", "bert-mini", args.seeds, results,
+                            tokenizer=str(tokenizer), **small)
 
     if args.skip_adaptation:
-        print_bert_mini(results, scratch, pretrained, random_init, args.seeds)
+        print_bert_mini(results, scratch, pretrained, random_init, args.seeds, suffix)
         return
     adapted = pretrain("minilm-adapted", args.adapt_minutes, results, corpus=[str(p) for p in IN_DOMAIN],
                        model="minilm-l6", nsp=False, batch_size=32, max_seq_length=128, learning_rate=5e-5,
@@ -213,7 +220,7 @@ def main():
     adaptation = from_adapted["accuracy"][0] - from_plain["accuracy"][0]
     print(f"\npre-training vs random initialisation: {100 * gain:+.1f} points of accuracy (goal: +5)")
     print(f"domain adaptation vs plain MiniLM: {100 * adaptation:+.1f} points of accuracy")
-    results["summary"] = {"pretraining_gain": gain, "adaptation_gain": adaptation}
+    results["summary"] = {f"pretraining_gain{suffix}": gain, "adaptation_gain": adaptation}
     save_results(results)
 
 
