@@ -118,12 +118,11 @@ def fine_tune(name: str, model: str, seeds: int, results: dict, tokenizer: str |
             text_column=["review_body"], label_column="star_rating", model=model, tokenizer=tokenizer,
             output=str(WORK / f"{name}-{seed}"), overwrite=True, seed=seed, progress=False, log_every=0, **settings),
             log=lambda *_: None)
-        rows = [json.loads(line) for line in (WORK / f"{name}-{seed}" / "metrics.jsonl").read_text().splitlines()]
         runs.append({"seed": seed, "accuracy": result.metrics["validation_accuracy"],
                      "macro_f1": result.metrics["validation_macro_f1"], "best_epoch": result.metrics["best_epoch"],
                      "wall_seconds": time.perf_counter() - started,
                      "per_epoch": [(r["epoch"], r["validation_accuracy"], r["validation_macro_f1"])
-                                   for r in rows if "validation_accuracy" in r]})
+                                   for r in result.history if "validation_accuracy" in r]})
         print(f"{name} seed {seed}: {runs[-1]}", flush=True)
         save_results(results)
     return summary(runs)
