@@ -7,7 +7,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from nlpforge.models.dropout import ATTENTION, CpuDropout, cpu_dropout_attention, drop, use_cpu_dropout
-from nlpforge.models.pooling import cls_pooled_classifier
+from nlpforge.models.pooling import cls_pooled_classifier, cls_pooled_mpnet_classifier
 
 
 def tiny_config(attention: str = "sdpa", dropout: float = 0.0) -> BertConfig:
@@ -35,10 +35,7 @@ def twins(config) -> tuple:
     return plain, fast
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_the_cls_only_last_layer_gives_the_full_forwards_logits_and_gradients(attention):
-    plain, fast = twins(tiny_config(attention))
-    batch = padded_batch()
+def assert_same_logits_and_gradients(plain, fast, batch: dict) -> None:
     for model in (plain, fast):
         model.train()  # dropout is 0 here, so training mode must agree too
         model(**batch).logits.square().sum().backward()
@@ -47,6 +44,33 @@ def test_the_cls_only_last_layer_gives_the_full_forwards_logits_and_gradients(at
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
     no_mask = {"input_ids": batch["input_ids"]}
     assert torch.allclose(fast(**no_mask).logits, plain(**no_mask).logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_the_cls_only_last_layer_gives_the_full_forwards_logits_and_gradients(attention):
+    assert_same_logits_and_gradients(*twins(tiny_config(attention)), padded_batch())
+
+
+def mpnet_twins(dropout: float = 0.0) -> tuple:
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    config = MPNetConfig(vocab_size=60, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                         intermediate_size=64, num_labels=5, hidden_dropout_prob=dropout,
+                         attention_probs_dropout_prob=dropout)
+    torch.manual_seed(0)
+    plain = MPNetForSequenceClassification(config)
+    fast = cls_pooled_mpnet_classifier()(config)
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast
+
+
+def test_the_mpnet_cls_only_last_layer_gives_the_full_forwards_logits_and_gradients():
+    plain, fast = mpnet_twins()
+    batch = {k: v for k, v in padded_batch().items() if k != "token_type_ids"}
+    assert_same_logits_and_gradients(plain, fast, batch)
+    labels = torch.tensor([0, 1, 2, 3])  # what asks for more than logits takes the full forward
+    assert torch.allclose(fast(**batch, labels=labels).loss, plain(**batch, labels=labels).loss)
+    assert type(fast).__name__ == "MPNetForSequenceClassification"  # config.json names transformers' own class
 
 
 def test_what_the_cls_only_path_skips_is_real_work():
@@ -59,6 +83,12 @@ def test_what_the_cls_only_path_skips_is_real_work():
             model(**padded_batch())
         flops.append(counter.get_total_flops())
     # 3 layers, 11 positions: the last layer's queries, output and feed-forward for 10 of them are skipped
+    assert flops[1] < 0.8 * flops[0]
+    flops = []
+    for model in mpnet_twins():
+        with FlopCounterMode(display=False) as counter:
+            model(input_ids=padded_batch()["input_ids"], attention_mask=padded_batch()["attention_mask"])
+        flops.append(counter.get_total_flops())
     assert flops[1] < 0.8 * flops[0]
 
 

@@ -48,30 +48,41 @@ def mean_pooled_classifier():
     return BertMeanPooledForSequenceClassification
 
 
-def cls_only_layer(layer, hidden, mask):
-    """A transformers BertLayer's forward for the first position's query only: (B, T, H) -> (B, 1, H).
-
-    `mask` is the encoder's attention mask as BertModel makes it (None, (B, 1, 1 or T, T) boolean or
-    additive, or a (B, T) padding mask). One query's attention is computed here with plain matmuls:
-    PyTorch's fused CPU kernel splits a single query's keys between threads, so its answer would depend
-    on the thread count."""
+def first_query_context(hidden, mask, query, key, value, heads: int, scale, dropout, bias=None):
+    """The first position's attention context, (B, T, H) -> (B, 1, H): its query against every key, with plain
+    matmuls. PyTorch's fused CPU kernel splits a single query's keys between threads, so its answer would depend
+    on the thread count. `mask` is the encoder's attention mask (None, (B, 1, 1 or T, T) boolean or additive, or
+    a (B, T) padding mask); `scale` scales the raw scores as the layer does; `bias` (B, heads, T, T) is added
+    to them (MPNet's relative positions)."""
     import torch
 
     from nlpforge.models.attention import masked_softmax
 
-    attention = layer.attention.self
-    first = hidden[:, :1]                                                         # (B, 1, H)
-    heads = (hidden.shape[0], -1, attention.num_attention_heads, attention.attention_head_size)
-    query = attention.query(first).view(heads).transpose(1, 2)                    # (B, heads, 1, d)
-    key = attention.key(hidden).view(heads).transpose(1, 2)                       # (B, heads, T, d)
-    value = attention.value(hidden).view(heads).transpose(1, 2)
-    scores = torch.matmul(query, key.transpose(2, 3)) * attention.scaling         # (B, heads, 1, T)
+    first = hidden[:, :1]
+    shape = (hidden.shape[0], -1, heads, hidden.shape[-1] // heads)
+    q = query(first).view(shape).transpose(1, 2)                                  # (B, heads, 1, d)
+    k = key(hidden).view(shape).transpose(1, 2)                                   # (B, heads, T, d)
+    v = value(hidden).view(shape).transpose(1, 2)
+    scores = scale(torch.matmul(q, k.transpose(-1, -2)))                          # (B, heads, 1, T)
+    if bias is not None:
+        scores = scores + bias[:, :, :1]
     if mask is not None:
         # the first query's row; a (B, T) padding mask (flash attention's) becomes (B, 1, 1, T)
         mask = mask[:, :, :1] if mask.dim() == 4 else mask[:, None, None, :].bool()
-    probabilities = attention.dropout(masked_softmax(scores, mask))               # a no-op in eval mode
-    context = torch.matmul(probabilities, value).transpose(1, 2).reshape(hidden.shape[0], 1, -1)  # (B, 1, H)
-    return layer.feed_forward_chunk(layer.attention.output(context, first))
+    probabilities = dropout(masked_softmax(scores, mask))                         # a no-op in eval mode
+    return torch.matmul(probabilities, v).transpose(1, 2).reshape(hidden.shape[0], 1, -1)
+
+
+def cls_only_layer(layer, hidden, mask):
+    """A transformers BertLayer's forward for the first position's query only: (B, T, H) -> (B, 1, H).
+
+    `mask` is the encoder's attention mask as BertModel makes it (None, (B, 1, 1 or T, T) boolean or
+    additive, or a (B, T) padding mask)."""
+    attention = layer.attention.self
+    context = first_query_context(hidden, mask, attention.query, attention.key, attention.value,
+                                  attention.num_attention_heads, lambda scores: scores * attention.scaling,
+                                  attention.dropout)
+    return layer.feed_forward_chunk(layer.attention.output(context, hidden[:, :1]))
 
 
 @functools.cache
@@ -106,3 +117,45 @@ def cls_pooled_classifier():
             return SequenceClassifierOutput(logits=logits)
 
     return BertForSequenceClassification
+
+
+def cls_only_mpnet_layer(layer, hidden, mask, position_bias):
+    """A transformers MPNetLayer's forward for the first position's query only: (B, T, H) -> (B, 1, H).
+
+    `mask` is MPNetModel's attention mask (None, or (B, 1, 1 or T, T) boolean or additive) and
+    `position_bias` the encoder's relative-position bias, (B, heads, T, T)."""
+    attention = layer.attention.attn
+    root = attention.attention_head_size ** 0.5
+    context = first_query_context(hidden, mask, attention.q, attention.k, attention.v, attention.num_attention_heads,
+                                  lambda scores: scores / root, attention.dropout, position_bias)
+    attended = layer.attention.LayerNorm(layer.attention.dropout(attention.o(context)) + hidden[:, :1])
+    return layer.output(layer.intermediate(attended), attended)
+
+
+@functools.cache
+def cls_pooled_mpnet_classifier():
+    """transformers' MPNetForSequenceClassification (its name, weights and config), whose head reads the first
+    position only, with the [CLS]-only last layer, as `cls_pooled_classifier` is for BERT."""
+    from transformers import MPNetForSequenceClassification as TransformersMPNetForSequenceClassification
+    from transformers.masking_utils import create_bidirectional_mask
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class MPNetForSequenceClassification(TransformersMPNetForSequenceClassification):
+        def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+            full = (labels is not None or input_ids is None or kwargs.get("return_dict") is False
+                    or any(value is not None and value is not False for key, value in kwargs.items()
+                           if key != "return_dict")
+                    or any(m._forward_hooks or m._forward_pre_hooks for m in self.mpnet.encoder.layer[-1].modules()))
+            if full:
+                return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+            mpnet = self.mpnet
+            hidden = mpnet.embeddings(input_ids=input_ids)                                     # (B, T, H)
+            mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+            bias = mpnet.encoder.compute_position_bias(hidden)                                 # (B, heads, T, T)
+            *lower, last = mpnet.encoder.layer
+            for layer in lower:
+                hidden = layer(hidden, mask, bias)[0]
+            first = cls_only_mpnet_layer(last, hidden, mask, bias)                             # (B, 1, H)
+            return SequenceClassifierOutput(logits=self.classifier(first))                     # (B, num_labels)
+
+    return MPNetForSequenceClassification
