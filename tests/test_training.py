@@ -10,7 +10,8 @@ from conftest import classifier_job, toy_rows, train_classifier
 from nlpforge import load
 from nlpforge.data.batching import CALL_TOKENS, inference_batches, length_grouped_batches, pad_batch
 from nlpforge.errors import ArtifactError, ConfigError
-from nlpforge.models.registry import build_model, freeze_lowest_layers, load_tokenizer, resolve_base
+from nlpforge.models.frozen import freeze_lowest_layers
+from nlpforge.models.registry import build_model, load_tokenizer, resolve_base
 
 
 def test_tiny_model_learns_the_toy_task(tiny_model):
@@ -252,7 +253,10 @@ def test_a_task_brings_its_own_defaults_for_engine_settings(monkeypatch):
     from nlpforge.training.settings import TrainArgs, job_class
 
     job = classifier_job(train="t.csv", output="o")
-    assert {name: getattr(job.train, name) for name in TASK.defaults} == TASK.defaults
+    settings = {**vars(job.model), **vars(job.train)}  # the defaults span groups: the base model and the training
+    assert {name: settings[name] for name in TASK.defaults} == TASK.defaults
+    other_model = job_class("token-classification").of(train="t.conll", output="o").model
+    assert (job.model.model, other_model.model) == ("mpnet-base", "minilm-l6")
     assert classifier_job(train="t.csv", output="o", epochs=5, layer_lr_decay=1.0).train.epochs == 5
     other = job_class("token-classification").of(train="t.conll", output="o")
     assert (other.train.epochs, other.train.learning_rate) == (TrainArgs().epochs, TrainArgs().learning_rate)

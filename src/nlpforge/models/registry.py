@@ -211,18 +211,3 @@ def build_model(base: BaseModel, model_class, tokenizer, max_seq_length: int = 5
                              pad_token_id=tokenizer.pad_token_id or 0, **base.scratch_config, **config, **overrides)
         # An Auto class builds from a config; a model class is built by calling it.
         return cls.from_config(scratch) if hasattr(cls, "from_config") else cls(scratch)
-
-
-def freeze_lowest_layers(model, count: int) -> None:
-    """Freeze the embeddings and the lowest `count` encoder layers (SageMaker's `freeze_bert_layer`)."""
-    if count <= 0:
-        return
-    encoder = model.base_model
-    layers = encoder.encoder.layer
-    if count > len(layers):
-        raise ConfigError(f"freeze-layers is {count} but the model has {len(layers)} layers")
-    for parameter in encoder.embeddings.parameters():
-        parameter.requires_grad = False
-    for layer in layers[:count]:
-        for parameter in layer.parameters():
-            parameter.requires_grad = False

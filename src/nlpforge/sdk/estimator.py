@@ -433,7 +433,7 @@ class BuiltinEstimator(Estimator):
 
     task = ""
 
-    def __init__(self, base_model: str = "minilm-l6", hyperparameters: dict | None = None, **settings):
+    def __init__(self, base_model: str | None = None, hyperparameters: dict | None = None, **settings):
         from nlpforge import tasks
         from nlpforge.settings import leaf_fields
         from nlpforge.training.settings import job_class
@@ -443,7 +443,8 @@ class BuiltinEstimator(Estimator):
         self.data_channels = self.contract.channels
         owned = {"output", *self.data_channels.values()}  # set by fit from the channels and the job folder
         self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned
-        hyperparameters = {"model": base_model, **(hyperparameters or {})}
+        # No base_model: the task's own default (`nlpforge train <task> --help`)
+        hyperparameters = {**({"model": base_model} if base_model else {}), **(hyperparameters or {})}
         if settings.get("rules"):  # Rule.sagemaker(...) objects become the engine's rules setting
             hyperparameters["rules"] = rule_specs(settings["rules"])
         unknown = sorted(str(k) for k in hyperparameters if str(k).replace("-", "_") not in self.known_settings)

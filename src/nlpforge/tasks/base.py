@@ -149,6 +149,9 @@ class Task(ABC):
     max_batch_tokens: int = 1024
     channels: dict = {"train": "train", "validation": "validation", "test": "test"}  # SageMaker channel -> data setting
     defaults: dict = {}                # the task's own defaults for engine settings (its best measured recipe)
+    # Whether a text reaches the model as the same token ids every epoch, so that frozen layers' outputs can be
+    # kept (nlpforge.models.frozen); not where inputs are masked anew each time.
+    same_inputs_every_epoch: bool = True
 
     # --- training -------------------------------------------------------------------------------------
     @abstractmethod

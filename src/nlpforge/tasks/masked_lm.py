@@ -333,6 +333,7 @@ def summarise(outputs: list[dict], prefix: str, nsp: bool) -> dict:
 # --- the task ----------------------------------------------------------------------------------------------
 class MaskedLm(Task):
     name = "masked-lm"
+    same_inputs_every_epoch = False  # new masks every epoch: frozen layers' outputs are not worth keeping
     summary = ("Pre-train a BERT encoder with masked LM and next-sentence prediction, from scratch or on your "
                "domain's text; the model then fills [MASK].")
     settings = MaskedLmData

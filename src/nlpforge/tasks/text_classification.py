@@ -25,7 +25,8 @@ from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, str
 from nlpforge.data.readers import ReadingSettings
 from nlpforge.data.report import render_data_report, token_length_stats
 from nlpforge.errors import ConfigError, DataError, InputError
-from nlpforge.models.pooling import POOLING_KEY, cls_pooled_classifier, mean_pooled_classifier
+from nlpforge.models.pooling import (POOLING_KEY, cls_pooled_classifier, cls_pooled_mpnet_classifier,
+                                     mean_pooled_classifier)
 from nlpforge.settings import Settings, group, setting
 from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, softmax, text_of, truncated_flags
 from nlpforge.tasks.explanations import explain_inputs
@@ -180,6 +181,10 @@ def logits(model, batch) -> dict:
     return {"logits": model(**batch).logits.float()}
 
 
+# The [CLS] classifiers whose last layer computes the [CLS] position only, by model_type.
+_CLS_ONLY = {"bert": cls_pooled_classifier, "mpnet": cls_pooled_mpnet_classifier}
+
+
 class TextClassification(Task):
     name = "text-classification"
     summary = "Fine-tune a BERT-family encoder to classify text or text pairs (e.g. 1-5 star ratings)."
@@ -188,10 +193,12 @@ class TextClassification(Task):
     outputs = {"logits": ("batch",)}
     example_input = "Loved it"
     metrics = ("validation_accuracy", "validation_macro_f1")
-    # The best recipe measured on the flagship (docs/benchmarks.md, "The recipe, lever by lever"): MiniLM-L6 on
-    # 6k reviews at 1e-4, each lower layer learning at 0.8x the one above (2-3 points of validation accuracy
-    # over a single rate), and 3 epochs rather than 2 (+2.6 macro-F1 in 5-fold cross-validation, every fold).
-    defaults = {"epochs": 3, "learning_rate": 1e-4, "batch_size": 16, "layer_lr_decay": 0.8}
+    # The best recipe measured on the flagship within 15 minutes of 2 CPU cores (docs/benchmarks.md, "A larger
+    # base in the time budget"): all-mpnet-base-v2 with its lowest 8 of 12 layers frozen (freeze_layers None:
+    # all but the top 4 of a base deeper than 6 layers), 2 epochs at 5e-5, each lower layer learning at 0.8x
+    # the one above. MiniLM-L6's own best, 3 epochs at 1e-4, is 3-4 points of accuracy below it.
+    defaults = {"model": "mpnet-base", "freeze_layers": None, "epochs": 2, "learning_rate": 5e-5, "batch_size": 16,
+                "layer_lr_decay": 0.8}
 
     # --- training -------------------------------------------------------------------------------------
     def prepare(self, settings: TextClassificationData, tokenizer, *, max_seq_length: int, seed: int,
@@ -293,9 +300,9 @@ class TextClassification(Task):
             check_mean_pooling_base(base)
             log("head: mean of the token vectors (--pooling mean); load the folder with nlpforge.load, since plain "
                 "transformers reads it as a [CLS] classifier")
-        # BERT's [CLS] head as transformers' class, with its last layer computed for [CLS] only (same logits)
-        head = mean_pooled_classifier() if mean else cls_pooled_classifier() if model_type(base) == "bert" \
-            else self.model_class
+        # BERT's and MPNet's [CLS] heads as transformers' classes, with the last layer computed for [CLS] only
+        # (same logits)
+        head = mean_pooled_classifier() if mean else _CLS_ONLY.get(model_type(base), lambda: self.model_class)()
         return build_model(base, head, tokenizer,
                            model_args.max_seq_length, model_args.dropout, num_labels=len(labels),
                            id2label={i: str(label) for i, label in enumerate(labels)},
@@ -308,8 +315,9 @@ class TextClassification(Task):
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
         if config.get(POOLING_KEY) == "mean":
             return mean_pooled_classifier().from_pretrained(str(folder), **options)
-        if config.get("model_type") == "bert" and config.get("architectures") == ["BertForSequenceClassification"]:
-            return cls_pooled_classifier().from_pretrained(str(folder), **options)
+        fast = _CLS_ONLY.get(config.get("model_type"))
+        if fast is not None and config.get("architectures") == [fast().__name__]:
+            return fast().from_pretrained(str(folder), **options)
         return super().load_weights(folder, **options)
 
     def describe_metrics(self, metrics: dict) -> str:

@@ -238,14 +238,20 @@ def sharded_runner(model, world: World, device: torch.device, batch_size: int, p
 
 def fit(model: torch.nn.Module, data: TrainingData, job, fingerprint: dict, *, world: World = World(),
         device: torch.device = torch.device("cpu"), precision: str = "fp32", pad_id: int = 0,
-        log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None) -> LoopState:
+        log: Callable[[str], None] = print, on_step: Callable[[int], None] | None = None,
+        warm: Callable | None = None) -> LoopState:
     """Train `model` on `data` as `job` says; afterwards `model` holds the best epoch's weights.
 
     `fingerprint` is what a checkpoint must match to resume this run; `on_step(step)` is called after
-    every optimizer step (a hook for tests and spot simulation). Raises TrainingInterrupted on SIGTERM,
-    and RuleStopped when a Debugger rule with the stop action finds an issue.
+    every optimizer step (a hook for tests and spot simulation); `warm(batches)`, when given, is handed this
+    rank's batches of the first epoch before training starts, fresh or resumed (frozen layers compute their
+    outputs from them: nlpforge.models.frozen). Raises TrainingInterrupted on SIGTERM, and RuleStopped when a
+    Debugger rule with the stop action finds an issue.
     """
     run = _Run(model, data, job, fingerprint, world, device, precision, pad_id, log, on_step)
+    if warm is not None:
+        warm({k: v.to(device) for k, v in data.collate([data.train[i] for i in shard(b, world)]).items()}
+             for b in run.epoch_batches(0) if len(b) >= world.size)
     try:
         with _StopSignal() as run.stop:
             while run.state.epoch < job.train.epochs and not run.state.stopped_early:

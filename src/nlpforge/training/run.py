@@ -28,7 +28,8 @@ from nlpforge.errors import ConfigError, DataError, NlpforgeError
 from nlpforge.models import artifact
 from nlpforge.models.attention import attention_for_varying_lengths
 from nlpforge.models.dropout import use_cpu_dropout
-from nlpforge.models.registry import freeze_lowest_layers, load_tokenizer, resolve_base
+from nlpforge.models.frozen import TRAINED_ON_TOP, freeze_lowest_layers, frozen_layer_count, frozen_outputs_cached
+from nlpforge.models.registry import load_tokenizer, resolve_base
 from nlpforge.settings import check_device, check_writable, from_flat, to_flat
 from nlpforge.training import distributed
 from nlpforge.training.loop import fit, sharded_runner
@@ -158,7 +159,11 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
         raise ConfigError(f"the tokenizer has {len(tokenizer):,} entries but {job.model.model}'s embeddings have "
                           f"{embeddings:,}; use the model's own tokenizer (leave out --tokenizer), or train a "
                           "model from scratch on this tokenizer (e.g. --model bert-mini)")
-    freeze_lowest_layers(model, job.model.freeze_layers)
+    frozen_layers = frozen_layer_count(model, job.model.freeze_layers, base.pretrained)
+    if job.model.freeze_layers is None and frozen_layers:
+        log(f"freezing the embeddings and the lowest {frozen_layers} of {frozen_layers + TRAINED_ON_TOP} layers: only "
+            f"the top {TRAINED_ON_TOP} train (--freeze-layers 0 trains every layer)")
+    freeze_lowest_layers(model, frozen_layers)
     model.to(device)
     attention_for_varying_lengths(device)  # no cuDNN attention plan per batch length on a GPU
     if device.type == "cpu":
@@ -175,15 +180,22 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
         f"({trainable / 1e6:.1f}M trainable); {job.train.epochs} epochs x about {batches} batches of "
         f"{job.train.batch_size}; {precision} on {device}{processes}")
     pad_id = tokenizer.pad_token_id or 0
-    state = fit(model, data, job, fingerprint, world=world, device=device, precision=precision, pad_id=pad_id,
-                log=log, on_step=on_step)
-
-    run = sharded_runner(model, world, device, job.eval.eval_batch_size, pad_id)
-    metrics = {**data.evaluate(run), "best_epoch": state.best_epoch, "train_seconds": state.train_seconds,
-               "train_samples": state.samples, "padded_tokens": state.padded_tokens,
-               "train_samples_per_second": state.samples / max(state.train_seconds, 1e-9)}
-    if data.test is not None:
-        metrics.update(data.test(run))
+    # The final evaluation too reads the frozen layers' kept outputs (the best weights are the upper layers').
+    with frozen_outputs_cached(model, frozen_layers if task.same_inputs_every_epoch else 0, pad_id) as frozen:
+        if frozen is not None:
+            log(f"frozen layers: computing the output of the embeddings and the lowest {frozen_layers} layers for "
+                f"the {len(data.train):,} training texts once")
+        state = fit(model, data, job, fingerprint, world=world, device=device, precision=precision, pad_id=pad_id,
+                    log=log, on_step=on_step, warm=frozen.warm if frozen is not None else None)
+        run = sharded_runner(model, world, device, job.eval.eval_batch_size, pad_id)
+        metrics = {**data.evaluate(run), "best_epoch": state.best_epoch, "train_seconds": state.train_seconds,
+                   "train_samples": state.samples, "padded_tokens": state.padded_tokens,
+                   "train_samples_per_second": state.samples / max(state.train_seconds, 1e-9)}
+        if data.test is not None:
+            metrics.update(data.test(run))
+        if frozen is not None:
+            log(f"frozen layers: the output of the embeddings and the lowest {frozen_layers} layers was "
+                f"computed once for each of {len(frozen.kept):,} texts ({frozen.kept_bytes / 2**20:,.0f} MiB kept)")
     output = Path(job.output)
     if world.is_main:
         live = artifact.training_folder(output)

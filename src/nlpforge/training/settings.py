@@ -22,13 +22,16 @@ from nlpforge.training import debugger
 class ModelArgs(Settings):
     """Which encoder, with which tokenizer, at which length."""
 
-    model: str = setting("minilm-l6", "base model: an alias (minilm-l6, bert-tiny, ...) or a folder")
+    model: str = setting("minilm-l6", "base model: an alias (mpnet-base, minilm-l6, bert-tiny, ...) or a folder "
+                                      "(default: mpnet-base for text classification, minilm-l6 for the other tasks)")
     tokenizer: str | None = setting(None, "tokenizer folder, for from-scratch models (default: MiniLM's)")
     max_seq_length: int = setting(128, "tokens per example; longer ones are truncated", min=8, max=8192)
     dropout: float | None = setting(None, "dropout probability in the encoder (default: the base model's)",
                                     min=0, max=0.99)
-    freeze_layers: int = setting(0, "freeze the embeddings and the lowest N encoder layers (freeze_bert_layer)",
-                                 min=0)
+    freeze_layers: int | None = setting(0, "freeze the embeddings and the lowest N encoder layers: no gradient, no "
+                                            "dropout, and their output computed once per text (freeze_bert_layer; "
+                                            "none given: all but the top 4 layers of a pretrained base deeper than "
+                                            "6, none of a shallower one)", min=0)
 
 
 @dataclass
