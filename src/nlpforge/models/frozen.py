@@ -84,6 +84,8 @@ class _FrozenStack:
         base = model.base_model
         self.kind, self.encoder, self.pad_id, self.limit = model.config.model_type, base.encoder, pad_id, limit_bytes
         self.config, self.frozen = model.config, _frozen_modules(model, count)
+        for module in self.frozen:  # modules swapped in after freezing (CPU dropout) start in training mode
+            module.eval()
         self.embeddings = base.embeddings.forward
         self.layers = [layer.forward for layer in base.encoder.layer[:count]]
         self.kept, self.kept_bytes = {}, 0
@@ -100,8 +102,6 @@ class _FrozenStack:
     def stack(self, ids: torch.Tensor, types: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T) token ids (and token types, padding mask) -> the frozen stack's output, (B, T, H). Computed
         outside inference mode, so that what evaluation computes can be kept and read by training."""
-        for module in self.frozen:  # modules swapped in after freezing (CPU dropout) start in training mode
-            module.eval()
         with torch.inference_mode(False), torch.no_grad():
             hidden = self.embeddings(input_ids=ids, **({} if types is None else {"token_type_ids": types}))
             if mask is not None:
@@ -181,11 +181,10 @@ def frozen_outputs_cached(model, count: int, pad_id: int, limit_bytes: int | Non
     if count <= 0 or model.config.model_type not in CACHED_TYPES:
         yield None
         return
-    base = model.base_model
-    frozen = _frozen_modules(model, count)
     stack = _FrozenStack(model, count, pad_id, _memory_bytes() // 4 if limit_bytes is None else limit_bytes)
+    frozen = stack.frozen  # the embeddings, then the frozen layers
     saved = [module.__dict__.get("forward") for module in frozen]
-    base.embeddings.forward = stack.batch
+    frozen[0].forward = stack.batch
     for layer in frozen[1:]:
         layer.forward = _pass_through(stack.kind)
     try:

@@ -73,6 +73,15 @@ def first_query_context(hidden, mask, query, key, value, heads: int, scale, drop
     return torch.matmul(probabilities, v).transpose(1, 2).reshape(hidden.shape[0], 1, -1)
 
 
+def asks_for_more_than_logits(labels, input_ids, kwargs: dict, last_layer) -> bool:
+    """Whether a classifier call needs the full forward rather than the [CLS]-only one: labels (a loss),
+    embeddings instead of ids, tuple output, any other option set (attentions, hidden states, positions,
+    token types the fast path does not read), or hooks watching the last layer (the Debugger's)."""
+    return (labels is not None or input_ids is None or kwargs.get("return_dict") is False
+            or any(value is not None and value is not False for key, value in kwargs.items() if key != "return_dict")
+            or any(m._forward_hooks or m._forward_pre_hooks for m in last_layer.modules()))
+
+
 def cls_only_layer(layer, hidden, mask):
     """A transformers BertLayer's forward for the first position's query only: (B, T, H) -> (B, 1, H).
 
@@ -98,10 +107,8 @@ def cls_pooled_classifier():
     # transformers loads the folder as before.
     class BertForSequenceClassification(TransformersBertForSequenceClassification):
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
-            full = (labels is not None or input_ids is None or kwargs.get("return_dict") is False
-                    or any(value for key, value in kwargs.items() if key != "return_dict")
-                    or self.config.add_cross_attention or self.config.is_decoder or self.bert.pooler is None
-                    or any(m._forward_hooks or m._forward_pre_hooks for m in self.bert.encoder.layer[-1].modules()))
+            full = (asks_for_more_than_logits(labels, input_ids, kwargs, self.bert.encoder.layer[-1])
+                    or self.config.add_cross_attention or self.config.is_decoder or self.bert.pooler is None)
             if full:
                 return super().forward(input_ids=input_ids, attention_mask=attention_mask,
                                        token_type_ids=token_type_ids, labels=labels, **kwargs)
@@ -142,11 +149,7 @@ def cls_pooled_mpnet_classifier():
 
     class MPNetForSequenceClassification(TransformersMPNetForSequenceClassification):
         def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
-            full = (labels is not None or input_ids is None or kwargs.get("return_dict") is False
-                    or any(value is not None and value is not False for key, value in kwargs.items()
-                           if key != "return_dict")
-                    or any(m._forward_hooks or m._forward_pre_hooks for m in self.mpnet.encoder.layer[-1].modules()))
-            if full:
+            if asks_for_more_than_logits(labels, input_ids, kwargs, self.mpnet.encoder.layer[-1]):
                 return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
             mpnet = self.mpnet
             hidden = mpnet.embeddings(input_ids=input_ids)                                     # (B, T, H)
