@@ -3,6 +3,7 @@
 A checkpoint is a folder `step-00001234/`:
     model.safetensors        model weights
     best.safetensors         weights of the best epoch so far (when it is not the current one)
+    average.safetensors      the running average of the trained weights (with --average-from)
     optimizer.safetensors    optimizer tensors (AdamW moments, step counts)
     rng.safetensors          torch (and CUDA) RNG states
     state.json               counters, data position, best metric, optimizer/scheduler/scaler
@@ -31,6 +32,7 @@ from nlpforge.errors import ConfigError
 COMPLETE = "COMPLETE"
 MANIFEST = "MANIFEST.json"
 PREFIX = "step-"
+WEIGHT_SETS = ("best", "average")
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict, dict]:
@@ -84,8 +86,9 @@ def _state_dict_tensors(model: torch.nn.Module) -> dict:
 
 
 def save_checkpoint(folder, step: int, *, model, optimizer, scheduler, scaler, loop_state: dict,
-                    config: dict, best_weights: dict | None, keep: int = 2) -> Path:
-    """Write `folder/step-NNNNNNNN` atomically and prune to the newest `keep`."""
+                    config: dict, weight_sets: dict[str, dict | None], keep: int = 2) -> Path:
+    """Write `folder/step-NNNNNNNN` atomically and prune to the newest `keep`; each of `weight_sets` that is
+    not None (the best epoch's weights, the running average) goes to its own `<name>.safetensors`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:08d}"
@@ -93,8 +96,10 @@ def save_checkpoint(folder, step: int, *, model, optimizer, scheduler, scaler, l
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     save_file(_state_dict_tensors(model), str(temporary / "model.safetensors"))
-    if best_weights is not None:
-        save_file({k: v.contiguous() for k, v in best_weights.items()}, str(temporary / "best.safetensors"))
+    for name, weights in weight_sets.items():
+        if weights is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()},
+                      str(temporary / f"{name}.safetensors"))
     optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer.state_dict())
     save_file(optimizer_tensors, str(temporary / "optimizer.safetensors"))
     rng_tensors, rng_meta = rng_state()
@@ -196,16 +201,17 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
-def restore(path: Path, state: dict, *, model, optimizer, scheduler, scaler) -> dict | None:
-    """Load every object from the checkpoint at `path`; returns the best-epoch weights if stored."""
+def restore(path: Path, state: dict, *, model, optimizer, scheduler, scaler) -> dict[str, dict]:
+    """Load every object from the checkpoint at `path`; returns the weight sets stored beside the model
+    ({"best": ..., "average": ...}, those present)."""
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
-    best = path / "best.safetensors"
-    return load_file(str(best)) if best.exists() else None
+    return {name: load_file(str(path / f"{name}.safetensors")) for name in WEIGHT_SETS
+            if (path / f"{name}.safetensors").exists()}
 
 
 def check_compatible(saved: dict, current: dict, path: Path, may_differ: set[str]) -> None:

@@ -57,6 +57,7 @@ class LoopState:
     stopped_early: bool = False
     resumed_from: str | None = None
     rules: dict = field(default_factory=dict)   # Debugger rule name -> InProgress, NoIssuesFound or IssuesFound
+    average_start: int | None = None  # weights after the steps past this one are averaged (--average-from)
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
@@ -288,6 +289,11 @@ class _Run:
                                         total_steps)
         self.scaler = grad_scaler(precision, device)
         self.state, self.best_weights = LoopState(), None
+        # Stochastic weight averaging: the running mean of the trained weights after every step past
+        # `state.average_start`, which a resume keeps even where --epochs or --max-steps change.
+        self.trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.state.average_start = None if train.average_from is None else int(train.average_from * total_steps)
+        self.average: dict[str, torch.Tensor] | None = None
         found = None
         if job.checkpoint.resume:
             found = ckpt.find_checkpoint(job.checkpoint.resume, self.checkpoint_dir, log)
@@ -296,8 +302,11 @@ class _Run:
             # The learning rate may change: it is the usual fix after a Debugger rule stopped the run.
             ckpt.check_compatible(saved["config"], fingerprint, found,
                                   may_differ={"epochs", "max_steps", "learning_rate"})
-            self.best_weights = ckpt.restore(found, saved, model=model, optimizer=self.optimizer,
-                                             scheduler=self.scheduler, scaler=self.scaler)
+            stored = ckpt.restore(found, saved, model=model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                  scaler=self.scaler)
+            self.best_weights = stored.get("best")
+            if "average" in stored:
+                self.average = {name: stored["average"][name].to(p.device) for name, p in self.trainable}
             if saved["config"].get("learning_rate") != train.learning_rate:
                 self.use_learning_rate(train.learning_rate)
                 log(f"learning rate {saved['config'].get('learning_rate')} -> {train.learning_rate} from "
@@ -355,11 +364,13 @@ class _Run:
         """A checkpoint of everything (rank 0 writes it); every rank waits for it."""
         state, path = self.state, None
         if self.world.is_main:
-            current_is_best = state.best_epoch == state.epoch and state.batch == 0
+            # With an average, the best epoch's weights were the average's, not the current ones.
+            current_is_best = state.best_epoch == state.epoch and state.batch == 0 and self.average is None
             path = ckpt.save_checkpoint(self.checkpoint_dir, state.step, model=self.model, optimizer=self.optimizer,
                                         scheduler=self.scheduler, scaler=self.scaler, loop_state=asdict(state),
                                         config=self.fingerprint,
-                                        best_weights=None if current_is_best else self.best_weights,
+                                        weight_sets={"best": None if current_is_best else self.best_weights,
+                                                     "average": self.average},
                                         keep=self.job.checkpoint.keep_checkpoints)
         barrier(self.world)
         return path
@@ -464,6 +475,8 @@ class _Run:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
+        if self.state.average_start is not None and self.state.step > self.state.average_start:
+            self.update_average()
         if summary is not None:
             fired = self.debugger.after_step(self.model, summary)
             self.tensors_log.write(summary.row())
@@ -498,22 +511,55 @@ class _Run:
                 self.bar.clear()
                 self.log(f"rule {name}: {status}: {reasons[name]}")
 
+    def update_average(self) -> None:
+        """Fold the weights after this step into the running mean of those since `average_start`."""
+        count = self.state.step - self.state.average_start
+        if self.average is None or count == 1:
+            self.average = {name: p.detach().clone() for name, p in self.trainable}
+        else:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.average.values()), [p.detach() for _, p in self.trainable],
+                                     1.0 / count)
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """The model holds the average inside the block (when there is one), its own weights again after it."""
+        if self.average is None:
+            yield
+            return
+        own = [p.detach().clone() for _, p in self.trainable]
+        with torch.no_grad():
+            for (name, p) in self.trainable:
+                p.copy_(self.average[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for (_, p), kept in zip(self.trainable, own):
+                    p.copy_(kept)
+
     def end_of_epoch(self, batches: int) -> None:
-        """Evaluate, keep the best weights, log, apply early stopping, checkpoint."""
+        """Evaluate (the weights' average, when one is kept), keep the best weights, log, apply early stopping,
+        checkpoint."""
         state, job, world = self.state, self.job, self.world
         self.trained.eval()
         epoch_loss, epoch_rows = all_sum([state.epoch_loss, float(state.epoch_rows)], world)
-        metrics = {"step": state.step, "epoch": state.epoch + 1, "train_loss": epoch_loss / max(epoch_rows, 1),
-                   **self.data.evaluate(self.evaluate_run)}
+        with self.averaged_weights():
+            metrics = {"step": state.step, "epoch": state.epoch + 1, "train_loss": epoch_loss / max(epoch_rows, 1),
+                       **self.data.evaluate(self.evaluate_run)}
+            score = metrics[self.data.metric_for_best]
+            better = state.best_metric is None or score > state.best_metric
+            if better:
+                self.best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        if self.average is not None:
+            metrics["averaged_steps"] = state.step - state.average_start
         self.metrics_log.write(metrics)
         self.evaluated(metrics)
         state.history.append(metrics)
-        score = metrics[self.data.metric_for_best]
         marker = ""
-        if state.best_metric is None or score > state.best_metric:
+        if better:
             state.best_metric, state.best_epoch = score, state.epoch + 1
             state.epochs_without_improvement = 0
-            self.best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             marker = "  (best so far)"
         else:
             state.epochs_without_improvement += 1

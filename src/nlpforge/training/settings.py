@@ -50,6 +50,10 @@ class TrainArgs(Settings):
     gradient_accumulation: int = setting(1, "batches whose gradients are summed per optimizer step", min=1)
     max_grad_norm: float = setting(1.0, "clip gradients to this global norm (0 turns clipping off)", min=0)
     max_steps: int = setting(0, "stop after this many optimizer steps (0: run every epoch)", min=0)
+    average_from: float | None = setting(None, "average the trained weights over every optimizer step from this "
+                                               "share of the run on (stochastic weight averaging, e.g. 0.5: the "
+                                               "second half); epochs are evaluated, and the model saved, with the "
+                                               "average (default: off)", min=0, max=0.999)
     seed: int = setting(42, "seed for initialisation, shuffling, splits and masks")
 
     def check(self):
