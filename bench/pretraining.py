@@ -14,6 +14,7 @@ stopped. Run it alone on the machine (`uptime` first): the budgets are wall-cloc
 
     .venv/bin/python bench/pretraining.py [--pretrain-minutes 60] [--adapt-minutes 25] [--seeds 3] [--adapt-seeds 3]
                                           [--fine-tune-epochs 4] [--skip-adaptation]
+    .venv/bin/python bench/pretraining.py --skip-adaptation --name cram --pretrain-set dropout=0 nsp=false  # a variant
 """
 import argparse
 import json
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from flagship import parse_overrides  # noqa: E402
 from machine import describe  # noqa: E402
 
 from nlpforge.text.wordpiece import WordPieceSettings, train_wordpiece  # noqa: E402
@@ -163,6 +165,12 @@ def main():
     parser.add_argument("--fine-tune-epochs", type=int, default=4,
                         help="epochs of each bert-mini star-rating fine-tune (both arms; the best epoch counts)")
     parser.add_argument("--skip-adaptation", action="store_true", help="only the bert-mini comparison")
+    parser.add_argument("--pretrain-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="bert-mini pre-training settings changed from the script's recipe (batch 32, 128 tokens, "
+                             "5e-4, warmup 6%%, weight decay 0.01, MLM + NSP; flat names, as in a config file), "
+                             "e.g. dropout=0 nsp=false learning_rate=1e-3")
+    parser.add_argument("--name", default="",
+                        help="a suffix for this variant's results, so that it does not reuse the plain recipe's")
     args = parser.parse_args()
     missing = [str(p) for p in CORPUS if not p.exists()]
     if missing:
@@ -179,13 +187,16 @@ def main():
         results["tokenizer_seconds"] = time.perf_counter() - started
         save_results(results)
 
-    scratch = pretrain("bert-mini-pretrained", args.pretrain_minutes, results, corpus=[str(p) for p in CORPUS],
-                       model="bert-mini", tokenizer=str(tokenizer), batch_size=32, max_seq_length=128,
-                       learning_rate=5e-4, warmup_ratio=0.06, weight_decay=0.01, max_eval_instances=1000)
+    recipe = dict(batch_size=32, max_seq_length=128, learning_rate=5e-4, warmup_ratio=0.06, weight_decay=0.01)
+    recipe.update(parse_overrides(args.pretrain_set))
+    variant = f"-{args.name}" if args.name else ""
+    scratch = pretrain(f"bert-mini-pretrained{variant}", args.pretrain_minutes, results,
+                       corpus=[str(p) for p in CORPUS], model="bert-mini", tokenizer=str(tokenizer),
+                       max_eval_instances=1000, **recipe)
     small = dict(epochs=args.fine_tune_epochs, learning_rate=2e-4, batch_size=32, max_seq_length=128)
     suffix = "" if args.fine_tune_epochs == 4 else f"-{args.fine_tune_epochs}-epochs"  # 4: the first runs' names
-    pretrained = fine_tune(f"stars-from-pretrained-bert-mini{suffix}", str(WORK / "bert-mini-pretrained"), args.seeds,
-                           results, **small)
+    pretrained = fine_tune(f"stars-from-pretrained-bert-mini{variant}{suffix}",
+                           str(WORK / f"bert-mini-pretrained{variant}"), args.seeds, results, **small)
     random_init = fine_tune(f"stars-from-random-bert-mini{suffix}", "bert-mini", args.seeds, results,
                             tokenizer=str(tokenizer), **small)
 

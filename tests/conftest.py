@@ -131,6 +131,18 @@ def planted_sentences(n: int, seed: int = 0) -> list[list[str]]:
     return sentences
 
 
+class Killed(Exception):
+    """Stands in for a SIGKILL: the run stops between two checkpoints and saves nothing."""
+
+
+def kill_at(step: int):
+    """An on_step callback that kills the run just after optimizer step `step`."""
+    def on_step(current: int) -> None:
+        if current == step:
+            raise Killed
+    return on_step
+
+
 def classifier_job(**values):
     """Settings of a text-classification training job, from flat names (as the CLI and config files give them)."""
     from nlpforge.training.settings import job_class

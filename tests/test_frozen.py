@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import toy_rows, train_classifier, write_csv
+from conftest import Killed, kill_at, toy_rows, train_classifier, write_csv
 from nlpforge.errors import ConfigError
 from nlpforge.models import frozen
 from nlpforge.models.frozen import freeze_lowest_layers, frozen_outputs_cached
@@ -127,18 +127,10 @@ def test_training_with_cached_frozen_layers_matches_training_without_the_cache(f
     assert cached_run.history[-1]["train_loss"] < cached_run.history[0]["train_loss"]
 
 
-class _Killed(Exception):
-    """Stands in for a SIGKILL: the run stops between two checkpoints and saves nothing."""
-
-
 def test_resume_with_cached_frozen_layers_is_bit_exact(files, cached_run):
-    def kill_at_step_11(step):
-        if step == 11:
-            raise _Killed
-
     interrupted = dict(epochs=2, checkpoint_every=3, checkpoint_dir=str(files / "ck-interrupted"), resume="auto")
-    with pytest.raises(_Killed):
-        _train(files, "interrupted", on_step=kill_at_step_11, **interrupted)
+    with pytest.raises(Killed):
+        _train(files, "interrupted", on_step=kill_at(11), **interrupted)
     resumed = _train(files, "interrupted", **interrupted)  # a fresh cache, computed again
     assert json.loads((resumed.output / "nlpforge.json").read_text())["resumed_from"].endswith("step-00000009")
     assert ckpt.complete_checkpoints(files / "ck-interrupted")
@@ -168,7 +160,7 @@ def test_the_default_recipe_is_mpnet_with_its_top_4_layers_trained(tmp_path):
 
     job = classifier_job(train="t.csv", output="o")
     assert (job.model.model, job.model.freeze_layers, job.train.epochs, job.train.learning_rate) == (
-        "mpnet-base", None, 2, 5e-5)
+        "mpnet-base", None, 2, 1e-4)
 
 
 @pytest.mark.pretrained

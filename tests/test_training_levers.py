@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import toy_rows, train_classifier, write_csv
+from conftest import Killed, kill_at, toy_rows, train_classifier, write_csv
 from nlpforge import load
 from nlpforge.models.registry import build_model, load_tokenizer, resolve_base
 from nlpforge.training import checkpoint as ckpt
@@ -21,10 +21,6 @@ from nlpforge.training import checkpoint as ckpt
 SETTINGS = dict(model="bert-tiny", batch_size=16, learning_rate=2e-3, max_seq_length=32, progress=False,
                 log_every=1, threads=1, seed=0)
 RUN = dict(epochs=2, compile=True, checkpoint_every=3)  # 6 batches an epoch
-
-
-class _Killed(Exception):
-    """Stands in for a SIGKILL: the run stops between two checkpoints and saves nothing."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,14 +71,10 @@ def test_a_compiled_model_saves_weights_under_their_own_names_and_loads(lever_fi
 
 
 def test_resume_of_a_compiled_run_is_bit_exact(lever_files, compiled_run):
-    def kill_at_step_11(step):
-        if step == 11:  # mid-epoch 2, between the checkpoints at steps 9 and 12
-            raise _Killed
-
     interrupted = dict(checkpoint_dir=str(lever_files / "ck-interrupted"), resume="auto", **RUN)
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train_classifier(train=str(lever_files / "train.csv"), validation=str(lever_files / "val.csv"),
-                         output=str(lever_files / "interrupted"), on_step=kill_at_step_11, **SETTINGS, **interrupted)
+                         output=str(lever_files / "interrupted"), on_step=kill_at(11), **SETTINGS, **interrupted)
     newest = json.loads((ckpt.complete_checkpoints(lever_files / "ck-interrupted")[-1] / "state.json").read_text())
     assert newest["step"] == 9 and newest["loop"]["batch"] == 3
     torch._dynamo.reset()  # a resumed process compiles afresh: it must not draw from the restored RNG

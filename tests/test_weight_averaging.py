@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import toy_rows, train_classifier, write_csv
+from conftest import Killed, kill_at, toy_rows, train_classifier, write_csv
 from nlpforge.errors import ConfigError
 from nlpforge.training.settings import job_class
 
@@ -57,20 +57,12 @@ def test_epochs_are_evaluated_with_the_average(files):
     assert "averaged_steps" not in plain.history[0]
 
 
-class _Killed(Exception):
-    """Stands in for a SIGKILL: the run stops between two checkpoints and saves nothing."""
-
-
 def test_resume_with_an_average_is_bit_exact(files):
-    def kill_at_step_9(step):
-        if step == 9:
-            raise _Killed
-
     settings = dict(epochs=2, average_from=0.25, checkpoint_every=4)
     reference = _train(files, "reference", checkpoint_dir=str(files / "ck-reference"), **settings)
     interrupted = dict(checkpoint_dir=str(files / "ck-interrupted"), resume="auto", **settings)
-    with pytest.raises(_Killed):
-        _train(files, "interrupted", on_step=kill_at_step_9, **interrupted)
+    with pytest.raises(Killed):
+        _train(files, "interrupted", on_step=kill_at(9), **interrupted)
     resumed = _train(files, "interrupted", **interrupted)
     assert json.loads((resumed.output / "nlpforge.json").read_text())["resumed_from"].endswith("step-00000008")
     first, second = load_file(str(reference.output / "model.safetensors")), load_file(

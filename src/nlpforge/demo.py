@@ -116,8 +116,8 @@ def run_demo(log=print) -> dict:
     for text, prediction in zip(SAMPLES, model.predict(SAMPLES)):
         log(f"  {prediction['label']!s:>3} ({prediction['score']:.2f})  {text}")
     log(f"== done in {time.perf_counter() - started:.0f}s; model in {model_folder}/")
-    log("Full quality: the default recipe, mpnet-base with its top 4 layers trained, 128 tokens (about 13 minutes "
-        "on 2 quiet cores; 0.646 accuracy and 0.560 macro-F1 on the Amazon validation file, mean of 3 seeds; more "
+    log("Full quality: the default recipe, mpnet-base with its top 4 layers trained, 128 tokens (about 12 minutes "
+        "on 2 quiet cores; 0.652 accuracy and 0.565 macro-F1 on the Amazon validation file, mean of 3 seeds; more "
         "in docs/benchmarks.md):")
     log("  " + full_quality_command(data))
     return {"data": data.name, "metrics": result.metrics, "model": evaluation.model, "baseline": evaluation.baseline}
