@@ -172,6 +172,8 @@ def main():
     parser.add_argument("--name", default="",
                         help="a suffix for this variant's results, so that it does not reuse the plain recipe's")
     args = parser.parse_args()
+    if args.pretrain_set and not args.name:  # the plain recipe's stored results would stand in for the variant's
+        parser.error("--pretrain-set needs --name, so that the variant keeps its own results")
     missing = [str(p) for p in CORPUS if not p.exists()]
     if missing:
         sys.exit(f"needs {', '.join(missing)}")
