@@ -238,3 +238,59 @@ def test_killing_a_replica_under_load_loses_no_request(replicas, balancer):
     assert {replica for _, replica in answers[:killed_at]} == {"r1", "r2"}
     assert {replica for _, replica in answers[-100:]} == {"r1"}
     assert after["wretr"] + after["wredis"] > before["wretr"] + before["wredis"]  # requests the balancer retried
+
+
+class RecordingTransport:
+    """What uvicorn's protocol writes, call by call, in place of a socket."""
+
+    def __init__(self):
+        self.writes, self.closed = [], False
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+def test_a_response_leaves_in_one_write_so_a_killed_replica_never_sends_half_of_one():
+    """Head and body in one write: a SIGKILL lands before the response (the balancer retries) or after it."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from nlpforge.serving.server import _whole_responses_protocol
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"13")]})
+        await send({"type": "http.response.body", "body": b'{"label": 5}\n'})
+
+    async def exchange(requests: bytes) -> RecordingTransport:
+        config = uvicorn.Config(app, lifespan="off", access_log=False)
+        config.load()
+        protocol = _whole_responses_protocol()(config, ServerState(), {}, asyncio.get_running_loop())
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(requests)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        protocol.connection_lost(None)
+        return transport
+
+    request = b"POST /predictions/tiny HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\ngreat"
+    one = asyncio.run(exchange(request))
+    assert len(one.writes) == 1, one.writes
+    assert one.writes[0].startswith(b"HTTP/1.1 200 OK") and one.writes[0].endswith(b'\r\n\r\n{"label": 5}\n')
+    closing = asyncio.run(exchange(request.replace(b"Host: x", b"Host: x\r\nConnection: close")))
+    assert len(closing.writes) == 1 and closing.writes[0].endswith(b'{"label": 5}\n') and closing.closed

@@ -111,6 +111,58 @@ def build_state(settings: ServeSettings) -> ServerState:
     return state
 
 
+class _OneWritePerStep:
+    """A transport whose writes within one event-loop step reach the socket as one write.
+
+    uvicorn writes a response's head and its body separately. A replica killed between the two
+    leaves a client with a head and no body, which no load balancer can retry: the response had
+    begun. Written together, a response is either wholly in the kernel's send buffer (which
+    still delivers it after the process dies) or not sent at all, so the balancer retries it.
+    """
+
+    def __init__(self, transport: asyncio.Transport):
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, data) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+def _whole_responses_protocol() -> type:
+    """uvicorn's HTTP protocol, writing each response in one piece (see _OneWritePerStep)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class WholeResponses(AutoHTTPProtocol):
+        def connection_made(self, transport):
+            super().connection_made(_OneWritePerStep(transport))
+
+    return WholeResponses
+
+
 class _Uvicorn:
     """A uvicorn server that leaves signals to us (three servers share one handler)."""
 
@@ -127,7 +179,8 @@ class _Uvicorn:
 
         config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=int(settings.shutdown_timeout),
-                                timeout_keep_alive=30, limit_concurrency=None, backlog=2048)
+                                timeout_keep_alive=30, limit_concurrency=None, backlog=2048,
+                                http=_whole_responses_protocol())
         return Server(config)
 
 
