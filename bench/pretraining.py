@@ -142,9 +142,12 @@ def print_bert_mini(results: dict, scratch: dict, pretrained: dict, random_init:
                     suffix: str = "") -> None:
     m = scratch["metrics"]
     print(f"\nmachine: {results['machine']}")
-    print(f"bert-mini from scratch, MLM + NSP: {scratch['steps']:,} steps in {scratch['train_seconds'] / 60:.0f} min, "
-          f"{scratch['samples_per_second']:.1f} samples/s; held-out MLM accuracy {m['validation_mlm_accuracy']:.3f}, "
-          f"NSP {m.get('validation_nsp_accuracy', float('nan')):.3f}, perplexity {m['validation_perplexity']:.1f}")
+    objectives = "MLM + NSP" if "validation_nsp_accuracy" in m else "MLM only"
+    nsp = f", NSP {m['validation_nsp_accuracy']:.3f}" if "validation_nsp_accuracy" in m else ""
+    print(f"bert-mini from scratch, {objectives}: {scratch['steps']:,} steps in "
+          f"{scratch['train_seconds'] / 60:.0f} min, {scratch['samples_per_second']:.1f} samples/s; "
+          f"held-out MLM accuracy {m['validation_mlm_accuracy']:.3f}"
+          f"{nsp}, perplexity {m['validation_perplexity']:.1f}")
     print(f"\n| star-rating fine-tune ({seeds} seeds) | val accuracy (mean ± sd) | val macro-F1 (mean ± sd) |")
     print("|---|---:|---:|")
     for name, row in (("bert-mini, random initialisation", random_init), ("bert-mini, pre-trained here", pretrained)):
