@@ -18,6 +18,8 @@ its rounds of samples/s over the warm steps (after the first 5).
   eager            transformers' eager attention instead of SDPA
   foreach          AdamW(foreach=True) instead of the fused kernel
   for-loop         AdamW(foreach=False, fused=False): one parameter at a time
+  fused-qkv        each self-attention's query, key and value projections as one matmul against their
+                   concatenated weights (the same weights and names; sums in another order, so not bit-identical)
   interop1         torch.set_num_interop_threads(1)
   bind             OMP_PROC_BIND=close OMP_PLACES=cores: OpenMP threads pinned to cores
   passive          OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep between kernels instead of spinning
@@ -53,6 +55,7 @@ ARMS = {
     "eager": {"attention": "eager"},
     "foreach": {"optimizer": "foreach"},
     "for-loop": {"optimizer": "for-loop"},
+    "fused-qkv": {"fused_qkv": True},
     "interop1": {"interop_threads": 1},
     "bind": {"env": {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}},
     "passive": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}},
@@ -86,6 +89,34 @@ def padded_collate(collate, multiple: int):
         return batch
 
     return pad
+
+
+def fuse_qkv(model) -> int:
+    """Make every transformers BertSelfAttention in `model` project query, key and value with one matmul
+    against the three weights concatenated (cheap next to the matmul, and the gradient splits back to each).
+    The last layer's [CLS]-only path calls the three projections itself and is left as it is. Encoders only:
+    a decoder's key/value cache is not handled."""
+    import types
+
+    import torch
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import BertSelfAttention, eager_attention_forward
+
+    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])      # (3H, H)
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        shape = (*hidden_states.shape[:-1], 3, -1, self.attention_head_size)               # (B, T, 3, heads, d)
+        qkv = torch.nn.functional.linear(hidden_states, weight, bias).view(shape)
+        query, key, value = (qkv[:, :, i].transpose(1, 2) for i in range(3))              # (B, heads, T, d)
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        out, weights = attend(self, query, key, value, attention_mask,
+                              dropout=0.0 if not self.training else self.dropout.p, scaling=self.scaling, **kwargs)
+        return out.reshape(*hidden_states.shape[:-1], -1).contiguous(), weights
+
+    fused = [m for m in model.modules() if isinstance(m, BertSelfAttention)]
+    for module in fused:
+        module.forward = types.MethodType(forward, module)
+    return len(fused)
 
 
 def best_weights_cost(model) -> dict:
@@ -137,6 +168,8 @@ def child(arm: str, steps: int) -> dict:
     def fit(model, data, *args, **kwargs):
         if lever.get("attention"):
             model.set_attn_implementation(lever["attention"])
+        if lever.get("fused_qkv"):
+            fuse_qkv(model)
         if lever.get("pad_to"):
             data = dataclasses.replace(data, collate=padded_collate(data.collate, lever["pad_to"]))
         state = engine_fit(model, data, *args, **kwargs)
