@@ -142,9 +142,8 @@ def print_bert_mini(results: dict, scratch: dict, pretrained: dict, random_init:
                     suffix: str = "") -> None:
     m = scratch["metrics"]
     print(f"\nmachine: {results['machine']}")
-    objectives = "MLM + NSP" if "validation_nsp_accuracy" in m else "MLM only"
     nsp = f", NSP {m['validation_nsp_accuracy']:.3f}" if "validation_nsp_accuracy" in m else ""
-    print(f"bert-mini from scratch, {objectives}: {scratch['steps']:,} steps in "
+    print(f"bert-mini from scratch, {'MLM + NSP' if nsp else 'MLM only'}: {scratch['steps']:,} steps in "
           f"{scratch['train_seconds'] / 60:.0f} min, {scratch['samples_per_second']:.1f} samples/s; "
           f"held-out MLM accuracy {m['validation_mlm_accuracy']:.3f}"
           f"{nsp}, perplexity {m['validation_perplexity']:.1f}")

@@ -91,7 +91,7 @@ def padded_collate(collate, multiple: int):
     return pad
 
 
-def fuse_qkv(model) -> int:
+def fuse_qkv(model) -> None:
     """Make every transformers BertSelfAttention in `model` project query, key and value with one matmul
     against the three weights concatenated (cheap next to the matmul, and the gradient splits back to each).
     The last layer's [CLS]-only path calls the three projections itself and is left as it is. Encoders only:
@@ -113,10 +113,9 @@ def fuse_qkv(model) -> int:
                               dropout=0.0 if not self.training else self.dropout.p, scaling=self.scaling, **kwargs)
         return out.reshape(*hidden_states.shape[:-1], -1).contiguous(), weights
 
-    fused = [m for m in model.modules() if isinstance(m, BertSelfAttention)]
-    for module in fused:
-        module.forward = types.MethodType(forward, module)
-    return len(fused)
+    for module in model.modules():
+        if isinstance(module, BertSelfAttention):
+            module.forward = types.MethodType(forward, module)
 
 
 def best_weights_cost(model) -> dict:
