@@ -13,7 +13,8 @@ Each stage's result is kept in bench/results/pretraining.json, so a rerun contin
 stopped. Run it alone on the machine (`uptime` first): the budgets are wall-clock.
 
     .venv/bin/python bench/pretraining.py [--pretrain-minutes 60] [--adapt-minutes 25] [--seeds 3] [--adapt-seeds 3]
-                                          [--fine-tune-epochs 4] [--skip-adaptation]
+                                          [--fine-tune-epochs 4] [--fine-tune-learning-rate 2e-4]
+                                          [--fine-tune-max-seq-length 128] [--skip-adaptation]
     .venv/bin/python bench/pretraining.py --skip-adaptation --name cram --pretrain-set dropout=0 nsp=false  # a variant
 """
 import argparse
@@ -166,6 +167,10 @@ def main():
     parser.add_argument("--adapt-seeds", type=int, default=3, help="fine-tuning seeds for the MiniLM comparison")
     parser.add_argument("--fine-tune-epochs", type=int, default=4,
                         help="epochs of each bert-mini star-rating fine-tune (both arms; the best epoch counts)")
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=2e-4,
+                        help="peak learning rate of each bert-mini star-rating fine-tune (both arms)")
+    parser.add_argument("--fine-tune-max-seq-length", type=int, default=128,
+                        help="tokens kept of each review in the bert-mini star-rating fine-tunes (both arms)")
     parser.add_argument("--skip-adaptation", action="store_true", help="only the bert-mini comparison")
     parser.add_argument("--pretrain-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="bert-mini pre-training settings changed from the script's recipe (batch 32, 128 tokens, "
@@ -197,15 +202,20 @@ def main():
     scratch = pretrain(f"bert-mini-pretrained{variant}", args.pretrain_minutes, results,
                        corpus=[str(p) for p in CORPUS], model="bert-mini", tokenizer=str(tokenizer),
                        max_eval_instances=1000, **recipe)
-    small = dict(epochs=args.fine_tune_epochs, learning_rate=2e-4, batch_size=32, max_seq_length=128)
+    small = dict(epochs=args.fine_tune_epochs, learning_rate=args.fine_tune_learning_rate, batch_size=32,
+                 max_seq_length=args.fine_tune_max_seq_length)
     suffix = "" if args.fine_tune_epochs == 4 else f"-{args.fine_tune_epochs}-epochs"  # 4: the first runs' names
+    if args.fine_tune_learning_rate != 2e-4:
+        suffix += f"-lr{args.fine_tune_learning_rate:g}"
+    if args.fine_tune_max_seq_length != 128:
+        suffix += f"-seq{args.fine_tune_max_seq_length}"
     pretrained = fine_tune(f"stars-from-pretrained-bert-mini{variant}{suffix}",
                            str(WORK / f"bert-mini-pretrained{variant}"), args.seeds, results, **small)
     random_init = fine_tune(f"stars-from-random-bert-mini{suffix}", "bert-mini", args.seeds, results,
                             tokenizer=str(tokenizer), **small)
 
     if args.skip_adaptation:
-        print_bert_mini(results, scratch, pretrained, random_init, args.seeds, suffix)
+        print_bert_mini(results, scratch, pretrained, random_init, args.seeds, f"{variant}{suffix}")
         return
     adapted = pretrain("minilm-adapted", args.adapt_minutes, results, corpus=[str(p) for p in IN_DOMAIN],
                        model="minilm-l6", nsp=False, batch_size=32, max_seq_length=128, learning_rate=5e-5,
