@@ -1,8 +1,10 @@
 """Training-engine benchmark: nlpforge vs Hugging Face Trainer on MiniLM-L6 + Amazon reviews.
 
 Each measurement runs in its own process (peak memory is the process's high-water mark):
-  * throughput: samples/s over the same number of optimizer steps, batch 16, max 128 tokens,
-    and the share of the machine's measured fp32 matmul FLOP/s that each reaches;
+  * throughput: samples/s over the same number of optimizer steps (--steps 0: a whole epoch), batch 16,
+    max 128 tokens, and the share of the machine's measured fp32 matmul FLOP/s that each reaches. HF
+    Trainer runs with random batches (its default), with group_by_length, and on nlpforge's own batches
+    in nlpforge's order (the same rows and padding step for step, so the engines alone are compared);
   * resume: seconds from process start to the first step after resuming at 10% and 90% of an
     epoch (nlpforge restores its data position; Trainer skips batches to get back there);
   * time to first step on a 1k-row and a 1M-row file (nlpforge, lazy loading);
@@ -10,6 +12,7 @@ Each measurement runs in its own process (peak memory is the process's high-wate
     alternating runs of the same steps (--rules-only measures just this).
 
     .venv/bin/python bench/training.py [--steps 60] [--rounds 3] [--skip-large] [--skip-resume] [--skip-rules]
+                                       [--trainers nlpforge,hf,hf_grouped,hf_same]
                                        [--rules-only] [--rules-repeats 3]
 """
 import argparse
@@ -92,6 +95,18 @@ def child_hf(args) -> dict:
     rows = [{"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i],
              "token_type_ids": encoded["token_type_ids"][i], "labels": int(data.train.label_ids[i])}
             for i in range(len(data.train))]
+    sampling = "group_by_length" if args.group_by_length else "random"
+    if args.same_batches:  # nlpforge's first epoch, batch for batch, read in order: the same rows and padding
+        from nlpforge.data.batching import length_grouped_batches
+        from nlpforge.tasks.text_classification import grouping_lengths, token_lengths
+
+        lengths = grouping_lengths(data.train.texts, token_lengths(tokenizer, data.train.texts), args.max_seq_length)
+        batches = length_grouped_batches(lengths, COMMON["batch_size"], seed=COMMON["seed"])
+        # Trainer cuts the rows it reads in order into batches of 16, so the one short batch (the last
+        # group's rest) goes last: otherwise every batch after it would straddle two of nlpforge's.
+        batches = sorted(batches, key=lambda batch: len(batch) < COMMON["batch_size"])
+        rows = [rows[i] for batch in batches for i in batch]
+        sampling = "sequential"
     padded = {"tokens": 0, "samples": 0}
     base_collator = DataCollatorWithPadding(tokenizer)
 
@@ -120,7 +135,7 @@ def child_hf(args) -> dict:
         warmup_steps=COMMON["warmup_ratio"], weight_decay=COMMON["weight_decay"], seed=COMMON["seed"],
         num_train_epochs=1, max_steps=args.steps or -1, use_cpu=True, report_to=[], disable_tqdm=True,
         save_strategy="steps" if args.stop_at else "no", save_steps=args.stop_at or 500, logging_strategy="no",
-        dataloader_num_workers=0, train_sampling_strategy="group_by_length" if args.group_by_length else "random")
+        dataloader_num_workers=0, train_sampling_strategy=sampling)
     trainer = Trainer(model=model, args=training_args, train_dataset=rows, data_collator=collator,
                       callbacks=[Timing()])
     resume = None
@@ -191,6 +206,9 @@ def main():
     parser.add_argument("--rules-only", action="store_true", help="measure only the Debugger rules' overhead")
     parser.add_argument("--rules-repeats", type=int, default=3)
     parser.add_argument("--skip-rules", action="store_true")
+    parser.add_argument("--trainers", default="nlpforge,hf,hf_grouped,hf_same",
+                        help="which trainers to run (nlpforge is always one): hf (random batches), hf_grouped "
+                             "(group_by_length), hf_same (nlpforge's own batches, in its order)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="throughput runs per trainer, alternating their order; each figure is the median")
     args = parser.parse_args()
@@ -210,7 +228,13 @@ def main():
         print_rules(results)
         return
     trainers = {"nlpforge": ("ours", "--kind", "nlpforge"), "hf": ("hf", "--kind", "hf"),
-                "hf_grouped": ("hf-grouped", "--kind", "hf", "--group-by-length")}
+                "hf_grouped": ("hf-grouped", "--kind", "hf", "--group-by-length"),
+                "hf_same": ("hf-same", "--kind", "hf", "--same-batches")}
+    chosen = {"nlpforge", *args.trainers.split(",")}
+    unknown = chosen - set(trainers)
+    if unknown:
+        parser.error(f"unknown trainers {', '.join(sorted(unknown))}; choose from {', '.join(trainers)}")
+    trainers = {key: value for key, value in trainers.items() if key in chosen}
     runs = {key: [] for key in trainers}
     for round_index in range(args.rounds):
         for key in trainers if round_index % 2 == 0 else list(trainers)[::-1]:
@@ -232,7 +256,7 @@ def main():
     model = build_model(base, "AutoModelForSequenceClassification", load_tokenizer(base), num_labels=5)
     embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
     non_embedding = sum(p.numel() for p in model.parameters()) - embedding
-    for key in ("nlpforge", "hf", "hf_grouped"):
+    for key in trainers:
         r = results[key]
         length = r["padded_tokens_per_sample"]
         flops_per_sample = training_flops(non_embedding, 6, 384, length, length)
@@ -265,19 +289,22 @@ def main():
         print_rules(results)
 
 
+TRAINER_NAMES = {"nlpforge": "nlpforge", "hf": "HF Trainer (random batches)",
+                 "hf_grouped": "HF Trainer (group_by_length)", "hf_same": "HF Trainer (nlpforge's batches)"}
+
+
 def print_table(r: dict) -> None:
-    ours, hf, grouped = r["nlpforge"], r["hf"], r["hf_grouped"]
+    ran = [key for key in TRAINER_NAMES if key in r]
     print(f"\nmachine: {r['machine']}; fp32 matmul {r['matmul_gflops']:.1f} GFLOP/s (best of 5 windows, before "
           f"{r['matmul_gflops_before']:.1f} and after {r.get('matmul_gflops_after', 0):.1f} the trainers)")
-    print("| trainer | samples/s | rounds | vs HF Trainer | vs HF group_by_length | padded tokens/sample "
-          "| share of matmul FLOP/s | peak RSS |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
-    for name, row in (("nlpforge", ours), ("HF Trainer (random batches)", hf),
-                      ("HF Trainer (group_by_length)", grouped)):
+    print("| trainer | samples/s | rounds | " + "".join(f"vs {TRAINER_NAMES[k]} | " for k in ran[1:])
+          + "padded tokens/sample | share of matmul FLOP/s | peak RSS |")
+    print("|---|---:|---|" + "---:|" * len(ran[1:]) + "---:|---:|---:|")
+    for key in ran:
+        row = r[key]
         rounds = ", ".join(f"{v:.1f}" for v in row.get("rounds", [row["samples_per_second"]]))
-        print(f"| {name} | {row['samples_per_second']:.1f} | {rounds} | "
-              f"{row['samples_per_second'] / hf['samples_per_second']:.2f}x | "
-              f"{row['samples_per_second'] / grouped['samples_per_second']:.2f}x | "
+        ratios = "".join(f"{row['samples_per_second'] / r[k]['samples_per_second']:.2f}x | " for k in ran[1:])
+        print(f"| {TRAINER_NAMES[key]} | {row['samples_per_second']:.1f} | {rounds} | {ratios}"
               f"{row['padded_tokens_per_sample']:.1f} | {100 * row['flops_share']:.0f}% | {row['peak_mb']:.0f} MB |")
     if "ours_resume_10" in r:
         print("\n| resume (seconds from process start to first step) | at 10% of an epoch | at 90% |")
@@ -309,6 +336,7 @@ if __name__ == "__main__":
         parser.add_argument("--resume", action="store_true")
         parser.add_argument("--first-step-only", action="store_true")
         parser.add_argument("--group-by-length", action="store_true")
+        parser.add_argument("--same-batches", action="store_true")
         parser.add_argument("--data-loading", default="memory")
         parser.add_argument("--max-seq-length", type=int, default=COMMON["max_seq_length"])
         parser.add_argument("--rules", action="store_true")

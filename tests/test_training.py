@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import classifier_job, toy_rows, train_classifier
+from conftest import classifier_job, toy_rows, train_classifier, write_csv
 from nlpforge import load
 from nlpforge.data.batching import CALL_TOKENS, inference_batches, length_grouped_batches, pad_batch
 from nlpforge.errors import ArtifactError, ConfigError
@@ -205,6 +205,24 @@ def test_batches_are_grouped_by_length_and_dynamically_padded():
     batch = pad_batch([{"input_ids": [1, 2, 3]}, {"input_ids": [4]}], pad_id=0)
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_classifier_rows_are_grouped_by_their_token_counts(tmp_path):
+    # Characters sort these the wrong way round: the row of one-letter words is shorter and has more
+    # tokens than the row of two common words.
+    from nlpforge import tasks
+    from nlpforge.tasks.text_classification import grouping_lengths
+
+    texts = ["q z x j k v w y", "understanding everything", "great", "x q"]
+    train = write_csv(tmp_path / "train.csv", [{"text": t, "label": "ab"[i % 2]} for i, t in enumerate(texts)])
+    tokenizer = load_tokenizer(resolve_base("bert-tiny"))
+    job = classifier_job(train=str(train), validation=str(train), model="bert-tiny", max_seq_length=9)
+    data = tasks.get("text-classification").prepare(job.data, tokenizer, max_seq_length=9, seed=0,
+                                                    log=lambda *_: None)
+    counted = [len(tokenizer(t)["input_ids"]) for t in texts]
+    assert counted == [10, 4, 3, 4]  # with [CLS] and [SEP]: 15 characters, 10 tokens; 24 characters, 4
+    assert list(data.lengths) == [min(n, 9) for n in counted]  # capped where rows are cut: longer rows tie
+    assert grouping_lengths(["abc", "de"], [5], 9) == [3, 2]  # not every row counted: characters instead
 
 
 def test_prediction_batches_pad_least_within_their_limits():

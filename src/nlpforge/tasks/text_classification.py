@@ -115,8 +115,18 @@ def classification_metrics(true_ids, predicted_ids, labels: list) -> dict:
     }
 
 
+def grouping_lengths(texts, counted: list[int], max_seq_length: int) -> list[int] | np.ndarray:
+    """What length grouping sorts the training rows by. When every row's tokens were `counted`, those
+    counts, capped at the length a row is cut to (longer rows tie); otherwise (a mapped or larger file)
+    characters, a proxy that costs nothing at start-up but pads about 10% more on reviews (a 1-word
+    and a 3-word review can have the same characters and not the same tokens)."""
+    if len(counted) == len(texts):
+        return np.minimum(np.asarray(counted), max_seq_length)
+    return char_lengths(texts)
+
+
 def char_lengths(texts) -> list[int] | np.ndarray:
-    """Characters per row: the cheap proxy for token length that length grouping sorts by."""
+    """Characters per row: the cheap proxy for token length when rows are not tokenized up front."""
     if hasattr(texts, "char_lengths"):
         return texts.char_lengths()
     return [len(t) if isinstance(t, str) else sum(len(part) for part in t) for t in texts]
@@ -236,7 +246,7 @@ class TextClassification(Task):
             return scored(run, rows, [known[v] for v in test_labels], "test")
 
         return TrainingData(
-            train=TextDataset(data.train), lengths=char_lengths(data.train.texts),
+            train=TextDataset(data.train), lengths=grouping_lengths(data.train.texts, full_lengths, max_seq_length),
             collate=Collate(tokenizer, max_seq_length),
             step=self.loss(settings, data.train.label_ids, data.labels),
             evaluate=lambda run: scored(run, validation_rows, data.validation.label_ids, "validation"),
