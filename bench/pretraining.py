@@ -244,7 +244,8 @@ def main():
     adaptation = from_adapted["accuracy"][0] - from_plain["accuracy"][0]
     print(f"\npre-training vs random initialisation: {100 * gain:+.1f} points of accuracy (goal: +5)")
     print(f"domain adaptation vs plain MiniLM: {100 * adaptation:+.1f} points of accuracy")
-    results["summary"] = {f"pretraining_gain{suffix}": gain, "adaptation_gain": adaptation}
+    results.setdefault("summary", {}).update({f"pretraining_gain{variant}{suffix}": gain,
+                                              "adaptation_gain": adaptation})
     save_results(results)
 
 
