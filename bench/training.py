@@ -98,9 +98,11 @@ def child_hf(args) -> dict:
     sampling = "group_by_length" if args.group_by_length else "random"
     if args.same_batches:  # nlpforge's first epoch, batch for batch, read in order: the same rows and padding
         from nlpforge.data.batching import length_grouped_batches
-        from nlpforge.tasks.text_classification import grouping_lengths, token_lengths
+        from nlpforge.tasks.text_classification import grouping_lengths
 
-        lengths = grouping_lengths(data.train.texts, token_lengths(tokenizer, data.train.texts), args.max_seq_length)
+        # the rows are already cut to max_seq_length, so their lengths are the engine's capped token counts
+        counted = [len(ids) for ids in encoded["input_ids"]]
+        lengths = grouping_lengths(data.train.texts, counted, args.max_seq_length)
         batches = length_grouped_batches(lengths, COMMON["batch_size"], seed=COMMON["seed"])
         # Trainer cuts the rows it reads in order into batches of 16, so the one short batch (the last
         # group's rest) goes last: otherwise every batch after it would straddle two of nlpforge's.
