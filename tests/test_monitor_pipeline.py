@@ -2,6 +2,7 @@
 what the server captured."""
 import json
 import os
+from datetime import datetime, timedelta
 
 from conftest import toy_rows, write_csv
 from nlpforge.monitoring import BaselineSettings, MonitorRunSettings, monitor_run, suggest_baseline
@@ -33,8 +34,8 @@ def test_captured_traffic_of_a_deployed_endpoint_is_monitored(tmp_path, tiny_mod
 
         for row in number_rows(60):
             predictor.predict({"text": row["text"]})
-        stamp = records[-1]["timestamp"]
-        other = monitor_run(MonitorRunSettings.of(baseline=str(baseline), capture=str(capture), since=stamp + "0",
+        after = datetime.fromisoformat(records[-1]["timestamp"]) + timedelta(milliseconds=1)
+        other = monitor_run(MonitorRunSettings.of(baseline=str(baseline), capture=str(capture), since=after.isoformat(),
                                                   output=str(tmp_path / "other")))
         assert other["item_count"] == 60 and other["status"] == "violations"
         kinds = {v["constraint_check_type"] for v in other["violations"]}

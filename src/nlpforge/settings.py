@@ -26,6 +26,7 @@ check that an output path can be written (`check_writable`), since every layer m
 """
 import json
 import math
+import re
 import os
 import tempfile
 import types
@@ -328,7 +329,10 @@ def cores() -> int:
 
 def check_device(name: str, flag: str = "--device") -> None:
     """Refuse a CUDA device where torch sees no CUDA GPU, in one line that names the fix (`flag` is how the
-    caller's user gives the device: a CLI flag or a request parameter)."""
+    caller's user gives the device: a CLI flag or a request parameter). Anything but cpu, cuda or cuda:N is
+    refused too."""
+    if not isinstance(name, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"{flag} {name!r}: not a device nlpforge runs on; use cpu, cuda or cuda:N")
     if name.startswith("cuda"):
         import torch
 

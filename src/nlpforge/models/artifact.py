@@ -150,6 +150,8 @@ def model_card(name: str, meta: dict, notes=(), example_input: str = "some text"
 
 def read_metadata(folder) -> tuple[dict, dict]:
     """(nlpforge.json, labels.json or {}) of an artifact folder, with a clear error if it is not one."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ArtifactError(f"a model folder is a path, not {folder!r}; give the folder `nlpforge train` wrote")
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: no such model folder; train one with `nlpforge train <task>`")

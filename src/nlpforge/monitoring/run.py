@@ -21,6 +21,7 @@ import html
 import json
 import random
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -93,6 +94,31 @@ class MonitorRunSettings(Settings):
         if (self.capture is None) == (self.data is None):
             raise ConfigError("give either --capture (the server's data capture folder) or --data (a file of "
                               "texts), not " + ("both" if self.capture else "neither"))
+        since = None if self.since is None else parse_stamp(self.since, "--since")
+        until = None if self.until is None else parse_stamp(self.until, "--until")
+        if since and until and since >= until:
+            raise ConfigError(f"--since {self.since} is not before --until {self.until}: the window would be empty; "
+                              "swap them")
+
+
+def parse_stamp(value: str, what: str) -> datetime:
+    """An ISO 8601 time as an aware datetime; one without an offset is UTC, as the capture's own stamps are."""
+    try:
+        stamp = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{what} {value!r}: not an ISO 8601 time; write e.g. 2026-01-01T00:00 or "
+                          "2026-01-01T00:00:00+02:00 (UTC when no offset is given)") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def check_output_folder(path, what: str, kind: str, marker: str) -> None:
+    """Refuse an output folder that holds anything but an earlier `kind` (known by its `marker` file), so a
+    run never writes over a baseline, a model or other files it did not make."""
+    check_writable(path, what, folder=True)
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise ConfigError(f"{what} {path}: holds other files, which this would overwrite or mix with; give a new or "
+                          f"empty folder, or an earlier {kind}")
 
 
 def read_texts(path, text_column: str, reading: ReadingSettings | None = None) -> list:
@@ -121,12 +147,20 @@ def capture_records(folder):
 
 
 def capture_inputs(folder, since: str | None = None, until: str | None = None) -> list:
-    """The inputs recorded by `DataCapture` under `folder` (every model and version), oldest file first."""
+    """The inputs recorded by `DataCapture` under `folder` (every model and version), oldest file first, whose
+    timestamps lie in [since, until); with either bound, a record without a readable timestamp is left out."""
+    since = None if since is None else parse_stamp(since, "--since")
+    until = None if until is None else parse_stamp(until, "--until")
     inputs = []
     for record in capture_records(folder):
-        stamp = str(record.get("timestamp", ""))
-        if not ((since and stamp < since) or (until and stamp >= until)):
-            inputs.append(record.get("input"))
+        if since or until:
+            try:
+                stamp = parse_stamp(record.get("timestamp", ""), "timestamp")
+            except ConfigError:
+                continue
+            if (since and stamp < since) or (until and stamp >= until):
+                continue
+        inputs.append(record.get("input"))
     return inputs
 
 
@@ -136,7 +170,7 @@ def _write_json(path: Path, value) -> None:
 
 def suggest_baseline(settings: BaselineSettings) -> dict:
     """Write the baseline folder; returns its statistics."""
-    check_writable(settings.output, "--output", folder=True)
+    check_output_folder(settings.output, "--output", "baseline", "baseline.json")
     texts = read_texts(settings.data, settings.text_column, settings.reading)
     identity = model_identity(settings.model) if settings.model is not None else None
     present = [t for t in texts if t is not None]
@@ -225,7 +259,10 @@ def monitor_run(settings: MonitorRunSettings) -> dict:
     """Check the window against the baseline and write the run's files; returns report.json's content."""
     stats, constraints, info, sample = _read_baseline(settings.baseline)
     identity = _window_model(settings, info)
-    check_writable(settings.output, "--output", folder=True)
+    if Path(settings.output).resolve() == Path(settings.baseline).resolve():
+        raise ConfigError(f"--output {settings.output}: is the baseline folder, whose statistics the run would "
+                          "overwrite; give the run its own folder")
+    check_output_folder(settings.output, "--output", "run's report", "report.json")
     texts, non_string = _read_window(settings)
     output = Path(settings.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -76,8 +76,12 @@ class Transformer:
 
 
 def batch_files(source: Path) -> list[Path]:
-    """The files a batch transform reads: the file itself, or the files directly in the folder, by name."""
-    return sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+    """The files a batch transform reads: the file itself, or the files directly in the folder, by name,
+    leaving out hidden files (.DS_Store, partial writes) and earlier transforms' `.out` files."""
+    if not source.is_dir():
+        return [source]
+    return sorted(p for p in source.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix != ".out")
 
 
 def transform_files(model_dir, files: list[Path], output: Path, accept: str, text_columns=None) -> list[Path]:

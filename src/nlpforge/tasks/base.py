@@ -120,11 +120,16 @@ def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -
     return value
 
 
-def truncated_flags(texts: list, encoded) -> list[bool]:
-    """Whether each input (a text or a (text, text_pair)) lost characters to truncation: a part's
-    last token ends before the part does. `encoded` is a fast tokenizer's output with offsets."""
+def truncated_flags(texts: list, encoded, max_length: int) -> list[bool]:
+    """Whether each input (a text or a (text, text_pair)) lost characters to truncation: it fills
+    `max_length` tokens and a part's last token ends before the part does (characters the tokenizer drops,
+    such as a trailing zero-width space, do not count on a shorter input). `encoded` is a fast tokenizer's
+    output with offsets."""
     flags = []
     for i, text in enumerate(texts):
+        if len(encoded["input_ids"][i]) < max_length:
+            flags.append(False)
+            continue
         parts = text if isinstance(text, tuple) else (text,)
         ends = [0] * len(parts)
         for sequence, (_, end) in zip(encoded.sequence_ids(i), encoded["offset_mapping"][i]):
@@ -148,6 +153,7 @@ class Task(ABC):
     # length-sorted passes of about 1,000 tokens ran 2-3x faster than passes of 4,000 (bench/serving.py).
     max_batch_tokens: int = 1024
     channels: dict = {"train": "train", "validation": "validation", "test": "test"}  # SageMaker channel -> data setting
+    info_keys: tuple = ()              # what prediction needs from the folder's labels.json
     defaults: dict = {}                # the task's own defaults for engine settings (its best measured recipe)
     # Whether a text reaches the model as the same token ids every epoch, so that frozen layers' outputs can be
     # kept (nlpforge.models.frozen); not where inputs are masked anew each time.
@@ -206,8 +212,17 @@ class Task(ABC):
         return {"prediction": json.dumps(answer, ensure_ascii=False)}
 
     def as_inputs(self, value) -> list:
-        """A single input or a list of inputs, as a list (a lone string is one input)."""
-        return [value] if isinstance(value, (str, dict)) else list(value)
+        """A single input (a string, a dict, or a tuple: one text pair) or a list of inputs, as a list."""
+        if isinstance(value, (str, dict, tuple)):
+            return [value]
+        if isinstance(value, (bytes, bytearray)):
+            raise InputError("the input is bytes; decode it to a string first, e.g. value.decode('utf-8')")
+        if value is None or isinstance(value, (int, float)):
+            raise InputError(f"give a text or a list of texts, not {value!r}")
+        try:
+            return list(value)
+        except TypeError:
+            raise InputError(f"give a text or a list of texts, not a {type(value).__name__}") from None
 
     def load_weights(self, folder, **options):
         """The folder's torch model (`options` go to `from_pretrained`, e.g. attn_implementation)."""
@@ -279,7 +294,7 @@ class LoadedModel:
     def explain(self, inputs, steps: int = 32) -> list:
         """Answers plus explanations: token attributions and attention weights (nlpforge.tasks.explanations)."""
         items = [self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)]
-        return self.task.explain(self, items, steps)
+        return self.task.explain(self, items, steps) if items else []
 
 
 def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
@@ -297,6 +312,13 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
     meta, info = read_metadata(folder)
     if meta.get("task") != task.name:
         raise ArtifactError(f"{folder}: holds a '{meta.get('task')}' model, not {task.name}")
+    if not (folder / "tokenizer.json").is_file():
+        raise ArtifactError(f"{folder}: tokenizer.json is missing, so the model's vocabulary is unknown; restore the "
+                            "file or train the model again")
+    missing = [key for key in task.info_keys if key not in info]
+    if missing:
+        raise ArtifactError(f"{folder / 'labels.json'}: missing or without {', '.join(missing)}; the model folder "
+                            "is damaged, restore the file or train the model again")
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(folder))

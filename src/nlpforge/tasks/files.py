@@ -8,6 +8,7 @@ output holds {"row": N, ...the answer}; CSV output has a row column and the task
 """
 import csv
 import json
+import os
 from pathlib import Path
 
 from nlpforge.data.clean import clean_html
@@ -20,18 +21,32 @@ from nlpforge.tasks import load
 def predict_file(model_path, input_path, output_path, text_columns=None, batch_size: int = 64,
                  chunk_rows: int = 2048, reading: dict | None = None) -> int:
     """Write one prediction per input row; returns the number of rows written. `reading` holds
-    `read_table`'s delimiter and encoding."""
+    `read_table`'s delimiter and encoding. The output appears whole or not at all: it is written
+    beside its final name and renamed at the end, so a failure leaves an earlier file untouched."""
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise DataError(f"{output_path}: output must end in .csv or .jsonl")
+    if Path(input_path).exists() and output_path.exists() and output_path.samefile(input_path):
+        raise DataError(f"{output_path}: the output is the input file, which would be overwritten; "
+                        "write the predictions to another file")
     loaded = load(model_path)
     text_columns = list(text_columns or loaded.text_columns)
     frame = read_table(input_path, columns=text_columns, **(reading or {})).frame
     inputs = [join_columns(clean_html("" if frame[c].iat[row] is None else str(frame[c].iat[row]))
                            for c in text_columns) for row in range(len(frame))]
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(output_path, "w", encoding="utf-8", newline="") as handle:
+    partial = output_path.with_name(f".{output_path.name}.partial")
+    try:
+        write_answers(loaded, inputs, partial, suffix, batch_size, chunk_rows)
+        os.replace(partial, output_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return len(inputs)
+
+
+def write_answers(loaded, inputs, path, suffix, batch_size, chunk_rows):
+    with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle) if suffix == ".csv" else None
         for start in range(0, len(inputs), chunk_rows):
             answers = loaded.predict(inputs[start:start + chunk_rows], batch_size=batch_size)
@@ -45,4 +60,3 @@ def predict_file(model_path, input_path, output_path, text_columns=None, batch_s
                 if row == 0:
                     writer.writerow(["row", *columns])
                 writer.writerow([row, *columns.values()])
-    return len(inputs)

@@ -203,6 +203,7 @@ class TextClassification(Task):
     outputs = {"logits": ("batch",)}
     example_input = "Loved it"
     metrics = ("validation_accuracy", "validation_macro_f1")
+    info_keys = ("labels",)
     # The best recipe measured on the flagship within 15 minutes of 2 CPU cores (docs/benchmarks.md, "A larger
     # base in the time budget"): all-mpnet-base-v2 with its lowest 8 of 12 layers frozen (freeze_layers None:
     # all but the top 4 of a base deeper than 6 layers), 2 epochs at a peak of 1e-4, each lower layer learning
@@ -358,7 +359,7 @@ class TextClassification(Task):
         first, second = (list(zip(*inputs)) if pairs else (inputs, None))
         encoded = loaded.tokenizer(list(first), list(second) if second else None, truncation="longest_first",
                                    max_length=loaded.max_seq_length, return_offsets_mapping=True)
-        flags = truncated_flags(inputs, encoded)
+        flags = truncated_flags(inputs, encoded, loaded.max_seq_length)
         names = [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in encoded]
         return [{**{n: encoded[n][i] for n in names}, "truncated": flags[i]} for i in range(len(inputs))]
 

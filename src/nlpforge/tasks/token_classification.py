@@ -158,6 +158,7 @@ class TokenClassification(Task):
     outputs = {"logits": ("batch", "sequence")}
     example_input = "Angela Merkel visited Paris."
     metrics = ("validation_f1", "validation_precision", "validation_recall", "validation_token_accuracy")
+    info_keys = ("labels",)
 
     # --- training -------------------------------------------------------------------------------------
     def prepare(self, settings: TokenClassificationData, tokenizer, *, max_seq_length: int, seed: int,
