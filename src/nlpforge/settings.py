@@ -318,6 +318,31 @@ def _check_types(cls, nested: dict, path: Path) -> None:
             raise ConfigError(f"{path}: {error.message}") from None
 
 
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, gensim) takes 0 to 2**32 - 1 only
+
+
+def check_suffix(path, what: str, suffixes=IMAGE_SUFFIXES) -> None:
+    """Refuse an output file whose name ends in none of `suffixes` (what it will be written as)."""
+    if Path(path).suffix.lower() not in suffixes:
+        raise ConfigError(f"{what} {path}: name a {', '.join(s.lstrip('.') for s in suffixes)} file (the name's "
+                          "ending says what is written)")
+
+
+def check_apart(output, inputs, what: str = "--output") -> None:
+    """Refuse an output path that is one of `inputs`, lies inside an input folder, or is a folder holding an
+    input: writing it would overwrite or change what is being read."""
+    out = Path(os.path.abspath(Path(output).expanduser()))
+    for given in inputs:
+        if given is None or str(given) == "":
+            continue
+        source = Path(os.path.abspath(Path(given).expanduser()))
+        if out == source or source in out.parents or out in source.parents:
+            relation = "is" if out == source else "is inside" if source in out.parents else "holds"
+            raise ConfigError(f"{what} {output}: {relation} the input {given}, which writing it would overwrite or "
+                              "change; choose a path apart from the inputs")
+
+
 # --- where nlpforge keeps its own folders ---------------------------------------------------------------
 JOBS_ROOT_ENV = "NLPFORGE_JOBS_ROOT"
 
@@ -345,6 +370,14 @@ def jobs_root(root=None) -> Path:
     """The folder holding training jobs, endpoints and the tracking stores: the argument, else
     $NLPFORGE_JOBS_ROOT, else ./jobs."""
     return Path(root or os.environ.get(JOBS_ROOT_ENV) or "jobs").expanduser().resolve()
+
+
+def existing_jobs_root(root: str | None) -> str | None:
+    """A --jobs-root that commands only read from: an existing folder when given (None: the default)."""
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise ConfigError(f"--jobs-root {root}: {'is a file' if Path(root).exists() else 'no such folder'}; name the "
+                          "folder the jobs were written to (Estimator(jobs_root=...), default ./jobs)")
+    return root
 
 
 def cache_root() -> Path:

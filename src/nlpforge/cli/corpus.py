@@ -9,7 +9,7 @@ import typer
 
 from nlpforge.cli import app
 from nlpforge.cli.options import command_from_settings
-from nlpforge.settings import check_writable
+from nlpforge.settings import check_apart, check_writable
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.jobs import PhraseJob, TokenizeJob, VocabularyJob
 
@@ -30,6 +30,7 @@ def _tokenize(job: TokenizeJob) -> None:
         for line in tokenized_lines(job):
             typer.echo(line)
         return
+    check_apart(job.output, job.text.source.corpus)
     check_writable(job.output, "--output", folder=False)
     lines = 0
     with open(job.output, "w", encoding="utf-8") as out:

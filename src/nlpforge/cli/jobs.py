@@ -4,11 +4,13 @@ import json
 import typer
 
 from nlpforge.cli import app
+from nlpforge.settings import existing_jobs_root
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Training jobs run by the SDK (Estimator.fit).")
 app.add_typer(jobs_app, name="jobs")
 
-ROOT = typer.Option(None, "--jobs-root", help="folder of job folders (default: $NLPFORGE_JOBS_ROOT or ./jobs)")
+ROOT = typer.Option(None, "--jobs-root", help="folder of job folders (default: $NLPFORGE_JOBS_ROOT or ./jobs)",
+                    callback=existing_jobs_root)
 
 
 @jobs_app.command("list")

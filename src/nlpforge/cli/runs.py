@@ -4,12 +4,14 @@ import json
 import typer
 
 from nlpforge.cli import app
+from nlpforge.settings import existing_jobs_root
 
 runs_app = typer.Typer(no_args_is_help=True, help="Experiment runs recorded in MLflow (open them with `mlflow ui`).")
 app.add_typer(runs_app, name="runs")
 
 ROOT = typer.Option(None, "--jobs-root", help="folder of job folders whose mlflow.db to read "
-                                               "(default: $MLFLOW_TRACKING_URI, else $NLPFORGE_JOBS_ROOT or ./jobs)")
+                                               "(default: $MLFLOW_TRACKING_URI, else $NLPFORGE_JOBS_ROOT or ./jobs)",
+                    callback=existing_jobs_root)
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -129,6 +130,8 @@ def traffic(name: str,
                 weights[version] = float(value)
             except ValueError:
                 raise ConfigError(f"--weight {entry!r}: the weight must be a number") from None
+            if not math.isfinite(weights[version]) or weights[version] < 0:
+                raise ConfigError(f"--weight {entry!r}: the weight must be a finite number of at least 0, e.g. 1.0=90")
     shadow_value = None if no_shadow else (shadow if shadow is not None else "")
     _print(_client(management_url, key_file, token).traffic(name, weights, shadow_value))
 

@@ -250,11 +250,13 @@ def explain_model(folder, text: str, text_pair: str | None = None, html_path=Non
                   steps: int = 32) -> dict:
     """Explain one input with the model in `folder` (see `explain_text`) and write the HTML view and PNG
     when asked; returns the explanation."""
-    from nlpforge.settings import check_writable
+    from nlpforge.settings import IMAGE_SUFFIXES, check_apart, check_suffix, check_writable
     from nlpforge.tasks import load
 
-    for path, flag in ((html_path, "--output"), (png_path, "--png")):
+    for path, flag, suffixes in ((html_path, "--output", (".html", ".htm")), (png_path, "--png", IMAGE_SUFFIXES)):
         if path is not None:
+            check_suffix(path, flag, suffixes)
+            check_apart(path, [folder], flag)
             check_writable(path, flag, folder=False)
     explanation = explain_text(load(folder), text, text_pair, steps)
     title = f"{Path(folder).name}: {text[:80]}"

@@ -123,6 +123,13 @@ def check_output(folder, overwrite: bool = False, what: str = "--output") -> Pat
         if not overwrite:
             raise ConfigError(f"{what} {folder}: the folder is not empty; pass --overwrite to replace it (the old "
                               "model stays until the new one is complete), or choose another folder")
+        here = Path.cwd()
+        if Path(os.path.abspath(folder)) in (here, *here.parents):
+            raise ConfigError(f"{what} {folder}: is the current folder or holds it, and --overwrite would delete "
+                              "everything in it; name a folder for the model")
+        if not (folder / "nlpforge.json").is_file():
+            raise ConfigError(f"{what} {folder}: holds files but no nlpforge model, and --overwrite replaces the "
+                              "whole folder; choose a new folder, or an earlier model's")
         check_writable(Path(os.path.abspath(folder)).parent, what, folder=True)  # the new one is written beside it
     return folder
 

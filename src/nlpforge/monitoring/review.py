@@ -113,6 +113,9 @@ class ReviewQueue:
                             f"{', '.join(known) or 'none yet'}")
         self.model, self.version, self.threshold = model, version, float(threshold)
         self.labels_file = Path(labels_file) if labels_file else self.folder / model / "review" / "labels.jsonl"
+        if self.labels_file.name.startswith("capture.jsonl"):
+            raise ConfigError(f"labels file {self.labels_file}: is a capture log's name, and labels written there "
+                              "would mix with captured traffic; name another file")
 
     # --- the queue ----------------------------------------------------------------------------------------
     def _scan(self) -> tuple[dict[str, ReviewItem], list]:
@@ -295,6 +298,11 @@ class ReviewQueue:
         path = Path(path)
         if path.suffix.lower() not in (".csv", ".jsonl"):
             raise ConfigError(f"--output {path}: export to a .csv or .jsonl file")
+        read = "capture log" if path.name.startswith("capture.jsonl") else "labels file" if (
+            path.exists() and self.labels_file.exists() and path.samefile(self.labels_file)) else None
+        if read:
+            raise ConfigError(f"--output {path}: is the {read} the export reads, which writing it would destroy; "
+                              "export to another file")
         check_writable(path, "--output", folder=False)
         rows = list(self.reviewed().values())
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -177,6 +177,12 @@ class _Uvicorn:
             def install_signal_handlers(self):
                 pass
 
+            async def startup(self, sockets=None):
+                try:
+                    await super().startup(sockets=sockets)
+                except SystemExit:  # uvicorn exits when it cannot listen (it has logged why); serve() says so
+                    self.should_exit = True
+
         config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level, access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=int(settings.shutdown_timeout),
                                 timeout_keep_alive=30, limit_concurrency=None, backlog=2048,
@@ -211,8 +217,8 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, star
             for s in servers:
                 s.should_exit = True
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise ConfigError(f"cannot listen on {settings.host} ports {[p for _, p in apps]}; is another server "
-                              "running? choose other ports")
+            raise ConfigError(f"cannot listen on {settings.host} ports {[p for _, p in apps]} (the log above says "
+                              "why); is another server running on them? choose other ports or --host")
         await asyncio.sleep(0.02)
     ports = [s.servers[0].sockets[0].getsockname()[1] for s in servers]
     warming = loop.run_in_executor(None, warm_up)  # imports torch in the forkserver while we wait

@@ -87,6 +87,11 @@ class ServeSettings(Settings):
         bad = [m for m in self.models if "=" not in m]
         if bad:
             raise ConfigError(f"--models takes name=path, e.g. stars=models/stars, not {bad[0]!r}")
+        ports = [p for p in (self.inference_port, self.management_port, self.metrics_port) if p]
+        if len(set(ports)) < len(ports):
+            raise ConfigError(f"--inference-port, --management-port and --metrics-port must differ (given "
+                              f"{self.inference_port}, {self.management_port}, {self.metrics_port}); choose three "
+                              "ports")
 
     @property
     def key_path(self) -> Path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Iterator, Literal
 
 from nlpforge.errors import ConfigError
-from nlpforge.settings import Settings, check_writable, group, setting
+from nlpforge.settings import Settings, check_apart, check_writable, group, setting
 from nlpforge.text.corpus import Corpus, CorpusSettings, corpus_files
 from nlpforge.text.phrases import PhraseModel, PhraseSettings, learn_phrases
 from nlpforge.text.tokenize import render_markers
@@ -56,6 +56,7 @@ class PhraseJob(Settings):
 
 def phrases_from_corpus(job: PhraseJob) -> PhraseModel:
     """Stream the corpus once per pass, learn the phrases, save them to `job.output`."""
+    check_apart(job.output, job.text.source.corpus)
     check_writable(job.output, "--output", folder=False)
     model = learn_phrases(Corpus(job.text), job.phrase)
     model.save(job.output)
@@ -79,6 +80,7 @@ class VocabularyJob(Settings):
 
 def vocabulary_from_corpus(job: VocabularyJob) -> tuple[Vocabulary, VocabularyStats]:
     """Stream the corpus once, build and save the vocabulary, and measure it (on the held-out file too)."""
+    check_apart(job.output, [*job.text.source.corpus, job.held_out, job.phrases])
     check_writable(job.output, "--output", folder=False)
     phrases = PhraseModel.load(job.phrases) if job.phrases else None
     counts = Counter()

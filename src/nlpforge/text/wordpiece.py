@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from nlpforge.errors import DataError
-from nlpforge.settings import Settings, check_writable, group, setting
+from nlpforge.errors import ConfigError, DataError
+from nlpforge.settings import Settings, check_apart, check_writable, group, setting
 from nlpforge.text.corpus import CorpusSource, source_documents
 from nlpforge.text.normalize import NormalizeSettings, normalize
 
@@ -56,6 +56,10 @@ def train_wordpiece(settings: WordPieceSettings) -> Path:
     from transformers import BertTokenizerFast
 
     check_writable(settings.output, "--output", folder=True)
+    check_apart(settings.output, settings.source.corpus)
+    if (Path(settings.output) / "nlpforge.json").is_file() or (Path(settings.output) / "config.json").is_file():
+        raise ConfigError(f"--output {settings.output}: holds a model, whose tokenizer this would replace; write the "
+                          "tokenizer to its own folder")
     tokenizer = BertWordPieceTokenizer(lowercase=settings.normalize.lowercase, strip_accents=None, clean_text=True)
     seen = {"documents": 0}
 

@@ -17,7 +17,7 @@ import random
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from nlpforge.models.attention import attention_for_varying_lengths
 from nlpforge.models.dropout import use_cpu_dropout
 from nlpforge.models.frozen import TRAINED_ON_TOP, freeze_lowest_layers, frozen_layer_count, frozen_outputs_cached
 from nlpforge.models.registry import load_tokenizer, resolve_base
-from nlpforge.settings import check_device, check_writable, from_flat, to_flat
+from nlpforge.settings import check_apart, check_device, check_writable, from_flat, to_flat
 from nlpforge.training import distributed
 from nlpforge.training.loop import fit, sharded_runner
 from nlpforge.training.precision import resolve_precision
@@ -113,9 +113,17 @@ def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
         distributed.teardown()
 
 
+def data_paths(data) -> list:
+    """The files and folders a task's data settings name (train, validation, corpus, ...)."""
+    values = [getattr(data, f.name) for f in fields(data)]
+    return [str(v) for value in values for v in (value if isinstance(value, (list, tuple)) else [value])
+            if isinstance(v, (str, Path)) and v and Path(v).exists()]
+
+
 def check_output(job: TrainJob) -> None:
     """Before any work: the model folder can be written (and replaced only with --overwrite), and the
     checkpoints are kept apart from it."""
+    check_apart(job.output, data_paths(job.data))
     artifact.check_output(job.output, job.overwrite)
     if job.checkpoint.checkpoint_dir:
         output, checkpoints = Path(job.output).resolve(), Path(job.checkpoint.checkpoint_dir).resolve()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from nlpforge.errors import ConfigError
+from nlpforge.settings import check_suffix
 
 METHODS = ("pca", "tsne")
 
@@ -30,6 +31,7 @@ def plot_words(vectors, words: list[str], output, method: str = "pca") -> Path:
         raise ConfigError(f"method must be pca or tsne, not '{method}'")
     if len(set(words)) < 3:
         raise ConfigError("name at least 3 different words to draw a map")
+    check_suffix(output, "--output")
     keys = [vectors.key(word) for word in words]  # an unknown word raises before anything is drawn
     import matplotlib
 
