@@ -18,6 +18,7 @@ evaluated: the engine cannot see the tensors of a script's own loop. Profiler ru
 import logging
 
 from nlpforge.errors import ConfigError
+from nlpforge.sdk.jobs import check_dict
 
 log = logging.getLogger("nlpforge.sdk")
 
@@ -28,6 +29,26 @@ BUILT_IN_RULES = {
     "poor_weight_initialization": "PoorWeightInitialization", "weight_update_ratio": "WeightUpdateRatio",
     "stalled_training_rule": "StalledTraining",
 }
+
+
+# What rule_configs.<rule>() holds -> (the class whose sagemaker() takes it, an example)
+CONFIGURATION_KINDS = {"DebugRuleConfiguration": ("Rule", "loss_not_decreasing()"),
+                       "ProfilerRuleConfiguration": ("ProfilerRule", "ProfilerReport()")}
+
+
+def rule_configuration(base_config, kind: str) -> dict:
+    """The `kind` part of a `rule_configs.<rule>()`, as Rule.sagemaker or ProfilerRule.sagemaker takes it."""
+    taker, example = CONFIGURATION_KINDS[kind]
+    config = base_config.get(kind) if isinstance(base_config, dict) else None
+    if isinstance(config, dict) and (kind != "DebugRuleConfiguration"
+                                     or "rule_to_invoke" in (config.get("RuleParameters") or {})):
+        return config
+    for other, (other_taker, _) in CONFIGURATION_KINDS.items():
+        if other != kind and isinstance(base_config, dict) and isinstance(base_config.get(other), dict):
+            raise ConfigError(f"{base_config[other].get('RuleConfigurationName')} is a rule for "
+                              f"{other_taker}.sagemaker, not {taker}.sagemaker")
+    raise ConfigError(f"{taker}.sagemaker takes a rule configuration such as rule_configs.{example}, not "
+                      f"{base_config!r}")
 
 
 def _config(name: str) -> dict:
@@ -63,12 +84,15 @@ class Rule:
                   s3_output_path=None, other_trials_s3_input_paths=None, rule_parameters: dict | None = None,
                   collections_to_save=None, actions=None) -> "Rule":
         """A built-in rule from `rule_configs.<rule>()`, its parameters overridden by `rule_parameters`."""
-        config = (base_config or {}).get("DebugRuleConfiguration")
-        if not config:
-            raise ConfigError("Rule.sagemaker takes a rule configuration such as rule_configs.loss_not_decreasing()")
+        config = rule_configuration(base_config, "DebugRuleConfiguration")
         rule = config["RuleParameters"]["rule_to_invoke"]
         parameters = {k: v for k, v in config["RuleParameters"].items() if k != "rule_to_invoke"}
-        parameters.update(rule_parameters or {})
+        parameters.update(check_dict(rule_parameters, "rule_parameters", "{'threshold': '1e-6'}"))
+        for key, value in parameters.items():
+            # The engine reads a rule as `Name:key=value,...`: these characters would add parameters of their own.
+            if any(mark in f"{key}{value}" for mark in ",=:"):
+                raise ConfigError(f"rule parameter {key}={value!r} of {rule}: names and values cannot hold ',', '=' "
+                                  "or ':'; give each parameter as its own key of rule_parameters")
         return cls(name or rule, {"rule_to_invoke": rule, **parameters})
 
     @property
@@ -90,12 +114,14 @@ class ProfilerRule:
 
     @classmethod
     def sagemaker(cls, base_config: dict, name: str | None = None, **_) -> "ProfilerRule":
-        config = (base_config or {}).get("ProfilerRuleConfiguration") or {}
+        config = rule_configuration(base_config, "ProfilerRuleConfiguration")
         return cls(name or config.get("RuleConfigurationName", "ProfilerReport"))
 
 
 def rule_specs(rules) -> list[str]:
     """The engine's rule specs of an estimator's `rules=[...]`; profiler rules are dropped with a log line."""
+    if rules is not None and not isinstance(rules, (list, tuple)):
+        raise ConfigError(f"rules takes a list, such as rules=[Rule.sagemaker(rule_configs.overfit())], not {rules!r}")
     specs = []
     for rule in rules or []:
         if isinstance(rule, ProfilerRule):

@@ -25,9 +25,10 @@ from nlpforge.data.formats import is_data_file
 from nlpforge.errors import ConfigError, TrainingJobError
 from nlpforge.sdk import contract, remote
 from nlpforge.sdk.debugger import rule_specs
-from nlpforge.sdk.jobs import (NAME_PATTERN, describe_job, follow_log, now_iso, stop_job, wait_for_job,
+from nlpforge.sdk.jobs import (check_dict, check_name, describe_job, follow_log, now_iso, stop_job, wait_for_job,
                                write_json)
-from nlpforge.settings import Settings, setting
+from nlpforge.sdk.runner import compile_metric_definitions
+from nlpforge.settings import Settings, check_writable, setting
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
 log = logging.getLogger("nlpforge.sdk")
@@ -50,8 +51,15 @@ class JobArguments(Settings):
     input_mode: Literal["File", "Pipe", "FastFile"] = setting("File", "how channels reach the script; Pipe and "
                                                                       "FastFile run as File")
     container_log_level: int = setting(20, "the toolkit's log level (logging.INFO is 20), SM_LOG_LEVEL", min=0)
+    spot_interruptions: list[float] | None = setting(None, "seconds into each attempt at which the simulated spot "
+                                                           "instance is reclaimed")
 
     def check(self):
+        if self.spot_interruptions is not None and not self.use_spot_instances:
+            raise ConfigError("spot_interruptions needs use_spot_instances=True")
+        if any(seconds <= 0 for seconds in self.spot_interruptions or []):
+            raise ConfigError(f"spot_interruptions are seconds into each attempt, so each must be positive, not "
+                              f"{self.spot_interruptions}; e.g. spot_interruptions=[600]")
         if self.instance_type not in ("local", "local_gpu") and not self.instance_type.startswith("ml."):
             raise ConfigError(f"instance_type must be local, local_gpu or a SageMaker type such as ml.p3.2xlarge, "
                               f"not {self.instance_type!r}")
@@ -59,6 +67,8 @@ class JobArguments(Settings):
             raise ConfigError("max_wait applies only with use_spot_instances=True")
         if self.use_spot_instances and self.max_wait is not None and self.max_run and self.max_wait < self.max_run:
             raise ConfigError("max_wait must be at least max_run (SageMaker's rule for spot training)")
+
+
 # The arguments of SageMaker's EstimatorBase, Framework, Estimator and PyTorch (Python SDK v2) that mean nothing
 # on one machine: accepted, so that SageMaker notebooks run unchanged, and recorded in job.json.
 SAGEMAKER_ONLY_ARGUMENTS = {
@@ -76,6 +86,8 @@ RENAMED_ARGUMENTS = {"train_instance_count": "instance_count", "train_instance_t
                      "train_max_wait": "max_wait", "train_volume_size": "volume_size",
                      "train_volume_kms_key": "volume_kms_key"}
 BUILTIN_LAUNCHER = Path(__file__).with_name("builtin_launcher.py")
+# SageMaker's experiment_config keys: where the job's MLflow run is filed (tracking/runs.py).
+EXPERIMENT_KEYS = ("ExperimentName", "TrialName", "TrialComponentDisplayName", "RunName")
 
 
 def timestamped_name(base: str) -> str:
@@ -108,10 +120,27 @@ def channel_paths(inputs) -> dict[str, Path]:
     return channels
 
 
+def check_experiment_config(config) -> dict:
+    """fit()'s experiment_config: a dict of strings under SageMaker's keys (None: nlpforge's default experiment)."""
+    config = check_dict(config, "experiment_config", "{'ExperimentName': 'stars', 'TrialName': 'lr-sweep'}",
+                        strings=True)
+    unknown = sorted(set(config) - set(EXPERIMENT_KEYS))
+    if unknown:
+        raise ConfigError(f"experiment_config has unknown key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(EXPERIMENT_KEYS)}")
+    return dict(config)
+
+
 def link_channel(source: Path, target: Path) -> None:
-    """input/data/<channel> as a folder: a folder is linked, a single file is linked inside one."""
-    if target.is_symlink() or target.exists():
-        return
+    """input/data/<channel> as a folder: a folder is linked, a single file is linked inside one. What an earlier,
+    failed fit under the same job name linked there is replaced, so the channel always holds `source`."""
+    if target.is_symlink():
+        target.unlink()
+    elif target.is_dir():  # a single file's folder, holding only the link made for it
+        for item in target.iterdir():
+            if item.is_symlink():
+                item.unlink()
+        target.rmdir()
     if source.is_dir():
         target.symlink_to(source, target_is_directory=True)
     else:
@@ -185,11 +214,16 @@ class Estimator:
         ssh_hosts: one SSH destination per instance (default $NLPFORGE_SSH_HOSTS, comma-separated): host algo-N
             runs on the N-th, as one torchrun node; see nlpforge.sdk.remote for what each host needs.
         """
+        for argument, value in (("entry_point", entry_point), ("source_dir", source_dir), ("output_path", output_path),
+                                ("checkpoint_local_path", checkpoint_local_path), ("jobs_root", jobs_root)):
+            if not isinstance(value, (str, os.PathLike)) and (value is not None or argument == "entry_point"):
+                raise ConfigError(f"{argument} must be a path (a str or pathlib.Path), not {value!r}")
+        entry_point = str(entry_point)
         self.source_dir = Path(source_dir).expanduser().resolve() if source_dir else None
         if self.source_dir is not None and not self.source_dir.is_dir():
             raise ConfigError(f"source_dir {source_dir} is not a folder; give the folder holding the entry point")
         script = (self.source_dir / entry_point) if self.source_dir else Path(entry_point).expanduser()
-        if not entry_point or not script.is_file():
+        if not script.is_file():
             where = f" in source_dir {self.source_dir}" if self.source_dir else ""
             raise ConfigError(f"entry_point '{entry_point}' not found{where}; give the path of the training script")
         self.entry_point = entry_point if self.source_dir else str(script.resolve())
@@ -199,16 +233,12 @@ class Estimator:
         unknown = sorted(set(framework_settings) - SAGEMAKER_ONLY_ARGUMENTS)
         if unknown:
             raise ConfigError(f"unknown Estimator argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator)")
-        if spot_interruptions is not None and not use_spot_instances:
-            raise ConfigError("spot_interruptions needs use_spot_instances=True")
         arguments = JobArguments(instance_count, instance_type, max_run, use_spot_instances, max_wait,
                                  max_retry_attempts, spot_capacity_wait, spot_price_ratio, input_mode=input_mode,
-                                 container_log_level=container_log_level)
-        for definition in metric_definitions or []:
-            if not isinstance(definition, dict) or set(definition) != {"Name", "Regex"}:
-                raise ConfigError("each metric definition must be {'Name': ..., 'Regex': ...}, got "
-                                  f"{definition!r}")
-        self._hyperparameters = dict(hyperparameters or {})
+                                 container_log_level=container_log_level, spot_interruptions=spot_interruptions)
+        compile_metric_definitions(metric_definitions)  # a regex that does not compile is refused now
+        self._hyperparameters = dict(check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}"))
+        environment = check_dict(environment, "environment", "{'MY_SETTING': '1'}")
         self.instance_count, self.instance_type = arguments.instance_count, arguments.instance_type
         self.ssh_hosts = remote.ssh_hosts(ssh_hosts, self.instance_count)
         self.jobs_root = resolve_jobs_root(jobs_root)
@@ -217,11 +247,11 @@ class Estimator:
         self.checkpoint_local_path = checkpoint_local_path
         self.max_run, self.use_spot_instances, self.max_wait = arguments.max_run, use_spot_instances, max_wait
         self.max_retry_attempts = arguments.max_retry_attempts
-        self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
+        self.environment = {str(k): str(v) for k, v in environment.items()}
         self.metric_definitions = list(metric_definitions or [])
         self.base_job_name = base_job_name
         self.install_requirements = install_requirements
-        self.spot = contract.Spot(list(spot_interruptions or []), arguments.spot_capacity_wait,
+        self.spot = contract.Spot(arguments.spot_interruptions or [], arguments.spot_capacity_wait,
                                   arguments.spot_price_ratio)
         self.tracking = tracking and os.environ.get("NLPFORGE_TRACKING", "1") not in ("0", "off", "false")
         self.input_mode, self.container_log_level = arguments.input_mode, arguments.container_log_level
@@ -242,7 +272,14 @@ class Estimator:
         return dict(self._hyperparameters)
 
     def set_hyperparameters(self, **values) -> None:
+        self.check_hyperparameters({**self._hyperparameters, **values})
         self._hyperparameters.update(values)
+
+    def check_hyperparameters(self, hyperparameters: dict) -> None:
+        """Refuse hyperparameters the job cannot run with; a script reads its own, so any are accepted here."""
+
+    def check_job(self, paths: contract.JobPaths, channels: dict[str, Path]) -> None:
+        """Refuse, before the job folder is made, channels the job cannot run with; a script reads any."""
 
     def command_args(self, paths: contract.JobPaths, channels: dict[str, Path]) -> list[str]:
         """What follows the script on its command line: the hyperparameters as `--name value`."""
@@ -256,13 +293,17 @@ class Estimator:
             -> contract.JobPaths:
         """Create the job folder with its code, channels, config files and per-host variables."""
         channels = channel_paths(inputs)
-        name = job_name or timestamped_name(self.default_job_base())
-        if not NAME_PATTERN.match(name):
-            raise ConfigError(f"job name {name!r} must be 1-63 letters, digits or '-', starting with a letter or "
-                              "digit")
+        experiment_config = check_experiment_config(experiment_config)
+        name = check_name(job_name or timestamped_name(self.default_job_base()), "job name")
         paths = contract.JobPaths(self.jobs_root / name)
         if paths.spec.exists():
             raise ConfigError(f"a job named {name} already exists in {self.jobs_root}; choose another job_name")
+        # Everything the job writes outside its folder is checked before anything is made.
+        check_writable(self.jobs_root, "jobs_root", folder=True)
+        check_writable(self.output_path, "output_path", folder=True)
+        if self.checkpoint_local_path:
+            check_writable(self.checkpoint_local_path, "checkpoint_local_path", folder=True)
+        self.check_job(paths, channels)
         gpus = contract.count_gpus() if self.instance_type != "local" else 0
         local_type, mapping = contract.local_instance_type(self.instance_type, gpus)
         if local_type == "local_gpu" and gpus == 0:
@@ -305,7 +346,7 @@ class Estimator:
             max_wait=self.max_wait, max_retry_attempts=self.max_retry_attempts, spot=self.spot,
             environment=self.environment, metric_definitions=self.metric_definitions,
             install_requirements=self.install_requirements, base_job_name=self.default_job_base(),
-            tuning_job_name=self.tuning_job_name, experiment=experiment_config or {}, tracking=self.tracking,
+            tuning_job_name=self.tuning_job_name, experiment=experiment_config, tracking=self.tracking,
             framework_settings=self.framework_settings, input_mode=self.input_mode, local_instance_type=local_type,
             debug_hook_config=debug_hook, notes=notes, ssh_hosts=self.ssh_hosts)
         write_json(paths.spec, spec.to_dict())
@@ -365,15 +406,24 @@ class Estimator:
 
     @classmethod
     def attach(cls, training_job_name: str, jobs_root: str | None = None) -> "Estimator":
-        """An estimator for an existing job, as SageMaker's `Estimator.attach`."""
+        """An estimator for an existing job, as SageMaker's `Estimator.attach`: a job of a built-in estimator
+        attaches as that estimator (TextClassifier, ...), whichever class attach is called on."""
         root = resolve_jobs_root(jobs_root)
         describe_job(training_job_name, root)  # a clear error if it does not exist
         spec = contract.JobSpec.read(root / training_job_name / "job.json")
-        estimator = cls.__new__(cls)
-        Estimator.__init__(estimator, entry_point=str(root / training_job_name / "code" / spec.entry_point),
-                           hyperparameters=spec.hyperparameters, instance_count=spec.instance_count,
-                           instance_type=spec.instance_type, output_path=spec.output_path,
-                           metric_definitions=spec.metric_definitions, jobs_root=str(root), tracking=spec.tracking)
+        builtin = {c.__name__: c for c in BuiltinEstimator.__subclasses__()}.get(spec.estimator)
+        if issubclass(cls, BuiltinEstimator) and builtin is not cls:
+            raise TrainingJobError(f"job {training_job_name} was run by {spec.estimator}, not {cls.__name__}; attach "
+                                   f"it with {(builtin or Estimator).__name__}.attach")
+        settings = dict(hyperparameters=spec.hyperparameters, instance_count=spec.instance_count,
+                        instance_type=spec.instance_type, output_path=spec.output_path,
+                        metric_definitions=spec.metric_definitions, jobs_root=str(root), tracking=spec.tracking)
+        if builtin is not None:
+            estimator = builtin(**settings)
+        else:
+            estimator = cls.__new__(cls)
+            Estimator.__init__(estimator, entry_point=str(root / training_job_name / "code" / spec.entry_point),
+                               **settings)
         estimator.latest_training_job = TrainingJob(training_job_name, root)
         return estimator
 
@@ -444,18 +494,29 @@ class BuiltinEstimator(Estimator):
         owned = {"output", *self.data_channels.values()}  # set by fit from the channels and the job folder
         self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned
         # No base_model: the task's own default (`nlpforge train <task> --help`)
-        hyperparameters = {**({"model": base_model} if base_model else {}), **(hyperparameters or {})}
+        hyperparameters = check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}")
+        hyperparameters = {**({"model": base_model} if base_model else {}), **hyperparameters}
         if settings.get("rules"):  # Rule.sagemaker(...) objects become the engine's rules setting
+            if "rules" in hyperparameters:
+                raise ConfigError(f"{type(self).__name__} got rules twice, as rules= and as the 'rules' "
+                                  "hyperparameter; give them once")
             hyperparameters["rules"] = rule_specs(settings["rules"])
-        unknown = sorted(str(k) for k in hyperparameters if str(k).replace("-", "_") not in self.known_settings)
-        if unknown:
-            raise ConfigError(f"unknown {type(self).__name__} hyperparameter(s) {', '.join(unknown)}; see "
-                              f"`nlpforge train {self.task} --help` for the settings")
-        self.job_settings(hyperparameters, {}, Path("."))  # values are checked now, not when the job runs
+        self.check_hyperparameters(hyperparameters)
         settings.setdefault("metric_definitions", [{"Name": name, "Regex": rf"{name} ([0-9.]+)"}
                                                    for name in ("train_loss", *self.contract.metrics)])
         settings.setdefault("base_job_name", self.task)
         super().__init__(entry_point=str(BUILTIN_LAUNCHER), hyperparameters=hyperparameters, **settings)
+
+    def check_hyperparameters(self, hyperparameters: dict) -> None:
+        """Names and values are checked when given, not when the job runs."""
+        unknown = sorted(str(k) for k in hyperparameters if str(k).replace("-", "_") not in self.known_settings)
+        if unknown:
+            raise ConfigError(f"unknown {type(self).__name__} hyperparameter(s) {', '.join(unknown)}; see "
+                              f"`nlpforge train {self.task} --help` for the settings")
+        self.job_settings(hyperparameters, {}, Path("."))
+
+    def check_job(self, paths: contract.JobPaths, channels: dict[str, Path]) -> None:
+        self.job_settings(self._hyperparameters, self.data_settings(paths, channels), paths.model)
 
     def job_settings(self, hyperparameters: dict, data: dict, model_dir: Path, checkpoint_dir: str | None = None):
         """The job's validated settings: hyperparameters, the channels' files, the job's folders."""
@@ -466,10 +527,8 @@ class BuiltinEstimator(Estimator):
             values.update(checkpoint_dir=checkpoint_dir, resume="auto")
         return from_flat(self.job_class, values, where=f"{type(self).__name__} hyperparameters")
 
-    def command_args(self, paths: contract.JobPaths, channels: dict[str, Path]) -> list[str]:
-        """The job settings file's path: written here, read by the training entry point inside the job."""
-        from nlpforge.training.run import write_job
-
+    def data_settings(self, paths: contract.JobPaths, channels: dict[str, Path]) -> dict:
+        """The task's data settings: each channel's file or folder by its path inside the job folder."""
         data = {}
         for name, source in channels.items():
             channel = "train" if name == "training" else name
@@ -483,8 +542,15 @@ class BuiltinEstimator(Estimator):
         if self.data_channels["train"] not in data:
             raise ConfigError(f"{type(self).__name__}.fit needs a 'train' channel, e.g. fit({{'train': "
                               "'train.csv'}})")
+        return data
+
+    def command_args(self, paths: contract.JobPaths, channels: dict[str, Path]) -> list[str]:
+        """The job settings file's path: written here, read by the training entry point inside the job."""
+        from nlpforge.training.run import write_job
+
         checkpoint_dir = str(Path(self.checkpoint_local_path or paths.checkpoints).resolve())
-        job = self.job_settings(self._hyperparameters, data, paths.model, checkpoint_dir)
+        job = self.job_settings(self._hyperparameters, self.data_settings(paths, channels), paths.model,
+                                checkpoint_dir)
         paths.input_config.mkdir(parents=True, exist_ok=True)
         return [str(write_job(job, paths.input_config / "nlpforge-job.json"))]
 

@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from nlpforge.errors import TrainingJobError
+from nlpforge.errors import ConfigError, TrainingJobError
 from nlpforge.sdk.contract import JobPaths, JobSpec, host_names, serialized_hyperparameters
 from nlpforge.settings import jobs_root
 
@@ -42,7 +42,26 @@ def read_json(path: Path, default=None):
         return default
 
 
+def check_name(name, what: str, error=ConfigError) -> str:
+    """A job or endpoint name as SageMaker allows it, which is also a plain folder or file name; else `error`."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise error(f"{what} {name!r} must be 1-63 letters, digits or '-', starting with a letter or digit")
+    return name
+
+
+def check_dict(value, what: str, example: str, error=ConfigError, strings: bool = False) -> dict:
+    """An argument that must be a dict (None: an empty one), with string keys and values when `strings`; else
+    `error` naming the argument and an example of what to give."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or strings and not all(isinstance(v, str) for item in value.items() for v in item):
+        raise error(f"{what} must be a dict{' of strings' if strings else ''} such as {example}, not {value!r}")
+    return value
+
+
 def job_paths(name: str, root=None) -> JobPaths:
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise TrainingJobError(f"{name!r} is not a training job name; see `nlpforge jobs list`")
     paths = JobPaths(jobs_root(root) / name)
     if not paths.spec.exists():
         raise TrainingJobError(f"no training job named '{name}' under {paths.root.parent}; "

@@ -196,8 +196,8 @@ class DefaultModelMonitor:
         if instance_type not in ("local", "local_gpu") and not str(instance_type).startswith("ml."):
             raise ConfigError(f"instance_type must be local or a SageMaker type such as ml.m5.xlarge, not "
                               f"{instance_type!r}")
-        if instance_count < 1:
-            raise ConfigError("instance_count must be at least 1")
+        if isinstance(instance_count, bool) or not isinstance(instance_count, int) or instance_count < 1:
+            raise ConfigError(f"instance_count must be a whole number of at least 1, not {instance_count!r}")
         self.base_job_name = base_job_name
         self.jobs_root = resolve_jobs_root(jobs_root)
         self.baselining_jobs: list[BaseliningJob] = []

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from nlpforge.errors import EndpointError, RequestError
-from nlpforge.sdk.jobs import NAME_PATTERN, now_iso, read_json, write_json
+from nlpforge.sdk.jobs import check_dict, check_name, now_iso, read_json, write_json
 from nlpforge.sdk.serializers import JSONDeserializer, JSONSerializer
 from nlpforge.serving.client import InferenceClient, ManagementClient
 from nlpforge.settings import jobs_root as resolve_jobs_root
@@ -45,6 +45,14 @@ log = logging.getLogger("nlpforge.sdk")
 
 def endpoint_record_path(name: str, root=None) -> Path:
     return resolve_jobs_root(root) / "_endpoints" / f"{name}.json"
+
+
+def check_ports(ports: dict) -> dict:
+    """The server's ports by argument name, each a whole number from 1 to 65535 (None: not given)."""
+    for argument, port in ports.items():
+        if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
+            raise EndpointError(f"{argument} must be a port number from 1 to 65535, not {port!r}")
+    return ports
 
 
 def key_file(root: Path) -> str:
@@ -69,9 +77,14 @@ def start_server(host: str, ports: dict, root: Path, command: list[str] | None, 
         "--management-port", str(ports["management_port"]), "--metrics-port", str(ports["metrics_port"])]
     log = root / "_endpoints" / "server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as handle:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    try:
+        with open(log, "ab") as handle:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+    except OSError as error:
+        raise EndpointError(f"cannot start the model server {command[0]} ({error.strerror or error}); give "
+                            "server_command as an executable and its arguments, or leave it out to run "
+                            "`nlpforge serve`") from None
     deadline = time.monotonic() + timeout
     client = inference(host, ports["inference_port"])
     while not client.ping():
@@ -103,14 +116,19 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
     unknown = sorted(set(sagemaker_options) - SAGEMAKER_DEPLOY_ARGUMENTS)
     if unknown:
         raise EndpointError(f"unknown deploy argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator.deploy)")
-    if initial_instance_count < 1:
-        raise EndpointError("initial_instance_count must be at least 1")
+    if not isinstance(initial_instance_count, int) or isinstance(initial_instance_count, bool) \
+            or initial_instance_count < 1:
+        raise EndpointError(f"initial_instance_count must be a whole number of at least 1, not "
+                            f"{initial_instance_count!r}")
     if instance_type not in ("local", "local_gpu") and not str(instance_type).startswith("ml."):
         raise EndpointError(f"instance_type must be local or a SageMaker type such as ml.m5.xlarge, not "
                             f"{instance_type!r}")
-    if not NAME_PATTERN.match(endpoint_name):
-        raise EndpointError(f"endpoint_name {endpoint_name!r} must be 1-63 letters, digits or '-', starting with a "
-                            "letter or digit")
+    check_name(endpoint_name, "endpoint_name", EndpointError)
+    check_ports({"inference_port": inference_port, "management_port": management_port, "metrics_port": metrics_port})
+    if server_command is not None and (not isinstance(server_command, (list, tuple)) or not server_command
+                                       or not all(isinstance(part, str) for part in server_command)):
+        raise EndpointError(f"server_command must be a list of strings, an executable and its arguments, not "
+                            f"{server_command!r}")
     root = resolve_jobs_root(jobs_root)
     record_path = endpoint_record_path(endpoint_name, root)
     existing = read_json(record_path, {}) or {}
@@ -219,14 +237,17 @@ class Predictor:
 
     def __init__(self, endpoint_name: str, serializer=None, deserializer=None, jobs_root=None,
                  host: str | None = None, inference_port: int | None = None, management_port: int | None = None):
-        self.endpoint_name = endpoint_name
+        self.endpoint_name = check_name(endpoint_name, "endpoint_name", EndpointError)
+        check_ports({"inference_port": inference_port, "management_port": management_port})
         self.serializer = serializer or JSONSerializer()
         self.deserializer = deserializer or JSONDeserializer()
         self.jobs_root = resolve_jobs_root(jobs_root)
         record = read_json(endpoint_record_path(endpoint_name, self.jobs_root), {}) or {}
-        self.host = host or record.get("host", DEFAULT_HOST)
-        self.inference_port = inference_port or record.get("inference_port", DEFAULT_PORTS["inference_port"])
-        self.management_port = management_port or record.get("management_port", DEFAULT_PORTS["management_port"])
+        # An endpoint without a record of its own is looked for on this jobs root's server, named by any record.
+        server = record or next(iter(endpoint_records(self.jobs_root)), {})
+        self.host = host or server.get("host", DEFAULT_HOST)
+        self.inference_port = inference_port or server.get("inference_port", DEFAULT_PORTS["inference_port"])
+        self.management_port = management_port or server.get("management_port", DEFAULT_PORTS["management_port"])
         self.record = record
 
     @property
@@ -237,11 +258,17 @@ class Predictor:
         """Serialize, POST to the endpoint, deserialize the answer."""
         content_type, accept = self.serializer.content_type, self.deserializer.ACCEPT[0]
         # SageMaker's initial_args may override the request's ContentType and Accept.
-        content_type = (initial_args or {}).get("ContentType") or content_type
-        accept = (initial_args or {}).get("Accept") or accept
+        initial_args = check_dict(initial_args, "initial_args", "{'ContentType': 'text/csv'}", EndpointError)
+        content_type = initial_args.get("ContentType") or content_type
+        accept = initial_args.get("Accept") or accept
+        try:
+            request = self.serializer.serialize(data)
+        except (TypeError, ValueError) as error:
+            raise EndpointError(f"{type(self.serializer).__name__} cannot send a {type(data).__name__} ({error}); "
+                                "give a dict, a list or a str (a numpy array: data.tolist())") from None
         try:
             body, answered_type = inference(self.host, self.inference_port).predict(
-                self.endpoint_name, self.serializer.serialize(data), content_type, accept)
+                self.endpoint_name, request, content_type, accept)
         except RequestError as error:
             if error.status == 503 and "cannot reach" in error.message:
                 raise EndpointError(f"endpoint '{self.endpoint_name}' at {self.url} does not answer; is the model "
@@ -253,10 +280,18 @@ class Predictor:
         return self.deserializer.deserialize(body, answered_type)
 
     def delete_endpoint(self, delete_endpoint_config: bool = True, stop_server: bool = True) -> None:
-        """Unregister the model; stop the server too if deploy() started it and no endpoint is left."""
+        """Unregister the model; stop the server too if deploy() started it and no endpoint is left. A name that
+        has no endpoint record and that the server does not serve (mistyped, or deleted already) is an error."""
+        self.record = read_json(endpoint_record_path(self.endpoint_name, self.jobs_root), {}) or {}
         try:
             management(self.host, self.management_port, self.jobs_root).unregister(self.endpoint_name)
         except RequestError as error:
+            if not self.record and error.status in (404, 503):
+                raise EndpointError(f"no endpoint named '{self.endpoint_name}': {self.jobs_root} has no record of "
+                                    f"it and the model server on {self.host}:{self.management_port} "
+                                    f"{'does not serve it' if error.status == 404 else 'does not answer'} (deleted "
+                                    "already?); see `nlpforge models list --management-url "
+                                    f"http://{self.host}:{self.management_port}`") from None
             if error.status == 503:
                 raise EndpointError(f"cannot reach the model server's management API on {self.host}:"
                                     f"{self.management_port}") from None

@@ -24,8 +24,9 @@ import tarfile
 import threading
 import time
 from pathlib import Path
+from traceback import format_exc
 
-from nlpforge.errors import NlpforgeError
+from nlpforge.errors import ConfigError, NlpforgeError
 from nlpforge.sdk.contract import MASTER_HOST, JobPaths, JobSpec, host_names
 from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, rule_evaluations, update_status, write_json
 from nlpforge.sdk.remote import HostProcesses, host_commands
@@ -45,8 +46,25 @@ class StopJob(Exception):
     """Raised by an on_metric callback to stop the job (tuning's early stopping)."""
 
 
-def compile_metric_definitions(definitions) -> list[tuple[str, re.Pattern]]:
-    return [(d["Name"], re.compile(d["Regex"])) for d in definitions or []]
+def compile_metric_definitions(definitions, error=ConfigError) -> list[tuple[str, re.Pattern]]:
+    """SageMaker's metric_definitions as (name, regex) pairs; one that is malformed or whose regex does not compile
+    raises `error` naming it, so that the Estimator and the tuner refuse it before a job starts."""
+    if definitions is None:
+        return []
+    if not isinstance(definitions, (list, tuple)):
+        raise error(f"metric_definitions must be a list of {{'Name': ..., 'Regex': ...}} dicts, not {definitions!r}")
+    compiled = []
+    for definition in definitions:
+        if not isinstance(definition, dict) or set(definition) != {"Name", "Regex"} \
+                or not all(isinstance(value, str) and value for value in definition.values()):
+            raise error("each metric definition must be {'Name': ..., 'Regex': ...} with two strings, e.g. "
+                        f"{{'Name': 'validation:accuracy', 'Regex': 'val_acc=([0-9.]+)'}}, got {definition!r}")
+        try:
+            compiled.append((definition["Name"], re.compile(definition["Regex"])))
+        except re.error as problem:
+            raise error(f"metric definition '{definition['Name']}': Regex {definition['Regex']!r} is not a valid "
+                        f"regular expression ({problem}); fix it, e.g. 'val_acc=([0-9.]+)'") from None
+    return compiled
 
 
 class MetricRecorder:
@@ -373,7 +391,7 @@ class _JobRun:
         started = time.monotonic()
         try:
             ended, grace = self.watch(process, started, run_limit, interrupt_after)
-        except KeyboardInterrupt:  # the script runs in its own session, so Ctrl-C must be passed on
+        except BaseException:  # the script runs in its own session, so Ctrl-C (or our own failure) must stop it
             terminate(process, STOP_GRACE_SECONDS)
             for pump in pumps:
                 pump.join(timeout=10)
@@ -489,14 +507,21 @@ class _JobRun:
                 outcome, reason = "Failed", f"ClientError: {error.message}"
             except KeyboardInterrupt:
                 outcome, reason, keyboard = "Stopped", "interrupted from the keyboard", True
+            except Exception as error:  # a bug of ours: the job still ends, Failed, with the reason
+                outcome, reason = "Failed", f"ClientError: {type(error).__name__}: {error}"
+                self.note(format_exc().rstrip())
             if self.recorder.callback_error:
                 self.note(f"the metric callback failed: {self.recorder.callback_error}")
             if outcome == "Completed":
                 update_status(paths, SecondaryStatus="Uploading")
-                model_archive = pack(paths.model, Path(spec.output_path) / spec.job_name / "output" / "model.tar.gz")
-                pack(paths.output_data, model_archive.with_name("output.tar.gz"))
-                model_artifacts = {"S3ModelArtifacts": str(model_archive)}
-            else:
+                try:
+                    archive = pack(paths.model, Path(spec.output_path) / spec.job_name / "output" / "model.tar.gz")
+                    pack(paths.output_data, archive.with_name("output.tar.gz"))
+                    model_artifacts = {"S3ModelArtifacts": str(archive)}
+                except OSError as error:  # the model stays in the job folder
+                    outcome, reason = "Failed", (f"ClientError: cannot write model.tar.gz under output_path "
+                                                 f"{spec.output_path} ({error}); the model is in {paths.model}")
+            if outcome != "Completed":
                 paths.failure.write_text(reason + "\n", encoding="utf-8")
                 self.note(f"job {outcome.lower()}: {reason}")
             self.streams.close()
@@ -517,8 +542,23 @@ class _JobRun:
 
 
 def run_job(paths: JobPaths, stream=None, on_metric=None) -> dict:
-    """Run the job described by paths.spec to its end; returns the final status dict."""
-    return _JobRun(paths, stream, on_metric).run()
+    """Run the job described by paths.spec to its end; returns the final status dict. A job that cannot even
+    start (an unreadable job.json, a metric regex that does not compile) ends Failed with the reason, so that
+    describe, wait and logs never see it InProgress for ever."""
+    try:
+        job = _JobRun(paths, stream, on_metric)
+    except Exception as error:
+        reason = "ClientError: the job could not start: " + \
+            (error.message if isinstance(error, NlpforgeError) else f"{type(error).__name__}: {error}")
+        try:
+            with open(paths.log, "a", encoding="utf-8") as handle:
+                handle.write(f"[nlpforge] job failed: {reason}\n")
+            paths.failure.write_text(reason + "\n", encoding="utf-8")
+        except OSError:  # a job folder without its log or output folder: status.json still says why
+            pass
+        return update_status(paths, TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=reason,
+                             TrainingEndTime=now_iso(), ProcessPid=None)
+    return job.run()
 
 
 def warm_up_tracking() -> None:

@@ -9,7 +9,8 @@ MLFLOW_TRACKING_URI names a tracking server instead. SageMaker Experiments map o
 
     Experiment      -> MLflow experiment  (experiment_config["ExperimentName"], default "nlpforge")
     Trial           -> parent run         (experiment_config["TrialName"]; a tuning job is one)
-    TrialComponent  -> the job's run      (a child run: tag mlflow.parentRunId)
+    TrialComponent  -> the job's run      (a child run: tag mlflow.parentRunId; named by RunName or
+                                           TrialComponentDisplayName, else the job)
 
 Lineage: the job's run holds the model.tar.gz and its sha256; a completed job whose model is an
 nlpforge artifact becomes a version of a registered model, and `deploy` tags that version and
@@ -134,7 +135,8 @@ def log_training_job(paths, spec, status: dict, metrics: list[dict]) -> str:
     for rule in status.get("DebugRuleEvaluationStatuses") or []:  # SageMaker Debugger rule statuses
         tags[f"sagemaker.rule.{rule['RuleConfigurationName']}"] = rule["RuleEvaluationStatus"]
     run = mlflow_client.create_run(experiment, start_time=timestamp_ms(status.get("TrainingStartTime")),
-                                   tags=tags, run_name=experiment_config.get("TrialComponentDisplayName") or name)
+                                   tags=tags, run_name=experiment_config.get("RunName")
+                                   or experiment_config.get("TrialComponentDisplayName") or name)
     run_id = run.info.run_id
 
     params = {str(k): str(v)[:6000] for k, v in spec.hyperparameters.items()}
@@ -184,6 +186,9 @@ def register_model_version(mlflow_client, spec, run_id: str, model_dir: Path) ->
 
 def find_run(job_or_run_id: str, root=None):
     """A run by its id or by the name of its training job."""
+    if not isinstance(job_or_run_id, str) or not job_or_run_id:
+        raise TrackingError(f"find_run takes a training job name or an MLflow run id, not {job_or_run_id!r}; see "
+                            "`nlpforge runs list`")
     mlflow_client = client(root)
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
     if experiments and "'" not in job_or_run_id and "\\" not in job_or_run_id:  # job names never hold them

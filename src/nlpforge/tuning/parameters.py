@@ -49,6 +49,10 @@ class ContinuousParameter:
     def grid(self, name: str) -> list:
         raise TuningError(f"'{name}': the Grid strategy needs CategoricalParameter or IntegerParameter ranges")
 
+    def checked_values(self) -> list:
+        """The values an estimator is asked to accept before any trial: both ends."""
+        return [self.min_value, self.max_value]
+
 
 @dataclass(frozen=True)
 class IntegerParameter:
@@ -71,6 +75,9 @@ class IntegerParameter:
 
     def grid(self, name: str) -> list:
         return list(range(self.min_value, self.max_value + 1))
+
+    def checked_values(self) -> list:
+        return [self.min_value, self.max_value]
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ class CategoricalParameter:
         return trial.suggest_categorical(name, list(self.values))
 
     def grid(self, name: str) -> list:
+        return list(self.values)
+
+    def checked_values(self) -> list:
         return list(self.values)
 
 

@@ -14,9 +14,9 @@ the study holds max_jobs of them, then waits for the others' trials to end. A ru
 heartbeat every `heartbeat_interval` seconds; one silent for twice that (its tuner was killed, its
 machine lost) is marked failed and run again, with the same hyperparameters, by a tuner still
 running or the next one started (`max_retry_attempts` times at most). Calling fit again with the
-same job_name resumes: finished trials are kept. Strategies map to
-Optuna samplers (Bayesian: TPE, Random, Grid, Hyperband: TPE + Hyperband pruning); early stopping
-prunes a trial whose intermediate objective values fall below the median of earlier trials.
+same job_name resumes: finished trials are kept (its objective, direction and ranges cannot change).
+Strategies map to Optuna samplers (Bayesian: TPE, Random, Grid, Hyperband: TPE + Hyperband pruning);
+early stopping prunes a trial whose intermediate objective values fall below the median of earlier trials.
 """
 import contextlib
 import copy
@@ -31,8 +31,10 @@ from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
 from nlpforge.errors import ConfigError, TrainingJobError, TuningError
-from nlpforge.sdk.jobs import describe_job
-from nlpforge.settings import Settings, jobs_root, setting
+from nlpforge.sdk.estimator import Estimator
+from nlpforge.sdk.jobs import check_name, describe_job
+from nlpforge.sdk.runner import compile_metric_definitions
+from nlpforge.settings import Settings, check_writable, jobs_root, setting
 from nlpforge.tuning.parameters import check_ranges
 
 
@@ -50,6 +52,7 @@ class TuningArguments(Settings):
     heartbeat_interval: int = setting(30, "seconds between a running trial's heartbeats; one silent for twice "
                                       "that is failed and retried", min=1)
     max_retry_attempts: int = setting(2, "times a trial whose tuner stopped is run again", min=0)
+    random_seed: int | None = setting(None, "seed of the sampler, for trials that repeat")
 
     def check(self):
         if not self.objective_metric_name:
@@ -84,10 +87,14 @@ class HyperparameterTuner:
                  early_stopping_type: str = "Off", base_tuning_job_name: str | None = None,
                  storage: str | None = None, random_seed: int | None = None, experiment_name: str | None = None,
                  heartbeat_interval: int = 30, max_retry_attempts: int = 2):
+        if not isinstance(estimator, Estimator):
+            raise TuningError(f"the tuner's estimator must be an nlpforge.sdk Estimator, such as "
+                              f"Estimator(entry_point='train.py') or TextClassifier(), not {estimator!r}")
         self.ranges = check_ranges(hyperparameter_ranges)
         try:
-            TuningArguments(objective_metric_name, objective_type, strategy, max_jobs, max_parallel_jobs,
-                            early_stopping_type, heartbeat_interval, max_retry_attempts)
+            arguments = TuningArguments(objective_metric_name, objective_type, strategy, max_jobs, max_parallel_jobs,
+                                        early_stopping_type, heartbeat_interval, max_retry_attempts, random_seed)
+            compile_metric_definitions(metric_definitions)
         except ConfigError as error:
             raise TuningError(error.message) from None
         self.grid = {name: r.grid(name) for name, r in self.ranges.items()} if strategy == "Grid" else None
@@ -110,7 +117,7 @@ class HyperparameterTuner:
         self.base_tuning_job_name = base_tuning_job_name or estimator.default_job_base()
         self.root = jobs_root(estimator.jobs_root)
         self.storage = storage or f"sqlite:///{self.root / 'optuna.db'}"
-        self.random_seed, self.experiment_name = random_seed, experiment_name
+        self.random_seed, self.experiment_name = arguments.random_seed, experiment_name
         self.heartbeat_interval, self.max_retry_attempts = heartbeat_interval, max_retry_attempts
         self.latest_tuning_job: str | None = None
         self.pruning_lock = threading.Lock()
@@ -120,7 +127,13 @@ class HyperparameterTuner:
         unknown = sorted(n for n in self.ranges if settings is not None and n.replace("-", "_") not in settings)
         if unknown:
             raise TuningError(f"{type(estimator).__name__} has no hyperparameter {', '.join(unknown)}; see "
-                              "`nlpforge train text-classification --help`")
+                              f"`nlpforge train {estimator.task} --help`")
+        for name, parameter in self.ranges.items():  # each value a trial may take, checked now, not in a trial
+            for value in parameter.checked_values():
+                try:
+                    estimator.check_hyperparameters({**estimator.hyperparameters(), name: value})
+                except ConfigError as error:
+                    raise TuningError(f"hyperparameter range '{name}': {error.message}") from None
 
     # -- the study -------------------------------------------------------------------------------
     def sampler(self, optuna):
@@ -142,6 +155,7 @@ class HyperparameterTuner:
         if self._storage is None:
             from sqlalchemy import exc
 
+            check_writable(self.root, "jobs_root", folder=True)
             self.root.mkdir(parents=True, exist_ok=True)
             for attempt in range(4):
                 try:
@@ -213,16 +227,19 @@ class HyperparameterTuner:
         return run_trial
 
     def fit(self, inputs=None, job_name: str | None = None, wait: bool = True) -> None:
-        """Run, resume or join the tuning job until its study holds max_jobs finished trials (in the foreground)."""
+        """Run, resume or join the tuning job until its study holds max_jobs finished trials (in the foreground);
+        a TuningError when none of them completed."""
         if not wait:
             raise TuningError("tuning runs in the foreground; call fit() with wait=True (the default), and run "
                               "several tuners on one storage URL to spread trials over machines")
         optuna = optuna_module()
-        name = job_name or f"{self.base_tuning_job_name[:20]}-" + \
-            datetime.now(timezone.utc).strftime("%y%m%d-%H%M%S")
-        self.latest_tuning_job = name
+        # A script's name (train_bert.py) may hold characters a job name cannot: they become '-'.
+        base = "".join(c if c.isalnum() or c == "-" else "-" for c in self.base_tuning_job_name[:20]).strip("-")
+        name = check_name(job_name or f"{base or 'tuning'}-" + datetime.now(timezone.utc).strftime("%y%m%d-%H%M%S"),
+                          "tuning job name", TuningError)
         study = self.study(name)
-        study.set_user_attr("objective_metric_name", self.objective_metric_name)
+        self.check_same_job(study, name)
+        self.latest_tuning_job = name
         study.set_user_attr("strategy", self.strategy)
         study.set_user_attr("max_jobs", self.max_jobs)
         running = optuna.trial.TrialState.RUNNING
@@ -237,6 +254,31 @@ class HyperparameterTuner:
                 if trial.user_attrs.get("tuner") == self.tuner_id:
                     self.fail_and_retry(study, trial._trial_id, optuna)
             raise
+        trials = counted_trials(study.get_trials(deepcopy=False))
+        state = optuna.trial.TrialState
+        if trials and not any(t.state == state.COMPLETE for t in trials):
+            failed = [t for t in trials if t.state == state.FAIL]
+            first = next((f", the first because {t.user_attrs['error']}" for t in failed if "error" in t.user_attrs),
+                         "")
+            raise TuningError(f"tuning job {name} has no completed trial: {len(failed)} of {len(trials)} failed"
+                              f"{first}; its study and jobs are kept (`nlpforge jobs list`): fix the cause, then fit "
+                              "with a new job_name")
+
+    def check_same_job(self, study, name: str) -> None:
+        """A tuning job resumed under its name keeps its objective, direction and ranges, which its trials were
+        scored and sampled with; those of a new tuning job are recorded in its study."""
+        optuna = optuna_module()
+        asked = {"objective_metric_name": self.objective_metric_name, "objective_type": self.objective_type,
+                 "ranges": {n: repr(r) for n, r in sorted(self.ranges.items())}}
+        held = {**study.user_attrs, "objective_type": "Maximize" if study.direction ==
+                optuna.study.StudyDirection.MAXIMIZE else "Minimize"}
+        changed = [key for key in asked if held.get(key) is not None and held[key] != asked[key]]
+        if changed:
+            raise TuningError(f"tuning job {name} already ran with " +
+                              ", ".join(f"{key} {held[key]!r} (now {asked[key]!r})" for key in changed) +
+                              "; its trials cannot be compared with this tuner's: use a new job name")
+        for key, value in asked.items():
+            study.set_user_attr(key, value)
 
     def run_trials(self, study, objective, optuna) -> None:
         """Run trials, max_parallel_jobs at a time (Optuna's ask-and-tell), until the study holds max_jobs.
@@ -259,7 +301,7 @@ class HyperparameterTuner:
                 except optuna.TrialPruned:
                     tell(study, trial, state=state.PRUNED)
                 except (TrainingJobError, TuningError) as error:
-                    study._storage.set_trial_user_attr(trial._trial_id, "error", str(error)[:2000])
+                    study._storage.set_trial_user_attr(trial._trial_id, "error", error.message[:2000])
                     tell(study, trial, state=state.FAIL)
                 except BaseException as error:  # a bug: fail the trial, stop the others, raise in fit
                     tell(study, trial, state=state.FAIL)
@@ -361,8 +403,7 @@ class HyperparameterTuner:
         return best.user_attrs["job_name"]
 
     def best_estimator(self):
-        from nlpforge.sdk.estimator import Estimator
-
+        """The best trial's job, attached as the estimator class that ran it (TextClassifier, Estimator, ...)."""
         return Estimator.attach(self.best_training_job(), jobs_root=str(self.root))
 
     def analytics(self) -> "TuningJobAnalytics":
