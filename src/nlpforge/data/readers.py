@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from nlpforge.data.formats import detect_format
@@ -156,6 +157,8 @@ def read_table(path, columns=None, *, delimiter: str | None = None, encoding: st
     hint = delimiter_hint(",".join(frame.columns), delimiter or table_delimiter(fmt)) \
         if fmt in ("csv", "tsv") and len(frame.columns) == 1 else ""
     check_columns(path, columns or [], frame.columns, hint)
+    if fmt in ("jsonl", "parquet"):  # the formats that can hold lists and objects
+        check_flat(path, frame, columns or [])
     return Table(frame=frame, path=path, replaced_bytes=replaced)
 
 
@@ -173,6 +176,25 @@ def _parse_text(text: str, fmt: str, path: Path, delimiter: str | None = None) -
     records = [json_record(line, number, path) for number, line in enumerate(text.splitlines(), start=1)
                if line.strip()]
     return pd.DataFrame.from_records(records)
+
+
+def check_flat(path, frame: pd.DataFrame, columns, first_row: int = 1) -> None:
+    """A DataError naming the first row whose value in one of `columns` is a list or an object (JSONL and
+    Parquet can hold them): a text or a label is one string or number, and its repr ("['pos']") is neither."""
+    for column in columns:
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        nested = values.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray))).to_numpy(dtype=bool)
+        if nested.any():
+            row = int(nested.argmax())
+            value = values.iat[row]
+            shown = json.dumps(value.tolist() if isinstance(value, np.ndarray) else value, default=str,
+                               ensure_ascii=False)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise DataError(f"{path}: row {first_row + row}: column '{column}' holds "
+                            f"{'an object' if isinstance(value, dict) else 'a list'} ({shown}), not one value; "
+                            "give each row a single string or number there")
 
 
 def check_columns(path, wanted, present, hint: str = "") -> None:
@@ -209,6 +231,11 @@ def record_batches(path, columns: list[str], *, delimiter: str | None = None, en
 
         handle = pq.ParquetFile(path)
         check_columns(path, columns, handle.schema_arrow.names)
+        for column in columns:
+            kind = handle.schema_arrow.field(column).type
+            if pa.types.is_nested(kind):
+                raise DataError(f"{path}: column '{column}' holds {kind} values, not one value a row; give each row "
+                                "a single string or number there")
         yield from handle.iter_batches(batch_size=65536, columns=columns)
         return
     opener = gzip.open if path.suffix.lower() == ".gz" else open
@@ -217,9 +244,12 @@ def record_batches(path, columns: list[str], *, delimiter: str | None = None, en
     if fmt == "jsonl":
         import pandas as pd
 
+        first_row = 1
         for chunk in pd.read_json(path, lines=True, chunksize=65536, dtype=False, encoding=encoding or "utf-8"):
             check_columns(path, columns, chunk.columns)
             chunk = chunk[columns]
+            check_flat(path, chunk, columns, first_row)
+            first_row += len(chunk)
             # A JSON null stays missing (astype(str) would make it the text "None").
             yield pa.RecordBatch.from_pandas(chunk.astype(str).where(chunk.notna(), None), preserve_index=False)
         return

@@ -8,7 +8,8 @@ JSON: {"data": [{"title", "paragraphs": [{"context", "qas": [{"id", "question", 
 "answers": {"text": [...], "answer_start": [...]}} (or a list of {"text", "answer_start"}) a line.
 An answer whose `answer_start` does not point at its text is never trusted silently: it moves to
 the nearest place the text occurs (counted), or is dropped when the text is nowhere (counted). An
-`answer_start` beyond its context is an error naming the question.
+`answer_start` beyond its context, and any part of the file not in the shape above, is an error naming
+the question or the place in the file (`data[0].paragraphs[2].qas[1].answers`, or the JSONL line).
 """
 import gzip
 import json
@@ -71,7 +72,10 @@ def read_squad(path) -> tuple[list[QAExample], QAReport]:
             raise DataError(f"{where}: question {qid}: needs a \"question\" and a non-empty \"context\"")
         checked = []
         for answer_text, start in answers:
-            if not isinstance(start, int) or start < 0 or start >= len(context):
+            if start < 0:
+                raise DataError(f"{where}: question {qid}: answer_start {start} is negative; it counts the "
+                                "characters of the context before the answer")
+            if start >= len(context):
                 raise DataError(f"{where}: question {qid}: answer_start {start} is beyond its context "
                                 f"({len(context)} characters)")
             if context[start:start + len(answer_text)] != answer_text:
@@ -115,6 +119,68 @@ def _nearest(context: str, answer: str, start: int) -> int | None:
     return min(found, key=lambda p: abs(p - start)) if found else None
 
 
+SQUAD_SHAPE = ('{"data": [{"paragraphs": [{"context": "...", "qas": [{"id": "...", "question": "...", '
+               '"answers": [{"text": "...", "answer_start": 0}]}]}]}]}')
+JSONL_SHAPE = ('{"id": "...", "question": "...", "context": "...", "answers": {"text": ["..."], "answer_start": [0]}} '
+               '(or "answers": [{"text": "...", "answer_start": 0}])')
+ANSWER_SHAPE = '{"text": "...", "answer_start": 0}'
+
+
+def _json_kind(value) -> str:
+    """How a JSON value reads in a message: 'a string "x"', 'an object', ..."""
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:20] + "..."
+        return f"a string {json.dumps(shown, ensure_ascii=False)}"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return f"a number {value}"
+    return "an object" if isinstance(value, dict) else "a list"
+
+
+def _shape_error(where: str, value, expected: str, shape: str) -> DataError:
+    return DataError(f"{where} is {_json_kind(value)}, not {expected}; the file must look like {shape}")
+
+
+def _items(container: dict, key: str, where: str, shape: str) -> list:
+    """`container[key]` as a list (missing or null: empty), else a DataError naming `where`."""
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _shape_error(f"{where}.{key}", value, "a list", shape)
+    return value
+
+
+def _answers(value, where: str, shape: str) -> list[tuple[str, int]]:
+    """[(text, answer_start)] from a list of {"text", "answer_start"} objects, or from {"text": [...],
+    "answer_start": [...]} (the Hugging Face datasets layout); a DataError naming `where` otherwise."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        texts, starts = value.get("text", []), value.get("answer_start", [])
+        if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+            raise DataError(f"{where}: an object of answers must hold two lists of the same length, "
+                            '{"text": ["..."], "answer_start": [0]}; for one answer write '
+                            f"[{ANSWER_SHAPE}]")
+        value = [{"text": t, "answer_start": s} for t, s in zip(texts, starts)]
+    elif not isinstance(value, list):
+        raise _shape_error(where, value, "a list of answers", shape)
+    pairs = []
+    for i, answer in enumerate(value):
+        if not isinstance(answer, dict):
+            raise _shape_error(f"{where}[{i}]", answer, f"an answer {ANSWER_SHAPE}", shape)
+        text, start = answer.get("text"), answer.get("answer_start")
+        if not isinstance(text, str):
+            raise DataError(f"{where}[{i}]: \"text\" must be the answer's text as a string, not "
+                            f"{_json_kind(text)}; an answer is {ANSWER_SHAPE}")
+        if not isinstance(start, int) or isinstance(start, bool):
+            raise DataError(f"{where}[{i}]: \"answer_start\" must be a whole number (the answer's first character "
+                            f"in the context), not {_json_kind(start)}; an answer is {ANSWER_SHAPE}")
+        pairs.append((text, start))
+    return pairs
+
+
 def _json(text: str, path: Path):
     try:
         document = json.loads(text)
@@ -125,11 +191,20 @@ def _json(text: str, path: Path):
         raise DataError(f"{path}: nested too deeply to be a SQuAD file") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise DataError(f"{path}: no \"data\" key; a SQuAD file is {{\"data\": [{{\"paragraphs\": [...]}}]}}")
-    for article in document["data"]:
-        for paragraph in article.get("paragraphs", []):
+    for a, article in enumerate(document["data"]):
+        at = f"{path}: data[{a}]"
+        if not isinstance(article, dict):
+            raise _shape_error(at, article, 'an object with "paragraphs"', SQUAD_SHAPE)
+        for p, paragraph in enumerate(_items(article, "paragraphs", at, SQUAD_SHAPE)):
+            at_paragraph = f"{at}.paragraphs[{p}]"
+            if not isinstance(paragraph, dict):
+                raise _shape_error(at_paragraph, paragraph, 'an object with "context" and "qas"', SQUAD_SHAPE)
             context = paragraph.get("context")
-            for qa in paragraph.get("qas", []):
-                answers = [(a.get("text", ""), a.get("answer_start")) for a in qa.get("answers", [])]
+            for q, qa in enumerate(_items(paragraph, "qas", at_paragraph, SQUAD_SHAPE)):
+                at_qa = f"{at_paragraph}.qas[{q}]"
+                if not isinstance(qa, dict):
+                    raise _shape_error(at_qa, qa, 'an object with "question" and "answers"', SQUAD_SHAPE)
+                answers = _answers(qa.get("answers"), f"{at_qa}.answers", SQUAD_SHAPE)
                 yield qa.get("id", "?"), qa.get("question"), context, answers, qa.get("is_impossible", False), path
 
 
@@ -138,11 +213,7 @@ def _jsonl(text: str, path: Path):
         if not line.strip():
             continue
         record = json_record(line, number, path)
-        answers = record.get("answers", [])
-        if isinstance(answers, dict):
-            answers = [{"text": t, "answer_start": s} for t, s in zip(answers.get("text", []),
-                                                                     answers.get("answer_start", []))]
-        pairs = [(a.get("text", ""), a.get("answer_start")) for a in answers]
+        pairs = _answers(record.get("answers"), f"{path}: line {number}: answers", JSONL_SHAPE)
         impossible = record.get("is_impossible", not pairs)
         yield (record.get("id", f"line {number}"), record.get("question"), record.get("context"), pairs, impossible,
                f"{path}: line {number}")

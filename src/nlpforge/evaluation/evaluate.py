@@ -90,6 +90,33 @@ def _training_file(meta: dict) -> str | None:
     return None
 
 
+def _baseline_rows(train_file, known: dict, text_columns, label_column, reading: dict,
+                   notes: list) -> tuple[list, list]:
+    """(texts, label ids) the baseline learns from: the rows of `train_file` labelled with one of the model's
+    labels (`known`: label -> id). Rows with other labels are left out with a note; a DataError when what is
+    left holds fewer than 2 classes, naming the file, the rows left and why."""
+    texts, labels, _, report = read_labelled_file(train_file, text_columns, label_column, clean=True, **reading)
+    pairs = [(text, known[str(label)]) for text, label in zip(texts, labels) if str(label) in known]
+    unknown = sorted({str(label) for label in labels} - set(known))
+    foreign = len(texts) - len(pairs)
+    why = (f"{foreign} with label(s) {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''} that the model "
+           f"does not know (its labels: {', '.join(known)})") if foreign else ""
+    other = report.empty_dropped + report.duplicates_dropped + report.missing_label_dropped
+    if other:
+        why += f"{', ' if why else ''}{other} empty, duplicate or unlabelled"
+    present = {i for _, i in pairs}
+    classes = [label for label, i in known.items() if i in present]
+    if len(classes) < 2:
+        found = (f"its {len(pairs)} usable rows (of {report.rows}) are all labelled {classes[0]}" if classes
+                 else f"none of its {report.rows} rows is usable")
+        raise DataError(f"{train_file}: the baseline needs rows of at least 2 of the model's labels to learn from, "
+                        f"but {found}{f'; left out: {why}' if why else ''}; give --baseline-train a file labelled "
+                        "like the model's training data, or --no-baseline")
+    if foreign:
+        notes.append(f"{train_file}: the baseline learned from {len(pairs)} of {report.rows} rows; left out: {why}")
+    return [text for text, _ in pairs], [i for _, i in pairs]
+
+
 def evaluate_model(model_path, data, text_columns=None, label_column=None, baseline=True, baseline_train=None,
                    output_dir=None, batch_size: int = 64, reading: dict | None = None) -> EvaluationResult:
     """The model's report on `data` beside its baseline; `reading` holds `read_table`'s delimiter and encoding
@@ -114,15 +141,8 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
         raise DataError(f"{data}: label(s) {', '.join(unknown)} in '{label_column}' are not among the model's "
                         f"labels ({', '.join(known)})")
     true_ids = [known[str(v)] for v in labels]
-    answers = loaded.predict(texts, batch_size=batch_size) if texts else []
-    predicted = np.array([known[str(answer["label"])] for answer in answers], dtype=np.int64)
-    model_report = classification_metrics(true_ids, predicted, loaded.labels)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    name = Path(model_path).name
-    plot_confusion(model_report, output_dir / "confusion_model.png", title=f"{name} on {Path(data).name}")
-    parts = [render_report(model_report, f"{name} ({meta.get('base_model')})")]
-
-    baseline_report = None
+    # The baseline's rows are read and checked before the model runs, so a file it cannot learn from fails fast.
+    train_file, baseline_rows = None, None
     if baseline:
         train_file = baseline_train or _training_file(meta)
         if not train_file or not Path(train_file).exists():
@@ -132,16 +152,23 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
                 recorded = next(f["sha256"] for f in meta["data_files"] if f.get("role") == "train")
                 if file_sha256(train_file) != recorded:
                     notes.append(f"note: {train_file} changed since training (sha256 differs)")
-            train_texts, train_labels, _, _ = read_labelled_file(train_file, text_columns, label_column, clean=True,
-                                                               **reading)
-            train_ids = [known.get(str(v)) for v in train_labels]
-            pairs = [(t, i) for t, i in zip(train_texts, train_ids) if i is not None]
-            fitted = fit_baseline([t for t, _ in pairs], [i for _, i in pairs])
-            baseline_report = classification_metrics(true_ids, fitted.predict(texts), loaded.labels)
-            plot_confusion(baseline_report, output_dir / "confusion_baseline.png", title="TF-IDF + logistic regression")
-            parts.append(render_report(baseline_report, "baseline TF-IDF (1-2 grams) + logistic regression"))
-            parts.append(f"transformer vs baseline: accuracy {model_report['accuracy'] - baseline_report['accuracy']:+.4f}, "
-                         f"macro-F1 {model_report['macro_f1'] - baseline_report['macro_f1']:+.4f}")
+            baseline_rows = _baseline_rows(train_file, known, text_columns, label_column, reading, notes)
+    answers = loaded.predict(texts, batch_size=batch_size) if texts else []
+    predicted = np.array([known[str(answer["label"])] for answer in answers], dtype=np.int64)
+    model_report = classification_metrics(true_ids, predicted, loaded.labels)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name = Path(model_path).name
+    plot_confusion(model_report, output_dir / "confusion_model.png", title=f"{name} on {Path(data).name}")
+    parts = [render_report(model_report, f"{name} ({meta.get('base_model')})")]
+
+    baseline_report = None
+    if baseline_rows is not None:
+        fitted = fit_baseline(*baseline_rows, source=train_file)
+        baseline_report = classification_metrics(true_ids, fitted.predict(texts), loaded.labels)
+        plot_confusion(baseline_report, output_dir / "confusion_baseline.png", title="TF-IDF + logistic regression")
+        parts.append(render_report(baseline_report, "baseline TF-IDF (1-2 grams) + logistic regression"))
+        parts.append(f"transformer vs baseline: accuracy {model_report['accuracy'] - baseline_report['accuracy']:+.4f}, "
+                     f"macro-F1 {model_report['macro_f1'] - baseline_report['macro_f1']:+.4f}")
     parts.extend(notes)
     parts.append(f"confusion matrices: {output_dir}/confusion_*.png; report: {output_dir}/report.json")
     (output_dir / "report.json").write_text(json.dumps(

@@ -33,7 +33,7 @@ from nlpforge.monitoring.embeddings import embedding_drift, load_summary, projec
 from nlpforge.monitoring.plots import write_plots
 from nlpforge.monitoring.scoring import load_scorer, model_identity, score, tokenizer_of
 from nlpforge.monitoring.statistics import check, statistics, suggest_constraints
-from nlpforge.settings import Settings, check_writable, group, setting
+from nlpforge.settings import MAX_SEED, Settings, check_writable, group, setting
 
 EMBEDDINGS = "embeddings.safetensors"
 
@@ -62,7 +62,7 @@ class BaselineSettings(Settings):
     comparison_method: Literal["Robust", "Simple"] = setting(
         "Robust", "Robust: the distance must also exceed what chance gives at these sample sizes; Simple: the "
                   "threshold alone")
-    seed: int = setting(0, "seed of the text sample")
+    seed: int = setting(0, "seed of the text sample", min=0, max=MAX_SEED)
     reading: ReadingSettings = group(ReadingSettings)
 
 
@@ -81,7 +81,8 @@ class MonitorRunSettings(Settings):
                                       "drift; it must be the baseline's (default: the baseline's model)")
     permutations: int = setting(100, "shuffles of the permutation tests of content and embedding drift (at "
                                      "least 20: p = (k+1)/(n+1) never falls below 0.05 with fewer)", min=20)
-    seed: int = setting(0, "seed of the content and embedding drift tests and of the samples")
+    seed: int = setting(0, "seed of the content and embedding drift tests and of the samples", min=0,
+                        max=MAX_SEED)
     scored_sample: int = setting(5000, "window texts the model scores (a seeded sample when there are more)",
                                  min=10)
     embedding_sample: int = setting(500, "window texts (a seeded sample) the embedding drift test compares with "

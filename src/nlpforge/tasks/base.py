@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from nlpforge.data.batching import MODEL_INPUTS, inference_batches, pad_arrays
-from nlpforge.errors import ArtifactError, InputError
+from nlpforge.errors import ArtifactError, DataError, InputError
 from nlpforge.models.artifact import read_metadata
 from nlpforge.settings import check_device, cores
 
@@ -93,10 +93,14 @@ def softmax(scores) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def hold_out(items: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(kept, held): a seeded `fraction` of `items` (at least one) held out for validation, both in file order."""
+def hold_out(items: list, fraction: float, seed: int, *, what: str = "examples", source=None) -> tuple[list, list]:
+    """(kept, held): a seeded `fraction` of `items` (at least one, never all) held out for validation, both in
+    file order. Fewer than 2 items is a DataError naming `source` (the file) and `what` they are."""
+    if len(items) < 2:
+        raise DataError(f"{source}: too few {what} ({len(items)}) to hold some out for validation and train on "
+                        f"the rest; give at least 2 {what}, or give --validation FILE")
     order = np.random.default_rng(seed).permutation(len(items))
-    cut = max(1, int(round(len(items) * fraction)))
+    cut = min(max(1, int(round(len(items) * fraction))), len(items) - 1)
     return [items[i] for i in sorted(order[cut:])], [items[i] for i in sorted(order[:cut])]
 
 

@@ -193,6 +193,7 @@ class QuestionAnswering(Task):
     example_input = "{'question': 'Who won?', 'context': 'The Broncos won the game.'}"
     metrics = ("validation_f1", "validation_exact_match")
     max_batch_tokens = 4096  # windows are near max_seq_length long: padding costs little
+    defaults = {"max_seq_length": 384}  # SQuAD's windows; the engine's 128 is below twice the default doc_stride
 
     # --- training -------------------------------------------------------------------------------------
     def prepare(self, settings: QuestionAnsweringData, tokenizer, *, max_seq_length: int, seed: int,
@@ -203,7 +204,8 @@ class QuestionAnswering(Task):
             held, held_report = read_squad(settings.validation)
             reports.append(held_report)
         else:
-            examples, held = hold_out(examples, settings.validation_fraction, seed)
+            examples, held = hold_out(examples, settings.validation_fraction, seed, what="questions",
+                                     source=settings.train)
         train_features = windows(tokenizer, examples, max_seq_length, settings.doc_stride, label=True)
         held_features = windows(tokenizer, held, max_seq_length, settings.doc_stride, label=False)
         v2 = any(e.impossible for e in examples)

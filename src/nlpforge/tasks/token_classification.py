@@ -177,7 +177,8 @@ class TokenClassification(Task):
             held = validation_file.sentences
             files.append(validation_file)
         else:
-            sentences, held = hold_out(sentences, settings.validation_fraction, seed)
+            sentences, held = hold_out(sentences, settings.validation_fraction, seed, what="sentences",
+                                       source=settings.train)
         if settings.max_train_sentences:
             sentences = sentences[:settings.max_train_sentences]
         labels = ["O", *sorted(train_file.tags - {"O"}, key=lambda t: (t[2:], t[0]))]

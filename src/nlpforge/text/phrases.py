@@ -24,6 +24,7 @@ from nlpforge.settings import Settings, setting
 from nlpforge.text.pair_counts import IdJoiner, PairCounts, TokenIds, write_sentences
 
 FORMAT = "nlpforge-phrases"
+VERSION = 1  # of the saved file's layout
 # gensim 4's `Phrases.export_phrases` re-splits a learned pair on the delimiter, so a pair whose
 # first part is already a phrase ("rio_de" + "janeiro") is scored as "rio" + "janeiro" and lost:
 # the second pass would find no trigram. Learning with a separator that never occurs in tokens,
@@ -103,7 +104,7 @@ class PhraseModel:
                    "delimiter": layer.delimiter, "connector_words": sorted(layer.connector_words),
                    "phrasegrams": dict(sorted(layer.phrasegrams.items(), key=lambda item: -item[1]))}
                   for layer in self.layers]
-        saved = {"format": FORMAT, "version": 1, "settings": asdict(self.settings),
+        saved = {"format": FORMAT, "version": VERSION, "settings": asdict(self.settings),
                  "corpus_tokens": self.corpus_tokens, "layers": layers}
         path.write_text(json.dumps(saved, indent=1, ensure_ascii=False), encoding="utf-8")
         return path
@@ -119,8 +120,20 @@ class PhraseModel:
             raise DataError(f"{path}: not a phrase file ({error})") from None
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise DataError(f"{path}: not a phrase file written by nlpforge (no \"format\": \"{FORMAT}\")")
-        return cls(PhraseSettings(**saved["settings"]), [_frozen(layer) for layer in saved["layers"]],
-                   saved.get("corpus_tokens", 0))
+        if saved.get("version") != VERSION:
+            raise DataError(f"{path}: phrase file version {saved.get('version')!r}, but this nlpforge reads version "
+                            f"{VERSION}; learn the phrases again with `nlpforge corpus phrases`")
+        try:
+            settings = PhraseSettings(**saved["settings"])
+            layers = [_frozen(layer) for layer in saved["layers"]]
+        except KeyError as error:
+            problem = f"no {error.args[0]!r} entry"
+        except (TypeError, ValueError, AttributeError, ConfigError) as error:
+            problem = getattr(error, "message", None) or str(error).splitlines()[0]
+        else:
+            return cls(settings, layers, saved.get("corpus_tokens", 0))
+        raise DataError(f"{path}: the phrase file is damaged ({problem}); learn the phrases again with "
+                        "`nlpforge corpus phrases`")
 
 
 def learn_phrases(sentences: Iterable[list[str]], settings: PhraseSettings, spill_dir=None) -> PhraseModel:

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from nlpforge import tasks
 from nlpforge.errors import ConfigError
-from nlpforge.settings import Settings, group, setting
+from nlpforge.settings import MAX_SEED, Settings, group, setting
 from nlpforge.training import debugger
 
 
@@ -54,7 +54,7 @@ class TrainArgs(Settings):
                                                "share of the run on (stochastic weight averaging, e.g. 0.5: the "
                                                "second half); epochs are evaluated, and the model saved, with the "
                                                "average (default: off)", min=0, max=0.999)
-    seed: int = setting(42, "seed for initialisation, shuffling, splits and masks")
+    seed: int = setting(42, "seed for initialisation, shuffling, splits and masks", min=0, max=MAX_SEED)
 
     def check(self):
         if self.learning_rate <= 0:

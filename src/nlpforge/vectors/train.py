@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.settings import Settings, check_writable, cores, group, setting, to_flat
+from nlpforge.settings import MAX_SEED, Settings, check_writable, cores, group, setting, to_flat
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.phrases import PhraseSettings
 from nlpforge.text.prepare import PreparedCorpus, prepare_corpus
@@ -48,7 +48,7 @@ class Word2VecSettings(Settings):
     alpha: float = setting(0.025, "initial learning rate, decaying linearly to min-alpha")
     min_alpha: float = setting(0.0001, "final learning rate")
     workers: int | None = setting(None, "training threads (default: all cores)", min=1)
-    seed: int = setting(1, "seed of the initial vectors and sampling")
+    seed: int = setting(1, "seed of the initial vectors and sampling", min=0, max=MAX_SEED)
     workdir: str | None = setting(None, "folder for the intermediate token file (default: a temporary folder)")
     save_training_state: bool = setting(True, "also save the full gensim model, to continue training later")
 
