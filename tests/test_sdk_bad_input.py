@@ -16,11 +16,7 @@ from nlpforge.sdk.predictor import deploy_model
 from nlpforge.tracking.runs import find_run
 from nlpforge.tuning import CategoricalParameter, HyperparameterTuner
 from serving_support import free_port
-
-
-@pytest.fixture(autouse=True)
-def no_tracking(monkeypatch):
-    monkeypatch.setenv("NLPFORGE_TRACKING", "0")
+from test_tuning_tuner import no_tracking  # noqa: F401  (an autouse fixture: no MLflow records)
 
 
 @pytest.fixture

@@ -322,6 +322,13 @@ IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding (np.random.seed, gensim) takes 0 to 2**32 - 1 only
 
 
+def check_count(value, what: str, error=ConfigError) -> int:
+    """A whole number of at least 1 (a batch size, an instance count); else `error` naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise error(f"{what} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
 def check_suffix(path, what: str, suffixes=IMAGE_SUFFIXES) -> None:
     """Refuse an output file whose name ends in none of `suffixes` (what it will be written as)."""
     if Path(path).suffix.lower() not in suffixes:

@@ -25,8 +25,8 @@ from nlpforge.data.formats import is_data_file
 from nlpforge.errors import ConfigError, TrainingJobError
 from nlpforge.sdk import contract, remote
 from nlpforge.sdk.debugger import rule_specs
-from nlpforge.sdk.jobs import (check_dict, check_name, describe_job, follow_log, now_iso, stop_job, wait_for_job,
-                               write_json)
+from nlpforge.sdk.jobs import (check_dict, check_name, describe_job, follow_log, name_base, now_iso, stop_job,
+                               wait_for_job, write_json)
 from nlpforge.sdk.runner import compile_metric_definitions
 from nlpforge.settings import Settings, check_writable, setting
 from nlpforge.settings import jobs_root as resolve_jobs_root
@@ -93,7 +93,7 @@ EXPERIMENT_KEYS = ("ExperimentName", "TrialName", "TrialComponentDisplayName", "
 def timestamped_name(base: str) -> str:
     """SageMaker's job naming: <base>-YYYY-mm-dd-HH-MM-SS-mmm, within 63 characters."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
-    base = "".join(c if c.isalnum() or c == "-" else "-" for c in base).strip("-")[: 63 - len(stamp) - 1] or "job"
+    base = name_base(base)[: 63 - len(stamp) - 1] or "job"
     return f"{base}-{stamp}"
 
 

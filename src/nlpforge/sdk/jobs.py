@@ -49,6 +49,12 @@ def check_name(name, what: str, error=ConfigError) -> str:
     return name
 
 
+def name_base(text: str) -> str:
+    """`text` (a script's name, a base job name) as the start of a job name: characters a name cannot hold
+    become '-', and none leads or trails."""
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in text).strip("-")
+
+
 def check_dict(value, what: str, example: str, error=ConfigError, strings: bool = False) -> dict:
     """An argument that must be a dict (None: an empty one), with string keys and values when `strings`; else
     `error` naming the argument and an example of what to give."""

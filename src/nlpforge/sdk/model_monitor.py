@@ -33,6 +33,7 @@ import threading
 from pathlib import Path
 
 from nlpforge.errors import ConfigError
+from nlpforge.sdk.processing import check_instances
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
 
@@ -193,11 +194,7 @@ class DefaultModelMonitor:
     def __init__(self, role=None, instance_count=1, instance_type="ml.m5.xlarge", volume_size_in_gb=30,
                  volume_kms_key=None, output_kms_key=None, max_runtime_in_seconds=None, base_job_name=None,
                  sagemaker_session=None, env=None, tags=None, network_config=None, jobs_root=None):
-        if instance_type not in ("local", "local_gpu") and not str(instance_type).startswith("ml."):
-            raise ConfigError(f"instance_type must be local or a SageMaker type such as ml.m5.xlarge, not "
-                              f"{instance_type!r}")
-        if isinstance(instance_count, bool) or not isinstance(instance_count, int) or instance_count < 1:
-            raise ConfigError(f"instance_count must be a whole number of at least 1, not {instance_count!r}")
+        check_instances(instance_count, instance_type)
         self.base_job_name = base_job_name
         self.jobs_root = resolve_jobs_root(jobs_root)
         self.baselining_jobs: list[BaseliningJob] = []

@@ -27,6 +27,7 @@ from nlpforge.errors import EndpointError, RequestError
 from nlpforge.sdk.jobs import check_dict, check_name, now_iso, read_json, write_json
 from nlpforge.sdk.serializers import JSONDeserializer, JSONSerializer
 from nlpforge.serving.client import InferenceClient, ManagementClient
+from nlpforge.settings import check_count
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
 DEFAULT_HOST = "127.0.0.1"
@@ -116,10 +117,7 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
     unknown = sorted(set(sagemaker_options) - SAGEMAKER_DEPLOY_ARGUMENTS)
     if unknown:
         raise EndpointError(f"unknown deploy argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator.deploy)")
-    if not isinstance(initial_instance_count, int) or isinstance(initial_instance_count, bool) \
-            or initial_instance_count < 1:
-        raise EndpointError(f"initial_instance_count must be a whole number of at least 1, not "
-                            f"{initial_instance_count!r}")
+    check_count(initial_instance_count, "initial_instance_count", EndpointError)
     if instance_type not in ("local", "local_gpu") and not str(instance_type).startswith("ml."):
         raise EndpointError(f"instance_type must be local or a SageMaker type such as ml.m5.xlarge, not "
                             f"{instance_type!r}")

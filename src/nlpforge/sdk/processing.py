@@ -53,6 +53,7 @@ from pathlib import Path
 from nlpforge.errors import ConfigError, ProcessingJobError
 from nlpforge.sdk.contract import JobPaths, host_names, local_instance_type
 from nlpforge.sdk.jobs import NAME_PATTERN, now_iso, pid_alive, read_json, update_status, write_json
+from nlpforge.settings import check_count
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
 CONTAINER_BASE = "/opt/ml"
@@ -145,8 +146,7 @@ def existing_source(source, what: str) -> Path:
 
 
 def check_instances(instance_count, instance_type: str) -> None:
-    if not isinstance(instance_count, int) or isinstance(instance_count, bool) or instance_count < 1:
-        raise ConfigError(f"instance_count must be a whole number of at least 1, not {instance_count!r}")
+    check_count(instance_count, "instance_count")
     if instance_type not in ("local", "local_gpu") and not str(instance_type).startswith("ml."):
         raise ConfigError(f"instance_type must be local, local_gpu or a SageMaker type such as ml.m5.xlarge, "
                           f"not {instance_type!r}")

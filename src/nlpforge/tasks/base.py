@@ -28,7 +28,7 @@ import numpy as np
 from nlpforge.data.batching import MODEL_INPUTS, inference_batches, pad_arrays
 from nlpforge.errors import ArtifactError, DataError, InputError
 from nlpforge.models.artifact import read_metadata
-from nlpforge.settings import check_device, cores
+from nlpforge.settings import check_count, check_device, cores
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 MAX_TEXT_CHARS = 100_000
@@ -283,8 +283,7 @@ class LoadedModel:
 
     def predict(self, inputs, batch_size: int = 32) -> list:
         """Answers for one input or a list of them (always a list back)."""
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
+        check_count(batch_size, "batch_size", InputError)
         return self.answer([self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)], batch_size)
 
     def answer(self, items: list, batch_size: int = 32) -> list:

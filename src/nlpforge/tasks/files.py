@@ -15,6 +15,7 @@ from nlpforge.data.clean import clean_html
 from nlpforge.data.formats import join_columns
 from nlpforge.data.readers import read_table
 from nlpforge.errors import DataError
+from nlpforge.settings import check_count
 from nlpforge.tasks import load
 
 
@@ -23,9 +24,8 @@ def predict_file(model_path, input_path, output_path, text_columns=None, batch_s
     """Write one prediction per input row; returns the number of rows written. `reading` holds
     `read_table`'s delimiter and encoding. The output appears whole or not at all: it is written
     beside its final name and renamed at the end, so a failure leaves an earlier file untouched."""
-    for name, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DataError(f"{name} must be a whole number of at least 1, not {value!r}")
+    check_count(batch_size, "batch_size", DataError)
+    check_count(chunk_rows, "chunk_rows", DataError)
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):

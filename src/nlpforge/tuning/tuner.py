@@ -32,7 +32,7 @@ from typing import ClassVar, Literal
 
 from nlpforge.errors import ConfigError, TrainingJobError, TuningError
 from nlpforge.sdk.estimator import Estimator
-from nlpforge.sdk.jobs import check_name, describe_job
+from nlpforge.sdk.jobs import check_name, describe_job, name_base
 from nlpforge.sdk.runner import compile_metric_definitions
 from nlpforge.settings import Settings, check_writable, jobs_root, setting
 from nlpforge.tuning.parameters import check_ranges
@@ -233,8 +233,7 @@ class HyperparameterTuner:
             raise TuningError("tuning runs in the foreground; call fit() with wait=True (the default), and run "
                               "several tuners on one storage URL to spread trials over machines")
         optuna = optuna_module()
-        # A script's name (train_bert.py) may hold characters a job name cannot: they become '-'.
-        base = "".join(c if c.isalnum() or c == "-" else "-" for c in self.base_tuning_job_name[:20]).strip("-")
+        base = name_base(self.base_tuning_job_name[:20])  # a script's name (train_bert.py) may hold '_'
         name = check_name(job_name or f"{base or 'tuning'}-" + datetime.now(timezone.utc).strftime("%y%m%d-%H%M%S"),
                           "tuning job name", TuningError)
         study = self.study(name)
