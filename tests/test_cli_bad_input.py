@@ -112,6 +112,8 @@ CASES = [
          ["c.yaml", "text_column", "string"], {**GOOD, "c.yaml": "text_column: 5\n"}),
     Case("config-warmup-ratio-text", [*TRAIN, "--train", "train.csv", "--config", "c.json"],
          ["c.json", "warmup_ratio", "number"], {**GOOD, "c.json": json.dumps({"warmup_ratio": "x"})}),
+    Case("config-toml", [*TRAIN, "--train", "train.csv", "--config", "c.toml"],
+         ["c.toml", "not valid JSON", "YAML when the name ends in .yaml"], {**GOOD, "c.toml": "seed = 3\n"}),
     Case("config-deep-json", [*TRAIN, "--train", "train.csv", "--config", "c.json"], ["c.json", "nested too deeply"],
          {**GOOD, "c.json": "[" * 100_000 + "]" * 100_000}),
     # outputs that cannot be written

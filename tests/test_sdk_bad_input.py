@@ -106,6 +106,21 @@ def test_bad_predict_arguments(jobs, data, initial_args, message):
         Predictor("ep", jobs_root=str(jobs), inference_port=free_port()).predict(data, initial_args=initial_args)
 
 
+def test_numpy_arrays_are_sent_as_lists_by_every_serializer():
+    """SageMaker's serializers take numpy arrays; a 2-D array is CSV rows, a 1-D one a text a line."""
+    import numpy as np
+
+    from nlpforge.sdk.serializers import CSVSerializer, JSONLinesSerializer, JSONSerializer
+
+    texts = np.array(["Loved it", "Broke, sent back"])
+    assert json.loads(JSONSerializer().serialize(texts)) == ["Loved it", "Broke, sent back"]
+    assert json.loads(JSONSerializer().serialize({"text": texts, "k": np.int64(3)})) == {
+        "text": ["Loved it", "Broke, sent back"], "k": 3}
+    assert JSONLinesSerializer().serialize(texts) == b'"Loved it"\n"Broke, sent back"'
+    assert CSVSerializer().serialize(texts) == b'Loved it\n"Broke, sent back"\n'
+    assert CSVSerializer().serialize(np.array([["a", "b"], ["c", "d"]])) == b"a,b\nc,d\n"
+
+
 # -- estimator arguments -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("arguments, message", [

@@ -286,7 +286,10 @@ def load_config_file(path, settings_class) -> dict:
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     except Exception as error:  # both parsers raise their own error types
-        raise ConfigError(f"{path}: not valid {'YAML' if is_yaml else 'JSON'}: {str(error).splitlines()[0]}") from None
+        hint = "" if path.suffix.lower() in (".json", ".yaml", ".yml") else \
+            "; --config reads JSON, or YAML when the name ends in .yaml or .yml"
+        raise ConfigError(f"{path}: not valid {'YAML' if is_yaml else 'JSON'}: {str(error).splitlines()[0]}{hint}") \
+            from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of setting names to values")
     _check_types(settings_class, nest(settings_class, values, where=str(path)), path)

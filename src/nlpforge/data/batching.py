@@ -9,7 +9,6 @@ similar length into the same batch cuts the padding that a transformer would com
     batch = pad_batch([encoded[i] for i in indices], pad_id=0)  # dict of (B, T) tensors
 """
 import numpy as np
-import torch
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -54,8 +53,10 @@ def pad_arrays(rows: list[dict], pad_id: int, keys=MODEL_INPUTS) -> dict[str, np
     return arrays
 
 
-def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def pad_batch(rows: list[dict], pad_id: int) -> dict:
     """Every key of `rows` padded (see `pad_arrays`) as tensors: the model inputs and the labels."""
+    import torch  # here, so that the CLI's help and its input checks start without torch
+
     return {k: torch.from_numpy(v) for k, v in pad_arrays(rows, pad_id, keys=list(rows[0])).items()}
 
 

@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from nlpforge.data.readers import read_table
 from nlpforge.errors import DataError
@@ -78,7 +77,7 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _label_values(raw: pd.Series) -> list:
+def _label_values(raw) -> list:
     """Turn a label column into Python ints when every value is an integer, else strings; a missing label
     (see MISSING_LABELS) becomes None."""
     values = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in raw]
@@ -185,7 +184,7 @@ def _lazy_file(path, text_columns, label_column, **reading):
     rows = np.flatnonzero(usable)
     encoded = labels.take(rows).combine_chunks().dictionary_encode()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
-    values = _label_values(pd.Series(encoded.dictionary.to_pylist(), dtype=object))
+    values = _label_values(encoded.dictionary.to_pylist())
     labelled = ~np.isin(codes, [i for i, v in enumerate(values) if v is None])
     rows, codes = rows[labelled], codes[labelled]
     report = FileReport(path=str(path), sha256=file_sha256(path), rows=lazy_report.rows,

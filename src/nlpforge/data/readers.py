@@ -17,13 +17,16 @@ import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from nlpforge.data.formats import detect_format
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.settings import Settings, setting
+
+if TYPE_CHECKING:  # pandas loads on the first read, so that the CLI's help and checks start without it
+    import pandas as pd
 
 
 @dataclass
@@ -54,7 +57,7 @@ class ReadingSettings(Settings):
 
 @dataclass
 class Table:
-    frame: pd.DataFrame
+    frame: "pd.DataFrame"
     path: Path
     replaced_bytes: int = 0  # bytes that were not valid UTF-8 and became U+FFFD
 
@@ -131,6 +134,8 @@ def read_table(path, columns=None, *, delimiter: str | None = None, encoding: st
     fmt = detect_format(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty; it needs a header row and at least one data row")
+    import pandas as pd
+
     replaced, text = 0, ""
     try:
         if fmt == "parquet":
@@ -167,7 +172,9 @@ def table_delimiter(fmt: str) -> str:
     return "\t" if fmt == "tsv" else ","
 
 
-def _parse_text(text: str, fmt: str, path: Path, delimiter: str | None = None) -> pd.DataFrame:
+def _parse_text(text: str, fmt: str, path: Path, delimiter: str | None = None) -> "pd.DataFrame":
+    import pandas as pd
+
     if fmt in ("csv", "tsv"):
         # keep_default_na=False: an empty review is "", and the string "NA" stays text.
         separator = delimiter or table_delimiter(fmt)
@@ -178,7 +185,7 @@ def _parse_text(text: str, fmt: str, path: Path, delimiter: str | None = None) -
     return pd.DataFrame.from_records(records)
 
 
-def check_flat(path, frame: pd.DataFrame, columns, first_row: int = 1) -> None:
+def check_flat(path, frame: "pd.DataFrame", columns, first_row: int = 1) -> None:
     """A DataError naming the first row whose value in one of `columns` is a list or an object (JSONL and
     Parquet can hold them): a text or a label is one string or number, and its repr ("['pos']") is neither."""
     for column in columns:

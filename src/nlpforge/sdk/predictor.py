@@ -263,7 +263,7 @@ class Predictor:
             request = self.serializer.serialize(data)
         except (TypeError, ValueError) as error:
             raise EndpointError(f"{type(self.serializer).__name__} cannot send a {type(data).__name__} ({error}); "
-                                "give a dict, a list or a str (a numpy array: data.tolist())") from None
+                                "give a dict, a list, a str or a numpy array") from None
         try:
             body, answered_type = inference(self.host, self.inference_port).predict(
                 self.endpoint_name, request, content_type, accept)

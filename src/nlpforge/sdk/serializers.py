@@ -11,13 +11,26 @@ import io
 import json
 
 
+def _plain(data):
+    """A numpy array or scalar (anything with `tolist`) as Python lists and values, as SageMaker's serializers
+    take them; anything else as it is."""
+    return data.tolist() if hasattr(data, "tolist") and not isinstance(data, (str, bytes, bytearray)) else data
+
+
+def _json_default(value):
+    plain = _plain(value)
+    if plain is value:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return plain
+
+
 class JSONSerializer:
     content_type = "application/json"
 
     def serialize(self, data) -> bytes:
         if isinstance(data, (bytes, bytearray)):
             return bytes(data)
-        return json.dumps(data, ensure_ascii=False).encode("utf-8")
+        return json.dumps(_plain(data), ensure_ascii=False, default=_json_default).encode("utf-8")
 
 
 class JSONLinesSerializer:
@@ -30,7 +43,8 @@ class JSONLinesSerializer:
             return bytes(data)
         if isinstance(data, str):
             return data.encode("utf-8")
-        return "\n".join(json.dumps(value, ensure_ascii=False) for value in data).encode("utf-8")
+        return "\n".join(json.dumps(value, ensure_ascii=False, default=_json_default)
+                         for value in _plain(data)).encode("utf-8")
 
 
 class CSVSerializer:
@@ -43,7 +57,7 @@ class CSVSerializer:
             return data.encode("utf-8")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        for row in data:
+        for row in _plain(data):
             writer.writerow(row if isinstance(row, (list, tuple)) else [row])
         return buffer.getvalue().encode("utf-8")
 

@@ -35,12 +35,13 @@ recorded step. To plot:
 import math
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
-
-import torch
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from nlpforge.errors import ConfigError
 from nlpforge.settings import Settings, from_flat, setting
+
+if TYPE_CHECKING:  # the summaries import torch where they run (see below)
+    import torch
 
 IN_PROGRESS, NO_ISSUES, ISSUES = "InProgress", "NoIssuesFound", "IssuesFound"
 
@@ -309,8 +310,14 @@ def parse_rules(specs: list[str]) -> list[Rule]:
     return rules
 
 
-def layer_norms(named: list[tuple[str, torch.Tensor]]) -> dict:
+# The summaries below import torch where they run: the rules above are also read by `nlpforge train --help` and
+# by the settings checks, which should not wait for torch to load.
+
+
+def layer_norms(named: list[tuple[str, "torch.Tensor"]]) -> dict:
     """L2 norm per layer (the module owning the tensors, named by its path) of named tensors, in one sync."""
+    import torch
+
     if not named:
         return {}
     layers = [name.rpartition(".")[0] or name for name, _ in named]
@@ -322,9 +329,11 @@ def layer_norms(named: list[tuple[str, torch.Tensor]]) -> dict:
     return dict(zip(index, totals))
 
 
-def watched_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+def watched_modules(model: "torch.nn.Module") -> list[tuple[str, "torch.nn.Module"]]:
     """The modules whose outputs are summarised: the embeddings, each repeated block (a ModuleList's
     children) and the whole model."""
+    import torch
+
     chosen = []
     for name, module in model.named_modules():
         if name.rpartition(".")[2] == "embeddings":
@@ -334,8 +343,10 @@ def watched_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]
     return chosen + [("output", model)]
 
 
-def first_tensor(output) -> torch.Tensor | None:
+def first_tensor(output) -> "torch.Tensor | None":
     """The tensor a module's output stands for: itself, a tuple's first tensor, or a model output's logits."""
+    import torch
+
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, dict):
@@ -367,7 +378,7 @@ class Debugger:
         """Whether the optimizer step numbered `step` (1-based) is summarised."""
         return step % self.interval == 0
 
-    def watch(self, model: torch.nn.Module) -> None:
+    def watch(self, model: "torch.nn.Module") -> None:
         """Attach forward hooks that summarise activations, for the forward passes of a recorded step."""
         if self.hooks:
             return
@@ -376,6 +387,8 @@ class Debugger:
                 lambda module, inputs, output, name=name: self._activation(name, output)))
 
     def _activation(self, name: str, output) -> None:
+        import torch
+
         tensor = first_tensor(output)
         if tensor is not None and tensor.is_floating_point():
             std, mean = torch.std_mean(tensor.detach().float())
@@ -383,6 +396,8 @@ class Debugger:
 
     def unwatch(self) -> dict[str, list[float]]:
         """Remove the hooks; the [mean, std] of each watched output, averaged over the step's forward passes."""
+        import torch
+
         for hook in self.hooks:
             hook.remove()
         self.hooks = []
@@ -392,9 +407,11 @@ class Debugger:
         stats = torch.stack([torch.stack(values).mean(0) for values in names.values()]).tolist()
         return dict(zip(names, stats))
 
-    def before_step(self, model: torch.nn.Module, step: int, loss: float | None) -> Summary:
+    def before_step(self, model: "torch.nn.Module", step: int, loss: float | None) -> Summary:
         """Gradient statistics (after backward, before clipping and the update), the activations of the step's
         forward passes, and a copy of the weights if updates are needed."""
+        import torch
+
         summary = Summary(step, loss=loss)
         for name, (mean, std) in self.unwatch().items():
             summary.activation_mean[name], summary.activation_std[name] = mean, std
@@ -418,8 +435,10 @@ class Debugger:
             self.previous_weights = [(n, p.detach().clone()) for n, p in named]
         return summary
 
-    def after_step(self, model: torch.nn.Module, summary: Summary) -> list[tuple[str, str]]:
+    def after_step(self, model: "torch.nn.Module", summary: Summary) -> list[tuple[str, str]]:
         """Weight statistics after the update, then the rules' verdicts."""
+        import torch
+
         summary.weight_norm = layer_norms(list(model.named_parameters()))
         if "weights" in self.needs:
             weights = [(n, p.detach()) for n, p in model.named_parameters()]
