@@ -117,13 +117,13 @@ def test_truncation_trims_the_longer_segment():
 
 def test_a_two_layer_model_learns_the_planted_regularity(tmp_path):
     corpus = planted_corpus(tmp_path / "colours.txt", 2000)
-    result = train(masked_lm_job(corpus=[str(corpus)], model="bert-tiny", output=str(tmp_path / "m"), epochs=3,
+    result = train(masked_lm_job(corpus=[str(corpus)], model="bert-tiny", output=str(tmp_path / "m"), epochs=2,
                                  batch_size=32, max_seq_length=32, learning_rate=3e-3, warmup_ratio=0.05, nsp=False,
                                  max_eval_instances=300, progress=False, log_every=0), log=lambda *_: None)
     counts = Counter(corpus.read_text().split())
     frequency_baseline = max(counts.values()) / sum(counts.values())
     assert frequency_baseline < 0.2
-    assert result.metrics["validation_mlm_accuracy"] > frequency_baseline + 0.3  # measured: 0.66 against 0.12
+    assert result.metrics["validation_mlm_accuracy"] > frequency_baseline + 0.3  # measured: 0.60 against 0.12
     history = [h["validation_mlm_accuracy"] for h in result.history]
     assert history[-1] > history[0]
 
