@@ -120,6 +120,23 @@ def test_a_line_cut_short_by_a_crash_is_skipped_with_a_warning_and_dropped_at_th
     assert [json.loads(line)["capture_id"] for line in lines] == [first.capture_id, second.capture_id]
 
 
+def test_a_file_that_is_not_a_labels_file_is_never_written(capture, tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\na fine film,pos\n")
+    with pytest.raises(NlpforgeError, match="name a .jsonl file"):
+        ReviewQueue(capture, "stars", labels_file=data)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"note": "mine"}\n{"note": "also mine"}\n')
+    queue = ReviewQueue(capture, "stars", labels_file=notes)
+    with pytest.raises(NlpforgeError, match="line 1 is not a label line.*left as it is"):
+        queue.save(queue.next().capture_id, "pos")
+    assert notes.read_text() == '{"note": "mine"}\n{"note": "also mine"}\n'
+    notes.write_text('{"note": "mine"}\n')
+    with pytest.raises(NlpforgeError, match="line 1 is not a label line"):
+        queue.save(queue.next().capture_id, "pos")
+    assert notes.read_text() == '{"note": "mine"}\n'
+
+
 def test_bad_labels_ids_models_folders_and_thresholds_are_refused(capture, tmp_path):
     queue = ReviewQueue(capture, "stars")
     with pytest.raises(NlpforgeError, match="'maybe' is not one of the model's labels: neg, pos"):

@@ -167,6 +167,13 @@ def read_metadata(folder) -> tuple[dict, dict]:
         raise ArtifactError(f"{folder}: not an nlpforge model folder, missing {', '.join(missing)}")
     meta = _read_json(folder / "nlpforge.json")
     info = _read_json(folder / TASK_INFO) if (folder / TASK_INFO).exists() else {}
+    for key, kind, least in (("format_version", int, 0), ("max_seq_length", int, 1), ("task", str, None)):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)
+                                  or (least is not None and value < least)):
+            raise ArtifactError(f"{folder / 'nlpforge.json'}: {key} is {value!r}, not "
+                                f"{'a task name' if kind is str else f'a whole number of at least {least}'}; the "
+                                "model folder is damaged, restore the file or train the model again")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ArtifactError(f"{folder}: written by a newer nlpforge (format {meta['format_version']}); "
                             "upgrade nlpforge")

@@ -116,6 +116,9 @@ class ReviewQueue:
         if self.labels_file.name.startswith("capture.jsonl"):
             raise ConfigError(f"labels file {self.labels_file}: is a capture log's name, and labels written there "
                               "would mix with captured traffic; name another file")
+        if self.labels_file.suffix.lower() != ".jsonl":
+            raise ConfigError(f"labels file {self.labels_file}: labels are JSON lines; name a .jsonl file (a new one, "
+                              "or one that `nlpforge review` wrote)")
 
     # --- the queue ----------------------------------------------------------------------------------------
     def _scan(self) -> tuple[dict[str, ReviewItem], list]:
@@ -216,9 +219,9 @@ class ReviewQueue:
         except OSError as error:
             raise DataError(f"{self.labels_file}: cannot read the labels file ({error.strerror or error})") from None
 
-    def _entries(self, content: bytes) -> tuple[list[dict], bool]:
-        """(the label lines, whether a damaged line was found)."""
-        entries, damaged = [], False
+    def _entries(self, content: bytes) -> tuple[list[dict], list[int]]:
+        """(the label lines, the numbers of the lines that are not label lines)."""
+        entries, damaged = [], []
         for number, line in enumerate(content.decode("utf-8", "replace").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -229,7 +232,7 @@ class ReviewQueue:
             except (ValueError, RecursionError):
                 log.warning("%s line %d is not a whole label line (cut short by a crash?); skipped",
                             self.labels_file, number)
-                damaged = True
+                damaged.append(number)
                 continue
             entries.append(entry)
         return entries, damaged
@@ -251,6 +254,11 @@ class ReviewQueue:
         with self._locked():
             content = self._read()
             entries, damaged = self._entries(content)
+            last = len(content.decode("utf-8", "replace").rstrip().splitlines())
+            # The one line repaired is a crash's: the last, cut short before its newline.
+            if damaged and (damaged != [last] or content.endswith(b"\n")):
+                raise DataError(f"{self.labels_file}: line {damaged[0]} is not a label line, so this is not a labels "
+                                "file that `nlpforge review` wrote; it is left as it is. Name another --labels-file")
             if damaged or any(e["capture_id"] == capture_id for e in entries) or (content and content[-1:] != b"\n"):
                 kept = [e for e in entries if e["capture_id"] != capture_id]
                 self._replace(b"".join((json.dumps(e, ensure_ascii=False) + "\n").encode() for e in kept) + line)

@@ -18,6 +18,7 @@ traffic and set-default act on every replica on the model store (replicas.py); s
 """
 import asyncio
 import inspect
+import json
 import logging
 
 from fastapi import Body, Depends, FastAPI, Query, Request
@@ -83,7 +84,8 @@ def management_app(state) -> FastAPI:
             raise RequestError(f"invalid register parameter: {error.message} (workers is initial_workers)") from None
         if not torchserve_bool(synchronous, default=True):
             check_names(model_name, model_version)  # a bad name or path is still a 4xx now, not a log line later
-            registry.resolve_url(url)
+            folder = registry.resolve_url(url)
+            registry.check_free(model_name or folder.name, model_version)
             task = asyncio.create_task(state.change(lambda: registry.register(url, model_name, model_version,
                                                                               options)))
             state.background.add(task)
@@ -121,8 +123,21 @@ def management_app(state) -> FastAPI:
 
     @app.put("/models/{model_name}/traffic", dependencies=auth, summary="Set traffic weights and a shadow")
     async def put_traffic(model_name: str,
-                          weights: dict[str, float] | None = Body(None, description="weight per version"),
-                          shadow: str | None = Body("", description="shadow version; null removes it")):
+                          body: dict | None = Body(None, description='{"weights": {version: weight}, "shadow": '
+                                                                     'version, or null to remove it}; either may be '
+                                                                     'left out',
+                                                   examples=[{"weights": {"1.0": 90, "2.0": 10}, "shadow": None}])):
+        body = body or {}
+        unknown = sorted(set(body) - {"weights", "shadow"})
+        if unknown:
+            raise RequestError(f"unknown field(s) {', '.join(map(repr, unknown))} in the traffic body; give "
+                               '"weights" ({version: weight}) and/or "shadow" (a version, or null)')
+        weights, shadow = body.get("weights"), body.get("shadow", "")
+        if weights is not None and not isinstance(weights, dict):
+            raise RequestError(f'"weights" must be an object of version: weight, e.g. {{"1.0": 90, "2.0": 10}}, '
+                               f"not {json.dumps(weights)[:60]}")
+        if shadow is not None and not isinstance(shadow, str):
+            raise RequestError(f'"shadow" must be a version name or null, not {json.dumps(shadow)[:60]}')
         routing = await state.change(lambda: registry.set_traffic(model_name, weights, shadow))
         log.info("model %s: traffic set to %s", model_name, routing.describe())
         return routing.describe()

@@ -83,8 +83,12 @@ class ModelRegistry:
         return self.models[name]
 
     def version(self, name: str, version: str | None) -> VersionRuntime:
+        """The runtime of `version`, or of the default version when `version` is None or ""."""
+        return self.named_version(name, version or self.model(name).routing.default)
+
+    def named_version(self, name: str, version: str) -> VersionRuntime:
+        """The runtime of exactly `version` (no default): a 404 naming the versions otherwise."""
         model = self.model(name)
-        version = version or model.routing.default
         if version not in model.versions:
             raise RequestError(f"model {name!r} has no version {version!r} (versions: "
                                f"{', '.join(model.versions)})", status=404)
@@ -140,6 +144,7 @@ class ModelRegistry:
                 with tarfile.open(archive, "r:gz") as tar:
                     tar.extractall(partial, filter="data")  # refuses absolute paths and ../ escapes
             except (tarfile.TarError, OSError) as error:
+                shutil.rmtree(partial, ignore_errors=True)
                 raise RequestError(f"{archive}: cannot extract ({error}); give a .tar.gz of a model folder") from None
             try:
                 partial.rename(target)
@@ -150,6 +155,7 @@ class ModelRegistry:
         found = [p.parent for p in target.rglob("nlpforge.json")] + \
             [p.parents[1] for p in target.rglob("code/inference.py")]
         if not found:
+            shutil.rmtree(target, ignore_errors=True)
             raise RequestError(f"{archive}: holds no model folder (no nlpforge.json, nor SageMaker's "
                                "code/inference.py, inside)")
         return sorted(found, key=lambda p: len(p.parts))[0]
@@ -171,9 +177,7 @@ class ModelRegistry:
         spec = VersionSpec(name=name, version=version, folder=str(folder), url=url, task=task, options=options,
                            threads=options.threads or default_threads(options.workers))
         async with self.lock:
-            if name in self.models and version in self.models[name].versions:
-                raise RequestError(f"model {name!r} version {version!r} is already registered; unregister it "
-                                   "first or give another model_version", status=409)
+            self.check_free(name, version)
             runtime = VersionRuntime(spec, self.metrics)
             model = self.models.setdefault(name, ServedModel(name))
             model.versions[version] = runtime
@@ -191,6 +195,13 @@ class ModelRegistry:
             await runtime.close(drain=False)
             raise
         return runtime
+
+    def check_free(self, name: str, version: str | None) -> None:
+        """A 409 when `name` already has `version` (default "1.0") registered."""
+        version = str(version or "1.0")
+        if name in self.models and version in self.models[name].versions:
+            raise RequestError(f"model {name!r} version {version!r} is already registered; unregister it "
+                               "first or give another model_version", status=409)
 
     async def unregister(self, name: str, version: str | None = None) -> list[str]:
         """Remove a model (every version) or one version; accepted inputs are answered first."""
@@ -228,7 +239,7 @@ class ModelRegistry:
         if weights is not None:
             pairs = []
             for version, weight in weights.items():
-                self.version(name, str(version))
+                self.named_version(name, str(version))
                 try:
                     weight = float(weight)
                 except (TypeError, ValueError):
@@ -242,14 +253,14 @@ class ModelRegistry:
         if shadow == "":
             shadow = current.shadow
         elif shadow is not None:
-            self.version(name, shadow)
+            self.named_version(name, shadow)
         return self.set_routing(name, Routing(default=current.default, weights=pairs, shadow=shadow))
 
     def set_routing(self, name: str, routing: Routing) -> Routing:
         """Replace a model's whole routing in one assignment (replicas adopt each other's this way)."""
         model = self.model(name)
         for version in {routing.default, routing.shadow, *(v for v, _ in routing.weights)} - {None}:
-            self.version(name, version)
+            self.named_version(name, version)
         model.routing = routing
         return routing
 
@@ -299,6 +310,7 @@ class ModelRegistry:
         self.models.clear()
 
 
+RESERVED_VERSIONS = ("all", "traffic")  # /models/NAME/all describes every version, /models/NAME/traffic routes
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]*")  # TorchServe's rule for model names and versions
 
 
@@ -308,6 +320,9 @@ def check_names(name: str | None, version: str | None, what: str = "model_name")
         if value is not None and (len(value) > 100 or not NAME_RULE.fullmatch(value)):
             raise RequestError(f"{shown} {value!r}: use 1-100 ASCII letters, digits, '-', '_' or '.', starting "
                                "with a letter or digit")
+    if version in RESERVED_VERSIONS:
+        raise RequestError(f"model_version {version!r} is reserved: /models/NAME/{version} is a route of its own "
+                           "(traffic weights, every version); choose another, e.g. 2.0")
 
 
 def inside(root: Path, relative: Path, what: str) -> Path:

@@ -77,7 +77,7 @@ def load_or_create_keys(path) -> Keys:
     path = Path(path)
     if path.exists():
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_key_text(path))
             return Keys(data["management"]["key"], data["inference"]["key"], data["API"]["key"], path)
         except (ValueError, KeyError, TypeError):
             raise ServingError(f"{path}: not a key file (need management, inference and API keys); "
@@ -94,6 +94,18 @@ def read_key(path, kind: str = "management") -> str | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))[kind]["key"]
+        return json.loads(_key_text(path))[kind]["key"]
     except (ValueError, KeyError, TypeError):
-        return None
+        raise ServingError(f"{path}: not a key file with a {kind} key; give the server's "
+                           "<model-store>/key_file.json") from None
+
+
+def _key_text(path: Path) -> str:
+    """A key file's text, or a ServingError naming the path (a folder, unreadable)."""
+    if path.is_dir():
+        raise ServingError(f"{path}: is a folder; a key file is the server's <model-store>/key_file.json")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ServingError(f"{path}: the key file cannot be read ({getattr(error, 'strerror', None) or error})") \
+            from None

@@ -114,6 +114,12 @@ def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -
             raise InputError(f"the {what} is not valid UTF-8; send UTF-8 text") from None
     if not isinstance(value, str):
         raise InputError(f"the {what} must be a string, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate, e.g. a command-line byte that is not UTF-8
+            raise InputError(f"the {what} is not valid Unicode (a lone surrogate U+{ord(value[error.start]):04X} at "
+                             f"character {error.start}, often a byte that is not UTF-8); send UTF-8 text") from None
     if max_chars is None:
         return value
     if not value.strip():

@@ -1,0 +1,112 @@
+"""More bad input for the model server, its clients and the Python API: each gets a clear answer, and none
+leaves a model answering 500 or a file half-written."""
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import assert_user_error, run_cli
+from nlpforge.errors import ArtifactError, InputError, ServingError
+from serving_support import inference, management, running_server
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("store"), auth=False) as server:
+        response = management(server).post("/models", params={"url": str(tiny_model.output), "model_name": "tiny",
+                                                               "max_batch_delay": 5})
+        assert response.status_code == 200, response.text
+        yield server
+
+
+def _still_answers(server) -> None:
+    response = inference(server).post("/predictions/tiny", content="a wonderful film")
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"weights": {"": 5}}, 404, "model 'tiny' has no version ''"),
+    ({"weights": {"1.0": 1}, "shadow": ""}, 200, ""),   # "" keeps the shadow, as before
+    ({"wieghts": {"1.0": 1}}, 400, "unknown field(s) 'wieghts'"),
+    ({"weights": [["1.0", 1]]}, 400, '"weights" must be an object of version: weight'),
+    ({"shadow": 2}, 400, '"shadow" must be a version name or null'),
+])
+def test_traffic_names_only_registered_versions_and_known_fields(server, body, status, message):
+    response = management(server).put("/models/tiny/traffic", json=body)
+    assert response.status_code == status, response.text
+    assert message in response.json().get("message", ""), response.text
+    assert management(server).get("/models/tiny/traffic").json()["weights"] in ({}, {"1.0": 1.0})
+    _still_answers(server)
+
+
+def test_a_lone_surrogate_is_a_400_and_fails_no_other_request(server, tiny_model):
+    response = inference(server).post("/predictions/tiny", content=b'{"text": "a\\ud800b"}',
+                                      headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "not valid Unicode (a lone surrogate U+D800 at character 1" in response.json()["message"]
+    _still_answers(server)
+    import nlpforge
+
+    with pytest.raises(InputError, match="lone surrogate"):
+        nlpforge.load(tiny_model.output).predict("a\ud800b")
+    # A command-line argument that is not UTF-8 reaches Python as a lone surrogate too.
+    assert_user_error(run_cli(["predict", tiny_model.output, os.fsdecode(b"caf\xe9")]), "not valid Unicode")
+
+
+@pytest.mark.parametrize("params, status, message", [
+    ({"model_name": "tiny", "synchronous": "false"}, 409, "model 'tiny' version '1.0' is already registered"),
+    ({"model_name": "other", "model_version": "traffic"}, 400, "model_version 'traffic' is reserved"),
+    ({"model_name": "other", "model_version": "all"}, 400, "model_version 'all' is reserved"),
+])
+def test_register_refuses_a_taken_version_at_once_and_reserved_names(server, tiny_model, params, status, message):
+    response = management(server).post("/models", params={"url": str(tiny_model.output), **params})
+    assert response.status_code == status, response.text
+    assert message in response.json()["message"]
+    assert [m["modelName"] for m in management(server).get("/models").json()["models"]] == ["tiny"]
+
+
+def test_a_damaged_metadata_value_is_refused_at_load_and_register(server, tiny_model, tmp_path):
+    import nlpforge
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_model.output, folder)
+    meta = json.loads((folder / "nlpforge.json").read_text())
+    (folder / "nlpforge.json").write_text(json.dumps({**meta, "max_seq_length": "abc"}))
+    with pytest.raises(ArtifactError, match="max_seq_length is 'abc', not a whole number"):
+        nlpforge.load(folder)
+    response = management(server).post("/models", params={"url": str(folder), "model_name": "damaged"})
+    assert response.status_code == 400 and "max_seq_length is 'abc'" in response.json()["message"], response.text
+
+
+def test_a_key_file_that_is_a_folder_or_no_key_file_is_named(tmp_path):
+    from nlpforge.serving.security import load_or_create_keys, read_key
+
+    with pytest.raises(ServingError, match="is a folder; a key file is the server's <model-store>/key_file.json"):
+        read_key(tmp_path)
+    with pytest.raises(ServingError, match="is a folder"):
+        load_or_create_keys(tmp_path)
+    other = tmp_path / "other.json"
+    other.write_text('{"colour": "blue"}')
+    with pytest.raises(ServingError, match="not a key file with a management key"):
+        read_key(other)
+    assert read_key(tmp_path / "absent.json") is None
+    assert_user_error(run_cli(["models", "list", "--key-file", tmp_path, "--management-url", "http://127.0.0.1:9"]),
+                      "is a folder")
+
+
+def test_an_archive_that_cannot_be_registered_leaves_nothing_in_the_store(server, tmp_path):
+    import io
+    import tarfile
+    from pathlib import Path
+
+    store = Path(server.settings.model_store)
+    (store / "fake.tar.gz").write_bytes(b"not gzip at all")
+    with tarfile.open(store / "empty.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("notes/readme.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    for url, message in (("fake.tar.gz", "cannot extract"), ("empty.tar.gz", "holds no model folder")):
+        response = management(server).post("/models", params={"url": url, "model_name": url.split(".")[0]})
+        assert response.status_code == 400 and message in response.json()["message"], response.text
+    assert list((store / ".extracted").glob("*")) == []
