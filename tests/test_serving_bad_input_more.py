@@ -110,3 +110,11 @@ def test_an_archive_that_cannot_be_registered_leaves_nothing_in_the_store(server
         response = management(server).post("/models", params={"url": url, "model_name": url.split(".")[0]})
         assert response.status_code == 400 and message in response.json()["message"], response.text
     assert list((store / ".extracted").glob("*")) == []
+
+
+@pytest.mark.parametrize("body", [{"inputs": ["a fine film"]}, {"instances": "a fine film"}])
+def test_a_kserve_request_without_a_list_of_instances_is_told_the_shape(server, body):
+    response = inference(server).post("/v1/models/tiny:predict", json=body)
+    assert response.status_code == 400, response.text
+    assert 'a list of inputs under "instances", e.g. {"instances": ["Loved it"]}' in response.json()["message"]
+    assert inference(server).post("/v1/models/tiny:predict", json={"instances": ["a fine film"]}).status_code == 200

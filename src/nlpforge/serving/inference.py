@@ -92,6 +92,10 @@ async def read_values(request: Request, max_bytes: int, json_only: bool = False)
         except RecursionError:
             raise RequestError("the JSON body is nested too deeply; send a text, {\"text\": ...} or a list of "
                                "them") from None
+        if json_only and isinstance(value, dict) and ("instances" in value or "inputs" in value) and \
+                not isinstance(value.get("instances"), list):
+            raise RequestError('a KServe v1 request holds a list of inputs under "instances", e.g. '
+                               '{"instances": ["Loved it"]}')
         if isinstance(value, dict) and isinstance(value.get("instances"), list):
             value = value["instances"]
         elif isinstance(value, dict) and isinstance(value.get("text"), list):
