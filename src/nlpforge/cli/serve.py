@@ -59,7 +59,8 @@ def _print(value) -> None:
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def register(url: str = typer.Argument(..., help="model folder or .tar.gz (a relative path found from here is sent whole; else it is in the model store)"),
+def register(url: str = typer.Argument(..., help="model folder or .tar.gz (a relative path found from here is "
+                                                 "sent whole; else it is read in the model store)"),
              name: Optional[str] = typer.Option(None, help="name to serve it under (default: folder name)"),
              version: Optional[str] = typer.Option(None, help="version (default 1.0)"),
              management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN,

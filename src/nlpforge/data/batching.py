@@ -8,7 +8,12 @@ similar length into the same batch cuts the padding that a transformer would com
     for indices in inference_batches(lengths, max_rows=32, max_tokens=4096): ...   # prediction
     batch = pad_batch([encoded[i] for i in indices], pad_id=0)  # dict of (B, T) tensors
 """
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # torch loads in pad_batch, so that the CLI's help and its input checks start without it
+    import torch
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -53,9 +58,9 @@ def pad_arrays(rows: list[dict], pad_id: int, keys=MODEL_INPUTS) -> dict[str, np
     return arrays
 
 
-def pad_batch(rows: list[dict], pad_id: int) -> dict:
+def pad_batch(rows: list[dict], pad_id: int) -> "dict[str, torch.Tensor]":
     """Every key of `rows` padded (see `pad_arrays`) as tensors: the model inputs and the labels."""
-    import torch  # here, so that the CLI's help and its input checks start without torch
+    import torch
 
     return {k: torch.from_numpy(v) for k, v in pad_arrays(rows, pad_id, keys=list(rows[0])).items()}
 
