@@ -201,6 +201,8 @@ def test_cli_walks_the_queue(capture, tmp_path):
     (["status", "--capture", "{tmp}/missing", "--model", "stars"], "no such capture folder"),
     (["status", "--capture", "{capture}", "--model", "other"], "no capture of model 'other'"),
     (["status", "--capture", "{capture}", "--model", "stars", "--threshold", "1.5"], "threshold must be between 0"),
+    (["status", "--capture", "{capture}", "--model", "stars", "--version", "9.9"],
+     "no capture of model 'stars' version '9.9'"),
     (["label", "1.0/nope", "pos", "--capture", "{capture}", "--model", "stars"], "has capture id '1.0/nope'"),
     (["label", "{first}", "meh", "--capture", "{capture}", "--model", "stars"], "not one of the model's labels"),
     (["export", "--capture", "{capture}", "--model", "stars", "--output", "{tmp}/labels.txt"], ".csv or .jsonl"),

@@ -111,6 +111,10 @@ class ReviewQueue:
             known = sorted(p.name for p in self.folder.iterdir() if p.is_dir())
             raise DataError(f"no capture of model {model!r} in {self.folder}; the captured models are "
                             f"{', '.join(known) or 'none yet'}")
+        if version is not None and not (self.folder / model / str(version)).is_dir():
+            known = sorted(p.name for p in (self.folder / model).iterdir() if p.is_dir() and p.name != "review")
+            raise DataError(f"no capture of model {model!r} version {version!r} in {self.folder}; its captured "
+                            f"versions are {', '.join(known) or 'none yet'}")
         self.model, self.version, self.threshold = model, version, float(threshold)
         self.labels_file = Path(labels_file) if labels_file else self.folder / model / "review" / "labels.jsonl"
         if self.labels_file.name.startswith("capture.jsonl"):

@@ -51,17 +51,21 @@ KSERVE_BODY = {"requestBody": {"required": True, "content": {"application/json":
         {"type": "string"}, {"type": "object", "properties": {"text": {"type": "string"}}}]}}}}}}}}
 
 
+BODY_FIX = "send fewer or shorter texts at a time, or start the server with a larger --max-request-bytes"
+
+
 async def body_chunks(request: Request, max_bytes: int):
     """The request body's chunks, refused with 413 as soon as they pass `max_bytes`: a chunked body declares
     no length, so the limit holds while it streams, before anything is buffered whole."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise RequestError(f"the request body has {declared} bytes, over the limit of {max_bytes}", status=413)
+        raise RequestError(f"the request body has {declared} bytes, over the limit of {max_bytes}; {BODY_FIX}",
+                           status=413)
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise RequestError(f"the request body is over the limit of {max_bytes} bytes", status=413)
+            raise RequestError(f"the request body is over the limit of {max_bytes} bytes; {BODY_FIX}", status=413)
         yield chunk
 
 
