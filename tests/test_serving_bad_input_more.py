@@ -40,7 +40,7 @@ def test_traffic_names_only_registered_versions_and_known_fields(server, body, s
     _still_answers(server)
 
 
-def test_a_lone_surrogate_is_a_400_and_fails_no_other_request(server, tiny_model):
+def test_a_lone_surrogate_is_refused_before_it_joins_a_batch(server, tiny_model):
     response = inference(server).post("/predictions/tiny", content=b'{"text": "a\\ud800b"}',
                                       headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
