@@ -258,9 +258,9 @@ class ReviewQueue:
         with self._locked():
             content = self._read()
             entries, damaged = self._entries(content)
-            last = len(content.decode("utf-8", "replace").rstrip().splitlines())
             # The one line repaired is a crash's: the last, cut short before its newline.
-            if damaged and (damaged != [last] or content.endswith(b"\n")):
+            if damaged and (len(damaged) > 1 or content.endswith(b"\n")
+                            or damaged[0] != content.rstrip().count(b"\n") + 1):
                 raise DataError(f"{self.labels_file}: line {damaged[0]} is not a label line, so this is not a labels "
                                 "file that `nlpforge review` wrote; it is left as it is. Name another --labels-file")
             if damaged or any(e["capture_id"] == capture_id for e in entries) or (content and content[-1:] != b"\n"):
