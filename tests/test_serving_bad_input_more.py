@@ -58,6 +58,8 @@ def test_a_lone_surrogate_is_refused_before_it_joins_a_batch(server, tiny_model)
     ({"model_name": "tiny", "synchronous": "false"}, 409, "model 'tiny' version '1.0' is already registered"),
     ({"model_name": "other", "model_version": "traffic"}, 400, "model_version 'traffic' is reserved"),
     ({"model_name": "other", "model_version": "all"}, 400, "model_version 'all' is reserved"),
+    ({"model_name": "other", "model_version": ""}, 400, "model_version '': use 1-100 ASCII letters"),
+    ({"model_name": "other", "model_version": "", "synchronous": "false"}, 400, "model_version '': use 1-100"),
 ])
 def test_register_refuses_a_taken_version_at_once_and_reserved_names(server, tiny_model, params, status, message):
     response = management(server).post("/models", params={"url": str(tiny_model.output), **params})
@@ -118,3 +120,47 @@ def test_a_kserve_request_without_a_list_of_instances_is_told_the_shape(server, 
     assert response.status_code == 400, response.text
     assert 'a list of inputs under "instances", e.g. {"instances": ["Loved it"]}' in response.json()["message"]
     assert inference(server).post("/v1/models/tiny:predict", json={"instances": ["a fine film"]}).status_code == 200
+
+
+@pytest.mark.parametrize("api, method, path, status, kind, message", [
+    ("inference", "post", "/prediction/tiny", 404, "ResourceNotFoundException",
+     "there is no route POST /prediction/tiny on the nlpforge inference API; its routes: GET /ping, "
+     "POST /predictions/{model_name}"),
+    ("inference", "get", "/predictions/tiny", 405, "MethodNotAllowedException",
+     "GET /predictions/tiny is not allowed; /predictions/tiny takes POST"),
+    ("management", "delete", "/models", 405, "MethodNotAllowedException",
+     "DELETE /models is not allowed; /models takes GET, POST"),   # Starlette itself names only POST
+    ("management", "get", "/model", 404, "ResourceNotFoundException", "its routes: POST /models, GET /models"),
+    ("inference", "post", "/predictions/nope", 404, "ModelNotFoundException", "model 'nope'"),
+])
+def test_an_unknown_route_or_method_is_named_with_what_the_api_serves(server, api, method, path, status, kind,
+                                                                      message):
+    client = inference(server) if api == "inference" else management(server)
+    response = getattr(client, method)(path, **({"content": "a film"} if method == "post" else {}))
+    assert response.status_code == status, response.text
+    assert response.json()["type"] == kind and response.json()["code"] == status
+    assert message in response.json()["message"], response.text
+    if status == 405:
+        assert response.headers["allow"] == message.rsplit(" takes ", 1)[1]
+
+
+@pytest.mark.parametrize("task, value, message", [
+    ("text-classification", {"text": "a", "textpair": "b"}, 'the key "textpair" is not one this model reads; did you '
+                                                            'mean "text_pair"?'),
+    ("text-classification", {"Text": "a"}, 'did you mean "text"?'),
+    ("masked-lm", {"text": "a [MASK] .", "topk": 3}, 'did you mean "top_k"?'),
+    ("question-answering", {"question": "q", "contexts": "c"}, 'did you mean "context"?'),
+    ("token-classification", {"text": "Paris", "agregation": "max"}, 'did you mean "aggregation"?'),
+])
+def test_a_misspelled_request_key_is_named_not_ignored(task, value, message):
+    from nlpforge import tasks
+
+    with pytest.raises(InputError, match=message.replace("?", r"\?")):
+        tasks.get(task).parse_input(value)
+
+
+def test_other_keys_of_a_request_row_pass_and_a_misspelled_one_is_a_400(server):
+    response = inference(server).post("/predictions/tiny", json={"text": "a wonderful film", "id": 7, "label": "x"})
+    assert response.status_code == 200, response.text
+    response = inference(server).post("/predictions/tiny", json={"text": "a wonderful film", "textpair": "a film"})
+    assert response.status_code == 400 and 'did you mean "text_pair"?' in response.json()["message"]

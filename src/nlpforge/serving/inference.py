@@ -157,14 +157,31 @@ def status_of(error: NlpforgeError) -> int:
     return getattr(error, "status", 400)
 
 
-def error_response(error: NlpforgeError) -> JSONResponse:
+def error_response(error: NlpforgeError, kind: str | None = None) -> JSONResponse:
+    """TorchServe's error body, {"code", "type", "message"}; `kind` overrides the type the status gives."""
     names = {400: "BadRequestException", 401: "AuthenticationException", 404: "ModelNotFoundException",
-             406: "NotAcceptableException", 409: "ConflictStatusException", 413: "RequestTooLargeException",
-             415: "UnsupportedMediaTypeException", 500: "InternalServerException", 503: "ServiceUnavailableException",
-             504: "RequestTimeoutException"}
+             405: "MethodNotAllowedException", 406: "NotAcceptableException", 409: "ConflictStatusException",
+             413: "RequestTooLargeException", 415: "UnsupportedMediaTypeException", 500: "InternalServerException",
+             503: "ServiceUnavailableException", 504: "RequestTimeoutException"}
     status = status_of(error)
-    return JSONResponse({"code": status, "type": names.get(status, "RequestException"), "message": error.message},
+    return JSONResponse({"code": status, "type": kind or names.get(status, "RequestException"),
+                         "message": error.message},
                         status_code=status, headers=getattr(error, "headers", None) or {})
+
+
+def methods_at(app: FastAPI, scope) -> list[str]:
+    """Every method some route takes at the request's path (Starlette's own 405 names only the first route's)."""
+    from starlette.routing import Match
+
+    return sorted({method for route in app.routes if getattr(route, "methods", None)
+                   and route.matches(scope)[0] != Match.NONE for method in route.methods})
+
+
+def routes_of(app: FastAPI) -> str:
+    """The app's documented routes, as "GET /ping, POST /predictions/{model_name}, ...", for a 404's message."""
+    routes = [f"{method} {route.path}" for route in app.routes if getattr(route, "include_in_schema", False)
+              for method in sorted(getattr(route, "methods", None) or ())]
+    return ", ".join(dict.fromkeys(routes))
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -182,8 +199,17 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request, error: HTTPException):
-        return error_response(RequestError(str(error.detail), status=error.status_code,
-                                           headers=dict(error.headers or {})))
+        headers = dict(error.headers or {})
+        where = f"{request.method} {request.url.path}"
+        if error.status_code == 404 and error.detail == "Not Found":  # no route matched, not a missing model
+            return error_response(RequestError(f"there is no route {where} on the {app.title}; its routes: "
+                                               f"{routes_of(app)}", status=404), kind="ResourceNotFoundException")
+        if error.status_code == 405:
+            allowed = methods_at(app, request.scope)
+            return error_response(RequestError(f"{where} is not allowed; {request.url.path} takes "
+                                               f"{', '.join(allowed)}", status=405,
+                                               headers={"Allow": ", ".join(allowed)}))
+        return error_response(RequestError(str(error.detail), status=error.status_code, headers=headers))
 
     @app.options("/", include_in_schema=False)
     async def _describe():

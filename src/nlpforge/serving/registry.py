@@ -164,7 +164,7 @@ class ModelRegistry:
                        options: VersionOptions) -> VersionRuntime:
         """Load a model version and start its workers; answers once they are up. The version is listed (its
         workers LOADING) from the start, so an asynchronous register can be scaled or unregistered at once."""
-        version = str(version or "1.0")
+        version = "1.0" if version is None else str(version)  # an empty model_version= is refused, not 1.0
         check_names(name, version)
         folder = self.resolve_url(url)
         try:

@@ -130,6 +130,20 @@ def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -
     return value
 
 
+def check_keys(value: dict, known: tuple[str, ...]) -> None:
+    """Refuse a key that looks like a misspelling of a known one ("textpair" for "text_pair"), which would
+    otherwise be ignored; other keys pass, since request rows may carry columns of their own (an id, a label)."""
+    import difflib
+
+    for key in value:
+        if key in known or not isinstance(key, str):
+            continue
+        close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.75)
+        if close:
+            raise InputError(f'the key "{key}" is not one this model reads; did you mean "{close[0]}"? (it reads '
+                             f"{', '.join(repr(k) for k in known)})")
+
+
 def truncated_flags(texts: list, encoded, max_length: int) -> list[bool]:
     """Whether each input (a text or a (text, text_pair)) lost characters to truncation: it fills
     `max_length` tokens and a part's last token ends before the part does (characters the tokenizer drops,

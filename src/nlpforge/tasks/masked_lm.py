@@ -34,7 +34,7 @@ from nlpforge.data.batching import MODEL_INPUTS, pad_batch
 from nlpforge.data.labelled import file_sha256
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.settings import Settings, cache_root, group, setting
-from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, softmax, text_of
+from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, check_keys, softmax, text_of
 from nlpforge.text.corpus import CorpusSource, DocumentBoundary
 
 MASK = "[MASK]"
@@ -466,6 +466,7 @@ class MaskedLm(Task):
         """A text with one or more [MASK]: a string, or {"text": ..., "top_k": 5}."""
         top_k = 5
         if isinstance(value, dict):
+            check_keys(value, ("text", "top_k"))
             if "text" not in value:
                 raise InputError('a JSON object must hold the text under "text", e.g. {"text": "the acting was '
                                  '[MASK] .", "top_k": 5}')

@@ -28,8 +28,8 @@ from nlpforge.data.labelled import file_sha256
 from nlpforge.data.squad import QAExample, read_squad
 from nlpforge.errors import ConfigError, InputError
 from nlpforge.settings import Settings, setting
-from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, hold_out, run_features, softmax,
-                                text_of)
+from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, check_keys, hold_out,
+                                run_features, softmax, text_of)
 from nlpforge.tasks.explanations import explain_inputs
 
 
@@ -265,6 +265,7 @@ class QuestionAnswering(Task):
         if not isinstance(value, dict):
             raise InputError('send {"question": "...", "context": "..."}: a question and the text to find its '
                              'answer in')
+        check_keys(value, ("question", "context", "id"))
         if "context" not in value:
             raise InputError('the "context" is missing: send {"question": "...", "context": "..."}')
         if "question" not in value:

@@ -28,7 +28,8 @@ from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.models.pooling import (POOLING_KEY, cls_pooled_classifier, cls_pooled_mpnet_classifier,
                                      mean_pooled_classifier)
 from nlpforge.settings import Settings, group, setting
-from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, softmax, text_of, truncated_flags
+from nlpforge.tasks.base import (MAX_TEXT_CHARS, Task, TrainingData, check_keys, softmax, text_of,
+                                 truncated_flags)
 from nlpforge.tasks.explanations import explain_inputs
 
 LAZY_ABOVE_BYTES = 256 * 1024 * 1024  # data_loading=auto maps files larger than this
@@ -339,6 +340,7 @@ class TextClassification(Task):
     def parse_input(self, value, max_chars: int | None = MAX_TEXT_CHARS):
         """A text, or a text pair: a (text, text_pair) tuple, or {"text": ..., "text_pair": ...}."""
         if isinstance(value, dict):
+            check_keys(value, (*_TEXT_KEYS, "text_pair"))
             key = next((k for k in _TEXT_KEYS if k in value), None)
             if key is None:
                 raise InputError('a JSON object must hold the text under "text" (or "data"), e.g. {"text": "Loved '

@@ -30,8 +30,8 @@ from nlpforge.data.labelled import file_sha256
 from nlpforge.data.sequences import entity_types, read_tagged
 from nlpforge.errors import DataError, InputError
 from nlpforge.settings import Settings, setting
-from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, hold_out, run_features, softmax,
-                                text_of)
+from nlpforge.tasks.base import (MAX_TEXT_CHARS, FeatureDataset, Task, TrainingData, check_keys, hold_out,
+                                run_features, softmax, text_of)
 from nlpforge.tasks.explanations import explain_inputs
 
 Aggregation = Literal["first", "max", "simple"]
@@ -246,6 +246,7 @@ class TokenClassification(Task):
         """A raw text, {"text": ..., "aggregation": "first"}, or pre-split {"tokens": [...]}."""
         aggregation = "first"
         if isinstance(value, dict):
+            check_keys(value, ("text", "tokens", "aggregation"))
             aggregation = value.get("aggregation", aggregation)
             if aggregation not in ("first", "max", "simple"):
                 raise InputError(f"aggregation must be first, max or simple, not {aggregation!r}")
