@@ -105,6 +105,20 @@ def test_runs_cli_lists_shows_and_compares(tracked, capsys):
     assert done.value.code == 2 and "no MLflow run for 'no-such-job'" in capsys.readouterr().err
 
 
+
+def test_reading_runs_under_an_empty_jobs_root_creates_no_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = str(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["runs", "list", "--jobs-root", root])
+    assert done.value.code == 0 and f"no runs in sqlite:///{tmp_path / 'mlflow.db'}" in capsys.readouterr().out
+    for argv in (["runs", "show", "some-job", "--jobs-root", root], ["runs", "compare", "a", "b", "--jobs-root", root],
+                 ["runs", "list", "--experiment", "stars", "--jobs-root", root]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
 UI_CHECK = """
 import json, os, sys
 os.environ["_MLFLOW_SERVER_FILE_STORE"] = sys.argv[1]

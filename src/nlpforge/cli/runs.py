@@ -28,7 +28,7 @@ def list_command(experiment: str = typer.Option(None, "--experiment", help="only
 
     runs = list_runs(experiment, jobs_root)
     if not runs:
-        typer.echo(f"no runs in {tracking_uri(jobs_root)}")
+        typer.echo(f"no runs in {tracking_uri(jobs_root, create=False)}")
         return
     rows = [[run.info.run_id[:12], run.info.run_name or "", run.info.status, run.data.tags.get("nlpforge.trial_name", ""),
              " ".join(f"{k}={v:.4g}" for k, v in sorted(run.data.metrics.items()))[:100]] for run in runs]

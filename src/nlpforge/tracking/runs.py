@@ -32,13 +32,21 @@ DEFAULT_EXPERIMENT = "nlpforge"
 STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Stopped": "KILLED"}
 
 
-def tracking_uri(root=None) -> str:
-    """MLFLOW_TRACKING_URI when set, else the SQLite store under the jobs root."""
+def tracking_uri(root=None, create: bool = True) -> str:
+    """MLFLOW_TRACKING_URI when set, else the SQLite store under the jobs root (its folder made unless `create`
+    is False)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     folder = jobs_root(root)
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def store_exists(root=None) -> bool:
+    """False for a local store that no job has written yet: reading runs must not create one."""
+    uri = tracking_uri(root, create=False)
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
 
 
 def client(root=None):
@@ -189,6 +197,10 @@ def find_run(job_or_run_id: str, root=None):
     if not isinstance(job_or_run_id, str) or not job_or_run_id:
         raise TrackingError(f"find_run takes a training job name or an MLflow run id, not {job_or_run_id!r}; see "
                             "`nlpforge runs list`")
+    if not store_exists(root):
+        raise TrackingError(f"no MLflow run for '{job_or_run_id}': {tracking_uri(root, create=False)} does not "
+                            "exist, so no job has recorded a run under this jobs root; pass --jobs-root or set "
+                            "MLFLOW_TRACKING_URI")
     mlflow_client = client(root)
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
     if experiments and "'" not in job_or_run_id and "\\" not in job_or_run_id:  # job names never hold them
@@ -204,6 +216,11 @@ def find_run(job_or_run_id: str, root=None):
 
 
 def list_runs(experiment: str | None = None, root=None, max_results: int = 100) -> list:
+    if not store_exists(root):
+        if experiment:
+            raise TrackingError(f"no experiment named '{experiment}': {tracking_uri(root, create=False)} does not "
+                                "exist yet")
+        return []
     mlflow_client = client(root)
     if experiment:
         found = mlflow_client.get_experiment_by_name(experiment)
