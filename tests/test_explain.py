@@ -70,6 +70,14 @@ def test_a_question_needs_its_context(loaded):
         explain_text(loaded, "  ")
 
 
+def test_a_pair_is_refused_by_a_one_text_model_and_needed_by_a_pair_model(loaded, monkeypatch):
+    with pytest.raises(nlpforge.errors.InputError, match=r"reads one text \(trained on text\), not a pair"):
+        explain_text(loaded, "great movie", "a second text")
+    monkeypatch.setitem(loaded.info, "text_columns", ["premise", "hypothesis"])
+    with pytest.raises(nlpforge.errors.InputError, match=r"trained on text pairs \(premise, hypothesis\)"):
+        explain_text(loaded, "great movie")
+
+
 def test_long_inputs_keep_the_last_layers_and_say_so(loaded, monkeypatch):
     monkeypatch.setattr(explanations, "ATTENTION_BUDGET", 2 * 12 * 12)
     result = loaded.explain("great " * 10)[0]

@@ -65,6 +65,22 @@ def test_loading_a_folder_that_is_not_an_artifact_is_a_clear_error(tmp_path):
         load(tmp_path / "absent")
 
 
+def test_a_config_that_does_not_fit_the_weights_or_a_metadata_without_task_is_a_clear_error(tiny_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model.output, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+    with pytest.raises(ArtifactError, match=r"the weights do not fit config.json \(their shapes differ"):
+        load(folder)
+    meta = json.loads((folder / "nlpforge.json").read_text())
+    del meta["task"]
+    (folder / "nlpforge.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match='nlpforge.json: has no "task", so the folder is damaged'):
+        load(folder)
+
+
 def test_freezing_the_lowest_layers():
     base = resolve_base("bert-tiny")
     model = build_model(base, "AutoModelForSequenceClassification", load_tokenizer(base), num_labels=2)
@@ -155,6 +171,17 @@ def test_a_tiny_model_learns_with_every_loss_and_rate_lever_on(tmp_path):
                               **{**TINY, "epochs": 4, "layer_lr_decay": 0.8}, label_smoothing=0.1, ordinal_loss=0.5,
                               rdrop=1.0)
     assert result.metrics["validation_accuracy"] > 0.9
+
+
+def test_a_run_whose_weights_become_nan_stops_and_writes_no_model(tmp_path):
+    from conftest import TINY, write_csv
+
+    train = write_csv(tmp_path / "train.csv", toy_rows(64, seed=1))
+    with pytest.raises(ConfigError, match=r"training diverged: the weights became NaN or infinite in epoch 1 "
+                                          r"\(step 4, learning rate 1e\+10\); lower --learning-rate"):
+        train_classifier(train=str(train), output=str(tmp_path / "model"),
+                         **{**TINY, "epochs": 2, "learning_rate": 1e10, "max_grad_norm": 0})
+    assert not (tmp_path / "model").exists()
 
 
 def test_a_mean_pooled_head_learns_round_trips_and_serves_on_every_backend(tmp_path):
@@ -286,6 +313,19 @@ def test_a_task_brings_its_own_defaults_for_engine_settings(monkeypatch):
     finally:
         monkeypatch.undo()
         job_class.cache_clear()
+
+
+def test_a_config_group_named_like_a_flag_keeps_its_settings_when_the_flag_is_given(tmp_path):
+    from nlpforge.cli.options import build_settings, settings_values
+    from nlpforge.training.settings import job_class
+
+    config = tmp_path / "c.yaml"  # "train" and "model" are groups here, and flags (--train FILE, --model NAME)
+    config.write_text("train:\n  learning_rate: 0.001\n  epochs: 3\nmodel:\n  max_seq_length: 48\nseed: 7\n")
+    cls = job_class("text-classification")
+    flags = {"train": "t.csv", "model": "bert-tiny", "output": "o", "epochs": None, "seed": 9, "text_column": ()}
+    job = build_settings(cls, settings_values(cls, config, flags), "nlpforge train text-classification")
+    assert (job.train.learning_rate, job.train.epochs, job.train.seed) == (0.001, 3, 9)
+    assert (job.data.train, job.model.model, job.model.max_seq_length) == ("t.csv", "bert-tiny", 48)
 
 
 def test_settings_come_flat_or_grouped_and_strings_are_parsed():

@@ -216,7 +216,7 @@ def _nest(cls, values: dict, unknown: list, prefix: str) -> dict:
         name = str(key).replace("-", "_")
         if name in groups and isinstance(value, dict):  # a group given as a mapping, at any depth
             inner = _nest(hints[name], value, unknown, f"{prefix}{name}.")
-            nested[name] = _merge(nested.get(name, {}), inner)
+            nested[name] = merge_nested(nested.get(name, {}), inner)
         elif name in paths:
             target = nested
             for part in paths[name]:
@@ -227,11 +227,11 @@ def _nest(cls, values: dict, unknown: list, prefix: str) -> dict:
     return nested
 
 
-def _merge(first: dict, second: dict) -> dict:
+def merge_nested(first: dict, second: dict) -> dict:
     """`second` over `first`, mapping by mapping."""
     out = dict(first)
     for key, value in second.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge_nested(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from nlpforge.cli import app
-from nlpforge.settings import check_apart, check_writable
+from nlpforge.settings import check_apart, check_suffix, check_writable
 
 
 @app.command("explain")
@@ -29,6 +29,7 @@ def explain_command(
     from nlpforge.evaluation.attention_view import answer_summary, explain_model
 
     if json_path is not None:
+        check_suffix(json_path, "--json", (".json",))  # not any file: --json t.csv would replace a CSV
         check_apart(json_path, [model], "--json")
         check_writable(json_path, "--json", folder=False)
     explanation = explain_model(model, text, text_pair, output, png, steps)

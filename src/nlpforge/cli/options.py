@@ -14,7 +14,7 @@ from typing import Literal, Optional, get_args, get_origin
 import typer
 
 from nlpforge.errors import ConfigError
-from nlpforge.settings import flag_name, from_flat, leaf_fields, load_config_file
+from nlpforge.settings import flag_name, from_flat, leaf_fields, load_config_file, merge_nested, nest
 
 
 def option_for(f, tp) -> tuple[object, typer.models.OptionInfo]:
@@ -39,21 +39,23 @@ def at_least(value, low, flag: str):
 
 
 def settings_values(settings_class, config: Path | None, given: dict) -> dict:
-    """The config file's values, overridden by the flags that were given."""
+    """The config file's values, overridden by the flags that were given, as a mapping shaped like the settings
+    tree: a flag named like a group (--train FILE, --model NAME) then leaves the file's group ({"train":
+    {"epochs": 2}}) in place instead of replacing it."""
     values = load_config_file(config, settings_class) if config is not None else {}
-    for key, value in given.items():
-        if value is not None and not (isinstance(value, (list, tuple)) and len(value) == 0):
-            values[key] = list(value) if isinstance(value, tuple) else value.value if isinstance(value, enum.Enum) \
-                else value
-    return values
+    flags = {key: list(value) if isinstance(value, tuple) else value.value if isinstance(value, enum.Enum) else value
+             for key, value in given.items()
+             if value is not None and not (isinstance(value, (list, tuple)) and len(value) == 0)}
+    return merge_nested(nest(settings_class, values, str(config)), nest(settings_class, flags, "flags"))
 
 
 def build_settings(settings_class, values: dict, command: str):
     """Validated settings from flat values; a missing required flag is named with the command's help."""
-    present = set(values)
-    for key, value in values.items():
-        if isinstance(value, dict):
-            present |= set(value)
+    present, mappings = set(), [values]
+    while mappings:  # the names given at any depth of the settings tree
+        mapping = mappings.pop()
+        present |= set(mapping)
+        mappings += [value for value in mapping.values() if isinstance(value, dict)]
     missing = [flag_name(f) for _, f, _ in leaf_fields(settings_class)
                if f.metadata.get("required") and f.name not in present]
     if missing:

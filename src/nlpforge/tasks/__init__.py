@@ -10,6 +10,7 @@ its module (and its tests), nothing else.
 import functools
 import importlib
 import pkgutil
+from pathlib import Path
 
 from nlpforge.errors import ArtifactError, ConfigError
 from nlpforge.models.artifact import read_metadata
@@ -45,6 +46,9 @@ def load(folder, backend: str = "torch", device: str = "cpu", threads: int | Non
     """Load any nlpforge model folder for prediction, with the task its nlpforge.json names."""
     meta, _ = read_metadata(folder)
     task = meta.get("task")
+    if task is None:
+        raise ArtifactError(f"{Path(folder) / 'nlpforge.json'}: has no \"task\", so the folder is damaged; restore "
+                            "the file or train the model again")
     if task not in _registry():
         raise ArtifactError(f"{folder}: holds a {task!r} model, a task this nlpforge does not know "
                             f"(it knows {', '.join(names())}); upgrade nlpforge")

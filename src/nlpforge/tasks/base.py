@@ -366,4 +366,9 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
     except (OSError, ValueError) as error:
         raise ArtifactError(f"{folder}: cannot load weights or tokenizer ({str(error).splitlines()[0]}); restore "
                             "the folder or train the model again") from None
+    except RuntimeError as error:  # transformers: the weights' shapes are not those config.json describes
+        if "mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
+            raise
+        raise ArtifactError(f"{folder}: the weights do not fit config.json (their shapes differ from the sizes it "
+                            "gives); restore config.json or train the model again") from None
     return loaded

@@ -68,6 +68,13 @@ class TextClassificationData(Settings):
     def check(self):
         if not self.text_column:
             raise ConfigError("give at least one --text-column")
+        if self.label_column in self.text_column:
+            raise ConfigError(f"--text-column {self.label_column} is also the --label-column: the model would read "
+                              "the answer; name the text columns only")
+        repeated = sorted({c for c in self.text_column if self.text_column.count(c) > 1})
+        if repeated:
+            raise ConfigError(f"--text-column {', '.join(repeated)} is given more than once; name each text column "
+                              "once (two columns make a text pair)")
 
 
 class TextDataset:

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from nlpforge.data.batching import MODEL_INPUTS, length_grouped_batches
-from nlpforge.errors import RuleStopped, TrainingInterrupted
+from nlpforge.errors import ConfigError, RuleStopped, TrainingInterrupted
 from nlpforge.models.artifact import training_folder
 from nlpforge.tasks.base import TrainingData, run_features
 from nlpforge.training import checkpoint as ckpt
@@ -538,14 +538,26 @@ class _Run:
                 for (_, p), kept in zip(self.trainable, own):
                     p.copy_(kept)
 
+    def check_diverged(self, train_loss: float) -> None:
+        """Stop a run whose weights are no longer numbers: every later epoch, and the model it would save as the
+        best, would be NaN. (A non-finite loss alone is not enough: fp16's loss scaling skips such steps.)"""
+        if math.isfinite(train_loss) or all(torch.isfinite(p).all() for _, p in self.trainable):
+            return
+        train = self.job.train
+        raise ConfigError(f"training diverged: the weights became NaN or infinite in epoch {self.state.epoch + 1} "
+                          f"(step {self.state.step}, learning rate {train.learning_rate:g}); lower --learning-rate, "
+                          f"or keep --max-grad-norm on (now {train.max_grad_norm:g})")
+
     def end_of_epoch(self, batches: int) -> None:
         """Evaluate (the weights' average, when one is kept), keep the best weights, log, apply early stopping,
         checkpoint."""
         state, job, world = self.state, self.job, self.world
         self.trained.eval()
         epoch_loss, epoch_rows = all_sum([state.epoch_loss, float(state.epoch_rows)], world)
+        train_loss = epoch_loss / max(epoch_rows, 1)
+        self.check_diverged(train_loss)
         with self.averaged_weights():
-            metrics = {"step": state.step, "epoch": state.epoch + 1, "train_loss": epoch_loss / max(epoch_rows, 1),
+            metrics = {"step": state.step, "epoch": state.epoch + 1, "train_loss": train_loss,
                        **self.data.evaluate(self.evaluate_run)}
             score = metrics[self.data.metric_for_best]
             better = state.best_metric is None or score > state.best_metric

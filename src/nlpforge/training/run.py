@@ -125,6 +125,7 @@ def check_output(job: TrainJob) -> None:
     checkpoints are kept apart from it."""
     check_apart(job.output, data_paths(job.data))
     artifact.check_output(job.output, job.overwrite)
+    check_training_folder(job)
     if job.checkpoint.checkpoint_dir:
         output, checkpoints = Path(job.output).resolve(), Path(job.checkpoint.checkpoint_dir).resolve()
         if checkpoints == output or output in checkpoints.parents:
@@ -147,6 +148,24 @@ def _launch_distributed(job: TrainJob, log) -> TrainResult:
     return TrainResult(Path(job.output), metrics, meta.get("history", []), metrics.get("train_seconds", 0.0),
                        metrics.get("train_samples", 0), metrics.get("padded_tokens", 0), 0,
                        rules=meta.get("rules", {}))
+
+
+RUN_ENTRIES = ("metrics.jsonl", "tensorboard", "debug", "checkpoints")  # what a run keeps in OUTPUT.training/
+
+
+def check_training_folder(job: TrainJob) -> None:
+    """The run's working folder, OUTPUT.training/, is removed when the run ends: refuse one that holds an input
+    or anything a run did not write there."""
+    live = artifact.training_folder(job.output)
+    check_apart(live, data_paths(job.data), what="the run's working folder")
+    if live.exists() and not live.is_dir():
+        raise ConfigError(f"{live} is a file; a run keeps its metrics and checkpoints in OUTPUT.training/ beside "
+                          "the model: move the file or choose another --output")
+    foreign = sorted(p.name for p in live.iterdir() if p.name not in RUN_ENTRIES) if live.is_dir() else []
+    if foreign:
+        raise ConfigError(f"{live} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which no "
+                          "run wrote; a run keeps its metrics and checkpoints in OUTPUT.training/ and removes it "
+                          "when it ends: move those files or choose another --output")
 
 
 def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> TrainResult:
