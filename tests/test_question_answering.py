@@ -130,6 +130,15 @@ def test_a_toy_task_is_learned_and_answered_on_every_path(qa_model, tmp_path):
     assert answer["answer"] == "garnet" and context[answer["start"]:answer["end"]] == "garnet"
     with pytest.raises(InputError, match='the "context" is missing'):
         model.predict({"question": "What is the code?"})
+    # The command line: a question with its context, and a file of question and context columns.
+    result = run_cli(["predict", qa_model.output, "What is the code?", "--text-pair", context])
+    assert result.returncode == 0 and json.loads(result.stdout)["answer"] == "garnet", result.stderr
+    (tmp_path / "q.csv").write_text(f"question,context\nWhat is the code?,{context}\n")
+    result = run_cli(["predict", qa_model.output, "--input", tmp_path / "q.csv", "--output", tmp_path / "a.jsonl"])
+    assert result.returncode == 0 and json.loads((tmp_path / "a.jsonl").read_text())["answer"] == "garnet"
+    assert_user_error(run_cli(["predict", qa_model.output, "What is the code?"]), "--text-pair CONTEXT")
+    assert_user_error(run_cli(["predict", qa_model.output, "a", "b", "--text-pair", "c"]),
+                      "--text-pair is given 1 time(s) for 2 text argument(s)")
     from nlpforge.evaluation.evaluate import evaluate_model
 
     (tmp_path / "dev.json").write_text(json.dumps(toy_squad(30, seed=9)))

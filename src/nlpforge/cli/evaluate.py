@@ -52,6 +52,9 @@ def predict_command(
                                                              "model)"),
     input: Optional[Path] = typer.Option(None, "--input", help="file of texts (.csv, .tsv, .jsonl, .parquet)"),
     output: Optional[Path] = typer.Option(None, "--output", help="predictions file (.csv or .jsonl)"),
+    text_pair: Optional[List[str]] = typer.Option(None, "--text-pair", help="second text of each argument (the "
+                                                                           "context, for question answering); give "
+                                                                           "it once per text"),
     text_column: Optional[List[str]] = typer.Option(None, help="text column(s) of --input (default: the model's)"),
     batch_size: int = typer.Option(64, help="texts per forward pass"),
     delimiter: Optional[str] = typer.Option(None, help=DELIMITER_HELP),
@@ -59,6 +62,9 @@ def predict_command(
 ):
     """Predict for texts given as arguments (printed as JSON lines) or a whole file (--input/--output)."""
     at_least(batch_size, 1, "--batch-size")
+    if text_pair and (input is not None or len(text_pair) != len(texts or [])):
+        raise DataError(f"--text-pair is given {len(text_pair)} time(s) for {len(texts or [])} text argument(s); "
+                        "give one second text per text (a file's pairs come from two --text-column)")
     if input is not None or output is not None:
         if input is None or output is None:
             raise DataError("batch mode needs both --input FILE and --output FILE")
@@ -75,6 +81,7 @@ def predict_command(
         raise DataError("nothing to predict; give texts as arguments or --input FILE --output FILE")
     from nlpforge.tasks import load
 
-    for text, prediction in zip(texts, load(model).predict(texts, batch_size=batch_size)):
+    inputs = list(zip(texts, text_pair)) if text_pair else texts
+    for text, prediction in zip(texts, load(model).predict(inputs, batch_size=batch_size)):
         typer.echo(json.dumps({"text": text, **prediction} if isinstance(prediction, dict)
                               else {"text": text, "prediction": prediction}, ensure_ascii=False))

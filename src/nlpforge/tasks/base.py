@@ -172,6 +172,7 @@ class Task(ABC):
     model_class: str = ""              # transformers Auto class that loads a folder of this task
     outputs: dict = {"logits": ("batch",)}  # model outputs prediction reads, with their dynamic axes
     example_input: str = "some text"   # for the model card
+    text_columns: tuple = ("text",)    # what a file to predict for holds, unless the model names its own
     metrics: tuple = ()                # validation metrics logged every epoch (what tuning may optimise)
     # Padded tokens per forward pass when predicting: on a CPU a pass costs rows x padded length, and
     # length-sorted passes of about 1,000 tokens ran 2-3x faster than passes of 4,000 (bench/serving.py).
@@ -282,7 +283,7 @@ class LoadedModel:
 
     @property
     def text_columns(self) -> list[str]:
-        return self.info.get("text_columns") or self.metadata.get("text_columns") or ["text"]
+        return self.info.get("text_columns") or self.metadata.get("text_columns") or list(self.task.text_columns)
 
     @property
     def pad_id(self) -> int:

@@ -191,6 +191,7 @@ class QuestionAnswering(Task):
     model_class = "AutoModelForQuestionAnswering"
     outputs = {"start_logits": ("batch", "sequence"), "end_logits": ("batch", "sequence")}
     example_input = "{'question': 'Who won?', 'context': 'The Broncos won the game.'}"
+    text_columns = ("question", "context")
     metrics = ("validation_f1", "validation_exact_match")
     max_batch_tokens = 4096  # windows are near max_seq_length long: padding costs little
     defaults = {"max_seq_length": 384}  # SQuAD's windows; the engine's 128 is below twice the default doc_stride
@@ -263,8 +264,9 @@ class QuestionAnswering(Task):
         if isinstance(value, tuple) and len(value) == 2:
             value = {"question": value[0], "context": value[1]}
         if not isinstance(value, dict):
-            raise InputError('send {"question": "...", "context": "..."}: a question and the text to find its '
-                             'answer in')
+            raise InputError('a question-answering model takes a question and the text to find its answer in: '
+                             'send {"question": "...", "context": "..."} (`nlpforge predict MODEL QUESTION --text-pair '
+                             'CONTEXT`; files: question and context columns)')
         check_keys(value, ("question", "context", "id"))
         if "context" not in value:
             raise InputError('the "context" is missing: send {"question": "...", "context": "..."}')
