@@ -122,6 +122,16 @@ CASES = [
          ["--text-column text is given more than once"], GOOD),
     Case("config-deep-json", [*TRAIN, "--train", "train.csv", "--config", "c.json"], ["c.json", "nested too deeply"],
          {**GOOD, "c.json": "[" * 100_000 + "]" * 100_000}),
+    Case("ner-only-o-tags", ["train", "token-classification", "--model", "bert-tiny", "--train", "o.conll",
+                             "--output", "model-out", "--no-progress"], ["o.conll", "every tag is O"],
+         {"o.conll": "hello\tO\nworld\tO\n\nfoo\tO\nbar\tO\n\nbaz\tO\n"}),
+    Case("qa-default-stride-over-a-short-window", ["train", "question-answering", "--model", "bert-tiny", "--train",
+                                                   "q.json", "--max-seq-length", "64", "--output", "model-out",
+                                                   "--no-progress"],
+         ["--doc-stride 128 must be below half of --max-seq-length 64", "give e.g. --doc-stride 16"],
+         {"q.json": json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "The code is garnet.", "qas": [
+             {"id": f"q{i}", "question": "What is the code?", "answers": [{"text": "garnet", "answer_start": 12}]}
+             for i in range(4)]}]}]})}),
     # outputs that cannot be written
     Case("train-output-is-a-file", [*TRAIN, "--train", "train.csv", "--output", "afile"], ["--output", "is a file"],
          {**GOOD, "afile": "x"}),

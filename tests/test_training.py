@@ -184,6 +184,19 @@ def test_a_run_whose_weights_become_nan_stops_and_writes_no_model(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+def test_a_validation_file_that_is_the_training_file_is_named_in_a_warning(tmp_path):
+    from conftest import TINY, write_csv
+
+    train = write_csv(tmp_path / "train.csv", toy_rows(64, seed=1))
+    lines = []
+    train_classifier(log=lines.append, train=str(train), validation=str(tmp_path / "." / "train.csv"),
+                     output=str(tmp_path / "model"), **{**TINY, "epochs": 1, "max_steps": 1})
+    assert [line for line in lines if line.startswith("warning: --validation")] == [
+        f"warning: --validation {tmp_path}/train.csv is also training data, so the validation metrics (and the best "
+        "epoch they pick) measure what the model has seen; give a held-out file, or leave out --validation to hold "
+        "out part of the training data"]
+
+
 def test_a_mean_pooled_head_learns_round_trips_and_serves_on_every_backend(tmp_path):
     from conftest import TINY, write_csv
     from nlpforge.tasks import get

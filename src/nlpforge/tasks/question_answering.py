@@ -97,7 +97,9 @@ MAX_QUESTION_TOKENS = 64  # longer questions are cut, further where windows woul
 def windows(tokenizer, examples: list, max_seq_length: int, doc_stride: int, label: bool) -> list[dict]:
     """Question + context windows with context offsets; with `label`, start/end positions ([CLS] when outside)."""
     if doc_stride >= max_seq_length // 2:
-        raise ConfigError(f"doc-stride {doc_stride} must be below half of max-seq-length ({max_seq_length // 2})")
+        raise ConfigError(f"--doc-stride {doc_stride} must be below half of --max-seq-length {max_seq_length} "
+                          f"(so at most {max_seq_length // 2 - 1}; the default stride is 128); give e.g. --doc-stride "
+                          f"{max(1, max_seq_length // 4)}")
     questions = short_questions(tokenizer, [e.question.lstrip() for e in examples],
                                 max(1, min(MAX_QUESTION_TOKENS, max_seq_length - 3 - 2 * doc_stride)))
     encoded = tokenizer(questions, [e.context for e in examples],

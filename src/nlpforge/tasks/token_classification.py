@@ -164,6 +164,9 @@ class TokenClassification(Task):
     def prepare(self, settings: TokenClassificationData, tokenizer, *, max_seq_length: int, seed: int,
                 log) -> TrainingData:
         train_file = read_tagged(settings.train)
+        if not train_file.tags - {"O"}:
+            raise DataError(f"{settings.train}: every tag is O, so there are no entities to learn; tag the entities "
+                            "(B-PER, I-PER, ... or IOB1/IOBES), or check the tag column")
         sentences = train_file.sentences
         files = [train_file]
         if settings.validation:

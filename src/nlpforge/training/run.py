@@ -150,6 +150,20 @@ def _launch_distributed(job: TrainJob, log) -> TrainResult:
                        rules=meta.get("rules", {}))
 
 
+def warn_if_validation_is_training_data(data, log) -> None:
+    """Say so when the validation file is a training file: the validation metrics then measure memory."""
+    def files(value) -> list[Path]:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return [Path(v) for v in values if isinstance(v, (str, Path)) and v and Path(v).is_file()]
+
+    training = files(getattr(data, "train", None) or getattr(data, "corpus", None))
+    for held in files(getattr(data, "validation", None)):
+        if any(held.samefile(path) for path in training):
+            log(f"warning: --validation {held} is also training data, so the validation metrics (and the best "
+                "epoch they pick) measure what the model has seen; give a held-out file, or leave out --validation "
+                "to hold out part of the training data")
+
+
 RUN_ENTRIES = ("metrics.jsonl", "tensorboard", "debug", "checkpoints")  # what a run keeps in OUTPUT.training/
 
 
@@ -177,6 +191,7 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
         torch.use_deterministic_algorithms(True, warn_only=True)
     precision = resolve_precision(runtime.precision, device)
     seed_everything(job.train.seed)
+    warn_if_validation_is_training_data(job.data, log)
     base = resolve_base(job.model.model, job.model.tokenizer)
     tokenizer = load_tokenizer(base)
     data = task.prepare(job.data, tokenizer, max_seq_length=job.model.max_seq_length, seed=job.train.seed, log=log)
