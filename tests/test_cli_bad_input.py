@@ -132,6 +132,10 @@ CASES = [
          {"q.json": json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "The code is garnet.", "qas": [
              {"id": f"q{i}", "question": "What is the code?", "answers": [{"text": "garnet", "answer_start": 12}]}
              for i in range(4)]}]}]})}),
+    Case("evaluate-text-as-label-column", ["evaluate", MODEL, "--data", "train.csv", "--label-column", "text",
+                                           "--no-baseline"],
+         ["label(s) ", ", ... (40 in all) in 'text' are not among the model's labels", "is 'text' the label column?"],
+         GOOD),
     # outputs that cannot be written
     Case("train-output-is-a-file", [*TRAIN, "--train", "train.csv", "--output", "afile"], ["--output", "is a file"],
          {**GOOD, "afile": "x"}),

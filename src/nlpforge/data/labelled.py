@@ -69,6 +69,14 @@ class LabelledData:
         return {str(self.labels[i]): int(counts[i]) for i in range(len(self.labels))}
 
 
+def some_labels(values, limit: int = 8) -> str:
+    """Labels for a message: the first `limit`, then how many there are (a text column given as the label
+    column would otherwise list every text)."""
+    values = [str(v) for v in values]
+    shown = ", ".join(value if len(value) <= 40 else value[:37] + "..." for value in values[:limit])
+    return shown if len(values) <= limit else f"{shown}, ... ({len(values)} in all)"
+
+
 def file_sha256(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -212,7 +220,7 @@ def _load_lazy(train, validation, text_columns, label_column, validation_fractio
     if unknown:
         first = int(v_rows[np.flatnonzero(np.isin(v_codes, unknown))[0]]) + 1
         raise DataError(f"{validation}: data row {first}: label {v_values[unknown[0]]!r} never appears in the "
-                        f"training file {train}; known labels: {', '.join(map(str, labels))}")
+                        f"training file {train}; known labels: {some_labels(labels)}")
     v_lookup = np.array([labels.index(v) if v is not None else -1 for v in v_values], dtype=np.int64)
     return LabelledData(whole, Split(v_texts, v_lookup[v_codes]), labels, text_columns, label_column,
                         [report, v_report], False)
@@ -263,7 +271,7 @@ def load_labelled(train, validation=None, *, text_columns, label_column, validat
     for row, label in zip(validation_rows, validation_labels):
         if label not in label_to_id:
             raise DataError(f"{validation}: data row {row}: label {label!r} never appears in the training "
-                            f"file {train}; known labels: {', '.join(map(str, labels))}")
+                            f"file {train}; known labels: {some_labels(labels)}")
     return LabelledData(Split(train_texts, train_ids),
                         Split(validation_texts, [label_to_id[v] for v in validation_labels]),
                         labels, text_columns, label_column, files, False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nlpforge import tasks
-from nlpforge.data.labelled import file_sha256, read_labelled_file
+from nlpforge.data.labelled import file_sha256, read_labelled_file, some_labels
 from nlpforge.errors import DataError
 from nlpforge.evaluation.baseline import fit_baseline
 from nlpforge.evaluation.render import plot_confusion, render_report
@@ -138,8 +138,8 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
     known = {str(label): i for i, label in enumerate(loaded.labels)}
     unknown = sorted({str(v) for v in labels} - set(known))
     if unknown:
-        raise DataError(f"{data}: label(s) {', '.join(unknown)} in '{label_column}' are not among the model's "
-                        f"labels ({', '.join(known)})")
+        raise DataError(f"{data}: label(s) {some_labels(unknown)} in '{label_column}' are not among the model's "
+                        f"labels ({some_labels(known)}); is '{label_column}' the label column?")
     true_ids = [known[str(v)] for v in labels]
     # The baseline's rows are read and checked before the model runs, so a file it cannot learn from fails fast.
     train_file, baseline_rows = None, None

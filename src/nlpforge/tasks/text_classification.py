@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from nlpforge.data.batching import encode, pad_batch
-from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, stratified_sample
+from nlpforge.data.labelled import Split, load_labelled, read_labelled_file, some_labels, stratified_sample
 from nlpforge.data.readers import ReadingSettings
 from nlpforge.data.report import render_data_report, token_length_stats
 from nlpforge.errors import ConfigError, DataError, InputError
@@ -248,7 +248,7 @@ class TextClassification(Task):
             known = {label: i for i, label in enumerate(data.labels)}
             unknown = sorted({str(v) for v in test_labels if v not in known})
             if unknown:
-                raise DataError(f"{settings.test}: label(s) {', '.join(unknown)} never appear in the training file")
+                raise DataError(f"{settings.test}: label(s) {some_labels(unknown)} never appear in the training file")
 
         def test(run) -> dict:
             rows = encode(tokenizer, test_texts, max_seq_length)
