@@ -136,6 +136,9 @@ CASES = [
                                            "--no-baseline"],
          ["label(s) ", ", ... (40 in all) in 'text' are not among the model's labels", "is 'text' the label column?"],
          GOOD),
+    Case("train-pretty-printed-json", [*TRAIN, "--train", "t.json"],
+         ["t.json: row 1 is not valid JSON", "a .json file is read as JSON Lines", "jq -c"],
+         {"t.json": json.dumps(toy_rows(20), indent=2)}),
     # outputs that cannot be written
     Case("train-output-is-a-file", [*TRAIN, "--train", "train.csv", "--output", "afile"], ["--output", "is a file"],
          {**GOOD, "afile": "x"}),

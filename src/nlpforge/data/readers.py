@@ -217,8 +217,10 @@ def json_record(line: str, number: int, where) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
+        hint = (" (a .json file is read as JSON Lines: a list of records becomes one with `jq -c '.[]' FILE.json > "
+                "FILE.jsonl`)") if str(where).lower().endswith(".json") else ""
         raise DataError(f"{where}: row {number} is not valid JSON ({error.msg}); "
-                        "JSONL needs one JSON object per line") from None
+                        f"JSONL needs one JSON object per line{hint}") from None
     except RecursionError:
         raise DataError(f"{where}: row {number} is nested too deeply to be a record; "
                         "JSONL needs one flat JSON object per line") from None
