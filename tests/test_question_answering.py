@@ -192,6 +192,14 @@ def test_bad_files_are_named(tmp_path):
     examples, report = read_squad(tmp_path / "shifted.json")
     assert (report.moved, report.dropped, len(examples)) == (1, 1, 2)
     assert "2 answer_start values did not match their text" in report.text()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"question": "Who?", "context": "Ann.", "answer": "Ann"}) + "\n")
+    with pytest.raises(DataError, match=r'rows.jsonl: line 1: the key "answer" is not one a question reads; did you '
+                                        r'mean "answers"\?'):
+        read_squad(rows)
+    rows.write_text(json.dumps({"text": "a review", "label": 5}) + "\n")
+    with pytest.raises(DataError, match=r'rows.jsonl: line 1: needs a "question"'):  # said "line 1: question line 1"
+        read_squad(rows)
 
 
 def test_onnx_gives_the_same_answers_and_explanations_show_attention(qa_model, tmp_path):

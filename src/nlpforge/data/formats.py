@@ -49,3 +49,17 @@ def join_columns(parts):
     """One model input from a row's text columns: a string, or (text, text_pair) for two or more."""
     parts = tuple(parts)
     return parts[0] if len(parts) == 1 else (parts[0], " \n".join(parts[1:]))
+
+
+def misspelled_key(record: dict, known) -> tuple[str, str] | None:
+    """(key, the known key it resembles) for the first key of `record` that looks like a misspelling of one of
+    `known` ("textpair" for "text_pair", "answer" for "answers"); None when there is none. Other unknown keys
+    are not misspellings: rows may carry columns of their own (an id, a label)."""
+    import difflib
+
+    for key in record:
+        if isinstance(key, str) and key not in known:
+            close = difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=0.75)
+            if close:
+                return key, close[0]
+    return None

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nlpforge.data.formats import misspelled_key
 from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record
 from nlpforge.errors import DataError
 
@@ -68,15 +69,16 @@ def read_squad(path) -> tuple[list[QAExample], QAReport]:
     contexts = set()
     examples = []
     for qid, question, context, answers, impossible, where in raw:
+        where = where if str(where).endswith(f": {qid}") else f"{where}: question {qid}"  # a JSONL row's id is its line
         if not isinstance(question, str) or not isinstance(context, str) or not context.strip():
-            raise DataError(f"{where}: question {qid}: needs a \"question\" and a non-empty \"context\"")
+            raise DataError(f"{where}: needs a \"question\" and a non-empty \"context\"")
         checked = []
         for answer_text, start in answers:
             if start < 0:
-                raise DataError(f"{where}: question {qid}: answer_start {start} is negative; it counts the "
+                raise DataError(f"{where}: answer_start {start} is negative; it counts the "
                                 "characters of the context before the answer")
             if start >= len(context):
-                raise DataError(f"{where}: question {qid}: answer_start {start} is beyond its context "
+                raise DataError(f"{where}: answer_start {start} is beyond its context "
                                 f"({len(context)} characters)")
             if context[start:start + len(answer_text)] != answer_text:
                 nearest = _nearest(context, answer_text, start)
@@ -208,11 +210,18 @@ def _json(text: str, path: Path):
                 yield qa.get("id", "?"), qa.get("question"), context, answers, qa.get("is_impossible", False), path
 
 
+JSONL_KEYS = ("id", "question", "context", "answers", "is_impossible")
+
+
 def _jsonl(text: str, path: Path):
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         record = json_record(line, number, path)
+        misspelled = misspelled_key(record, JSONL_KEYS)
+        if misspelled:
+            raise DataError(f"{path}: line {number}: the key \"{misspelled[0]}\" is not one a question reads; did "
+                            f"you mean \"{misspelled[1]}\"? (a row holds {', '.join(JSONL_KEYS)})")
         pairs = _answers(record.get("answers"), f"{path}: line {number}: answers", JSONL_SHAPE)
         impossible = record.get("is_impossible", not pairs)
         yield (record.get("id", f"line {number}"), record.get("question"), record.get("context"), pairs, impossible,

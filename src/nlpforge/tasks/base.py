@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from nlpforge.data.batching import MODEL_INPUTS, inference_batches, pad_arrays
+from nlpforge.data.formats import misspelled_key
 from nlpforge.errors import ArtifactError, DataError, InputError
 from nlpforge.models.artifact import read_metadata
 from nlpforge.settings import check_count, check_device, cores
@@ -131,17 +132,11 @@ def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -
 
 
 def check_keys(value: dict, known: tuple[str, ...]) -> None:
-    """Refuse a key that looks like a misspelling of a known one ("textpair" for "text_pair"), which would
-    otherwise be ignored; other keys pass, since request rows may carry columns of their own (an id, a label)."""
-    import difflib
-
-    for key in value:
-        if key in known or not isinstance(key, str):
-            continue
-        close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.75)
-        if close:
-            raise InputError(f'the key "{key}" is not one this model reads; did you mean "{close[0]}"? (it reads '
-                             f"{', '.join(repr(k) for k in known)})")
+    """Refuse a request key that looks like a misspelling of a known one, which would otherwise be ignored."""
+    found = misspelled_key(value, known)
+    if found:
+        raise InputError(f'the key "{found[0]}" is not one this model reads; did you mean "{found[1]}"? (it reads '
+                         f"{', '.join(repr(k) for k in known)})")
 
 
 def truncated_flags(texts: list, encoded, max_length: int) -> list[bool]:
