@@ -78,6 +78,15 @@ def test_a_pair_is_refused_by_a_one_text_model_and_needed_by_a_pair_model(loaded
         explain_text(loaded, "great movie")
 
 
+def test_a_task_without_explanations_says_so_before_judging_the_input(tmp_path):
+    from nlpforge import tasks
+    from nlpforge.tasks.base import LoadedModel
+
+    fill_mask = LoadedModel(tasks.get("masked-lm"), tmp_path, tokenizer=None, metadata={}, info={})
+    with pytest.raises(nlpforge.errors.InputError, match="a masked-lm model gives no explanations"):
+        fill_mask.explain("a text without the mask token")
+
+
 def test_long_inputs_keep_the_last_layers_and_say_so(loaded, monkeypatch):
     monkeypatch.setattr(explanations, "ATTENTION_BUDGET", 2 * 12 * 12)
     result = loaded.explain("great " * 10)[0]

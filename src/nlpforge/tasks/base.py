@@ -312,6 +312,8 @@ class LoadedModel:
 
     def explain(self, inputs, steps: int = 32) -> list:
         """Answers plus explanations: token attributions and attention weights (nlpforge.tasks.explanations)."""
+        if type(self.task).explain is Task.explain:  # a task without explanations says so before judging inputs
+            return self.task.explain(self, [], steps)
         items = [self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)]
         return self.task.explain(self, items, steps) if items else []
 
