@@ -32,7 +32,8 @@ from nlpforge.monitoring.descriptors import describe
 from nlpforge.monitoring.embeddings import embedding_drift, load_summary, project, save_summary, summarize
 from nlpforge.monitoring.plots import write_plots
 from nlpforge.monitoring.scoring import load_scorer, model_identity, score, tokenizer_of
-from nlpforge.monitoring.statistics import check, statistics, suggest_constraints
+from nlpforge.monitoring.statistics import (COMPARISON_METHODS, check, check_constraints, check_statistics,
+                                            statistics, suggest_constraints)
 from nlpforge.settings import MAX_SEED, Settings, check_writable, group, setting
 
 EMBEDDINGS = "embeddings.safetensors"
@@ -59,7 +60,7 @@ class BaselineSettings(Settings):
                                          "compares with a window's", min=10)
     comparison_threshold: float = setting(0.1, "L-infinity distance above which a descriptor has drifted",
                                           min=0.0, max=1.0)
-    comparison_method: Literal["Robust", "Simple"] = setting(
+    comparison_method: Literal[COMPARISON_METHODS] = setting(
         "Robust", "Robust: the distance must also exceed what chance gives at these sample sizes; Simple: the "
                   "threshold alone")
     seed: int = setting(0, "seed of the text sample", min=0, max=MAX_SEED)
@@ -210,11 +211,20 @@ def _read_baseline(folder) -> tuple[dict, dict, dict, list[str]]:
             raise BaselineError(f"{folder}: not a baseline folder, {name} is missing; write it again with "
                                 "`nlpforge monitor baseline`")
     loaded = []
-    for name in ("statistics.json", "constraints.json", "baseline.json"):
+    for name, check_file in (("statistics.json", check_statistics), ("constraints.json", check_constraints),
+                             ("baseline.json", None)):
         try:
             loaded.append(json.loads((folder / name).read_text(encoding="utf-8")))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BaselineError(f"{folder / name}: not valid JSON ({error}); write the baseline again with "
+                                "`nlpforge monitor baseline`") from None
+        try:
+            if not isinstance(loaded[-1], dict):
+                raise ConfigError(f"holds {json.dumps(loaded[-1])[:40]}, not a JSON object")
+            if check_file is not None:
+                check_file(loaded[-1])
+        except ConfigError as error:
+            raise BaselineError(f"{folder / name}: {error.message}; correct it, or write the baseline again with "
                                 "`nlpforge monitor baseline`") from None
     lines = (folder / "texts.jsonl").read_text(encoding="utf-8").splitlines()
     sample = [json_record(line, n, folder / "texts.jsonl")["text"] for n, line in enumerate(lines, 1) if line.strip()]

@@ -24,16 +24,23 @@ The checks and their `constraint_check_type`:
   outside the baseline's [min, max], widened by `length_tolerance` of that range on each side. Chance is a
   one-sided binomial test at 5% against a share of 1% plus 2/(n+1), the share of new texts that fall outside
   the range of n baseline texts from the same distribution.
+
+A baseline's files may be edited by hand, as SageMaker's are: `check_statistics` and `check_constraints`
+refuse a file whose keys do not hold what the checks read, naming the key.
 """
+import json
 import math
 from collections import Counter
 from statistics import NormalDist
 
 import numpy as np
 
+from nlpforge.errors import ConfigError
 from nlpforge.monitoring.descriptors import FEATURES, LENGTH_FEATURES, MODEL_FEATURES
 
 BUCKETS = 10
+COMPARISON_METHODS = ("Robust", "Simple")  # SageMaker's distribution_constraints.comparison_method
+NUMBER = (int, float)
 TEXT_FEATURE = "text"
 LABEL_FEATURE = "predicted_label"
 OUT_OF_RANGE_BASE_SHARE = 0.01
@@ -101,6 +108,95 @@ def suggest_constraints(stats: dict, comparison_threshold: float = 0.1, comparis
                                   "distribution_constraints": {"perform_comparison": "Enabled",
                                                                "comparison_threshold": comparison_threshold,
                                                                "comparison_method": comparison_method}}}
+
+
+def _checked(value, key: str, kind, what: str, low=None, high=None, choices=None):
+    """`value`, found at `key` of a statistics or constraints file, refused unless it is `what`: a `kind`
+    (NUMBER: a finite one between `low` and `high`), one of `choices` when given."""
+    fits = isinstance(value, kind) and not isinstance(value, bool) and (choices is None or value in choices)
+    if fits and kind is NUMBER:
+        fits = math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
+    if not fits:
+        shown = json.dumps(value)
+        raise ConfigError(f"{key} is {shown if len(shown) <= 40 else shown[:40] + '...'}, not {what}")
+    return value
+
+
+def _member(document: dict, name: str, key: str, kind, what: str, required: bool = False, **limits):
+    """document[name], checked as `_checked` does, or None when absent and not `required`; `key` names the
+    document."""
+    key = f"{key}.{name}" if key else name
+    if name not in document:
+        if required:
+            raise ConfigError(f"{key} is missing (it must be {what})")
+        return None
+    return _checked(document[name], key, kind, what, **limits)
+
+
+def _features(document: dict) -> list[tuple[str, dict]]:
+    """(key, feature) of each entry of `features`, checked to be an object with a name."""
+    features = []
+    for i, feature in enumerate(_member(document, "features", "", list, "a list of features", required=True)):
+        key = f"features[{i}]"
+        features.append((key, _checked(feature, key, dict, "an object")))
+        _member(feature, "name", key, str, "a string", required=True)
+    return features
+
+
+def _checked_buckets(statistics: dict, key: str, kind: str) -> list[dict]:
+    """The `distribution.<kind>.buckets` of a feature's statistics at `key`, each checked ([] when absent)."""
+    distribution = _member(statistics, "distribution", key, dict, "an object") or {}
+    found = _member(distribution, kind, f"{key}.distribution", dict, "an object") or {}
+    buckets = _member(found, "buckets", f"{key}.distribution.{kind}", list, "a list of buckets") or []
+    key = f"{key}.distribution.{kind}.buckets"
+    for i, bucket in enumerate(buckets):
+        _checked(bucket, f"{key}[{i}]", dict, "an object")
+        _member(bucket, "count", f"{key}[{i}]", NUMBER, "a number of at least 0", required=True, low=0)
+        if kind == "kll":
+            for name in ("lower_bound", "upper_bound"):
+                _member(bucket, name, f"{key}[{i}]", NUMBER, "a number", required=True)
+        else:
+            _member(bucket, "value", f"{key}[{i}]", (str, int, float), "a string or a number", required=True)
+    edges = [b["lower_bound"] for b in buckets] + [b["upper_bound"] for b in buckets[-1:]] if kind == "kll" else []
+    if edges != sorted(edges):
+        raise ConfigError(f"{key}: the bounds must rise from bucket to bucket")
+    return buckets
+
+
+def check_statistics(stats: dict) -> None:
+    """Refuse a statistics.json (an object) whose features the checks and plots cannot read; ConfigError names
+    the key."""
+    for key, feature in _features(stats):
+        for part in ("numerical_statistics", "string_statistics"):
+            statistics = _member(feature, part, key, dict, "an object")
+            if statistics is None:
+                continue
+            where = f"{key}.{part}"
+            common = _member(statistics, "common", where, dict, "an object", required=True)
+            buckets = _checked_buckets(statistics, where, "kll" if part == "numerical_statistics" else "categorical")
+            least = 1 if buckets else 0  # the drift checks divide by the baseline's count
+            _member(common, "num_present", f"{where}.common", NUMBER, f"a number of at least {least}",
+                    required=True, low=least)
+            if part == "numerical_statistics" and ("min" in statistics or "max" in statistics):
+                low, high = (_member(statistics, name, where, NUMBER, "a number", required=True)
+                             for name in ("min", "max"))
+                if low > high:
+                    raise ConfigError(f"{where}: min {low} is above max {high}")
+
+
+def check_constraints(constraints: dict) -> None:
+    """Refuse a constraints.json (an object) whose features or monitoring_config the checks cannot read;
+    ConfigError names the key."""
+    share = dict(low=0, high=1)
+    for key, feature in _features(constraints):
+        _member(feature, "completeness", key, NUMBER, "a number between 0 and 1", **share)
+    config = _member(constraints, "monitoring_config", "", dict, "an object") or {}
+    _member(config, "datatype_check_threshold", "monitoring_config", NUMBER, "a number between 0 and 1", **share)
+    drift = _member(config, "distribution_constraints", "monitoring_config", dict, "an object") or {}
+    key = "monitoring_config.distribution_constraints"
+    _member(drift, "perform_comparison", key, str, "Enabled or Disabled", choices=("Enabled", "Disabled"))
+    _member(drift, "comparison_threshold", key, NUMBER, "a number between 0 and 1", **share)
+    _member(drift, "comparison_method", key, str, " or ".join(COMPARISON_METHODS), choices=COMPARISON_METHODS)
 
 
 def bucket_edges(feature: dict) -> np.ndarray | None:

@@ -1,0 +1,73 @@
+"""Bad input to the monitor: each gets an nlpforge error that names the problem, before any work is done."""
+import json
+import re
+
+import pytest
+
+from conftest import assert_user_error, run_cli, toy_rows, write_csv
+from nlpforge.monitoring.run import BaselineError, BaselineSettings, MonitorRunSettings, monitor_run, suggest_baseline
+
+
+@pytest.fixture
+def baseline(tmp_path):
+    """(baseline folder, the data file it was made from) of 40 toy texts, no model."""
+    data = write_csv(tmp_path / "tc.csv", toy_rows(40))
+    suggest_baseline(BaselineSettings.of(data=str(data), output=str(tmp_path / "bl"), sample_size=50,
+                                         embedding_sample=20))
+    return tmp_path / "bl", data
+
+
+def edit(path, change) -> None:
+    """Rewrite a JSON file with `change` applied to its content (`change` returns the new content or None)."""
+    content = json.loads(path.read_text())
+    changed = change(content)
+    path.write_text(json.dumps(content if changed is None else changed))
+
+
+def distribution(constraints) -> dict:
+    return constraints["monitoring_config"]["distribution_constraints"]
+
+
+# -- monitor run: a hand-edited baseline ------------------------------------------------------------
+
+@pytest.mark.parametrize("name, change, message", [
+    ("constraints.json", lambda c: [], "constraints.json: holds [], not a JSON object"),
+    ("statistics.json", lambda s: {}, "statistics.json: features is missing (it must be a list of features)"),
+    ("constraints.json", lambda c: distribution(c).update(comparison_threshold="0.2x"),
+     'constraints.json: monitoring_config.distribution_constraints.comparison_threshold is "0.2x", not a number'),
+    ("constraints.json", lambda c: c["features"][1].update(completeness="high"),
+     'constraints.json: features[1].completeness is "high", not a number between 0 and 1'),
+    ("constraints.json", lambda c: c["monitoring_config"].update(distribution_constraints=None),
+     "constraints.json: monitoring_config.distribution_constraints is null, not an object"),
+    ("constraints.json", lambda c: distribution(c).update(comparison_method="Fancy"),
+     'comparison_method is "Fancy", not Robust or Simple'),
+    ("statistics.json", lambda s: s["features"][1]["numerical_statistics"]["distribution"]["kll"]["buckets"][2]
+     .update(count="x"), 'features[1].numerical_statistics.distribution.kll.buckets[2].count is "x", not a number'),
+    ("statistics.json", lambda s: s["features"][1]["numerical_statistics"].update(common={}),
+     "features[1].numerical_statistics.common.num_present is missing"),
+])
+def test_a_hand_edited_baseline_is_refused_naming_the_file_and_key(baseline, name, change, message):
+    folder, data = baseline
+    edit(folder / name, change)
+    with pytest.raises(BaselineError, match=re.escape(message) + ".*write the baseline again"):
+        monitor_run(MonitorRunSettings.of(baseline=str(folder), data=str(data), output=str(folder.parent / "r"),
+                                          permutations=20))
+    assert not (folder.parent / "r").exists()
+
+
+def test_a_hand_edited_baseline_is_one_line_from_the_cli(baseline):
+    folder, data = baseline
+    edit(folder / "constraints.json", lambda c: distribution(c).update(comparison_threshold="0.2x"))
+    result = run_cli(["monitor", "run", "--baseline", folder, "--data", data, "--output", folder.parent / "r",
+                      "--permutations", 20])
+    assert_user_error(result, "comparison_threshold is \"0.2x\", not a number between 0 and 1")
+
+
+def test_sagemakers_simple_comparison_method_is_accepted(baseline):
+    folder, data = baseline
+    edit(folder / "constraints.json", lambda c: distribution(c).update(comparison_method="Simple",
+                                                                         comparison_threshold=1))
+    report = monitor_run(MonitorRunSettings.of(baseline=str(folder), data=str(data),
+                                               output=str(folder.parent / "r"), permutations=20))
+    assert report["status"] == "no violations"
+
