@@ -5,6 +5,7 @@ import re
 import pytest
 
 from conftest import assert_user_error, run_cli, toy_rows, write_csv
+from nlpforge.errors import ConfigError, DataError
 from nlpforge.monitoring.run import BaselineError, BaselineSettings, MonitorRunSettings, monitor_run, suggest_baseline
 
 
@@ -71,3 +72,14 @@ def test_sagemakers_simple_comparison_method_is_accepted(baseline):
                                                output=str(folder.parent / "r"), permutations=20))
     assert report["status"] == "no violations"
 
+
+def test_permutations_have_a_maximum():
+    with pytest.raises(ConfigError, match="permutations must be between 20 and 10000, not 100000000"):
+        MonitorRunSettings.of(baseline="bl", data="tc.csv", output="r", permutations=100_000_000)
+
+
+def test_a_baseline_of_a_text_column_empty_in_every_row_is_refused(tmp_path):
+    data = write_csv(tmp_path / "tc.csv", [{"text": "", "label": "pos"}, {"text": "  ", "label": "neg"}])
+    with pytest.raises(DataError, match="text column 'text' is empty in every row; name the column"):
+        suggest_baseline(BaselineSettings.of(data=str(data), output=str(tmp_path / "bl")))
+    assert not (tmp_path / "bl").exists()

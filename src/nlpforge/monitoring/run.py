@@ -81,7 +81,9 @@ class MonitorRunSettings(Settings):
     model: str | None = setting(None, "model that serves the window, scored for label, confidence and embedding "
                                       "drift; it must be the baseline's (default: the baseline's model)")
     permutations: int = setting(100, "shuffles of the permutation tests of content and embedding drift (at "
-                                     "least 20: p = (k+1)/(n+1) never falls below 0.05 with fewer)", min=20)
+                                     "least 20: p = (k+1)/(n+1) never falls below 0.05 with fewer; at most "
+                                     "10000, which resolves p to 0.0001 and each shuffle refits the test)",
+                                min=20, max=10_000)
     seed: int = setting(0, "seed of the content and embedding drift tests and of the samples", min=0,
                         max=MAX_SEED)
     scored_sample: int = setting(5000, "window texts the model scores (a seeded sample when there are more)",
@@ -174,6 +176,9 @@ def suggest_baseline(settings: BaselineSettings) -> dict:
     """Write the baseline folder; returns its statistics."""
     check_output_folder(settings.output, "--output", "baseline", "baseline.json")
     texts = read_texts(settings.data, settings.text_column, settings.reading)
+    if not any(text and text.strip() for text in texts):
+        raise DataError(f"{settings.data}: text column '{settings.text_column}' is empty in every row; name the "
+                        "column that holds the text with --text-column")
     identity = model_identity(settings.model) if settings.model is not None else None
     present = [t for t in texts if t is not None]
     sample = random.Random(settings.seed).sample(present, min(settings.sample_size, len(present)))
