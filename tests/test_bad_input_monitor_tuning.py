@@ -1,12 +1,16 @@
-"""Bad input to the monitor: each gets an nlpforge error that names the problem, before any work is done."""
+"""Bad input to the monitor and the tuner: each gets an nlpforge error that names the problem, before any work
+is done."""
 import json
 import re
 
 import pytest
 
 from conftest import assert_user_error, run_cli, toy_rows, write_csv
-from nlpforge.errors import ConfigError, DataError
+from nlpforge.errors import ConfigError, DataError, TuningError
 from nlpforge.monitoring.run import BaselineError, BaselineSettings, MonitorRunSettings, monitor_run, suggest_baseline
+from nlpforge.sdk import Estimator, TextClassifier
+from nlpforge.tuning import ContinuousParameter, HyperparameterTuner, IntegerParameter
+from test_tuning_tuner import no_tracking  # noqa: F401  (an autouse fixture: no MLflow records)
 
 
 @pytest.fixture
@@ -83,3 +87,38 @@ def test_a_baseline_of_a_text_column_empty_in_every_row_is_refused(tmp_path):
     with pytest.raises(DataError, match="text column 'text' is empty in every row; name the column"):
         suggest_baseline(BaselineSettings.of(data=str(data), output=str(tmp_path / "bl")))
     assert not (tmp_path / "bl").exists()
+
+
+# -- the tuner ----------------------------------------------------------------------------------------
+
+METRICS = [{"Name": "acc", "Regex": r"acc=([0-9.]+)"}]
+
+
+@pytest.fixture
+def script_estimator(tmp_path):
+    path = tmp_path / "train.py"
+    path.write_text("print('acc=0.5')\n")
+    return Estimator(entry_point=str(path), jobs_root=str(tmp_path / "jobs"))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**40])
+def test_a_random_seed_numpy_cannot_take_is_refused_when_the_tuner_is_made(script_estimator, seed):
+    with pytest.raises(TuningError, match=f"random_seed must be between 0 and 4294967295, not {seed}"):
+        HyperparameterTuner(script_estimator, "acc", {"q": IntegerParameter(1, 2)}, metric_definitions=METRICS,
+                            max_jobs=1, random_seed=seed)
+
+
+def test_a_grid_too_large_to_run_is_refused_before_it_is_listed(script_estimator, monkeypatch):
+    monkeypatch.setattr(IntegerParameter, "grid", lambda self, name: pytest.fail("the grid was listed"))
+    with pytest.raises(TuningError, match="the grid has 2000000002 points, more than the 10000 .* narrow the "
+                                          "ranges or use the Random or Bayesian strategy"):
+        HyperparameterTuner(script_estimator, "acc", {"seed": IntegerParameter(0, 10**9),
+                                                      "q": IntegerParameter(1, 2)},
+                            metric_definitions=METRICS, strategy="Grid")
+
+
+@pytest.mark.parametrize("low, high", [(1, 2), (1, 3)])
+def test_a_continuous_range_on_an_integer_setting_is_refused_when_the_tuner_is_made(tmp_path, low, high):
+    est = TextClassifier(base_model="bert-tiny", jobs_root=str(tmp_path / "jobs"))
+    with pytest.raises(TuningError, match="hyperparameter range 'epochs': .*epochs must be an integer"):
+        HyperparameterTuner(est, "validation_accuracy", {"epochs": ContinuousParameter(low, high)}, max_jobs=2)

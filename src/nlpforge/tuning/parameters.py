@@ -49,9 +49,16 @@ class ContinuousParameter:
     def grid(self, name: str) -> list:
         raise TuningError(f"'{name}': the Grid strategy needs CategoricalParameter or IntegerParameter ranges")
 
+    def grid_size(self, name: str) -> int:
+        return len(self.grid(name))  # grid() refuses a continuous range
+
     def checked_values(self) -> list:
-        """The values an estimator is asked to accept before any trial: both ends."""
-        return [self.min_value, self.max_value]
+        """The values an estimator is asked to accept before any trial: both ends, and a value between them
+        that is not a whole number, which an integer setting refuses (the ends may be whole)."""
+        middle = (self.min_value + self.max_value) / 2
+        if float(middle).is_integer():
+            middle += min(0.5, (self.max_value - self.min_value) / 4)
+        return [self.min_value, middle, self.max_value]
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,9 @@ class IntegerParameter:
 
     def grid(self, name: str) -> list:
         return list(range(self.min_value, self.max_value + 1))
+
+    def grid_size(self, name: str) -> int:
+        return self.max_value - self.min_value + 1
 
     def checked_values(self) -> list:
         return [self.min_value, self.max_value]
@@ -104,11 +114,17 @@ class CategoricalParameter:
     def grid(self, name: str) -> list:
         return list(self.values)
 
+    def grid_size(self, name: str) -> int:
+        return len(self.values)
+
     def checked_values(self) -> list:
         return list(self.values)
 
 
 RANGE_TYPES = (ContinuousParameter, IntegerParameter, CategoricalParameter)
+# Optuna's GridSampler lists every point in memory, and each point is a training job: a grid this large is
+# for the Random or Bayesian strategy, which sample it.
+MAX_GRID_POINTS = 10_000
 
 
 def check_ranges(ranges) -> dict:
@@ -120,3 +136,12 @@ def check_ranges(ranges) -> dict:
             raise TuningError(f"hyperparameter range '{name}' is {value!r}; give ContinuousParameter(min, max), "
                               "IntegerParameter(min, max) or CategoricalParameter([...])")
     return dict(ranges)
+
+
+def grid(ranges: dict) -> dict:
+    """{name: values} of the Grid strategy's ranges, refused before it is listed when it has too many points."""
+    points = math.prod(r.grid_size(name) for name, r in ranges.items())
+    if points > MAX_GRID_POINTS:
+        raise TuningError(f"the grid has {points} points, more than the {MAX_GRID_POINTS} the Grid strategy runs; "
+                          "narrow the ranges or use the Random or Bayesian strategy with max_jobs")
+    return {name: r.grid(name) for name, r in ranges.items()}

@@ -34,8 +34,8 @@ from nlpforge.errors import ConfigError, TrainingJobError, TuningError
 from nlpforge.sdk.estimator import Estimator
 from nlpforge.sdk.jobs import check_name, describe_job, name_base
 from nlpforge.sdk.runner import compile_metric_definitions
-from nlpforge.settings import Settings, check_writable, jobs_root, setting
-from nlpforge.tuning.parameters import check_ranges
+from nlpforge.settings import MAX_SEED, Settings, check_writable, jobs_root, setting
+from nlpforge.tuning.parameters import check_ranges, grid
 
 
 @dataclass
@@ -52,7 +52,7 @@ class TuningArguments(Settings):
     heartbeat_interval: int = setting(30, "seconds between a running trial's heartbeats; one silent for twice "
                                       "that is failed and retried", min=1)
     max_retry_attempts: int = setting(2, "times a trial whose tuner stopped is run again", min=0)
-    random_seed: int | None = setting(None, "seed of the sampler, for trials that repeat")
+    random_seed: int | None = setting(None, "seed of the sampler, for trials that repeat", min=0, max=MAX_SEED)
 
     def check(self):
         if not self.objective_metric_name:
@@ -97,7 +97,7 @@ class HyperparameterTuner:
             compile_metric_definitions(metric_definitions)
         except ConfigError as error:
             raise TuningError(error.message) from None
-        self.grid = {name: r.grid(name) for name, r in self.ranges.items()} if strategy == "Grid" else None
+        self.grid = grid(self.ranges) if strategy == "Grid" else None
         if max_jobs is None:
             if self.grid is None:
                 raise TuningError(f"max_jobs is required with the {strategy} strategy")
