@@ -1,12 +1,12 @@
-"""Bad input to the monitor and the tuner: each gets an nlpforge error that names the problem, before any work
-is done."""
+"""Bad input to the monitor, the tuner and the SDK's built-in estimators: each gets an nlpforge error that names
+the problem, before any work is done."""
 import json
 import re
 
 import pytest
 
 from conftest import assert_user_error, run_cli, toy_rows, write_csv
-from nlpforge.errors import ConfigError, DataError, TuningError
+from nlpforge.errors import ConfigError, DataError, ModelNotFoundError, TuningError
 from nlpforge.monitoring.run import BaselineError, BaselineSettings, MonitorRunSettings, monitor_run, suggest_baseline
 from nlpforge.sdk import Estimator, TextClassifier
 from nlpforge.tuning import ContinuousParameter, HyperparameterTuner, IntegerParameter
@@ -122,3 +122,26 @@ def test_a_continuous_range_on_an_integer_setting_is_refused_when_the_tuner_is_m
     est = TextClassifier(base_model="bert-tiny", jobs_root=str(tmp_path / "jobs"))
     with pytest.raises(TuningError, match="hyperparameter range 'epochs': .*epochs must be an integer"):
         HyperparameterTuner(est, "validation_accuracy", {"epochs": ContinuousParameter(low, high)}, max_jobs=2)
+
+
+# -- built-in estimators --------------------------------------------------------------------------------
+
+def test_fit_without_a_train_channel_shows_a_call_that_runs(tmp_path):
+    est = TextClassifier(base_model="bert-tiny", jobs_root=str(tmp_path / "jobs"))
+    validation = write_csv(tmp_path / "val.csv", toy_rows(4))
+    with pytest.raises(ConfigError) as caught:
+        est.fit({"validation": str(validation)}, logs=False)
+    assert caught.value.message.endswith("e.g. fit({'train': 'train.csv'})")
+
+
+@pytest.mark.parametrize("base_model, message", [
+    ("nope", "base_model 'nope': not an alias and not a folder; give one of minilm-l6"),
+    (5, "base_model 5: not an alias and not a folder"),
+])
+def test_a_base_model_that_is_no_alias_nor_folder_is_refused_when_given(tmp_path, base_model, message):
+    with pytest.raises(ModelNotFoundError, match=message):
+        TextClassifier(base_model=base_model, jobs_root=str(tmp_path / "jobs"))
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    est = TextClassifier(base_model=str(folder), jobs_root=str(tmp_path / "jobs"))
+    assert est.hyperparameters()["model"] == str(folder)

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from nlpforge.data.formats import is_data_file
-from nlpforge.errors import ConfigError, TrainingJobError
+from nlpforge.errors import ConfigError, ModelNotFoundError, TrainingJobError
+from nlpforge.models.registry import aliases
 from nlpforge.sdk import contract, remote
 from nlpforge.sdk.debugger import rule_specs
 from nlpforge.sdk.jobs import (check_dict, check_name, describe_job, follow_log, name_base, now_iso, stop_job,
@@ -494,6 +495,8 @@ class BuiltinEstimator(Estimator):
         owned = {"output", *self.data_channels.values()}  # set by fit from the channels and the job folder
         self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned
         # No base_model: the task's own default (`nlpforge train <task> --help`)
+        if base_model is not None:
+            check_base_model(base_model)
         hyperparameters = check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}")
         hyperparameters = {**({"model": base_model} if base_model else {}), **hyperparameters}
         if settings.get("rules"):  # Rule.sagemaker(...) objects become the engine's rules setting
@@ -541,7 +544,7 @@ class BuiltinEstimator(Estimator):
                                   else str(inside))
         if self.data_channels["train"] not in data:
             raise ConfigError(f"{type(self).__name__}.fit needs a 'train' channel, e.g. fit({{'train': "
-                              "'train.csv'}})")
+                              "'train.csv'})")
         return data
 
     def command_args(self, paths: contract.JobPaths, channels: dict[str, Path]) -> list[str]:
@@ -578,6 +581,14 @@ class MaskedLanguageModel(BuiltinEstimator):
     channels `train` (and `validation`) hold the corpus; `model.tar.gz` holds the pre-trained encoder."""
 
     task = "masked-lm"
+
+
+def check_base_model(name) -> None:
+    """Refuse a base_model that is neither an alias nor a folder; the job resolves it (an alias may unpack its
+    weights then), so nothing is loaded here."""
+    if not isinstance(name, str) or (name not in aliases() and not Path(name).expanduser().is_dir()):
+        raise ModelNotFoundError(f"base_model {name!r}: not an alias and not a folder; give one of "
+                                 f"{', '.join(aliases())}, or a model folder")
 
 
 def channel_file(inside: Path, channel: str, source: Path) -> str:
