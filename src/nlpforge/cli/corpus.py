@@ -9,7 +9,6 @@ import typer
 
 from nlpforge.cli import app
 from nlpforge.cli.options import command_from_settings
-from nlpforge.settings import check_apart, check_writable
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.jobs import PhraseJob, TokenizeJob, VocabularyJob
 
@@ -24,20 +23,13 @@ def _stats(settings: CorpusSettings) -> None:
 
 
 def _tokenize(job: TokenizeJob) -> None:
-    from nlpforge.text.jobs import tokenized_lines
+    from nlpforge.text.jobs import tokenized_lines, write_tokenized
 
     if job.output is None:
         for line in tokenized_lines(job):
             typer.echo(line)
         return
-    check_apart(job.output, job.text.source.corpus)
-    check_writable(job.output, "--output", folder=False)
-    lines = 0
-    with open(job.output, "w", encoding="utf-8") as out:
-        for line in tokenized_lines(job):
-            out.write(line + "\n")
-            lines += 1
-    typer.echo(f"wrote {lines:,} sentences to {job.output}")
+    typer.echo(f"wrote {write_tokenized(job):,} sentences to {job.output}")
 
 
 def _phrases(job: PhraseJob) -> None:

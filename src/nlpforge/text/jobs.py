@@ -5,11 +5,14 @@ counts them), so those parts never import each other. `nlpforge corpus tokenize|
 calls these functions with settings built from its flags.
 
     lines = tokenized_lines(TokenizeJob.of(corpus=["notes.txt"], format="markers"))
+    sentences = write_tokenized(TokenizeJob.of(corpus=["notes.txt"], output="tokens.txt"))
     model = phrases_from_corpus(PhraseJob.of(corpus=["imdb_50k.csv.gz"], column="review"))
     vocabulary, stats = vocabulary_from_corpus(VocabularyJob.of(corpus=["train.txt"], held_out="test.txt"))
 """
+import os
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterator, Literal
 
 from nlpforge.errors import ConfigError
@@ -33,12 +36,33 @@ class TokenizeJob(Settings):
 
 def tokenized_lines(job: TokenizeJob) -> Iterator[str]:
     """The corpus's sentences rendered as `job.format` lines, phrases joined when `job.phrases` is set."""
+    phrases = PhraseModel.load(job.phrases) if job.phrases else None
     sentences = iter(Corpus(job.text))
-    if job.phrases:
-        sentences = PhraseModel.load(job.phrases).apply_all(sentences)
+    if phrases:
+        sentences = phrases.apply_all(sentences)
     render = render_markers if job.format == "markers" else " ".join
     for tokens in sentences:
         yield render(tokens)
+
+
+def write_tokenized(job: TokenizeJob) -> int:
+    """Write `tokenized_lines` to `job.output` and return how many: through a temporary file beside it, renamed
+    into place at the end, so a failure (a binary corpus, a missing phrase file) leaves an earlier file as it was."""
+    check_apart(job.output, [*job.text.source.corpus, job.phrases])
+    check_writable(job.output, "--output", folder=False)
+    output = Path(job.output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    lines = 0
+    try:
+        with open(partial, "w", encoding="utf-8") as out:
+            for line in tokenized_lines(job):
+                out.write(line + "\n")
+                lines += 1
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return lines
 
 
 @dataclass

@@ -1,0 +1,61 @@
+"""Bad input to the corpus, tokenizer and vectors commands: earlier files survive, damaged folders and absurd
+numbers are one-line errors, and undecodable bytes are reported rather than dropped unseen."""
+import logging
+import shutil
+import tarfile
+
+import pytest
+
+from conftest import planted_sentences
+from test_cli import call  # runs `nlpforge ...` in-process: (exit code, stdout, stderr)
+from nlpforge.errors import ArtifactError, ConfigError, DataError
+from nlpforge.text.corpus import Corpus, CorpusSettings, corpus_stats
+from nlpforge.text.jobs import PhraseJob, TokenizeJob, tokenized_lines, write_tokenized
+from nlpforge.text.wordpiece import WordPieceSettings, train_wordpiece
+from nlpforge.vectors.query import load_vectors
+from nlpforge.vectors.train import Word2VecSettings, train_vectors
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(" ".join(s) for s in planted_sentences(60)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory):
+    """A small vectors folder, trained once; tests damage copies of it."""
+    folder = tmp_path_factory.mktemp("vectors")
+    (folder / "corpus.txt").write_text("\n".join(" ".join(s) for s in planted_sentences(60)) + "\n")
+    train_vectors(Word2VecSettings.of(corpus=[str(folder / "corpus.txt")], output=str(folder / "vec"), min_count=1,
+                                      vector_size=8, epochs=1, workers=1), log=lambda *_: None)
+    return folder / "vec"
+
+
+# --- corpus tokenize writes its output whole, or not at all -------------------------------------------------------
+
+def test_a_failed_tokenize_leaves_the_earlier_output_file(tmp_path, capsys):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious\n")
+    (tmp_path / "bin.txt").write_bytes(bytes(range(256)) * 8)
+    code, _, err = call(capsys, "corpus", "tokenize", "--corpus", tmp_path / "bin.txt", "--output", keep)
+    assert code != 0 and "binary" in err and "Traceback" not in err
+    assert keep.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.txt", "keep.txt"]  # no partial file left
+
+
+def test_tokenize_refuses_to_write_over_its_phrase_file(tmp_path, corpus):
+    phrases = tmp_path / "phrases.json"
+    phrases.write_text("{}")
+    with pytest.raises(ConfigError, match="is the input"):
+        write_tokenized(TokenizeJob.of(corpus=[str(corpus)], phrases=str(phrases), output=str(phrases)))
+    assert phrases.read_text() == "{}"
+
+
+def test_tokenize_with_a_missing_phrase_file_writes_nothing(tmp_path, corpus):
+    with pytest.raises(DataError, match="no such phrase file"):
+        write_tokenized(TokenizeJob.of(corpus=[str(corpus)], phrases=str(tmp_path / "absent.json"),
+                                       output=str(tmp_path / "tokens.txt")))
+    assert not (tmp_path / "tokens.txt").exists()
+    assert write_tokenized(TokenizeJob.of(corpus=[str(corpus)], output=str(tmp_path / "new" / "tokens.txt"))) == 60
