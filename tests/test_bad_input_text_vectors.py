@@ -59,3 +59,28 @@ def test_tokenize_with_a_missing_phrase_file_writes_nothing(tmp_path, corpus):
                                        output=str(tmp_path / "tokens.txt")))
     assert not (tmp_path / "tokens.txt").exists()
     assert write_tokenized(TokenizeJob.of(corpus=[str(corpus)], output=str(tmp_path / "new" / "tokens.txt"))) == 60
+
+
+# --- training never writes into a folder of other files -----------------------------------------------------------
+
+def test_tokenizer_train_refuses_a_folder_of_other_files_and_reuses_its_own(tmp_path, corpus):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "vocab.txt").write_text("my vocab\n")
+    with pytest.raises(ConfigError, match="holds other files"):
+        train_wordpiece(WordPieceSettings.of(corpus=[str(corpus)], output=str(theirs), vocab_size=60))
+    assert (theirs / "vocab.txt").read_text() == "my vocab\n"
+    settings = WordPieceSettings.of(corpus=[str(corpus)], output=str(tmp_path / "tok"), vocab_size=60)
+    train_wordpiece(settings)
+    assert (train_wordpiece(settings) / "tokenizer.json").is_file()  # an earlier tokenizer may be replaced
+
+
+def test_vectors_train_refuses_a_folder_of_other_files_and_one_holding_the_corpus(tmp_path, corpus):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "vocab.tsv").write_text("mine\n")
+    with pytest.raises(ConfigError, match="holds other files"):
+        train_vectors(Word2VecSettings.of(corpus=[str(corpus)], output=str(theirs)), log=lambda *_: None)
+    assert (theirs / "vocab.tsv").read_text() == "mine\n"
+    with pytest.raises(ConfigError, match="holds the input"):
+        train_vectors(Word2VecSettings.of(corpus=[str(corpus)], output=str(tmp_path)), log=lambda *_: None)

@@ -38,7 +38,7 @@ from typing import ClassVar, Literal, get_args, get_origin
 from nlpforge.errors import ConfigError
 
 __all__ = ["Settings", "setting", "group", "leaf_fields", "from_flat", "nest", "to_flat", "load_config_file",
-           "flag_name", "jobs_root", "cache_root", "check_writable"]
+           "flag_name", "jobs_root", "cache_root", "check_writable", "check_output_folder"]
 
 
 def setting(default, help: str, *, required: bool = False, min=None, max=None, flag: str | None = None):
@@ -418,3 +418,13 @@ def check_writable(path, what: str, *, folder: bool) -> None:
     except OSError as error:
         raise ConfigError(f"{what} {path}: cannot write in {existing} ({error.strerror or error}); choose a place "
                           "you can write to") from None
+
+
+def check_output_folder(path, what: str, kind: str, marker: str) -> None:
+    """Refuse an output folder that holds anything but an earlier `kind` (known by its `marker` file), so a
+    run never writes over a baseline, a model or other files it did not make."""
+    check_writable(path, what, folder=True)
+    path = Path(path).expanduser()
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise ConfigError(f"{what} {path}: holds other files, which this would overwrite or mix with; give a new or "
+                          f"empty folder, or an earlier {kind}")

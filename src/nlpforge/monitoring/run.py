@@ -34,7 +34,7 @@ from nlpforge.monitoring.plots import write_plots
 from nlpforge.monitoring.scoring import load_scorer, model_identity, score, tokenizer_of
 from nlpforge.monitoring.statistics import (COMPARISON_METHODS, check, check_constraints, check_statistics,
                                             statistics, suggest_constraints)
-from nlpforge.settings import MAX_SEED, Settings, check_writable, group, setting
+from nlpforge.settings import MAX_SEED, Settings, check_output_folder, group, setting
 
 EMBEDDINGS = "embeddings.safetensors"
 
@@ -113,16 +113,6 @@ def parse_stamp(value: str, what: str) -> datetime:
         raise ConfigError(f"{what} {value!r}: not an ISO 8601 time; write e.g. 2026-01-01T00:00 or "
                           "2026-01-01T00:00:00+02:00 (UTC when no offset is given)") from None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
-
-
-def check_output_folder(path, what: str, kind: str, marker: str) -> None:
-    """Refuse an output folder that holds anything but an earlier `kind` (known by its `marker` file), so a
-    run never writes over a baseline, a model or other files it did not make."""
-    check_writable(path, what, folder=True)
-    path = Path(path)
-    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
-        raise ConfigError(f"{what} {path}: holds other files, which this would overwrite or mix with; give a new or "
-                          f"empty folder, or an earlier {kind}")
 
 
 def read_texts(path, text_column: str, reading: ReadingSettings | None = None) -> list:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.settings import Settings, check_apart, check_writable, group, setting
+from nlpforge.settings import Settings, check_apart, check_output_folder, group, setting
 from nlpforge.text.corpus import CorpusSource, source_documents
 from nlpforge.text.normalize import NormalizeSettings, normalize
 
@@ -55,11 +55,11 @@ def train_wordpiece(settings: WordPieceSettings) -> Path:
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
-    check_writable(settings.output, "--output", folder=True)
     check_apart(settings.output, settings.source.corpus)
     if (Path(settings.output) / "nlpforge.json").is_file() or (Path(settings.output) / "config.json").is_file():
         raise ConfigError(f"--output {settings.output}: holds a model, whose tokenizer this would replace; write the "
                           "tokenizer to its own folder")
+    check_output_folder(settings.output, "--output", "tokenizer", "tokenizer.json")
     tokenizer = BertWordPieceTokenizer(lowercase=settings.normalize.lowercase, strip_accents=None, clean_text=True)
     seen = {"documents": 0}
 

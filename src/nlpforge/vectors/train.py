@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.settings import MAX_SEED, Settings, check_writable, cores, group, setting, to_flat
+from nlpforge.settings import (MAX_SEED, Settings, check_apart, check_output_folder, check_writable, cores, group,
+                               setting, to_flat)
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.phrases import PhraseSettings
 from nlpforge.text.prepare import PreparedCorpus, prepare_corpus
@@ -126,7 +127,8 @@ def save_vectors_folder(model, prepared: PreparedCorpus, settings: Word2VecSetti
 def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print) -> TrainedVectors:
     """Prepare the corpus (one streaming pass per phrase layer), train word2vec and save the folder."""
     folder = Path(settings.output)
-    check_writable(folder, "--output", folder=True)
+    check_apart(folder, settings.text.source.corpus)
+    check_output_folder(folder, "--output", "vectors folder", METADATA)
     if settings.workdir:
         check_writable(settings.workdir, "--workdir", folder=True)
     with tempfile.TemporaryDirectory(prefix="nlpforge-vectors-", dir=settings.workdir) as workdir:
