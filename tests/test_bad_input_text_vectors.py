@@ -84,3 +84,31 @@ def test_vectors_train_refuses_a_folder_of_other_files_and_one_holding_the_corpu
     assert (theirs / "vocab.tsv").read_text() == "mine\n"
     with pytest.raises(ConfigError, match="holds the input"):
         train_vectors(Word2VecSettings.of(corpus=[str(corpus)], output=str(tmp_path)), log=lambda *_: None)
+
+
+# --- a damaged vectors folder is an error naming the file ---------------------------------------------------------
+
+@pytest.mark.parametrize("damage, file, message", [
+    (lambda folder: (folder / "nlpforge-vectors.json").write_text("{x"), "nlpforge-vectors.json", "damaged"),
+    (lambda folder: (folder / "nlpforge-vectors.json").write_text('{"settings": {"lowercase": "maybe"}}'),
+     "nlpforge-vectors.json", "lowercase must be true or false"),
+    (lambda folder: (folder / "vectors.bin").write_bytes(b""), "vectors.bin", "not a complete word2vec file"),
+    (lambda folder: (folder / "vectors.bin").write_bytes((folder / "vectors.bin").read_bytes()[:100]), "vectors.bin",
+     "not a complete word2vec file"),
+])
+def test_a_damaged_vectors_folder_names_the_file(vectors, tmp_path, damage, file, message):
+    folder = tmp_path / "vec"
+    shutil.copytree(vectors, folder)
+    damage(folder)
+    with pytest.raises(ArtifactError, match=message) as error:
+        load_vectors(folder)
+    assert str(folder / file) in str(error.value)
+
+
+def test_a_cut_short_vectors_file_is_an_error_not_aborted(vectors, tmp_path, capsys):
+    folder = tmp_path / "vec"
+    shutil.copytree(vectors, folder)
+    (folder / "vectors.bin").write_bytes((vectors / "vectors.bin").read_bytes()[:100])
+    code, _, err = call(capsys, "vectors", "similar", "word1", "--vectors", folder)
+    assert code != 0 and "Aborted" not in err and len(err.strip().splitlines()) == 1
+    assert "vectors.bin: not a complete word2vec file" in err

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlpforge.errors import ArtifactError, VocabularyError
+from nlpforge.errors import ArtifactError, ConfigError, VocabularyError
 from nlpforge.settings import from_flat, leaf_fields
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.normalize import normalize
@@ -80,22 +80,38 @@ def unknown_word_message(word: str, key: str, known: list[str]) -> str:
 
 def load_vectors(folder) -> WordVectors:
     """Load a folder written by `train_vectors` (or any word2vec file: .bin binary, .txt/.vec text)."""
-    from gensim.models import KeyedVectors
-
     path = Path(folder)
     if path.is_file():
-        try:
-            return WordVectors(KeyedVectors.load_word2vec_format(str(path), binary=path.suffix == ".bin"))
-        except (ValueError, UnicodeDecodeError, EOFError) as error:
-            raise ArtifactError(f"{path}: not a word2vec file ({error})") from None
+        return WordVectors(_keyed_vectors(path, binary=path.suffix == ".bin"))
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such vectors folder; train one with `nlpforge vectors train`")
     if not (path / "vectors.bin").is_file():
         raise ArtifactError(f"{path}: no vectors.bin; is this a folder written by `nlpforge vectors train`?")
-    metadata = json.loads((path / METADATA).read_text(encoding="utf-8")) if (path / METADATA).is_file() else {}
-    saved = metadata.get("settings", {})
-    known = {f.name for _, f, _ in leaf_fields(CorpusSettings)}
-    corpus_settings = from_flat(CorpusSettings, {k: v for k, v in saved.items() if k in known}, where=str(path))
+    metadata, corpus_settings = {}, CorpusSettings()
+    if (path / METADATA).is_file():
+        try:
+            metadata = json.loads((path / METADATA).read_text(encoding="utf-8"))
+            saved = metadata.get("settings", {})
+            known = {f.name for _, f, _ in leaf_fields(CorpusSettings)}
+            corpus_settings = from_flat(CorpusSettings, {k: v for k, v in saved.items() if k in known},
+                                        where=str(path / METADATA))
+        except (ValueError, UnicodeDecodeError, AttributeError, ConfigError) as error:
+            problem = getattr(error, "message", None) or str(error).splitlines()[0]
+            raise ArtifactError(f"{path / METADATA}: the vectors' metadata is damaged ({problem}); train the vectors "
+                                "again with `nlpforge vectors train`") from None
     phrases = PhraseModel.load(path / "phrases.json") if (path / "phrases.json").is_file() else None
-    keyed_vectors = KeyedVectors.load_word2vec_format(str(path / "vectors.bin"), binary=True)
-    return WordVectors(keyed_vectors, corpus_settings, phrases, metadata)
+    return WordVectors(_keyed_vectors(path / "vectors.bin", binary=True), corpus_settings, phrases, metadata)
+
+
+def _keyed_vectors(path: Path, binary: bool):
+    from gensim.models import KeyedVectors
+
+    try:
+        return KeyedVectors.load_word2vec_format(str(path), binary=binary)
+    except (ValueError, UnicodeDecodeError, EOFError) as error:  # EOFError: a binary file cut short
+        problem = str(error).splitlines()[0] if str(error) else "it ends too early"
+        raise ArtifactError(f"{path}: not a complete word2vec file ({problem}); name a complete one, or train "
+                            "vectors again with `nlpforge vectors train`") from None
+    except MemoryError:
+        raise ArtifactError(f"{path}: the vectors its first line announces (words, dimensions) do not fit in memory; "
+                            "check that line, or name another word2vec file") from None
