@@ -112,3 +112,16 @@ def test_a_cut_short_vectors_file_is_an_error_not_aborted(vectors, tmp_path, cap
     code, _, err = call(capsys, "vectors", "similar", "word1", "--vectors", folder)
     assert code != 0 and "Aborted" not in err and len(err.strip().splitlines()) == 1
     assert "vectors.bin: not a complete word2vec file" in err
+
+
+# --- numbers the native trainers cannot take are refused first ----------------------------------------------------
+
+@pytest.mark.parametrize("settings, values, message", [
+    (WordPieceSettings, {"vocab_size": 10**9}, "vocab-size must be between 15 and 1000000"),
+    (Word2VecSettings, {"alpha": 1e300}, "alpha must be at most 1"),
+    (Word2VecSettings, {"alpha": 0.5, "min_alpha": 2}, "min-alpha must be at most 1"),
+    (Word2VecSettings, {"negative": 10**8}, "negative must be between 1 and 100"),
+])
+def test_absurd_training_numbers_are_refused_naming_the_limit(settings, values, message):
+    with pytest.raises(ConfigError, match=message):
+        settings.of(corpus=["corpus.txt"], output="out", **values)

@@ -30,8 +30,10 @@ class WordPieceSettings(Settings):
     source: CorpusSource = group(CorpusSource)
     normalize: NormalizeSettings = group(NormalizeSettings)
     output: str = setting("", "tokenizer folder to write", required=True)
+    # The Rust trainer reserves a table of vocab_size entries (~70 bytes each) and aborts the whole process, with no
+    # exception to catch, when that fails: vocab_size=1e9 asks for 70 GB.
     vocab_size: int = setting(30_000, "entries in the vocabulary, special tokens and ## pieces included",
-                              min=len(SPECIAL_TOKENS) + 10)
+                              min=len(SPECIAL_TOKENS) + 10, max=1_000_000)
     min_frequency: int = setting(2, "pieces seen fewer times than this are not merged into the vocabulary", min=1)
     limit_alphabet: int = setting(1000, "most distinct characters kept as single-character pieces", min=1)
     max_length: int = setting(512, "model_max_length written to tokenizer_config.json", min=8)

@@ -43,11 +43,15 @@ class Word2VecSettings(Settings):
     vector_size: int = setting(100, "dimensions of each word vector (50-300 is usual)", min=1, max=2000)
     window: int = setting(5, "context words on each side of the target word", min=1)
     min_count: int = setting(5, "ignore words (and phrases) seen fewer times than this", min=1)
-    negative: int = setting(5, "negative samples per positive one (this trainer uses negative sampling)", min=1)
+    # Training time grows linearly with `negative`; word2vec's papers use 2-20.
+    negative: int = setting(5, "negative samples per positive one (this trainer uses negative sampling)", min=1,
+                            max=100)
     sample: float = setting(1e-3, "down-sampling threshold for frequent words (0 turns it off)", min=0)
     epochs: int = setting(5, "passes over the corpus", min=1)
-    alpha: float = setting(0.025, "initial learning rate, decaying linearly to min-alpha")
-    min_alpha: float = setting(0.0001, "final learning rate")
+    # gensim's compiled loop crashes the process (no exception) once steps overflow the vectors: alpha=1e300
+    # segfaults. Usual rates are 0.025-0.05.
+    alpha: float = setting(0.025, "initial learning rate, decaying linearly to min-alpha", max=1)
+    min_alpha: float = setting(0.0001, "final learning rate", max=1)
     workers: int | None = setting(None, "training threads (default: all cores)", min=1)
     seed: int = setting(1, "seed of the initial vectors and sampling", min=0, max=MAX_SEED)
     workdir: str | None = setting(None, "folder for the intermediate token file (default: a temporary folder)")
