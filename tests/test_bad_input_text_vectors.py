@@ -125,3 +125,18 @@ def test_a_cut_short_vectors_file_is_an_error_not_aborted(vectors, tmp_path, cap
 def test_absurd_training_numbers_are_refused_naming_the_limit(settings, values, message):
     with pytest.raises(ConfigError, match=message):
         settings.of(corpus=["corpus.txt"], output="out", **values)
+
+
+# --- bytes that are not UTF-8 -------------------------------------------------------------------------------------
+
+def test_undecodable_bytes_are_counted_and_named(tmp_path, caplog):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café naïve résumé good\n".encode("latin-1"))
+    with caplog.at_level(logging.WARNING):
+        assert list(tokenized_lines(TokenizeJob.of(corpus=[str(latin)]))) == ["caf na ve r sum good"]
+    assert f"{latin}: 4 non-UTF-8 bytes replaced with U+FFFD" in caplog.text and "--encoding" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert list(tokenized_lines(TokenizeJob.of(corpus=[str(latin)], encoding="latin-1"))) == \
+            ["café naïve résumé good"]
+    assert "replaced" not in caplog.text

@@ -15,10 +15,12 @@ table. Tagged text in the Brown style (`The/at jury/nn`) is recognised and its t
 Pre-training needs documents of several sentences: `iter_sentence_documents` groups a text
 file's lines by blank lines or by file instead.
 """
+import codecs
 import csv
 import gzip
 import io
 import itertools
+import logging
 import multiprocessing
 import re
 import signal
@@ -49,6 +51,13 @@ _TAGGED = re.compile(r"^\S+/[a-z$*+\-.,:;()'`&]+$")
 _ARCHIVE_DOCS = re.compile(r"^(readme|contents|license|copying|changes|changelog|cats)(\.\w+)?$|\.(pickle|pkl)$",
                            re.IGNORECASE)
 _TEXT_COLUMNS = ("text", "review", "review_body", "sentence", "content", "body")
+# Each byte the file's encoding cannot decode is read as this lone surrogate, which no decoder produces, so
+# `_replaced` can count the bytes before it turns them into U+FFFD.
+_UNDECODED = "\udcff"
+codecs.register_error("nlpforge-mark", lambda error: (_UNDECODED * (error.end - error.start), error.end))
+_warned: set[tuple[str, int]] = set()  # (file, bytes) already reported: every pass over a corpus re-reads it
+
+log = logging.getLogger(__name__)
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews run to tens of kB, above csv's 128 kB default
 
@@ -241,11 +250,27 @@ def _texts(name: str, where: str, source, column: str | None, breaks: bool = Fal
         check_text(source.peek(SNIFF_BYTES)[:SNIFF_BYTES], where, reading.encoding)
     except (OSError, EOFError) as error:
         raise DataError(f"{where}: cannot be read: {error}") from None
-    handle = io.TextIOWrapper(source, encoding=reading.encoding or "utf-8-sig", errors="replace", newline="")
+    handle = _replaced(io.TextIOWrapper(source, encoding=reading.encoding or "utf-8-sig", errors="nlpforge-mark",
+                                        newline=""), where, reading.encoding)
     fmt = table_format(name)
     if fmt in ("csv", "tsv", "jsonl"):
         return True, _reading(where, _table_cells(handle, fmt, column, where, reading.delimiter))
     return False, _reading(where, _lines(handle, breaks))
+
+
+def _replaced(lines: Iterator[str], where: str, encoding: str | None) -> Iterator[str]:
+    """`lines` with each byte that was not `encoding` (UTF-8) text as U+FFFD; a warning names the file and counts them,
+    as the training data report does: a few stray Latin-1 bytes should not stop a corpus, nor vanish unseen."""
+    replaced = 0
+    for line in lines:
+        if not line.isascii() and _UNDECODED in line:
+            replaced += line.count(_UNDECODED)
+            line = line.replace(_UNDECODED, "\ufffd")
+        yield line
+    if replaced and (where, replaced) not in _warned:
+        _warned.add((where, replaced))
+        log.warning("%s: %d non-%s bytes replaced with U+FFFD; if the file is in another encoding, give it with "
+                    "--encoding (e.g. --encoding latin-1)", where, replaced, encoding or "UTF-8")
 
 
 def _reading(where: str, texts: Iterator) -> Iterator:
