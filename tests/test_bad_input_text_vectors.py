@@ -140,3 +140,34 @@ def test_undecodable_bytes_are_counted_and_named(tmp_path, caplog):
         assert list(tokenized_lines(TokenizeJob.of(corpus=[str(latin)], encoding="latin-1"))) == \
             ["café naïve résumé good"]
     assert "replaced" not in caplog.text
+
+
+# --- messages that name the fix -----------------------------------------------------------------------------------
+
+def test_an_unclear_column_in_a_semicolon_file_names_the_delimiter(tmp_path):
+    (tmp_path / "semi.csv").write_text("a;b\n1;hello there\n")
+    with pytest.raises(DataError, match="give --delimiter ';'"):
+        corpus_stats(Corpus(CorpusSettings.of(corpus=[str(tmp_path / "semi.csv")])))
+
+
+def test_a_text_file_named_as_an_archive_is_a_one_line_error(tmp_path, corpus):
+    fake = tmp_path / "fake.tar.gz"
+    shutil.copy(corpus, fake)
+    with pytest.raises(DataError, match="not a tar archive") as error:
+        corpus_stats(Corpus(CorpusSettings.of(corpus=[str(fake)])))
+    assert "\n" not in str(error.value)
+    with tarfile.open(tmp_path / "real.tar.gz", "w:gz") as archive:  # a real archive still reads
+        archive.add(corpus, arcname="corpus.txt")
+    assert corpus_stats(Corpus(CorpusSettings.of(corpus=[str(tmp_path / "real.tar.gz")]))).sentences == 60
+
+
+def test_a_corpus_emptied_by_min_sentence_tokens_names_the_flag(corpus):
+    with pytest.raises(DataError, match="no sentence has --min-sentence-tokens 1000 tokens"):
+        corpus_stats(Corpus(CorpusSettings.of(corpus=[str(corpus)], min_sentence_tokens=1000)))
+
+
+@pytest.mark.parametrize("passes", [0, 100])
+def test_phrase_passes_of_corpus_phrases_states_the_range_it_takes(passes):
+    with pytest.raises(ConfigError, match=f"phrase-passes must be between 1 and 4, not {passes}"):
+        PhraseJob.of(corpus=["corpus.txt"], phrase_passes=passes)
+    assert Word2VecSettings.of(corpus=["corpus.txt"], phrase_passes=0).phrase.phrase_passes == 0  # phrases off

@@ -135,7 +135,8 @@ def _pick_column(header: list[str], column: str | None, where: str, delimiter: s
             return name
     if len(header) == 1 and not hint:
         return header[0]
-    raise DataError(f"{where}: which column holds the text? give --column (the columns are: {', '.join(header)})")
+    raise DataError(f"{where}: which column holds the text? give --column (the columns are: {', '.join(header)})"
+                    f"{hint}")
 
 
 def _lines(handle: io.TextIOBase, breaks: bool = False) -> Iterator[str | None]:
@@ -222,7 +223,7 @@ def _sources(paths) -> Iterator[tuple[str, str, object]]:
     for path in corpus_files(paths):
         try:
             if is_archive(path.name):
-                with tarfile.open(path, "r:*") as archive:
+                with _tar_archive(path) as archive:
                     for member in archive:
                         base = Path(member.name).name
                         if not member.isfile() or base.startswith(".") or _ARCHIVE_DOCS.search(base):
@@ -235,6 +236,14 @@ def _sources(paths) -> Iterator[tuple[str, str, object]]:
                     yield path.name, str(path), raw
         except (OSError, EOFError, tarfile.TarError, csv.Error) as error:
             raise DataError(f"{path}: cannot be read: {error}") from None
+
+
+def _tar_archive(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:*")
+    except tarfile.ReadError:  # its message lists every decompressor tried, over several lines
+        raise DataError(f"{path}: not a tar archive (plain, gz, bz2 or xz), or a damaged one; name a text or table "
+                        "file for what it holds (.txt, .csv, ...)") from None
 
 
 def _texts(name: str, where: str, source, column: str | None, breaks: bool = False,
@@ -374,7 +383,7 @@ class Corpus:
                 empty = False
                 yield tokens
         if empty:
-            raise empty_corpus(self.settings.names)
+            raise empty_corpus(self.settings)
 
     def encoded(self, workers: int | None = None) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
         """The corpus, in order, as batches of (the batch's words, each token's index among them (int32),
@@ -393,7 +402,7 @@ class Corpus:
                 empty = False
                 yield words, local, lengths
         if empty:
-            raise empty_corpus(self.settings.names)
+            raise empty_corpus(self.settings)
 
 
 _BATCH_CHARS = 1 << 20  # characters of raw text a worker tokenises at a time
@@ -454,10 +463,14 @@ def corpus_stats(corpus: Corpus) -> CorpusStats:
             stats.tokens += len(tokens)
             stats.counts.update(tokens)
     if stats.tokens == 0:
-        raise empty_corpus(corpus.settings.names)
+        raise empty_corpus(corpus.settings)
     return stats
 
 
-def empty_corpus(names: str) -> DataError:
-    return DataError(f"{names}: the corpus is empty (no tokens after normalisation); check the files, and "
+def empty_corpus(settings: CorpusSettings) -> DataError:
+    shortest = settings.tokenize.min_sentence_tokens
+    if shortest > 1:
+        return DataError(f"{settings.names}: the corpus is empty: no sentence has --min-sentence-tokens {shortest} "
+                         "tokens or more; lower --min-sentence-tokens, or check the files, and --column for tables")
+    return DataError(f"{settings.names}: the corpus is empty (no tokens after normalisation); check the files, and "
                      "--column for tables")

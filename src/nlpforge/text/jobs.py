@@ -15,10 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Literal
 
-from nlpforge.errors import ConfigError
 from nlpforge.settings import Settings, check_apart, check_writable, group, setting
 from nlpforge.text.corpus import Corpus, CorpusSettings, corpus_files
-from nlpforge.text.phrases import PhraseModel, PhraseSettings, learn_phrases
+from nlpforge.text.phrases import PhraseLearningSettings, PhraseModel, learn_phrases
 from nlpforge.text.tokenize import render_markers
 from nlpforge.text.vocabulary import Vocabulary, VocabularySettings, VocabularyStats, build_vocabulary, vocabulary_stats
 
@@ -70,12 +69,8 @@ class PhraseJob(Settings):
     """Learn multi-word phrases from a corpus and save them as a JSON file."""
 
     text: CorpusSettings = group(CorpusSettings)
-    phrase: PhraseSettings = group(PhraseSettings)
+    phrase: PhraseLearningSettings = group(PhraseLearningSettings)
     output: str = setting("phrases.json", "phrase file to write")
-
-    def check(self):
-        if self.phrase.phrase_passes < 1:
-            raise ConfigError("phrase-passes must be at least 1 to learn phrases")
 
 
 def phrases_from_corpus(job: PhraseJob) -> PhraseModel:

@@ -55,6 +55,14 @@ class PhraseSettings(Settings):
             raise ConfigError("phrase-delimiter must be a non-empty string without spaces")
 
 
+@dataclass
+class PhraseLearningSettings(PhraseSettings):
+    """PhraseSettings where the phrases are the product (`nlpforge corpus phrases`), so 0 passes is no choice."""
+
+    phrase_passes: int = setting(2, "Phrases passes: 1 joins word pairs, 2 forms trigrams (rio_de_janeiro)",
+                                 min=1, max=4)
+
+
 def _connector_words(name: str) -> frozenset:
     from gensim.models.phrases import ENGLISH_CONNECTOR_WORDS
 

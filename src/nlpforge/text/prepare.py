@@ -60,5 +60,5 @@ def prepare_corpus(text: CorpusSettings, phrase: PhraseSettings, workdir) -> Pre
             seconds["join phrases"] = time.perf_counter() - start
         corpus_tokens = phrases.corpus_tokens
     if not counts:
-        raise empty_corpus(text.names)
+        raise empty_corpus(text)
     return PreparedCorpus(final, counts, sentences, corpus_tokens, phrases, seconds)
