@@ -72,7 +72,8 @@ def test_inputs_are_checked_by_the_task():
     task = tasks.get("text-classification")
     assert task.parse_input({"text": "a", "text_pair": "b"}) == ("a", "b")
     assert task.parse_input({"data": "from a TorchServe client"}) == "from a TorchServe client"
-    for bad, message in [({"txt": "a"}, 'did you mean "text"'), ({"review": "a"}, 'under "text"'), ("", "empty"), ({"text": "a", "text_pair": ""}, "text_pair"),
+    for bad, message in [({"txt": "a"}, 'did you mean "text"'), ({"review": "a"}, 'under "text"'), ("", "empty"),
+                         ({"text": "a", "text_pair": ""}, "text_pair"),
                          (("a", "b", "c"), "two texts"), (3, "must be a string"), ("x" * 11, "over the limit")]:
         with pytest.raises(InputError, match=message):
             task.parse_input(bad, max_chars=10)

@@ -231,7 +231,8 @@ def merge_nested(first: dict, second: dict) -> dict:
     """`second` over `first`, mapping by mapping."""
     out = dict(first)
     for key, value in second.items():
-        out[key] = merge_nested(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_nested(out[key], value) if both else value
     return out
 
 
