@@ -8,6 +8,7 @@ import pytest
 
 from conftest import assert_user_error, run_cli
 from nlpforge import load
+from nlpforge.cli import main
 from nlpforge.data.squad import QAExample, read_squad
 from nlpforge.errors import DataError, InputError
 from nlpforge.evaluation.sliding_window import answer_question
@@ -122,7 +123,7 @@ def test_v2_no_answer_windows_and_threshold(tokenizer):
     assert metrics["dev_f1"] == 100.0 and metrics["dev_no_answer_f1"] == 100.0
 
 
-def test_a_toy_task_is_learned_and_answered_on_every_path(qa_model, tmp_path):
+def test_a_toy_task_is_learned_and_answered_on_every_path(qa_model, tmp_path, capsys):
     assert qa_model.metrics["validation_exact_match"] >= 80
     model = load(qa_model.output)
     context = "Many topics were covered. The code is garnet. Every section was written with care."
@@ -130,15 +131,22 @@ def test_a_toy_task_is_learned_and_answered_on_every_path(qa_model, tmp_path):
     assert answer["answer"] == "garnet" and context[answer["start"]:answer["end"]] == "garnet"
     with pytest.raises(InputError, match='the "context" is missing'):
         model.predict({"question": "What is the code?"})
+
+    def cli(*args) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as done:
+            main(["predict", str(qa_model.output), *map(str, args)])
+        return done.value.code, *capsys.readouterr()
+
     # The command line: a question with its context, and a file of question and context columns.
-    result = run_cli(["predict", qa_model.output, "What is the code?", "--text-pair", context])
-    assert result.returncode == 0 and json.loads(result.stdout)["answer"] == "garnet", result.stderr
+    code, out, err = cli("What is the code?", "--text-pair", context)
+    assert code == 0 and json.loads(out)["answer"] == "garnet", err
     (tmp_path / "q.csv").write_text(f"question,context\nWhat is the code?,{context}\n")
-    result = run_cli(["predict", qa_model.output, "--input", tmp_path / "q.csv", "--output", tmp_path / "a.jsonl"])
-    assert result.returncode == 0 and json.loads((tmp_path / "a.jsonl").read_text())["answer"] == "garnet"
-    assert_user_error(run_cli(["predict", qa_model.output, "What is the code?"]), "--text-pair CONTEXT")
-    assert_user_error(run_cli(["predict", qa_model.output, "a", "b", "--text-pair", "c"]),
-                      "--text-pair is given 1 time(s) for 2 text argument(s)")
+    code, out, err = cli("--input", tmp_path / "q.csv", "--output", tmp_path / "a.jsonl")
+    assert code == 0 and json.loads((tmp_path / "a.jsonl").read_text())["answer"] == "garnet", err
+    for args, message in [(["What is the code?"], "--text-pair CONTEXT"),
+                          (["a", "b", "--text-pair", "c"], "--text-pair is given 1 time(s) for 2 text argument(s)")]:
+        code, out, err = cli(*args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     from nlpforge.evaluation.evaluate import evaluate_model
 
     (tmp_path / "dev.json").write_text(json.dumps(toy_squad(30, seed=9)))
