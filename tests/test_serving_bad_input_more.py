@@ -147,7 +147,7 @@ def test_an_unknown_route_or_method_is_named_with_what_the_api_serves(server, ap
 @pytest.mark.parametrize("task, value, message", [
     ("text-classification", {"text": "a", "textpair": "b"}, 'the key "textpair" is not one this model reads; did you '
                                                             'mean "text_pair"?'),
-    ("text-classification", {"Text": "a"}, 'did you mean "text"?'),
+    ("text-classification", {"txt": "a"}, 'did you mean "text"?'),
     ("masked-lm", {"text": "a [MASK] .", "topk": 3}, 'did you mean "top_k"?'),
     ("question-answering", {"question": "q", "contexts": "c"}, 'did you mean "context"?'),
     ("token-classification", {"text": "Paris", "agregation": "max"}, 'did you mean "aggregation"?'),
@@ -157,6 +157,20 @@ def test_a_misspelled_request_key_is_named_not_ignored(task, value, message):
 
     with pytest.raises(InputError, match=message.replace("?", r"\?")):
         tasks.get(task).parse_input(value)
+
+
+@pytest.mark.parametrize("task, value", [
+    ("text-classification", {"text": "a", "date": "2024-05-01", "text_id": 1, "text1": 2, "texts": 3, "test": 4,
+                             "input_ids": 5, "Text": 6, "text_a": 7, "label": 8, "labels": 9, "title": 10}),
+    ("question-answering", {"question": "q", "context": "c", "question_id": 1, "qid": 2, "Id": 3, "ID": 4,
+                            "context_id": 5, "is_possible": 6, "title": 7}),
+    ("token-classification", {"text": "Paris", "token": 1, "Tokens": 2, "id": 3}),
+    ("masked-lm", {"text": "a [MASK] .", "top": 1, "test": 2}),
+])
+def test_a_request_rows_own_columns_are_not_taken_for_misspellings(task, value):
+    from nlpforge import tasks
+
+    tasks.get(task).parse_input(value)
 
 
 def test_other_keys_of_a_request_row_pass_and_a_misspelled_one_is_a_400(server):

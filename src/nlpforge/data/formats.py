@@ -7,6 +7,8 @@
 A row's text columns become one model input by one rule, `join_columns`: one column gives a
 string, two or more give a (text, text_pair) tuple whose second part joins the rest.
 """
+import functools
+import re
 from pathlib import Path
 
 from nlpforge.errors import DataError
@@ -51,15 +53,30 @@ def join_columns(parts):
     return parts[0] if len(parts) == 1 else (parts[0], " \n".join(parts[1:]))
 
 
-def misspelled_key(record: dict, known) -> tuple[str, str] | None:
-    """(key, the known key it resembles) for the first key of `record` that looks like a misspelling of one of
-    `known` ("textpair" for "text_pair", "answer" for "answers"); None when there is none. Other unknown keys
-    are not misspellings: rows may carry columns of their own (an id, a label)."""
+def misspelled_key(record: dict, groups: tuple) -> tuple[str, str] | None:
+    """(key, the name it resembles) for the first key of `record` that looks like a misspelling of a name the
+    reader needs ("textpair" for "text_pair", "answer" for "answers"), else None. `groups` holds tuples of
+    names that stand for one another (a text is "text" or "data"); a group the record already holds is not
+    misspelled. Other keys pass: rows carry columns of their own (an id, a date, a label, question_id)."""
+    present = [group for group in groups if any(name in record for name in group)]
+    wanted = tuple(name for group in groups if group not in present for name in group)
+    known = tuple(name for group in groups for name in group)
+    for key in record:
+        if isinstance(key, str) and wanted and key not in known:
+            found = _resembled(key, wanted, known)
+            if found:
+                return key, found
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _resembled(key: str, wanted: tuple, known: tuple) -> str | None:
+    """The name of `wanted` that `key` looks like a misspelling of: close in spelling, a name of four letters
+    or more, and the key not built on a known name ("text_id", "question_id" are columns of their own)."""
     import difflib
 
-    for key in record:
-        if isinstance(key, str) and key not in known:
-            close = difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=0.75)
-            if close:
-                return key, close[0]
-    return None
+    parts = set(re.split(r"[_\-. ]", key.lower()))
+    if parts & set(known):
+        return None
+    close = difflib.get_close_matches(key.lower(), [n for n in wanted if len(n) >= 4], n=1, cutoff=0.8)
+    return close[0] if close else None

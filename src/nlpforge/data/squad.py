@@ -218,7 +218,7 @@ def _jsonl(text: str, path: Path):
         if not line.strip():
             continue
         record = json_record(line, number, path)
-        misspelled = misspelled_key(record, JSONL_KEYS)
+        misspelled = misspelled_key(record, (("question",), ("context",), ("answers",)))
         if misspelled:
             raise DataError(f"{path}: line {number}: the key \"{misspelled[0]}\" is not one a question reads; did "
                             f"you mean \"{misspelled[1]}\"? (a row holds {', '.join(JSONL_KEYS)})")

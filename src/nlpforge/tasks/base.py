@@ -131,12 +131,14 @@ def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -
     return value
 
 
-def check_keys(value: dict, known: tuple[str, ...]) -> None:
-    """Refuse a request key that looks like a misspelling of a known one, which would otherwise be ignored."""
-    found = misspelled_key(value, known)
+def check_keys(value: dict, groups: tuple) -> None:
+    """Refuse a request key that looks like a misspelling of one the task needs (see `misspelled_key`), which
+    would otherwise be ignored."""
+    found = misspelled_key(value, groups)
     if found:
+        reads = ", ".join(" or ".join(repr(name) for name in group) for group in groups)
         raise InputError(f'the key "{found[0]}" is not one this model reads; did you mean "{found[1]}"? (it reads '
-                         f"{', '.join(repr(k) for k in known)})")
+                         f"{reads})")
 
 
 def truncated_flags(texts: list, encoded, max_length: int) -> list[bool]:

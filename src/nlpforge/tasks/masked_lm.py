@@ -466,7 +466,7 @@ class MaskedLm(Task):
         """A text with one or more [MASK]: a string, or {"text": ..., "top_k": 5}."""
         top_k = 5
         if isinstance(value, dict):
-            check_keys(value, ("text", "top_k"))
+            check_keys(value, (("text",), ("top_k",)))
             if "text" not in value:
                 raise InputError('a JSON object must hold the text under "text", e.g. {"text": "the acting was '
                                  '[MASK] .", "top_k": 5}')

@@ -269,7 +269,7 @@ class QuestionAnswering(Task):
             raise InputError('a question-answering model takes a question and the text to find its answer in: '
                              'send {"question": "...", "context": "..."} (`nlpforge predict MODEL QUESTION --text-pair '
                              'CONTEXT`; files: question and context columns)')
-        check_keys(value, ("question", "context", "id"))
+        check_keys(value, (("question",), ("context",)))
         if "context" not in value:
             raise InputError('the "context" is missing: send {"question": "...", "context": "..."}')
         if "question" not in value:

@@ -347,7 +347,7 @@ class TextClassification(Task):
     def parse_input(self, value, max_chars: int | None = MAX_TEXT_CHARS):
         """A text, or a text pair: a (text, text_pair) tuple, or {"text": ..., "text_pair": ...}."""
         if isinstance(value, dict):
-            check_keys(value, (*_TEXT_KEYS, "text_pair"))
+            check_keys(value, (_TEXT_KEYS, ("text_pair",)))
             key = next((k for k in _TEXT_KEYS if k in value), None)
             if key is None:
                 raise InputError('a JSON object must hold the text under "text" (or "data"), e.g. {"text": "Loved '

@@ -249,7 +249,7 @@ class TokenClassification(Task):
         """A raw text, {"text": ..., "aggregation": "first"}, or pre-split {"tokens": [...]}."""
         aggregation = "first"
         if isinstance(value, dict):
-            check_keys(value, ("text", "tokens", "aggregation"))
+            check_keys(value, (("text", "tokens"), ("aggregation",)))
             aggregation = value.get("aggregation", aggregation)
             if aggregation not in ("first", "max", "simple"):
                 raise InputError(f"aggregation must be first, max or simple, not {aggregation!r}")
