@@ -50,14 +50,17 @@ def settings_values(settings_class, config: Path | None, given: dict) -> dict:
 
 
 def build_settings(settings_class, values: dict, command: str):
-    """Validated settings from flat values; a missing required flag is named with the command's help."""
-    present, mappings = set(), [values]
-    while mappings:  # the names given at any depth of the settings tree
-        mapping = mappings.pop()
-        present |= set(mapping)
-        mappings += [value for value in mapping.values() if isinstance(value, dict)]
-    missing = [flag_name(f) for _, f, _ in leaf_fields(settings_class)
-               if f.metadata.get("required") and f.name not in present]
+    """Validated settings from flat or nested values; a missing required flag is named with the command's help."""
+    nested = nest(settings_class, values, command)
+
+    def given(path: tuple, name: str) -> bool:  # at the setting's own place: --epochs is not --train FILE
+        mapping = nested
+        for part in path:
+            mapping = mapping.get(part, {})
+        return name in mapping
+
+    missing = [flag_name(f) for path, f, _ in leaf_fields(settings_class)
+               if f.metadata.get("required") and not given(path, f.name)]
     if missing:
         raise ConfigError("missing " + ", ".join(f"--{m}" for m in missing) + f"; see `{command} --help`")
     return from_flat(settings_class, values, where=command)
