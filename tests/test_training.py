@@ -184,6 +184,18 @@ def test_a_run_whose_weights_become_nan_stops_and_writes_no_model(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+def test_the_working_folder_may_hold_the_users_checkpoint_dir_but_not_other_files(tmp_path):
+    from nlpforge.training.run import check_training_folder
+
+    (tmp_path / "m.training" / "ckpt" / "step-20").mkdir(parents=True)
+    (tmp_path / "m.training" / "metrics.jsonl").write_text("")
+    job = classifier_job(train="t.csv", output=str(tmp_path / "m"), checkpoint_dir=str(tmp_path / "m.training/ckpt"))
+    check_training_folder(job)  # the checkpoints of the run to resume
+    (tmp_path / "m.training" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="m.training holds notes.txt, which no run wrote"):
+        check_training_folder(job)
+
+
 def test_a_validation_file_that_is_the_training_file_is_named_in_a_warning(tmp_path):
     from conftest import TINY, write_csv
 

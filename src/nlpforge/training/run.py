@@ -175,7 +175,12 @@ def check_training_folder(job: TrainJob) -> None:
     if live.exists() and not live.is_dir():
         raise ConfigError(f"{live} is a file; a run keeps its metrics and checkpoints in OUTPUT.training/ beside "
                           "the model: move the file or choose another --output")
-    foreign = sorted(p.name for p in live.iterdir() if p.name not in RUN_ENTRIES) if live.is_dir() else []
+    allowed = set(RUN_ENTRIES)
+    if job.checkpoint.checkpoint_dir:  # a --checkpoint-dir of the user's may lie in there too
+        checkpoints = Path(os.path.abspath(Path(job.checkpoint.checkpoint_dir).expanduser()))
+        if live in checkpoints.parents:
+            allowed.add(checkpoints.relative_to(live).parts[0])
+    foreign = sorted(p.name for p in live.iterdir() if p.name not in allowed) if live.is_dir() else []
     if foreign:
         raise ConfigError(f"{live} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which no "
                           "run wrote; a run keeps its metrics and checkpoints in OUTPUT.training/ and removes it "
