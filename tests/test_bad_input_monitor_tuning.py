@@ -138,10 +138,17 @@ def test_fit_without_a_train_channel_shows_a_call_that_runs(tmp_path):
     ("nope", "base_model 'nope': not an alias and not a folder; give one of minilm-l6"),
     (5, "base_model 5: not an alias and not a folder"),
 ])
-def test_a_base_model_that_is_no_alias_nor_folder_is_refused_when_given(tmp_path, base_model, message):
+def test_a_base_model_that_is_no_alias_nor_folder_is_refused_when_given(tmp_path, monkeypatch, base_model,
+                                                                         message):
     with pytest.raises(ModelNotFoundError, match=message):
         TextClassifier(base_model=base_model, jobs_root=str(tmp_path / "jobs"))
     folder = tmp_path / "my-model"
     folder.mkdir()
     est = TextClassifier(base_model=str(folder), jobs_root=str(tmp_path / "jobs"))
     assert est.hyperparameters()["model"] == str(folder)
+    monkeypatch.chdir(tmp_path)  # a relative folder reaches the job, which runs in its own folder, as absolute
+    assert TextClassifier(base_model="my-model", jobs_root="jobs").hyperparameters()["model"] == str(folder)
+    # On SSH hosts the folder is theirs: it is not looked for here.
+    remote = TextClassifier(base_model="/on/the/hosts/model", jobs_root="jobs", instance_count=2,
+                            ssh_hosts=["gpu-1", "gpu-2"])
+    assert remote.hyperparameters()["model"] == "/on/the/hosts/model"

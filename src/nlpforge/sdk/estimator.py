@@ -495,8 +495,9 @@ class BuiltinEstimator(Estimator):
         owned = {"output", *self.data_channels.values()}  # set by fit from the channels and the job folder
         self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned
         # No base_model: the task's own default (`nlpforge train <task> --help`)
-        if base_model is not None:
-            check_base_model(base_model)
+        if base_model is not None:  # on SSH hosts the folder is theirs to have, so it is not looked for here
+            remote_hosts = settings.get("ssh_hosts") or os.environ.get("NLPFORGE_SSH_HOSTS")
+            base_model = check_base_model(base_model, local=not remote_hosts)
         hyperparameters = check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}")
         hyperparameters = {**({"model": base_model} if base_model else {}), **hyperparameters}
         if settings.get("rules"):  # Rule.sagemaker(...) objects become the engine's rules setting
@@ -583,12 +584,16 @@ class MaskedLanguageModel(BuiltinEstimator):
     task = "masked-lm"
 
 
-def check_base_model(name) -> None:
-    """Refuse a base_model that is neither an alias nor a folder; the job resolves it (an alias may unpack its
-    weights then), so nothing is loaded here."""
-    if not isinstance(name, str) or (name not in aliases() and not Path(name).expanduser().is_dir()):
-        raise ModelNotFoundError(f"base_model {name!r}: not an alias and not a folder; give one of "
-                                 f"{', '.join(aliases())}, or a model folder")
+def check_base_model(name, local: bool = True) -> str:
+    """A base_model as the job should get it: an alias, or a folder as an absolute path (the job runs in its
+    own folder). A name that is neither is refused now; nothing is loaded (an alias may unpack its weights in
+    the job). With `local` False (the job runs on other hosts), only a non-string is refused."""
+    if isinstance(name, str) and (not local or name in aliases()):
+        return name
+    if isinstance(name, str) and Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    raise ModelNotFoundError(f"base_model {name!r}: not an alias and not a folder; give one of "
+                             f"{', '.join(aliases())}, or a model folder")
 
 
 def channel_file(inside: Path, channel: str, source: Path) -> str:
