@@ -201,11 +201,11 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _http_error(request, error: HTTPException):
         headers = dict(error.headers or {})
         where = f"{request.method} {request.url.path}"
-        if error.status_code == 404 and error.detail == "Not Found":  # no route matched, not a missing model
+        allowed = methods_at(app, request.scope) if error.status_code in (404, 405) else []
+        if error.status_code == 404 and not allowed:  # no route has this path (not a route's own 404)
             return error_response(RequestError(f"there is no route {where} on the {app.title}; its routes: "
                                                f"{routes_of(app)}", status=404), kind="ResourceNotFoundException")
-        if error.status_code == 405:
-            allowed = methods_at(app, request.scope)
+        if error.status_code == 405 and allowed and request.method not in allowed:
             return error_response(RequestError(f"{where} is not allowed; {request.url.path} takes "
                                                f"{', '.join(allowed)}", status=405,
                                                headers={"Allow": ", ".join(allowed)}))
