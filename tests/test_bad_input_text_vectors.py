@@ -171,3 +171,15 @@ def test_phrase_passes_of_corpus_phrases_states_the_range_it_takes(passes):
     with pytest.raises(ConfigError, match=f"phrase-passes must be between 1 and 4, not {passes}"):
         PhraseJob.of(corpus=["corpus.txt"], phrase_passes=passes)
     assert Word2VecSettings.of(corpus=["corpus.txt"], phrase_passes=0).phrase.phrase_passes == 0  # phrases off
+
+
+def test_undecodable_runs_read_as_errors_replace_reads_them_and_count_their_bytes(caplog):
+    import io
+
+    from nlpforge.text import corpus
+
+    raw = b"caf\xe9 \xf0\x9f\x98 x \xe2\x82\xac ok\n"  # one stray byte, a cut-short 4-byte character, a euro sign
+    handle = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors="nlpforge-mark", newline="")
+    with caplog.at_level("WARNING"):
+        assert list(corpus._replaced(handle, "runs.txt", None)) == [raw.decode("utf-8", errors="replace")]
+    assert "runs.txt: 4 non-UTF-8 bytes replaced with U+FFFD" in caplog.text

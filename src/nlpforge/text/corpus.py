@@ -51,10 +51,11 @@ _TAGGED = re.compile(r"^\S+/[a-z$*+\-.,:;()'`&]+$")
 _ARCHIVE_DOCS = re.compile(r"^(readme|contents|license|copying|changes|changelog|cats)(\.\w+)?$|\.(pickle|pkl)$",
                            re.IGNORECASE)
 _TEXT_COLUMNS = ("text", "review", "review_body", "sentence", "content", "body")
-# Each byte the file's encoding cannot decode is read as this lone surrogate, which no decoder produces, so
-# `_replaced` can count the bytes before it turns them into U+FFFD.
-_UNDECODED = "\udcff"
-codecs.register_error("nlpforge-mark", lambda error: (_UNDECODED * (error.end - error.start), error.end))
+# Each run of bytes the file's encoding cannot decode is read as one lone surrogate, U+DC00 plus the run's
+# length (no decoder produces these), so `_replaced` can count the bytes, then write one U+FFFD for the run as
+# errors="replace" does.
+_UNDECODED = re.compile("[\udc00-\udcff]")
+codecs.register_error("nlpforge-mark", lambda error: (chr(0xDC00 + min(error.end - error.start, 0xFF)), error.end))
 _warned: set[tuple[str, int]] = set()  # (file, bytes) already reported: every pass over a corpus re-reads it
 
 log = logging.getLogger(__name__)
@@ -268,13 +269,16 @@ def _texts(name: str, where: str, source, column: str | None, breaks: bool = Fal
 
 
 def _replaced(lines: Iterator[str], where: str, encoding: str | None) -> Iterator[str]:
-    """`lines` with each byte that was not `encoding` (UTF-8) text as U+FFFD; a warning names the file and counts them,
-    as the training data report does: a few stray Latin-1 bytes should not stop a corpus, nor vanish unseen."""
+    """`lines` with each run of bytes that was not `encoding` (UTF-8) text as U+FFFD; a warning names the file
+    and counts the bytes, as the training data report does: a few stray Latin-1 bytes should not stop a corpus,
+    nor vanish unseen."""
     replaced = 0
     for line in lines:
-        if not line.isascii() and _UNDECODED in line:
-            replaced += line.count(_UNDECODED)
-            line = line.replace(_UNDECODED, "\ufffd")
+        if not line.isascii():
+            marks = _UNDECODED.findall(line)
+            if marks:
+                replaced += sum(ord(mark) - 0xDC00 for mark in marks)
+                line = _UNDECODED.sub("\ufffd", line)
         yield line
     if replaced and (where, replaced) not in _warned:
         _warned.add((where, replaced))
