@@ -120,7 +120,8 @@ def test_a_grid_too_large_to_run_is_refused_before_it_is_listed(script_estimator
 @pytest.mark.parametrize("low, high", [(1, 2), (1, 3)])
 def test_a_continuous_range_on_an_integer_setting_is_refused_when_the_tuner_is_made(tmp_path, low, high):
     est = TextClassifier(base_model="bert-tiny", jobs_root=str(tmp_path / "jobs"))
-    with pytest.raises(TuningError, match="hyperparameter range 'epochs': .*epochs must be an integer"):
+    with pytest.raises(TuningError, match="hyperparameter range 'epochs': .*epochs must be an integer.*so use "
+                                          "IntegerParameter for an integer setting"):
         HyperparameterTuner(est, "validation_accuracy", {"epochs": ContinuousParameter(low, high)}, max_jobs=2)
 
 

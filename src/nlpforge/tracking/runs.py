@@ -46,7 +46,7 @@ def tracking_uri(root=None, create: bool = True) -> str:
 def store_exists(root=None) -> bool:
     """False for a local store that no job has written yet: reading runs must not create one."""
     uri = tracking_uri(root, create=False)
-    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///").split("?")[0]).exists()
 
 
 def client(root=None):
@@ -199,8 +199,8 @@ def find_run(job_or_run_id: str, root=None):
                             "`nlpforge runs list`")
     if not store_exists(root):
         raise TrackingError(f"no MLflow run for '{job_or_run_id}': {tracking_uri(root, create=False)} does not "
-                            "exist, so no job has recorded a run under this jobs root; pass --jobs-root or set "
-                            "MLFLOW_TRACKING_URI")
+                            "exist, so no job has recorded a run in it; pass the --jobs-root the jobs ran under, or "
+                            "set MLFLOW_TRACKING_URI to their store")
     mlflow_client = client(root)
     experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
     if experiments and "'" not in job_or_run_id and "\\" not in job_or_run_id:  # job names never hold them

@@ -544,9 +544,12 @@ class _Run:
         if math.isfinite(train_loss) or all(torch.isfinite(p).all() for _, p in self.trainable):
             return
         train = self.job.train
+        clipping = f"keep --max-grad-norm on (now {train.max_grad_norm:g})" if train.max_grad_norm else \
+            "turn on --max-grad-norm (e.g. 1.0)"
         raise ConfigError(f"training diverged: the weights became NaN or infinite in epoch {self.state.epoch + 1} "
                           f"(step {self.state.step}, learning rate {train.learning_rate:g}); lower --learning-rate, "
-                          f"or keep --max-grad-norm on (now {train.max_grad_norm:g})")
+                          f"or {clipping}, and start again rather than resume (checkpoints of this epoch may hold "
+                          "the NaN weights)")
 
     def end_of_epoch(self, batches: int) -> None:
         """Evaluate (the weights' average, when one is kept), keep the best weights, log, apply early stopping,

@@ -35,7 +35,7 @@ from nlpforge.sdk.estimator import Estimator
 from nlpforge.sdk.jobs import check_name, describe_job, name_base
 from nlpforge.sdk.runner import compile_metric_definitions
 from nlpforge.settings import MAX_SEED, Settings, check_writable, jobs_root, setting
-from nlpforge.tuning.parameters import check_ranges, grid
+from nlpforge.tuning.parameters import ContinuousParameter, check_ranges, grid
 
 
 @dataclass
@@ -133,7 +133,10 @@ class HyperparameterTuner:
                 try:
                     estimator.check_hyperparameters({**estimator.hyperparameters(), name: value})
                 except ConfigError as error:
-                    raise TuningError(f"hyperparameter range '{name}': {error.message}") from None
+                    hint = "; a ContinuousParameter draws values such as this, so use IntegerParameter for an " \
+                        "integer setting" if isinstance(parameter, ContinuousParameter) and \
+                        value not in (parameter.min_value, parameter.max_value) else ""
+                    raise TuningError(f"hyperparameter range '{name}': {error.message}{hint}") from None
 
     # -- the study -------------------------------------------------------------------------------
     def sampler(self, optuna):
