@@ -153,3 +153,37 @@ def test_a_base_model_that_is_no_alias_nor_folder_is_refused_when_given(tmp_path
     remote = TextClassifier(base_model="/on/the/hosts/model", jobs_root="jobs", instance_count=2,
                             ssh_hosts=["gpu-1", "gpu-2"])
     assert remote.hyperparameters()["model"] == "/on/the/hosts/model"
+
+
+def test_a_storage_that_is_no_url_or_has_no_driver_is_named(script_estimator):
+    from nlpforge.tuning.tuner import optuna_module
+
+    with pytest.raises(TuningError, match="storage must be a database URL"):
+        HyperparameterTuner(script_estimator, "acc", {"q": IntegerParameter(1, 2)}, metric_definitions=METRICS,
+                            max_jobs=1, storage=5)
+    tuner = HyperparameterTuner(script_estimator, "acc", {"q": IntegerParameter(1, 2)}, metric_definitions=METRICS,
+                                max_jobs=1, storage="postgresql+psycopg://u@127.0.0.1:1/db")  # psycopg 3: absent
+    with pytest.raises(TuningError, match="its database driver is not installed .*postgresql\\+psycopg2://"):
+        tuner.storage_backend(optuna_module())
+
+
+def test_a_database_server_that_never_answers_is_given_up_on(script_estimator, monkeypatch):
+    import socket
+    import time
+
+    from nlpforge.tuning import tuner as tuner_module
+
+    monkeypatch.setattr(tuner_module, "DB_CONNECT_TIMEOUT", 2)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts connections and never says a word
+    port = silent.getsockname()[1]
+    tuner = HyperparameterTuner(script_estimator, "acc", {"q": IntegerParameter(1, 2)}, metric_definitions=METRICS,
+                                max_jobs=1, storage=f"postgresql+psycopg2://u@127.0.0.1:{port}/db")
+    started = time.monotonic()
+    try:
+        with pytest.raises(TuningError, match="cannot open the tuning storage .*timeout"):
+            tuner.storage_backend(tuner_module.optuna_module())
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 30

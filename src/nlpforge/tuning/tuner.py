@@ -38,6 +38,16 @@ from nlpforge.settings import MAX_SEED, Settings, check_writable, jobs_root, set
 from nlpforge.tuning.parameters import ContinuousParameter, check_ranges, grid
 
 
+DB_CONNECT_TIMEOUT = 10  # seconds; libpq and MySQL drivers otherwise wait on a silent server for minutes
+
+
+def connect_timeout(url: str) -> dict:
+    """SQLAlchemy engine arguments that bound the wait for a database server that does not answer."""
+    if url.startswith(("postgresql", "mysql")):
+        return {"connect_args": {"connect_timeout": DB_CONNECT_TIMEOUT}}
+    return {}
+
+
 @dataclass
 class TuningArguments(Settings):
     """The tuner's arguments, with SageMaker's names, checked in one place."""
@@ -116,6 +126,9 @@ class HyperparameterTuner:
         self.early_stopping_type = early_stopping_type
         self.base_tuning_job_name = base_tuning_job_name or estimator.default_job_base()
         self.root = jobs_root(estimator.jobs_root)
+        if storage is not None and not isinstance(storage, str):
+            raise TuningError(f"storage must be a database URL such as postgresql+psycopg2://user@host/db, not "
+                              f"{storage!r}")
         self.storage = storage or f"sqlite:///{self.root / 'optuna.db'}"
         self.random_seed, self.experiment_name = arguments.random_seed, experiment_name
         self.heartbeat_interval, self.max_retry_attempts = heartbeat_interval, max_retry_attempts
@@ -166,7 +179,8 @@ class HyperparameterTuner:
                         self._storage = optuna.storages.RDBStorage(
                             self.storage, heartbeat_interval=self.heartbeat_interval,
                             grace_period=2 * self.heartbeat_interval,
-                            heartbeat_stale_trial_callback=self.retry_trial)
+                            heartbeat_stale_trial_callback=self.retry_trial,
+                            engine_kwargs=connect_timeout(self.storage))
                     break
                 except (exc.IntegrityError, exc.ProgrammingError):  # tuners creating a new database's tables
                     if attempt == 3:
@@ -174,8 +188,17 @@ class HyperparameterTuner:
                     time.sleep(0.5 + secrets.randbelow(1000) / 1000)
                 except (exc.OperationalError, exc.ArgumentError, exc.NoSuchModuleError) as error:
                     reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:300]
+                    check = "that the file can be opened" if self.storage.startswith("sqlite") else \
+                        "that its database server runs"
                     raise TuningError(f"cannot open the tuning storage {self.storage}: {reason}; "
-                                      "check the URL and that its database server runs") from None
+                                      f"check the URL and {check}") from None
+                except ImportError as error:  # the URL's driver is not installed (postgresql:// means psycopg 3)
+                    raise TuningError(f"cannot open the tuning storage {self.storage}: its database driver is not "
+                                      f"installed ({error}); name one that is, e.g. postgresql+psycopg2://") from None
+                except RuntimeError as error:  # optuna: the database holds tables it cannot use (another app's)
+                    raise TuningError(f"cannot use the tuning storage {self.storage}: "
+                                      f"{str(error).splitlines()[0][:300]}; give Optuna a database of its own") \
+                        from None
         return self._storage
 
     def study(self, name: str):
