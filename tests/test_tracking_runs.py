@@ -119,6 +119,23 @@ def test_reading_runs_under_an_empty_jobs_root_creates_no_store(tmp_path, capsys
         assert done.value.code == 2 and "does not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
+
+def test_a_tracking_server_that_is_down_is_one_line_within_seconds(tmp_path, capsys, monkeypatch):
+    import socket
+    import time
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as done:
+        main(["runs", "list"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"cannot read the MLflow store http://127.0.0.1:{port}" in err, err
+    assert "Traceback" not in err and time.monotonic() - started < 20  # MLflow's own retries took minutes
+
 UI_CHECK = """
 import json, os, sys
 os.environ["_MLFLOW_SERVER_FILE_STORE"] = sys.argv[1]

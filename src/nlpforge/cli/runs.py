@@ -24,9 +24,10 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 def list_command(experiment: str = typer.Option(None, "--experiment", help="only this experiment"),
                  jobs_root: str = ROOT) -> None:
     """One line per run, newest first: job, status, experiment, trial, final metrics."""
-    from nlpforge.tracking.runs import list_runs, tracking_uri
+    from nlpforge.tracking.runs import list_runs, reading_store, tracking_uri
 
-    runs = list_runs(experiment, jobs_root)
+    with reading_store(jobs_root):
+        runs = list_runs(experiment, jobs_root)
     if not runs:
         typer.echo(f"no runs in {tracking_uri(jobs_root, create=False)}")
         return
@@ -40,10 +41,11 @@ def list_command(experiment: str = typer.Option(None, "--experiment", help="only
 def show_command(name: str = typer.Argument(..., help="training job name or MLflow run id"),
                  jobs_root: str = ROOT) -> None:
     """A run's parameters, final metrics, tags and artifacts, as JSON."""
-    from nlpforge.tracking.runs import client, find_run
+    from nlpforge.tracking.runs import client, find_run, reading_store
 
-    run = find_run(name, jobs_root)
-    artifacts = [a.path for a in client(jobs_root).list_artifacts(run.info.run_id)]
+    with reading_store(jobs_root):
+        run = find_run(name, jobs_root)
+        artifacts = [a.path for a in client(jobs_root).list_artifacts(run.info.run_id)]
     typer.echo(json.dumps({"run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
                            "experiment_id": run.info.experiment_id, "artifact_uri": run.info.artifact_uri,
                            "params": run.data.params, "metrics": run.data.metrics, "tags": run.data.tags,
@@ -55,8 +57,9 @@ def compare_command(names: list[str] = typer.Argument(..., help="two or more job
                     jobs_root: str = ROOT) -> None:
     """Parameters and final metrics side by side."""
     from nlpforge.errors import TrackingError
-    from nlpforge.tracking.runs import compare_runs
+    from nlpforge.tracking.runs import compare_runs, reading_store
 
     if len(names) < 2:
         raise TrackingError("compare needs at least two runs")
-    print_table(*compare_runs(names, jobs_root))
+    with reading_store(jobs_root):
+        print_table(*compare_runs(names, jobs_root))

@@ -16,6 +16,7 @@ Lineage: the job's run holds the model.tar.gz and its sha256; a completed job wh
 nlpforge artifact becomes a version of a registered model, and `deploy` tags that version and
 the run with the endpoint.
 """
+import contextlib
 import hashlib
 import os
 import re
@@ -27,6 +28,10 @@ from nlpforge.settings import jobs_root
 # MLflow must not phone home: its usage telemetry is off before mlflow is first imported.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# A tracking server that is down must cost seconds, not MLflow's default of 7 retries with backoff (minutes per
+# job, and per trial of a tuning job). A user's own values win.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 DEFAULT_EXPERIMENT = "nlpforge"
 STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Stopped": "KILLED"}
@@ -47,6 +52,19 @@ def store_exists(root=None) -> bool:
     """False for a local store that no job has written yet: reading runs must not create one."""
     uri = tracking_uri(root, create=False)
     return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///").split("?")[0]).exists()
+
+
+@contextlib.contextmanager
+def reading_store(root=None):
+    """MLflow's errors while reading the store (a server that is down, a database it cannot open) as one line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as error:
+        reason = str(error.message if hasattr(error, "message") else error).splitlines()[0][:300]
+        raise TrackingError(f"cannot read the MLflow store {tracking_uri(root, create=False)}: {reason}; check "
+                            "MLFLOW_TRACKING_URI and that its server runs") from None
 
 
 def client(root=None):
