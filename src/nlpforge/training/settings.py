@@ -87,8 +87,9 @@ class CheckpointArgs(Settings):
 class DistributedArgs(Settings):
     """Data parallelism over processes and machines (torchrun)."""
 
-    nproc: int = setting(1, "processes on this machine for data parallelism (launched through torchrun)", min=1)
-    nnodes: int = setting(1, "machines taking part in data parallelism", min=1)
+    nproc: int = setting(1, "processes on this machine for data parallelism (launched through torchrun)", min=1,
+                         max=1024)
+    nnodes: int = setting(1, "machines taking part in data parallelism", min=1, max=4096)
     node_rank: int = setting(0, "this machine's index among --nnodes", min=0)
     master_addr: str = setting("127.0.0.1", "address of the rank-0 machine")
     master_port: int = setting(29500, "port of the rank-0 machine", min=1, max=65535)
@@ -98,6 +99,9 @@ class DistributedArgs(Settings):
     def check(self):
         if self.node_rank >= self.nnodes:
             raise ConfigError(f"node-rank must be in [0, nnodes), not {self.node_rank} with --nnodes {self.nnodes}")
+        if not self.master_addr.strip():  # torchrun would listen on every interface
+            raise ConfigError("master-addr is empty; give the rank-0 machine's address, e.g. 127.0.0.1 for one "
+                              "machine")
 
     @property
     def launch(self) -> bool:
