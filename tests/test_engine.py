@@ -146,6 +146,15 @@ def test_two_gloo_processes_match_one_process(engine_files):
     assert all(abs(a[1] - b[1]) < 1e-4 for a, b in zip(curve_one, curve_two) if a[1] is not None)
 
 
+def test_a_user_error_in_the_ranks_is_their_line_and_an_exit_code_not_torchruns_traceback(engine_files):
+    bad = subprocess.run([sys.executable, "-m", "nlpforge", *_train_args(
+        engine_files, engine_files / "never", "--label-column", "stars", "--nproc", "2", "--master-port", "29521")],
+        capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no column 'stars'" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr and "ChildFailedError" not in bad.stderr
+    assert "distributed training exited with code 2" in bad.stderr
+
+
 def test_precision_choices():
     cpu = torch.device("cpu")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):

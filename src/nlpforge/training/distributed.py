@@ -156,7 +156,13 @@ def torchrun(argv: list[str]) -> None:
         # Kept until torchrun returns: the agent's own store shares this server.
         stores.append(dist.TCPStore(args.master_addr, args.master_port, is_master=True, multi_tenant=True,
                                     master_listen_fd=listener.fileno(), wait_for_workers=False))
-    main(argv)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    try:
+        main(argv)
+    except ChildFailedError as error:  # the ranks said why; torchrun's own traceback would bury it
+        failure = next(iter(error.failures.values()), None)
+        sys.exit(failure.exitcode if failure is not None and failure.exitcode > 0 else 1)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
     """
     check_output(job)
     if job.distributed.launch and not distributed.under_torchrun():
+        resolve_device(job.runtime.device)  # a device this machine lacks is one line here, not one per rank
         return _launch_distributed(job, log)
     if distributed.restart_count() and job.checkpoint.resume is None:
         job.checkpoint.resume = "auto"
