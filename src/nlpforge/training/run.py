@@ -140,6 +140,9 @@ def _launch_distributed(job: TrainJob, log) -> TrainResult:
     with tempfile.TemporaryDirectory() as folder:
         settings = write_job(job, Path(folder) / "settings.json")
         log(f"launching {d.nproc} process(es) x {d.nnodes} node(s) through torchrun")
+        if d.nnodes > 1:  # the rendezvous is silent while it waits
+            log(f"waiting for all {d.nnodes} nodes to join at {d.master_addr}:{d.master_port} (node {d.node_rank}; "
+                "torchrun gives up after 15 minutes; Ctrl-C stops)")
         code = distributed.launch(["-m", "nlpforge.training.run", str(settings)], d.nproc, d.nnodes, d.node_rank,
                                   d.master_addr, d.master_port, d.max_restarts)
     if code != 0:
