@@ -135,6 +135,14 @@ def test_a_tracking_server_that_is_down_is_one_line_within_seconds(tmp_path, cap
     err = capsys.readouterr().err
     assert done.value.code == 2 and f"cannot read the MLflow store http://127.0.0.1:{port}" in err, err
     assert "Traceback" not in err and time.monotonic() - started < 20  # MLflow's own retries took minutes
+    (tmp_path / "train.py").write_text(textwrap.dedent(SCRIPT))  # a job still finishes, and says it went unrecorded
+    estimator = Estimator(entry_point=str(tmp_path / "train.py"), jobs_root=str(tmp_path / "jobs"),
+                          hyperparameters={"epochs": 1, "learning-rate": 0.1})
+    started = time.monotonic()
+    estimator.fit(job_name="unrecorded")
+    assert "[nlpforge] could not record the job in MLflow: API request to" in capsys.readouterr().out
+    assert estimator.latest_training_job.describe()["TrainingJobStatus"] == "Completed"
+    assert time.monotonic() - started < 30
 
 UI_CHECK = """
 import json, os, sys

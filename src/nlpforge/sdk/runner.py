@@ -535,7 +535,7 @@ class _JobRun:
             WallSeconds=round(training_seconds, 3), Attempts=self.attempts, ModelArtifacts=model_artifacts,
             ProcessPid=None)
         if spec.tracking and not keyboard:
-            record_in_tracking(paths, spec, status)
+            record_in_tracking(paths, spec, status, self.stream)
         if keyboard:
             raise KeyboardInterrupt
         return read_json(paths.status)
@@ -570,15 +570,19 @@ def warm_up_tracking() -> None:
         pass
 
 
-def record_in_tracking(paths: JobPaths, spec: JobSpec, status: dict) -> None:
+def record_in_tracking(paths: JobPaths, spec: JobSpec, status: dict, stream=None) -> None:
+    """The job as an MLflow run; a failure is said in the log and to `stream` (fit's output), never raised."""
     from nlpforge.tracking.runs import log_training_job
 
     try:
         rules = {"DebugRuleEvaluationStatuses": rule_evaluations(paths.model)}
         run_id = log_training_job(paths, spec, {**status, **rules}, read_metrics(paths))
     except Exception as error:  # tracking must never turn a finished job into a failed one
+        line = f"[nlpforge] could not record the job in MLflow: {str(error).splitlines()[0][:500]}"
         with open(paths.log, "a", encoding="utf-8") as handle:
-            handle.write(f"[nlpforge] could not record the job in MLflow: {error}\n")
+            handle.write(line + "\n")
+        if stream is not None:
+            stream(line)
         return
     update_status(paths, MlflowRunId=run_id)
 
