@@ -148,7 +148,8 @@ def torchrun(argv: list[str]) -> None:
     args, stores = parse_args(argv), []
     if args.node_rank == 0:
         try:
-            listener = socket.create_server((args.master_addr, args.master_port))
+            family = socket.AF_INET6 if ":" in args.master_addr else socket.AF_INET  # ::1 is this machine too
+            listener = socket.create_server((args.master_addr, args.master_port), family=family)
         except OSError as error:
             print(f"error: cannot listen on --master-addr {args.master_addr} --master-port {args.master_port} "
                   f"({error.strerror or error}); choose a free port or an address of this machine", file=sys.stderr)
