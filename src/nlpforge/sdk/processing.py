@@ -52,8 +52,8 @@ from pathlib import Path
 
 from nlpforge.errors import ConfigError, ProcessingJobError
 from nlpforge.sdk.contract import JobPaths, host_names, local_instance_type
-from nlpforge.sdk.jobs import NAME_PATTERN, now_iso, pid_alive, read_json, update_status, write_json
-from nlpforge.settings import check_count
+from nlpforge.sdk.jobs import check_dict, check_name, now_iso, pid_alive, read_json, update_status, write_json
+from nlpforge.settings import check_count, check_writable
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
 CONTAINER_BASE = "/opt/ml"
@@ -143,6 +143,16 @@ def existing_source(source, what: str) -> Path:
     if not path.exists():
         raise ConfigError(f"{what} {path} does not exist; give an existing file or folder")
     return path.resolve()
+
+
+def string_list(value, what: str, example: str) -> list[str]:
+    """A command or arguments given as a list (None: an empty one); a lone string would be split into its
+    characters, so it is refused with the list form in the message."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{what} must be a list such as {example}, not {value!r}")
+    return list(value)
 
 
 def check_instances(instance_count, instance_type: str) -> None:
@@ -277,12 +287,14 @@ class Processor:
             raise ConfigError(f"unknown {type(self).__name__} argument(s) {', '.join(unknown)}; see "
                               f"help(nlpforge.sdk.{type(self).__name__})")
         check_instances(instance_count, instance_type)
-        if max_runtime_in_seconds is not None and max_runtime_in_seconds < 1:
-            raise ConfigError("max_runtime_in_seconds must be at least 1")
+        if max_runtime_in_seconds is not None:
+            check_count(max_runtime_in_seconds, "max_runtime_in_seconds")
+        if base_job_name is not None and not isinstance(base_job_name, str):
+            raise ConfigError(f"base_job_name must be a string such as 'preprocess', not {base_job_name!r}")
         self.role, self.image_uri = role, image_uri
         self.instance_count, self.instance_type = instance_count, instance_type
-        self.entrypoint = list(entrypoint) if entrypoint else None
-        self.env = {str(k): str(v) for k, v in (env or {}).items()}
+        self.entrypoint = string_list(entrypoint, "entrypoint", "['python3', 'process.py']") or None
+        self.env = dict(check_dict(env, "env", "{'MODE': 'fast'}", strings=True))
         self.base_job_name = base_job_name
         self.max_runtime_in_seconds = max_runtime_in_seconds
         self.jobs_root = resolve_jobs_root(jobs_root)
@@ -326,7 +338,7 @@ class ScriptProcessor(Processor):
                  instance_type: str = "local", **settings):
         super().__init__(role=role, image_uri=image_uri, instance_count=instance_count,
                          instance_type=instance_type, **settings)
-        self.command = list(command or ["python3"])
+        self.command = string_list(command, "command", "['python3']") or ["python3"]
 
     def run(self, code: str, inputs=None, outputs=None, arguments=None, wait: bool = True, logs: bool = True,
             job_name: str | None = None, experiment_config=None, kms_key=None) -> None:
@@ -341,7 +353,7 @@ class ScriptProcessor(Processor):
 def named_inputs(inputs, code: Path | None, paths: JobPaths) -> list[dict]:
     """The inputs as job.json records: source checked and resolved, name and destination filled in."""
     records = []
-    for number, given in enumerate(inputs or [], start=1):
+    for number, given in enumerate(string_list(inputs, "inputs", "[ProcessingInput(...)]"), start=1):
         if not isinstance(given, ProcessingInput):
             raise ConfigError(f"inputs must be ProcessingInput objects, got {given!r}")
         name = given.input_name or f"input-{number}"
@@ -362,14 +374,15 @@ def named_inputs(inputs, code: Path | None, paths: JobPaths) -> list[dict]:
 
 def named_outputs(outputs, paths: JobPaths) -> list[dict]:
     records = []
-    for number, given in enumerate(outputs or [], start=1):
+    for number, given in enumerate(string_list(outputs, "outputs", "[ProcessingOutput(...)]"), start=1):
         if not isinstance(given, ProcessingOutput):
             raise ConfigError(f"outputs must be ProcessingOutput objects, got {given!r}")
-        name = given.output_name or f"output-{number}"
+        name = output_name(given.output_name, number)
         destination = given.destination or str(paths.output / name)
         if str(destination).startswith("s3://"):
             raise ConfigError(f"ProcessingOutput '{name}' destination {destination} is an S3 URI; give a local folder")
         destination = Path(str(destination).removeprefix("file://")).expanduser().resolve()
+        check_writable(destination, f"ProcessingOutput '{name}' destination", folder=True)
         records.append({**asdict(given), "source": container_path(given.source, "ProcessingOutput source"),
                         "destination": str(destination), "output_name": name})
     sources = [r["source"] for r in records]
@@ -378,19 +391,28 @@ def named_outputs(outputs, paths: JobPaths) -> list[dict]:
     return records
 
 
+def output_name(name, number: int) -> str:
+    """An output's name, default output-<number>. It names a folder under the job's output/ (SageMaker's
+    examples use names such as train_data), so it must be one plain folder name: no '/', no '..'."""
+    if name is None:
+        return f"output-{number}"
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"ProcessingOutput output_name {name!r} must be a plain name such as 'train_data', "
+                          "without '/' or '..'")
+    return name
+
+
 def prepare_job(processor: Processor, command: list[str], inputs, outputs, arguments, job_name: str | None,
                 code: Path | None, default_base: str) -> JobPaths:
     """Create the job folder: job.json, each instance's inputs (sharded or replicated) and config files."""
     from nlpforge.sdk.estimator import timestamped_name
 
-    name = job_name or timestamped_name(processor.base_job_name or default_base)
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"job name {name!r} must be 1-63 letters, digits or '-', starting with a letter or digit")
+    name = check_name(job_name or timestamped_name(processor.base_job_name or default_base), "job name")
     paths = JobPaths(processing_root(processor.jobs_root) / name)
     if paths.spec.exists():
         raise ConfigError(f"a processing job named {name} already exists in {paths.root.parent}; choose another "
                           "job_name")
-    arguments = [str(a) for a in arguments or []]
+    arguments = [str(a) for a in string_list(arguments, "arguments", "['--input', '/opt/ml/processing/input']")]
     input_records = named_inputs(inputs, code, paths)
     output_records = named_outputs(outputs, paths)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -483,6 +505,8 @@ def run_processing_job(paths: JobPaths, stream=None) -> dict:
                 gather_outputs(paths, spec)
             except ProcessingJobError as error:
                 outcome, reason = "Failed", error.message
+            except OSError as error:  # the destination changed after run() checked it: fail the job, not hang it
+                outcome, reason = "Failed", f"cannot gather the outputs: {error}"
         if reason:
             streams.note(f"job {outcome.lower()}: {reason}", show=True)
         streams.close()
