@@ -33,7 +33,9 @@ import threading
 from pathlib import Path
 
 from nlpforge.errors import ConfigError
+from nlpforge.sdk.jobs import check_name
 from nlpforge.sdk.processing import check_instances
+from nlpforge.settings import check_writable
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
 
@@ -45,7 +47,10 @@ class DataCaptureConfig:
 
     def __init__(self, enable_capture=True, sampling_percentage=20, destination_s3_uri=None, kms_key_id=None,
                  capture_options=None, csv_content_types=None, json_content_types=None, sagemaker_session=None):
-        if not 0 <= sampling_percentage <= 100:
+        if not isinstance(enable_capture, bool):
+            raise ConfigError(f"enable_capture must be True or False, not {enable_capture!r}")
+        if isinstance(sampling_percentage, bool) or not isinstance(sampling_percentage, (int, float)) or \
+                not 0 <= sampling_percentage <= 100:
             raise ConfigError(f"sampling_percentage {sampling_percentage!r}: give a percentage from 0 to 100")
         self.enable_capture = enable_capture
         self.sampling_percentage = sampling_percentage
@@ -118,7 +123,14 @@ class MonitoringFile:
 
     def __init__(self, path):
         self.file_s3_uri = str(path)
-        self.body_dict = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            self.body_dict = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read it ({error.strerror or error}); give the path of a "
+                              f"{type(self).__name__} file that suggest_baseline or a monitoring run wrote") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: not valid JSON ({error}); give a {type(self).__name__} file that "
+                              "suggest_baseline or a monitoring run wrote") from None
 
     @classmethod
     def from_s3_uri(cls, statistics_file_s3_uri, **_ignored):
@@ -195,6 +207,8 @@ class DefaultModelMonitor:
                  volume_kms_key=None, output_kms_key=None, max_runtime_in_seconds=None, base_job_name=None,
                  sagemaker_session=None, env=None, tags=None, network_config=None, jobs_root=None):
         check_instances(instance_count, instance_type)
+        if base_job_name is not None and not isinstance(base_job_name, str):
+            raise ConfigError(f"base_job_name must be a string such as 'stars-monitor', not {base_job_name!r}")
         self.base_job_name = base_job_name
         self.jobs_root = resolve_jobs_root(jobs_root)
         self.baselining_jobs: list[BaseliningJob] = []
@@ -207,10 +221,11 @@ class DefaultModelMonitor:
         self._cron = None
         self._endpoint = None
 
-    def _name(self, base: str, given: str | None) -> str:
+    def _name(self, base: str, given: str | None, argument: str) -> str:
+        """The given name (it names a folder under the jobs root, so it follows the job-name rule) or a new one."""
         from nlpforge.sdk.estimator import timestamped_name
 
-        return given or timestamped_name(self.base_job_name or base)
+        return check_name(given, argument) if given is not None else timestamped_name(self.base_job_name or base)
 
     def suggest_baseline(self, baseline_dataset, dataset_format=None, record_preprocessor_script=None,
                          post_analytics_processor_script=None, output_s3_uri=None, wait=True, logs=True,
@@ -226,7 +241,7 @@ class DefaultModelMonitor:
         if isinstance(dataset_format, dict) and dataset_format.get("csv", {}).get("header") is False:
             raise ConfigError("dataset_format=DatasetFormat.csv(header=False): the baseline file needs a header row "
                               "that names its text column (text_column=...)")
-        name = self._name("baseline-suggestion-job", job_name)
+        name = self._name("baseline-suggestion-job", job_name, "job_name")
         output = (local_folder(output_s3_uri, "output_s3_uri") if output_s3_uri is not None
                   else self.jobs_root / "_monitoring" / name)
         suggest_baseline(BaselineSettings.of(data=str(local_folder(baseline_dataset, "baseline_dataset")),
@@ -256,6 +271,7 @@ class DefaultModelMonitor:
                                    data_analysis_start_time=None, data_analysis_end_time=None, *,
                                    interval_seconds: float | None = None) -> None:
         """Start checking the endpoint's data capture at an interval (default: hourly) in a background thread."""
+        from nlpforge.monitoring.run import _read_baseline
         from nlpforge.monitoring.schedule import ScheduleSettings
 
         if self.monitoring_schedule_name is not None:
@@ -271,9 +287,13 @@ class DefaultModelMonitor:
         baseline = self._baseline_folder(statistics, constraints)
         self._cron = schedule_cron_expression or CronExpressionGenerator.daily()  # SageMaker's default: daily
         interval, runs = interval_of(self._cron)
-        name = self._name("monitoring-schedule", monitor_schedule_name)
+        name = self._name("monitoring-schedule", monitor_schedule_name, "monitor_schedule_name")
         output = (local_folder(output_s3_uri, "output_s3_uri") if output_s3_uri is not None
                   else self.jobs_root / "_monitoring" / name)
+        # Found here, not later in describe_schedule()'s FailureReason: a baseline that cannot be read, an
+        # output that cannot be written.
+        check_writable(output, "output_s3_uri", folder=True)
+        _read_baseline(baseline)
         jobs_root = getattr(endpoint_input, "jobs_root", None) or self.jobs_root
         self._schedule = ScheduleSettings.of(
             baseline=str(baseline), capture=str(Path(jobs_root) / "_model_store" / "capture"), output=str(output),
