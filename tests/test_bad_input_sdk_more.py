@@ -98,3 +98,109 @@ def test_monitoring_files_and_capture_settings(tmp_path):
     with pytest.raises(ConfigError, match="enable_capture must be True or False, not 'no'"):
         DataCaptureConfig(enable_capture="no")
 
+
+def training_script(tmp_path, name: str = "train.py") -> str:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("print('trained')\n", encoding="utf-8")
+    return str(path)
+
+
+def test_transform_output_path_that_is_a_file(tmp_path):
+    from nlpforge.errors import EndpointError
+    from nlpforge.sdk import Transformer
+
+    (tmp_path / "train.csv").write_text("text\nhello\n")
+    with pytest.raises(EndpointError, match="output_path .*train.csv: is a file"):
+        Transformer("model", output_path=str(tmp_path / "train.csv"))
+    transformer = Transformer("model")
+    with pytest.raises(EndpointError, match="output_path .*train.csv: is a file"):
+        transformer.transform(str(tmp_path / "train.csv"), output_path=str(tmp_path / "train.csv"))
+
+
+def test_instance_count_has_a_limit(tmp_path):
+    from nlpforge.sdk import Estimator
+
+    with pytest.raises(ConfigError, match="instance_count must be between 1 and 256, not 1000000"):
+        Estimator(entry_point=training_script(tmp_path), instance_count=10**6, jobs_root=str(tmp_path / "jobs"))
+
+
+@pytest.mark.parametrize("name", ["nnodes", "node_rank", "master-addr", "master_port"])
+def test_builtin_estimators_leave_the_hosts_to_instance_count(tmp_path, name):
+    from nlpforge.sdk import TextClassifier
+
+    with pytest.raises(ConfigError, match=f"hyperparameter {name} is set by the job: instance_count sets the hosts"):
+        TextClassifier(hyperparameters={name: 2}, jobs_root=str(tmp_path / "jobs"))
+
+
+def test_builtin_estimators_keep_processes_per_host(tmp_path):
+    from nlpforge.sdk import TextClassifier
+
+    assert TextClassifier(hyperparameters={"nproc": 2}, jobs_root=str(tmp_path / "jobs")).hyperparameters()["nproc"] == 2
+
+
+@pytest.mark.parametrize("hyperparameters, message", [
+    ({1: 2}, "hyperparameter name 1 must be a string"),
+    ({"a": {1, 2}}, "hyperparameter 'a': {1, 2} cannot be written as JSON"),
+])
+def test_hyperparameter_types(tmp_path, hyperparameters, message):
+    from nlpforge.sdk import Estimator, TextClassifier
+
+    with pytest.raises(ConfigError, match=message):
+        Estimator(entry_point=training_script(tmp_path), hyperparameters=hyperparameters,
+                  jobs_root=str(tmp_path / "jobs"))
+    with pytest.raises(ConfigError, match=message):
+        TextClassifier(hyperparameters=hyperparameters, jobs_root=str(tmp_path / "jobs"))
+    estimator = Estimator(entry_point=training_script(tmp_path), jobs_root=str(tmp_path / "jobs"))
+    with pytest.raises(ConfigError, match="hyperparameter 'a'"):
+        estimator.set_hyperparameters(a={1, 2})
+
+
+def test_s3_output_paths_are_refused(tmp_path, monkeypatch):
+    from nlpforge.errors import EndpointError
+    from nlpforge.sdk import Estimator, Transformer
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="output_path s3://bucket/out is an S3 URI"):
+        Estimator(entry_point=training_script(tmp_path), output_path="s3://bucket/out", jobs_root="jobs")
+    with pytest.raises(EndpointError, match="output_path s3://bucket/out is an S3 URI"):
+        Transformer("model", output_path="s3://bucket/out")
+    assert not (tmp_path / "s3:").exists()
+
+
+def test_entry_point_must_be_inside_source_dir(tmp_path):
+    from nlpforge.sdk import PyTorch
+
+    training_script(tmp_path, "harness.py")
+    training_script(tmp_path, "src/train.py")
+    with pytest.raises(ConfigError, match="entry_point '../harness.py' is outside source_dir"):
+        PyTorch(entry_point="../harness.py", source_dir=str(tmp_path / "src"), jobs_root=str(tmp_path / "jobs"))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(use_spot_instances="yes"), "use_spot_instances must be True or False, not 'yes'"),
+    (dict(install_requirements="no"), "install_requirements must be True or False, not 'no'"),
+    (dict(environment={"X": None}), "environment must be a dict of strings"),
+    (dict(base_job_name=5), "base_job_name must be a string"),
+])
+def test_estimator_argument_types(tmp_path, settings, message):
+    from nlpforge.sdk import Estimator
+
+    with pytest.raises(ConfigError, match=message):
+        Estimator(entry_point=training_script(tmp_path), jobs_root=str(tmp_path / "jobs"), **settings)
+
+
+def test_transform_input_on_s3_and_one_text_column(tmp_path, monkeypatch):
+    from nlpforge.errors import EndpointError
+    from nlpforge.sdk import Transformer
+
+    transformer = Transformer("model", output_path=str(tmp_path / "out"))
+    with pytest.raises(EndpointError, match="input s3://b/k.csv is an S3 URI; nlpforge does not read S3, give a local"):
+        transformer.transform("s3://b/k.csv")
+    (tmp_path / "reviews.csv").write_text("review_body\nhello\n")
+    seen = {}
+    monkeypatch.setattr("nlpforge.sdk.transform.transform_files",
+                        lambda model, files, output, accept, columns: seen.setdefault("columns", columns) and [])
+    transformer.transform(str(tmp_path / "reviews.csv"), text_columns="review_body")
+    assert seen["columns"] == ["review_body"]
+

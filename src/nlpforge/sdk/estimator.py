@@ -26,8 +26,8 @@ from nlpforge.errors import ConfigError, ModelNotFoundError, TrainingJobError
 from nlpforge.models.registry import aliases
 from nlpforge.sdk import contract, remote
 from nlpforge.sdk.debugger import rule_specs
-from nlpforge.sdk.jobs import (check_dict, check_name, describe_job, follow_log, name_base, now_iso, stop_job,
-                               wait_for_job, write_json)
+from nlpforge.sdk.jobs import (check_bool, check_dict, check_hyperparameters_types, check_name, describe_job,
+                               follow_log, name_base, now_iso, stop_job, wait_for_job, write_json)
 from nlpforge.sdk.runner import compile_metric_definitions
 from nlpforge.settings import Settings, check_writable, setting
 from nlpforge.settings import jobs_root as resolve_jobs_root
@@ -40,7 +40,8 @@ class JobArguments(Settings):
     """The Estimator arguments that steer a job, with SageMaker's names, checked in one place."""
 
     argument_names: ClassVar[bool] = True
-    instance_count: int = setting(1, "hosts (algo-1 ... algo-N), one torchrun process each", min=1)
+    # Each host is a process and three folders on this machine: beyond a few hundred it is a mistake.
+    instance_count: int = setting(1, "hosts (algo-1 ... algo-N), one torchrun process each", min=1, max=256)
     instance_type: str = setting("local", "local, local_gpu for this machine's GPUs, or a SageMaker ml.* type "
                                           "(run as local, or local_gpu when the type and this machine have GPUs)")
     max_run: int | None = setting(24 * 60 * 60, "seconds the job may run", min=1)
@@ -220,10 +221,16 @@ class Estimator:
             if not isinstance(value, (str, os.PathLike)) and (value is not None or argument == "entry_point"):
                 raise ConfigError(f"{argument} must be a path (a str or pathlib.Path), not {value!r}")
         entry_point = str(entry_point)
+        if output_path is not None and str(output_path).startswith("s3://"):
+            raise ConfigError(f"output_path {output_path} is an S3 URI; nlpforge runs locally, give a local folder")
         self.source_dir = Path(source_dir).expanduser().resolve() if source_dir else None
         if self.source_dir is not None and not self.source_dir.is_dir():
             raise ConfigError(f"source_dir {source_dir} is not a folder; give the folder holding the entry point")
         script = (self.source_dir / entry_point) if self.source_dir else Path(entry_point).expanduser()
+        # Only source_dir is copied into the job, so a script outside it would not be there when the job runs.
+        if self.source_dir is not None and not Path(os.path.normpath(script)).is_relative_to(self.source_dir):
+            raise ConfigError(f"entry_point '{entry_point}' is outside source_dir {self.source_dir}; give its path "
+                              "inside source_dir, or move it there")
         if not script.is_file():
             where = f" in source_dir {self.source_dir}" if self.source_dir else ""
             raise ConfigError(f"entry_point '{entry_point}' not found{where}; give the path of the training script")
@@ -238,8 +245,13 @@ class Estimator:
                                  max_retry_attempts, spot_capacity_wait, spot_price_ratio, input_mode=input_mode,
                                  container_log_level=container_log_level, spot_interruptions=spot_interruptions)
         compile_metric_definitions(metric_definitions)  # a regex that does not compile is refused now
-        self._hyperparameters = dict(check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}"))
-        environment = check_dict(environment, "environment", "{'MY_SETTING': '1'}")
+        self._hyperparameters = dict(check_hyperparameters_types(
+            check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}")))
+        environment = check_dict(environment, "environment", "{'MY_SETTING': '1'}", strings=True)
+        check_bool(use_spot_instances, "use_spot_instances")
+        check_bool(install_requirements, "install_requirements")
+        if base_job_name is not None and not isinstance(base_job_name, str):
+            raise ConfigError(f"base_job_name must be a string such as 'bert-reviews', not {base_job_name!r}")
         self.instance_count, self.instance_type = arguments.instance_count, arguments.instance_type
         self.ssh_hosts = remote.ssh_hosts(ssh_hosts, self.instance_count)
         self.jobs_root = resolve_jobs_root(jobs_root)
@@ -273,6 +285,7 @@ class Estimator:
         return dict(self._hyperparameters)
 
     def set_hyperparameters(self, **values) -> None:
+        check_hyperparameters_types(values)
         self.check_hyperparameters({**self._hyperparameters, **values})
         self._hyperparameters.update(values)
 
@@ -471,6 +484,11 @@ class PyTorch(Estimator):
     """
 
 
+# The training engine's scale-out settings (`nlpforge train <task> --help`, group distributed) that the job
+# sets from instance_count; given as hyperparameters, they would wait for hosts that never come.
+HOST_SETTINGS = {"nnodes", "node_rank", "master_addr", "master_port"}
+
+
 class BuiltinEstimator(Estimator):
     """A task nlpforge trains itself, run as a training job with no script: the job's settings are a
     file in the job folder (input/config/nlpforge-job.json) that the training entry point reads.
@@ -493,12 +511,12 @@ class BuiltinEstimator(Estimator):
         self.job_class = job_class(self.task)
         self.data_channels = self.contract.channels
         owned = {"output", *self.data_channels.values()}  # set by fit from the channels and the job folder
-        self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned
+        self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned - HOST_SETTINGS
         # No base_model: the task's own default (`nlpforge train <task> --help`)
         if base_model is not None:  # on SSH hosts the folder is theirs to have, so it is not looked for here
             remote_hosts = settings.get("ssh_hosts") or os.environ.get("NLPFORGE_SSH_HOSTS")
             base_model = check_base_model(base_model, local=not remote_hosts)
-        hyperparameters = check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}")
+        hyperparameters = check_hyperparameters_types(check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}"))
         hyperparameters = {**({"model": base_model} if base_model else {}), **hyperparameters}
         if settings.get("rules"):  # Rule.sagemaker(...) objects become the engine's rules setting
             if "rules" in hyperparameters:
@@ -514,6 +532,10 @@ class BuiltinEstimator(Estimator):
     def check_hyperparameters(self, hyperparameters: dict) -> None:
         """Names and values are checked when given, not when the job runs."""
         unknown = sorted(str(k) for k in hyperparameters if str(k).replace("-", "_") not in self.known_settings)
+        hosts = [name for name in unknown if name.replace("-", "_") in HOST_SETTINGS]
+        if hosts:
+            raise ConfigError(f"{type(self).__name__} hyperparameter {hosts[0]} is set by the job: instance_count "
+                              "sets the hosts (algo-1 ... algo-N), so leave it out and give instance_count=N")
         if unknown:
             raise ConfigError(f"unknown {type(self).__name__} hyperparameter(s) {', '.join(unknown)}; see "
                               f"`nlpforge train {self.task} --help` for the settings")

@@ -65,6 +65,27 @@ def check_dict(value, what: str, example: str, error=ConfigError, strings: bool 
     return value
 
 
+def check_bool(value, what: str, error=ConfigError) -> bool:
+    """A True/False argument; a string such as "no" would count as true, so anything else is `error`."""
+    if not isinstance(value, bool):
+        raise error(f"{what} must be True or False, not {value!r}")
+    return value
+
+
+def check_hyperparameters_types(hyperparameters: dict, error=ConfigError) -> dict:
+    """Hyperparameters as SageMaker keeps them (hyperparameters.json, `--name value` arguments): string names
+    and values that JSON can write; else `error` naming the first that is not."""
+    for name, value in hyperparameters.items():
+        if not isinstance(name, str):
+            raise error(f"hyperparameter name {name!r} must be a string, e.g. {{'{name}': {value!r}}}")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise error(f"hyperparameter {name!r}: {value!r} cannot be written as JSON; give a number, string, "
+                        "bool, list or dict") from None
+    return hyperparameters
+
+
 def job_paths(name: str, root=None) -> JobPaths:
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
         raise TrainingJobError(f"{name!r} is not a training job name; see `nlpforge jobs list`")

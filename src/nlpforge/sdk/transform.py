@@ -15,6 +15,7 @@ from pathlib import Path
 from nlpforge.errors import ConfigError, EndpointError, NlpforgeError, ProcessingJobError
 from nlpforge.sdk.processing import (PROCESSING_PATH, ProcessingInput, ProcessingJob, ProcessingOutput, Processor,
                                      check_instances)
+from nlpforge.settings import check_writable
 
 
 class Transformer:
@@ -32,6 +33,8 @@ class Transformer:
             check_instances(instance_count, instance_type)
         except ConfigError as error:
             raise EndpointError(error.message) from None
+        if output_path is not None:
+            output_folder(output_path)
         self.model_dir, self.output_path, self.accept = Path(model_dir), output_path, accept
         self.training_job_name = training_job_name
         self.instance_count, self.instance_type = instance_count, instance_type
@@ -47,12 +50,17 @@ class Transformer:
         output = output_path or self.output_path
         if output is None:
             raise EndpointError("give output_path (to transformer() or transform()) for the .out files")
+        if str(data).startswith("s3://"):
+            raise EndpointError(f"batch transform input {data} is an S3 URI; nlpforge does not read S3, give a local "
+                                "file or folder")
         source = Path(str(data).removeprefix("file://")).expanduser()
         if not source.exists():
             raise EndpointError(f"batch transform input {source} does not exist")
         if split_type != "Line":
             raise EndpointError("split_type must be 'Line': each row is one record")
-        output = Path(output).resolve()
+        if isinstance(text_columns, str):
+            text_columns = [text_columns]  # one column, not its letters
+        output = output_folder(output)
         files = batch_files(source)
         if self.instance_count == 1:
             self.outputs = transform_files(self.model_dir, files, output, self.accept, text_columns)
@@ -73,6 +81,18 @@ class Transformer:
             self.latest_transform_job = processor.latest_job
         self.outputs = [output / f"{path.name}.out" for path in files]
         return self.outputs
+
+
+def output_folder(output_path) -> Path:
+    """The folder the .out files go to, refused now (not after predicting) when it is S3 or cannot be written."""
+    if str(output_path).startswith("s3://"):
+        raise EndpointError(f"output_path {output_path} is an S3 URI; nlpforge runs locally, give a local folder")
+    output = Path(str(output_path).removeprefix("file://")).expanduser().resolve()
+    try:
+        check_writable(output, "output_path", folder=True)
+    except ConfigError as error:
+        raise EndpointError(error.message) from None
+    return output
 
 
 def batch_files(source: Path) -> list[Path]:
