@@ -35,13 +35,17 @@ from nlpforge.settings import jobs_root as resolve_jobs_root
 log = logging.getLogger("nlpforge.sdk")
 
 
+# Each host is a process and three folders on this machine: beyond a few hundred it is a mistake.
+MOST_HOSTS = 256
+
+
 @dataclass
 class JobArguments(Settings):
     """The Estimator arguments that steer a job, with SageMaker's names, checked in one place."""
 
     argument_names: ClassVar[bool] = True
-    # Each host is a process and three folders on this machine: beyond a few hundred it is a mistake.
-    instance_count: int = setting(1, "hosts (algo-1 ... algo-N), one torchrun process each", min=1, max=256)
+    instance_count: int = setting(1, f"hosts (algo-1 ... algo-N), one torchrun process each, at most {MOST_HOSTS}",
+                                  min=1)
     instance_type: str = setting("local", "local, local_gpu for this machine's GPUs, or a SageMaker ml.* type "
                                           "(run as local, or local_gpu when the type and this machine have GPUs)")
     max_run: int | None = setting(24 * 60 * 60, "seconds the job may run", min=1)
@@ -57,6 +61,9 @@ class JobArguments(Settings):
                                                            "instance is reclaimed")
 
     def check(self):
+        if self.instance_count > MOST_HOSTS:
+            raise ConfigError(f"instance_count must be at most {MOST_HOSTS} (each host is a process and its folders "
+                              f"on this machine), not {self.instance_count}")
         if self.spot_interruptions is not None and not self.use_spot_instances:
             raise ConfigError("spot_interruptions needs use_spot_instances=True")
         if any(seconds <= 0 for seconds in self.spot_interruptions or []):
