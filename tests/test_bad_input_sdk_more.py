@@ -204,3 +204,23 @@ def test_transform_input_on_s3_and_one_text_column(tmp_path, monkeypatch):
     transformer.transform(str(tmp_path / "reviews.csv"), text_columns="review_body")
     assert seen["columns"] == ["review_body"]
 
+
+def test_debugger_rule_name_must_be_a_string():
+    from nlpforge.sdk.debugger import Rule
+
+    with pytest.raises(ConfigError, match="rule_to_invoke 5 must be a rule's name"):
+        Rule.sagemaker({"DebugRuleConfiguration": {"RuleParameters": {"rule_to_invoke": 5}}})
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(initial_instance_count=17), "initial_instance_count must be between 1 and 16"),
+    (dict(data_capture_config="yes"), "data_capture_config must be a DataCaptureConfig"),
+])
+def test_deploy_arguments(tmp_path, settings, message):
+    from nlpforge.errors import EndpointError
+    from nlpforge.sdk.predictor import deploy_model
+
+    with pytest.raises(EndpointError, match=message):
+        deploy_model(str(tmp_path / "model"), "reviews", jobs_root=str(tmp_path / "jobs"),
+                     **{"initial_instance_count": 1, **settings})
+    assert not (tmp_path / "jobs").exists()

@@ -86,6 +86,11 @@ class Rule:
         """A built-in rule from `rule_configs.<rule>()`, its parameters overridden by `rule_parameters`."""
         config = rule_configuration(base_config, "DebugRuleConfiguration")
         rule = config["RuleParameters"]["rule_to_invoke"]
+        if not isinstance(rule, str) or not rule:
+            raise ConfigError(f"rule_to_invoke {rule!r} must be a rule's name; take the configuration from "
+                              "rule_configs, e.g. Rule.sagemaker(rule_configs.loss_not_decreasing())")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"name {name!r} must be a string naming the rule, e.g. 'LossNotDecreasing'")
         parameters = {k: v for k, v in config["RuleParameters"].items() if k != "rule_to_invoke"}
         parameters.update(check_dict(rule_parameters, "rule_parameters", "{'threshold': '1e-6'}"))
         for key, value in parameters.items():

@@ -118,6 +118,13 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
     if unknown:
         raise EndpointError(f"unknown deploy argument(s) {', '.join(unknown)}; see help(nlpforge.sdk.Estimator.deploy)")
     check_count(initial_instance_count, "initial_instance_count", EndpointError)
+    most = most_workers()
+    if initial_instance_count > most:
+        raise EndpointError(f"initial_instance_count must be between 1 and {most} (each instance is a worker of the "
+                            f"model server), not {initial_instance_count}")
+    if data_capture_config is not None and not hasattr(data_capture_config, "capture_percent"):
+        raise EndpointError(f"data_capture_config must be a DataCaptureConfig, e.g. DataCaptureConfig("
+                            f"enable_capture=True, sampling_percentage=20), not {data_capture_config!r}")
     if instance_type not in ("local", "local_gpu") and not str(instance_type).startswith("ml."):
         raise EndpointError(f"instance_type must be local or a SageMaker type such as ml.m5.xlarge, not "
                             f"{instance_type!r}")
@@ -158,6 +165,15 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
         except ImportError:
             pass
     return Predictor(endpoint_name, serializer=serializer, deserializer=deserializer, jobs_root=root)
+
+
+def most_workers() -> int:
+    """The model server's limit on a model's workers (its `workers` setting), which deploy's instances are."""
+    from dataclasses import fields
+
+    from nlpforge.serving.settings import VersionOptions
+
+    return next(f.metadata["max"] for f in fields(VersionOptions) if f.name == "workers")
 
 
 def served_folder(model_dir) -> Path:
