@@ -392,8 +392,20 @@ def existing_jobs_root(root: str | None) -> str | None:
 
 
 def cache_root() -> Path:
-    """nlpforge's cache ($NLPFORGE_CACHE, else ~/.cache/nlpforge): Arrow copies of big files, ONNX exports."""
-    return Path(os.environ.get("NLPFORGE_CACHE", Path.home() / ".cache" / "nlpforge"))
+    """nlpforge's cache ($NLPFORGE_CACHE, else ~/.cache/nlpforge): Arrow copies of big files, ONNX exports.
+    Only looks (a few stats, no folder made): a value that is a file, or lies under one, is refused here, once
+    for every cache user."""
+    value = os.environ.get("NLPFORGE_CACHE", "").strip()
+    if not value:   # unset or empty ("" would otherwise be the working directory)
+        return Path.home() / ".cache" / "nlpforge"
+    root = Path(value).expanduser()
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(f"NLPFORGE_CACHE={value}: {existing} is a file, so the cache cannot be a folder there; set "
+                          "NLPFORGE_CACHE to a folder (or unset it for ~/.cache/nlpforge)")
+    return root
 
 
 
