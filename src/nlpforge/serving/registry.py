@@ -31,6 +31,7 @@ from nlpforge.serving.handler import default_threads, task_of
 from nlpforge.serving.metrics import ServerMetrics
 from nlpforge.serving.settings import VersionOptions
 
+MAX_WEIGHT = 1_000_000  # the largest traffic weight of one version (weights are on any scale, e.g. 90/10)
 
 @dataclass(frozen=True)
 class Routing:
@@ -244,8 +245,8 @@ class ModelRegistry:
                     weight = float(weight)
                 except (TypeError, ValueError):
                     raise RequestError(f"weight of version {version!r} must be a number, got {weight!r}") from None
-                if not 0 <= weight <= 1e6:
-                    raise RequestError(f"weight of version {version!r} must be between 0 and 1000000")
+                if not 0 <= weight <= MAX_WEIGHT:
+                    raise RequestError(f"weight of version {version!r} must be between 0 and {MAX_WEIGHT}")
                 pairs.append((str(version), weight))
             if pairs and sum(w for _, w in pairs) <= 0:
                 raise RequestError("at least one traffic weight must be above 0")

@@ -26,7 +26,7 @@ file is written by one process.
 
 A corrupt or unreadable file is reported (file and fix): the replica keeps serving its last good state
 and answers management calls 503 until the file is deleted (the next management call writes it again
-from that replica's models) or restored.
+from that replica's models) or restored. A replica that finds it so at start does not start.
 """
 import asyncio
 import contextlib
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from nlpforge.errors import NlpforgeError, RequestError, ServingError
-from nlpforge.serving.registry import ModelRegistry, Routing
+from nlpforge.serving.registry import MAX_WEIGHT, ModelRegistry, Routing
 from nlpforge.serving.settings import VersionOptions
 from nlpforge.settings import check_writable, to_flat
 
@@ -102,6 +102,11 @@ def check_document(document) -> None:
                 or routing.get("shadow") not in (None, *versions):
             raise ValueError(f"model {name!r}: routing must name its own versions, with weights as "
                              "[[version, number], ...]")
+        # as set_traffic allows: NaN or infinity would break Routing.pick (a 500, or all traffic to one version)
+        if any(isinstance(w, bool) or not 0 <= w <= MAX_WEIGHT for _, w in weights) \
+                or (weights and sum(w for _, w in weights) <= 0):
+            raise ValueError(f"model {name!r}: traffic weights must be numbers from 0 to {MAX_WEIGHT}, at least "
+                             "one above 0")
 
 
 def routing_of(entry: dict) -> Routing:
@@ -135,6 +140,10 @@ class SharedState:
         """Before the server listens: refuse a model store where the state cannot be written, or a bad file."""
         check_writable(self.folder, "--model-store (with --shared-state)", folder=True)
         self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock_file().close()
+        except RequestError as error:
+            raise ServingError(error.message) from None
         self.read()
 
     # --- the file ------------------------------------------------------------------------------------
@@ -155,6 +164,10 @@ class SharedState:
         return document
 
     def _broken(self, problem: str) -> str:
+        if self.seen is None:  # nothing adopted or written yet: the replica is starting, and stops
+            return (f"shared state file {self.path} {problem}; this replica cannot start from it. Delete the file "
+                    "(it is written again from the models of the next replica that starts or changes) or restore "
+                    "it, then start again")
         return (f"shared state file {self.path} {problem}; this replica keeps serving what it served. Delete the "
                 "file (the next management call on any replica writes it again from that replica's models) or "
                 "restore it")
@@ -183,7 +196,7 @@ class SharedState:
     @contextlib.asynccontextmanager
     async def _locked(self):
         """The lock file, held across replicas (released by the kernel if this process dies)."""
-        with open(self.lock_path, "a+") as handle:
+        with self._lock_file() as handle:
             deadline = time.monotonic() + LOCK_TIMEOUT
             while True:
                 try:
@@ -199,6 +212,14 @@ class SharedState:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _lock_file(self):
+        try:
+            return open(self.lock_path, "a+")
+        except OSError as error:
+            raise RequestError(f"lock file {self.lock_path}: cannot be opened ({error.strerror or error}); remove "
+                               "what is at that path (the lock file is made again) or fix its permissions",
+                               status=503) from None
 
     # --- changes and adoption ------------------------------------------------------------------------
     async def change(self, action):

@@ -80,10 +80,16 @@ def load_or_create_keys(path) -> Keys:
             data = json.loads(_key_text(path))
             return Keys(data["management"]["key"], data["inference"]["key"], data["API"]["key"], path)
         except (ValueError, KeyError, TypeError):
-            raise ServingError(f"{path}: not a key file (need management, inference and API keys); "
-                               "delete it to have a new one written") from None
+            raise ServingError(f"{path}: not a key file (need management, inference and API keys); point "
+                               "--key-file at another path to have a new one written there (delete this file only "
+                               "if it is an old key file)") from None
     keys = {kind: secrets.token_urlsafe(18) for kind in KINDS}
-    if not write_keys(path, keys, replace=False):
+    try:
+        written = write_keys(path, keys, replace=False)
+    except OSError as error:
+        raise ServingError(f"--key-file {path}: a new key file cannot be written there "
+                           f"({error.strerror or error}); point --key-file at a place you can write to") from None
+    if not written:
         return load_or_create_keys(path)
     return Keys(keys["management"], keys["inference"], keys["API"], path)
 

@@ -17,6 +17,7 @@ import contextlib
 import inspect
 import logging
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,12 +191,33 @@ class _Uvicorn:
         return Server(config)
 
 
+def _host_problem(host: str) -> str | None:
+    """Why no port at all can be bound on `host` (a name that does not resolve, an address not of this machine),
+    or None when the host is fine, so the ports themselves are the problem."""
+    try:
+        addresses = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        return (f"--host {host}: the name does not resolve to an address ({error}); give an address of this machine, "
+                "e.g. 127.0.0.1 (or 0.0.0.0 for every interface)")
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(address)   # port 0: any free port, so only the address itself can fail
+        except OSError as error:
+            return (f"--host {host}: cannot listen there ({error.strerror or error}); give an address of this "
+                    "machine, e.g. 127.0.0.1 (or 0.0.0.0 for every interface)")
+    return None
+
+
 async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, started=None,
                 install_signals: bool = True) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT); `started(state, ports)` is called once listening."""
     from nlpforge.serving.inference import inference_app
     from nlpforge.serving.management import management_app, metrics_app
 
+    problem = _host_problem(settings.host)
+    if problem:
+        raise ConfigError(problem)
     check_writable(settings.model_store, "--model-store", folder=True)
     if settings.capture_dir:
         check_writable(settings.capture_dir, "--capture-dir", folder=True)

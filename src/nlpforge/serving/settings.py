@@ -83,6 +83,10 @@ class ServeSettings(Settings):
     def check(self):
         if not self.model_store:
             raise ConfigError("--model-store is required")
+        if not self.host.strip():
+            # an empty host makes uvicorn bind every interface, and the inference API has no key by default
+            raise ConfigError("--host is empty, which would listen on every interface; give an address, e.g. "
+                              "127.0.0.1 (or 0.0.0.0 to listen on every interface on purpose)")
         self.models = [m for entry in self.models for m in entry.split(",") if m]
         bad = [m for m in self.models if "=" not in m]
         if bad:
