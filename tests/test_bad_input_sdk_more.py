@@ -136,7 +136,8 @@ def test_builtin_estimators_leave_the_hosts_to_instance_count(tmp_path, name):
 def test_builtin_estimators_keep_processes_per_host(tmp_path):
     from nlpforge.sdk import TextClassifier
 
-    assert TextClassifier(hyperparameters={"nproc": 2}, jobs_root=str(tmp_path / "jobs")).hyperparameters()["nproc"] == 2
+    estimator = TextClassifier(hyperparameters={"nproc": 2}, jobs_root=str(tmp_path / "jobs"))
+    assert estimator.hyperparameters()["nproc"] == 2
 
 
 @pytest.mark.parametrize("hyperparameters, message", [

@@ -205,8 +205,9 @@ def test_bad_files_are_named(tmp_path):
     with pytest.raises(DataError, match=r'rows.jsonl: line 1: the key "answer" is not one a question reads; did you '
                                         r'mean "answers"\?'):
         read_squad(rows)
-    rows.write_text(json.dumps({"question": "Who?", "context": "Ann.", "answers": {"text": ["Ann"], "answer_start": [0]},
-                                "question_id": 7, "qid": 8, "ID": 9, "no_answer": False, "impossible": False}) + "\n")
+    answers = {"text": ["Ann"], "answer_start": [0]}
+    rows.write_text(json.dumps({"question": "Who?", "context": "Ann.", "answers": answers, "question_id": 7, "qid": 8,
+                                "ID": 9, "no_answer": False, "impossible": False}) + "\n")
     assert read_squad(rows)[0][0].answers == [("Ann", 0)]  # a row's own columns are not misspellings
     rows.write_text(json.dumps({"text": "a review", "label": 5}) + "\n")
     with pytest.raises(DataError, match=r'rows.jsonl: line 1: needs a "question"'):  # said "line 1: question line 1"
