@@ -33,6 +33,7 @@ from nlpforge.serving.settings import VersionOptions
 
 MAX_WEIGHT = 1_000_000  # the largest traffic weight of one version (weights are on any scale, e.g. 90/10)
 
+
 @dataclass(frozen=True)
 class Routing:
     default: str

@@ -199,14 +199,16 @@ def _host_problem(host: str) -> str | None:
     except (socket.gaierror, UnicodeError) as error:
         return (f"--host {host}: the name does not resolve to an address ({error}); give an address of this machine, "
                 "e.g. 127.0.0.1 (or 0.0.0.0 for every interface)")
-    for family, kind, proto, _, address in addresses:
+    failed = None
+    for family, kind, proto, _, address in addresses:  # one address that binds is enough ("localhost": ::1 may not)
         try:
             with socket.socket(family, kind, proto) as probe:
                 probe.bind(address)   # port 0: any free port, so only the address itself can fail
+            return None
         except OSError as error:
-            return (f"--host {host}: cannot listen there ({error.strerror or error}); give an address of this "
-                    "machine, e.g. 127.0.0.1 (or 0.0.0.0 for every interface)")
-    return None
+            failed = error
+    return (f"--host {host}: cannot listen there ({failed.strerror or failed}); give an address of this machine, "
+            "e.g. 127.0.0.1 (or 0.0.0.0 for every interface)")
 
 
 async def serve(settings: ServeSettings, stop: asyncio.Event | None = None, started=None,
