@@ -13,8 +13,8 @@ import importlib
 _EXPORTS = {
     "Estimator": "nlpforge.sdk.estimator", "PyTorch": "nlpforge.sdk.estimator",
     "Rule": "nlpforge.sdk.debugger", "ProfilerRule": "nlpforge.sdk.debugger", "rule_configs": "nlpforge.sdk.debugger",
-    "TextClassifier": "nlpforge.sdk.estimator", "MaskedLanguageModel": "nlpforge.sdk.estimator",
-    "TokenClassifier": "nlpforge.sdk.estimator", "QuestionAnswerer": "nlpforge.sdk.estimator",
+    "TextClassifier": "nlpforge.sdk.builtin", "MaskedLanguageModel": "nlpforge.sdk.builtin",
+    "TokenClassifier": "nlpforge.sdk.builtin", "QuestionAnswerer": "nlpforge.sdk.builtin",
     "TrainingJob": "nlpforge.sdk.estimator",
     "PyTorchModel": "nlpforge.sdk.model",
     "Predictor": "nlpforge.sdk.predictor", "Transformer": "nlpforge.sdk.transform",

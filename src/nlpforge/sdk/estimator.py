@@ -9,8 +9,8 @@
 
 `fit` prepares a job folder that mirrors /opt/ml (see sdk/contract.py), then runs the script in a
 subprocess with SageMaker's training contract (sdk/runner.py). The built-in estimators
-(`TextClassifier`, `MaskedLanguageModel`) run nlpforge's own training through the same machinery,
-with no script to write.
+(`TextClassifier`, `MaskedLanguageModel`; sdk/builtin.py) run nlpforge's own training through the same
+machinery, with no script to write.
 """
 import logging
 import os
@@ -21,9 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from nlpforge.data.formats import is_data_file
-from nlpforge.errors import ConfigError, ModelNotFoundError, TrainingJobError
-from nlpforge.models.registry import aliases
+from nlpforge.errors import ConfigError, TrainingJobError
 from nlpforge.sdk import contract, remote
 from nlpforge.sdk.debugger import rule_specs
 from nlpforge.sdk.jobs import (check_bool, check_dict, check_hyperparameters_types, check_name, describe_job,
@@ -94,7 +92,6 @@ RENAMED_ARGUMENTS = {"train_instance_count": "instance_count", "train_instance_t
                      "train_max_run": "max_run", "train_use_spot_instances": "use_spot_instances",
                      "train_max_wait": "max_wait", "train_volume_size": "volume_size",
                      "train_volume_kms_key": "volume_kms_key"}
-BUILTIN_LAUNCHER = Path(__file__).with_name("builtin_launcher.py")
 # SageMaker's experiment_config keys: where the job's MLflow run is filed (tracking/runs.py).
 EXPERIMENT_KEYS = ("ExperimentName", "TrialName", "TrialComponentDisplayName", "RunName")
 
@@ -198,6 +195,8 @@ class TrainingJob:
 class Estimator:
     """Runs a script-mode training script as a local SageMaker-style training job."""
 
+    engine_rules: ClassVar[bool] = False  # whether Debugger rules are evaluated (by the training engine)
+
     def __init__(self, entry_point: str, source_dir: str | None = None, hyperparameters: dict | None = None,
                  instance_count: int = 1, instance_type: str = "local", output_path: str | None = None,
                  checkpoint_local_path: str | None = None, max_run: int = 24 * 60 * 60,
@@ -280,7 +279,7 @@ class Estimator:
             contract.debug_hook_request(debugger_hook_config or True, self.output_path,
                                         contract.JobPaths(self.jobs_root / "job"))
         self.rules = rule_specs(framework_settings.get("rules"))
-        if self.rules and not isinstance(self, BuiltinEstimator):
+        if self.rules and not self.engine_rules:
             log.info("rules %s are recorded, not evaluated: the training engine sees the tensors of nlpforge's "
                      "built-in estimators only, not of a script's own loop", ", ".join(self.rules))
         self.framework_settings = {k: repr(v) for k, v in framework_settings.items()}  # recorded only
@@ -432,6 +431,8 @@ class Estimator:
         root = resolve_jobs_root(jobs_root)
         describe_job(training_job_name, root)  # a clear error if it does not exist
         spec = contract.JobSpec.read(root / training_job_name / "job.json")
+        from nlpforge.sdk.builtin import BuiltinEstimator
+
         builtin = {c.__name__: c for c in BuiltinEstimator.__subclasses__()}.get(spec.estimator)
         if issubclass(cls, BuiltinEstimator) and builtin is not cls:
             raise TrainingJobError(f"job {training_job_name} was run by {spec.estimator}, not {cls.__name__}; attach "
@@ -489,148 +490,3 @@ class PyTorch(Estimator):
     framework_version, py_version, image_uri and distribution are recorded: the script runs with this
     environment's Python and torch, and several hosts always run under torchrun.
     """
-
-
-# The training engine's scale-out settings (`nlpforge train <task> --help`, group distributed) that the job
-# sets from instance_count; given as hyperparameters, they would wait for hosts that never come.
-HOST_SETTINGS = {"nnodes", "node_rank", "master_addr", "master_port"}
-
-
-class BuiltinEstimator(Estimator):
-    """A task nlpforge trains itself, run as a training job with no script: the job's settings are a
-    file in the job folder (input/config/nlpforge-job.json) that the training entry point reads.
-
-        est = TextClassifier(base_model="minilm-l6", hyperparameters={"epochs": 2, "learning-rate": 5e-5})
-        est.fit({"train": "train.csv", "validation": "validation.csv"})
-
-    Hyperparameter names are the task's training settings (`nlpforge train <task> --help`), with
-    dashes or underscores; the channels fill the task's data files.
-    """
-
-    task = ""
-
-    def __init__(self, base_model: str | None = None, hyperparameters: dict | None = None, **settings):
-        from nlpforge import tasks
-        from nlpforge.settings import leaf_fields
-        from nlpforge.training.settings import job_class
-
-        self.contract = tasks.get(self.task)
-        self.job_class = job_class(self.task)
-        self.data_channels = self.contract.channels
-        owned = {"output", *self.data_channels.values()}  # set by fit from the channels and the job folder
-        self.known_settings = {f.name for _, f, _ in leaf_fields(self.job_class)} - owned - HOST_SETTINGS
-        # No base_model: the task's own default (`nlpforge train <task> --help`)
-        if base_model is not None:  # on SSH hosts the folder is theirs to have, so it is not looked for here
-            remote_hosts = settings.get("ssh_hosts") or os.environ.get("NLPFORGE_SSH_HOSTS")
-            base_model = check_base_model(base_model, local=not remote_hosts)
-        hyperparameters = check_hyperparameters_types(check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}"))
-        hyperparameters = {**({"model": base_model} if base_model else {}), **hyperparameters}
-        if settings.get("rules"):  # Rule.sagemaker(...) objects become the engine's rules setting
-            if "rules" in hyperparameters:
-                raise ConfigError(f"{type(self).__name__} got rules twice, as rules= and as the 'rules' "
-                                  "hyperparameter; give them once")
-            hyperparameters["rules"] = rule_specs(settings["rules"])
-        self.check_hyperparameters(hyperparameters)
-        settings.setdefault("metric_definitions", [{"Name": name, "Regex": rf"{name} ([0-9.]+)"}
-                                                   for name in ("train_loss", *self.contract.metrics)])
-        settings.setdefault("base_job_name", self.task)
-        super().__init__(entry_point=str(BUILTIN_LAUNCHER), hyperparameters=hyperparameters, **settings)
-
-    def check_hyperparameters(self, hyperparameters: dict) -> None:
-        """Names and values are checked when given, not when the job runs."""
-        unknown = sorted(str(k) for k in hyperparameters if str(k).replace("-", "_") not in self.known_settings)
-        hosts = [name for name in unknown if name.replace("-", "_") in HOST_SETTINGS]
-        if hosts:
-            raise ConfigError(f"{type(self).__name__} hyperparameter {hosts[0]} is set by the job: instance_count "
-                              "sets the hosts (algo-1 ... algo-N), so leave it out and give instance_count=N")
-        if unknown:
-            raise ConfigError(f"unknown {type(self).__name__} hyperparameter(s) {', '.join(unknown)}; see "
-                              f"`nlpforge train {self.task} --help` for the settings")
-        self.job_settings(hyperparameters, {}, Path("."))
-
-    def check_job(self, paths: contract.JobPaths, channels: dict[str, Path]) -> None:
-        self.job_settings(self._hyperparameters, self.data_settings(paths, channels), paths.model)
-
-    def job_settings(self, hyperparameters: dict, data: dict, model_dir: Path, checkpoint_dir: str | None = None):
-        """The job's validated settings: hyperparameters, the channels' files, the job's folders."""
-        from nlpforge.settings import from_flat
-
-        values = {**hyperparameters, **data, "output": str(model_dir), "overwrite": True, "progress": False}
-        if checkpoint_dir is not None:
-            values.update(checkpoint_dir=checkpoint_dir, resume="auto")
-        return from_flat(self.job_class, values, where=f"{type(self).__name__} hyperparameters")
-
-    def data_settings(self, paths: contract.JobPaths, channels: dict[str, Path]) -> dict:
-        """The task's data settings: each channel's file or folder by its path inside the job folder."""
-        data = {}
-        for name, source in channels.items():
-            channel = "train" if name == "training" else name
-            if channel not in self.data_channels:
-                raise ConfigError(f"{type(self).__name__} has no channel '{name}'; its channels are "
-                                  f"{', '.join(self.data_channels)}")
-            setting_name = self.data_channels[channel]
-            inside = paths.channel(name)
-            data[setting_name] = (channel_file(inside, name, source) if self.contract.channel_is_file(setting_name)
-                                  else str(inside))
-        if self.data_channels["train"] not in data:
-            raise ConfigError(f"{type(self).__name__}.fit needs a 'train' channel, e.g. fit({{'train': "
-                              "'train.csv'})")
-        return data
-
-    def command_args(self, paths: contract.JobPaths, channels: dict[str, Path]) -> list[str]:
-        """The job settings file's path: written here, read by the training entry point inside the job."""
-        from nlpforge.training.run import write_job
-
-        checkpoint_dir = str(Path(self.checkpoint_local_path or paths.checkpoints).resolve())
-        job = self.job_settings(self._hyperparameters, self.data_settings(paths, channels), paths.model,
-                                checkpoint_dir)
-        paths.input_config.mkdir(parents=True, exist_ok=True)
-        return [str(write_job(job, paths.input_config / "nlpforge-job.json"))]
-
-
-class TextClassifier(BuiltinEstimator):
-    """The flagship task as a built-in estimator: `nlpforge train text-classification` inside a job."""
-
-    task = "text-classification"
-
-
-class TokenClassifier(BuiltinEstimator):
-    """Named entities as a built-in estimator: channels train/validation/test hold CoNLL or JSONL files."""
-
-    task = "token-classification"
-
-
-class QuestionAnswerer(BuiltinEstimator):
-    """Extractive question answering as a built-in estimator: channels hold SQuAD JSON or JSONL files."""
-
-    task = "question-answering"
-
-
-class MaskedLanguageModel(BuiltinEstimator):
-    """BERT pre-training (masked LM + next-sentence prediction) or domain adaptation as a built-in estimator:
-    channels `train` (and `validation`) hold the corpus; `model.tar.gz` holds the pre-trained encoder."""
-
-    task = "masked-lm"
-
-
-def check_base_model(name, local: bool = True) -> str:
-    """A base_model as the job should get it: an alias, or a folder as an absolute path (the job runs in its
-    own folder). A name that is neither is refused now; nothing is loaded (an alias may unpack its weights in
-    the job). With `local` False (the job runs on other hosts), only a non-string is refused."""
-    if isinstance(name, str) and (not local or name in aliases()):
-        return name
-    if isinstance(name, str) and Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser().resolve())
-    raise ModelNotFoundError(f"base_model {name!r}: not an alias and not a folder; give one of "
-                             f"{', '.join(aliases())}, or a model folder")
-
-
-def channel_file(inside: Path, channel: str, source: Path) -> str:
-    """The one data file of a channel, by its path inside the job folder."""
-    if source.is_file():
-        return str(inside / source.name)
-    files = sorted(p for p in source.iterdir() if is_data_file(p))
-    if len(files) != 1:
-        raise ConfigError(f"channel '{channel}': {source} holds {len(files)} data files; the built-in task "
-                          "reads exactly one (give the file itself)")
-    return str(inside / files[0].name)
