@@ -197,7 +197,7 @@ def suggest_baseline(settings: BaselineSettings) -> dict:
     return stats
 
 
-def _read_baseline(folder) -> tuple[dict, dict, dict, list[str]]:
+def read_baseline(folder) -> tuple[dict, dict, dict, list[str]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise BaselineError(f"{folder}: no such baseline folder; write one with `nlpforge monitor baseline`")
@@ -263,7 +263,7 @@ def _read_window(settings: MonitorRunSettings) -> tuple[list, int]:
 
 def monitor_run(settings: MonitorRunSettings) -> dict:
     """Check the window against the baseline and write the run's files; returns report.json's content."""
-    stats, constraints, info, sample = _read_baseline(settings.baseline)
+    stats, constraints, info, sample = read_baseline(settings.baseline)
     identity = _window_model(settings, info)
     if Path(settings.output).resolve() == Path(settings.baseline).resolve():
         raise ConfigError(f"--output {settings.output}: is the baseline folder, whose statistics the run would "

@@ -271,7 +271,7 @@ class DefaultModelMonitor:
                                    data_analysis_start_time=None, data_analysis_end_time=None, *,
                                    interval_seconds: float | None = None) -> None:
         """Start checking the endpoint's data capture at an interval (default: hourly) in a background thread."""
-        from nlpforge.monitoring.run import _read_baseline
+        from nlpforge.monitoring.run import read_baseline
         from nlpforge.monitoring.schedule import ScheduleSettings
 
         if self.monitoring_schedule_name is not None:
@@ -293,7 +293,7 @@ class DefaultModelMonitor:
         # Found here, not later in describe_schedule()'s FailureReason: a baseline that cannot be read, an
         # output that cannot be written.
         check_writable(output, "output_s3_uri", folder=True)
-        _read_baseline(baseline)
+        read_baseline(baseline)
         jobs_root = getattr(endpoint_input, "jobs_root", None) or self.jobs_root
         self._schedule = ScheduleSettings.of(
             baseline=str(baseline), capture=str(Path(jobs_root) / "_model_store" / "capture"), output=str(output),
