@@ -144,3 +144,42 @@ def test_ranges_of_a_builtin_estimator_must_name_its_settings(tmp_path):
     with pytest.raises(TuningError, match="TextClassifier has no hyperparameter learning-rat"):
         HyperparameterTuner(est, "validation_accuracy", {"learning-rat": ContinuousParameter(1e-5, 1e-3)},
                             max_jobs=2)
+
+
+def test_a_trial_another_tuner_is_about_to_claim_is_not_taken_for_a_dead_ones(script_estimator):
+    import threading
+
+    import optuna
+
+    tuner = HyperparameterTuner(script_estimator, "validation:accuracy", {"quality": ContinuousParameter(0.1, 0.9)},
+                                metric_definitions=METRICS, strategy="Random", max_jobs=3)
+    study = tuner.study("claims")
+    claimed, dead = study.ask(), study.ask()
+    # The other tuner claims its trial a moment after asking, while this one looks for dead tuners' trials.
+    timer = threading.Timer(0.3, study._storage.set_trial_user_attr, (claimed._trial_id, "tuner", "other:1:x"))
+    timer.start()
+    assert tuner.untagged_trials(study, optuna) == [dead._trial_id]
+    timer.join()
+
+
+def test_a_trial_failed_by_another_tuner_before_it_is_claimed_is_asked_again(script_estimator, monkeypatch):
+    import optuna
+
+    tuner = HyperparameterTuner(script_estimator, "validation:accuracy", {"quality": ContinuousParameter(0.1, 0.9)},
+                                metric_definitions=METRICS, strategy="Random", max_jobs=3)
+    study = tuner.study("lost-claim")
+    ask, lost = study.ask, []
+
+    def ask_then_lose_it(*args, **kwargs):  # another tuner fails and requeues the trial before it is claimed
+        trial = ask(*args, **kwargs)
+        if not lost:
+            lost.append(trial.number)
+            tuner.fail_and_retry(study, trial._trial_id, optuna)
+        return trial
+
+    monkeypatch.setattr(study, "ask", ask_then_lose_it)
+    trial = tuner.next_trial(study, optuna)
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {lost[0]: "FAIL", trial.number: "RUNNING"} and trial.number != lost[0]
+    assert study.get_trials()[trial.number].user_attrs["tuner"] == tuner.tuner_id
+    assert study.get_trials()[trial.number].system_attrs["retry_history"] == [lost[0]]

@@ -39,6 +39,7 @@ from nlpforge.tuning.parameters import ContinuousParameter, check_ranges, grid
 
 
 DB_CONNECT_TIMEOUT = 10  # seconds; libpq and MySQL drivers otherwise wait on a silent server for minutes
+UNCLAIMED_WAIT = 2.0  # seconds a running trial may stay unclaimed before it counts as a dead tuner's
 
 
 def connect_timeout(url: str) -> dict:
@@ -268,10 +269,8 @@ class HyperparameterTuner:
         study.set_user_attr("strategy", self.strategy)
         study.set_user_attr("max_jobs", self.max_jobs)
         running = optuna.trial.TrialState.RUNNING
-        # A trial left running by a tuner that sent no heartbeats never goes stale: retry it now.
-        for trial in study.get_trials(deepcopy=False, states=(running,)):
-            if "tuner" not in trial.user_attrs:
-                self.fail_and_retry(study, trial._trial_id, optuna)
+        for trial_id in self.untagged_trials(study, optuna):
+            self.fail_and_retry(study, trial_id, optuna)
         try:
             self.run_trials(study, self.objective(name, inputs, optuna), optuna)
         except KeyboardInterrupt:  # our trials are retried by the next fit, without waiting for them to go stale
@@ -288,6 +287,22 @@ class HyperparameterTuner:
             raise TuningError(f"tuning job {name} has no completed trial: {len(failed)} of {len(trials)} failed"
                               f"{first}; its study and jobs are kept (`nlpforge jobs list`): fix the cause, then fit "
                               "with a new job_name")
+
+    @staticmethod
+    def untagged_trials(study, optuna) -> list[int]:
+        """Running trials that no tuner has claimed: their tuner died between asking and claiming them, so
+        they send no heartbeats and never go stale. A live tuner claims its trial right after asking for
+        it, so only trials still unclaimed a moment later count (the moment is a database round trip)."""
+        def unclaimed():
+            return {trial._trial_id for trial in study.get_trials(deepcopy=False,
+                                                                  states=(optuna.trial.TrialState.RUNNING,))
+                    if "tuner" not in trial.user_attrs}
+
+        first = unclaimed()
+        if not first:
+            return []
+        time.sleep(UNCLAIMED_WAIT)
+        return sorted(first & unclaimed())
 
     def check_same_job(self, study, name: str) -> None:
         """A tuning job resumed under its name keeps its objective, direction and ranges, which its trials were
@@ -358,7 +373,10 @@ class HyperparameterTuner:
             if len(trials) < self.max_jobs or any(t.state == state.WAITING for t in trials):
                 with quiet_heartbeats(optuna):
                     trial = study.ask()
-                study._storage.set_trial_user_attr(trial._trial_id, "tuner", self.tuner_id)
+                try:
+                    study._storage.set_trial_user_attr(trial._trial_id, "tuner", self.tuner_id)
+                except optuna.exceptions.UpdateFinishedTrialError:  # another tuner took it for a dead one's
+                    continue
                 study._storage.record_heartbeat(trial._trial_id)
                 earlier = [t for t in counted_trials(study.get_trials(deepcopy=False)) if t.number < trial.number]
                 if len(earlier) < self.max_jobs:
