@@ -20,7 +20,7 @@ from nlpforge.errors import ArtifactError, ConfigError
 from nlpforge.models import artifact
 from nlpforge.models.artifact import training_folder
 from nlpforge.training import checkpoint as ckpt
-from nlpforge.training.loop import _PlainProgress
+from nlpforge.training.progress import PlainProgress
 
 SMALL = dict(model="bert-tiny", epochs=1, batch_size=16, learning_rate=2e-3, max_seq_length=32, progress=False,
              log_every=1, threads=1)
@@ -221,7 +221,7 @@ def test_damaged_model_files_are_one_line(tiny_model, tmp_path, damage, message)
 
 def test_the_progress_bar_prints_plain_lines_where_stderr_is_no_terminal():
     stream = io.StringIO()
-    bar = _PlainProgress(total=4, interval=0, stream=stream)
+    bar = PlainProgress(total=4, interval=0, stream=stream)
     bar.update()
     bar.set_postfix(loss="0.5000")
     bar.update()

@@ -14,10 +14,8 @@ rebuilt from the seed for any epoch, so the position in an epoch is a number, no
 """
 import contextlib
 import functools
-import json
 import math
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +24,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from nlpforge.data.batching import MODEL_INPUTS, length_grouped_batches
 from nlpforge.errors import ConfigError, RuleStopped, TrainingInterrupted
@@ -36,6 +33,7 @@ from nlpforge.training import checkpoint as ckpt
 from nlpforge.training.debugger import ISSUES, Debugger, Summary
 from nlpforge.training.distributed import World, all_sum, barrier, gather_objects, shard
 from nlpforge.training.precision import autocast, grad_scaler
+from nlpforge.training.progress import MetricLog, progress_bar
 
 
 @dataclass
@@ -133,83 +131,9 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
-class _MetricLog:
-    """Per-step and per-epoch metrics as JSON lines (and TensorBoard scalars), rank 0 only."""
-
-    def __init__(self, path, tensorboard_dir, resume_step: int | None, enabled: bool):
-        self.handle, self.writer = None, None
-        if not enabled:
-            return
-        if path:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            kept = []
-            if resume_step is not None and path.exists():  # drop lines from steps the resume will redo
-                kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                        if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            self.handle = open(path, "a", encoding="utf-8")
-        if tensorboard_dir:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(tensorboard_dir))
-            except ImportError:
-                self.writer = None
-
-    def write(self, record: dict) -> None:
-        if self.handle:
-            self.handle.write(json.dumps(record) + "\n")
-            self.handle.flush()
-        if self.writer:
-            for key, value in record.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self.handle:
-            self.handle.close()
-        if self.writer:
-            self.writer.close()
-
-
 def checkpoint_folder(job) -> Path:
     """Where a job's checkpoints go: --checkpoint-dir, else OUTPUT.training/checkpoints."""
     return Path(job.checkpoint.checkpoint_dir or training_folder(job.output) / "checkpoints")
-
-
-class _PlainProgress:
-    """The progress bar where stderr is not a terminal (CI, job logs, nohup): a plain line every
-    `interval` seconds instead of carriage-return frames, as tqdm and rich do there."""
-
-    def __init__(self, total: int, initial: int = 0, interval: float = 30.0, stream=None):
-        self.total, self.n, self.interval, self.stream = total, initial, interval, stream or sys.stderr
-        self.started = self.printed = time.monotonic()
-        self.postfix = ""
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if time.monotonic() - self.printed >= self.interval:
-            self.printed = time.monotonic()
-            elapsed = int(self.printed - self.started)
-            print(f"batch {self.n:,}/{self.total:,} ({100 * self.n / max(self.total, 1):.0f}%), "
-                  f"{elapsed // 60}m{elapsed % 60:02d}s{self.postfix}", file=self.stream, flush=True)
-
-    def set_postfix(self, refresh: bool = False, **values) -> None:
-        self.postfix = "".join(f", {key} {value}" for key, value in values.items())
-
-    def clear(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(total: int, initial: int, enabled: bool):
-    """tqdm on a terminal, plain lines elsewhere, nothing when `enabled` is false."""
-    if enabled and not sys.stderr.isatty():
-        return _PlainProgress(total, initial)
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="batch", dynamic_ncols=True, leave=False)
 
 
 def sharded_runner(model, world: World, device: torch.device, batch_size: int, pad_id: int):
@@ -325,7 +249,7 @@ class _Run:
             # the Debugger see the weights under their own names (no `_orig_mod.` prefix).
             self.trained = torch.compile(self.trained, dynamic=True)
         live = training_folder(job.output)
-        self.metrics_log = _MetricLog(live / "metrics.jsonl", live / "tensorboard",
+        self.metrics_log = MetricLog(live / "metrics.jsonl", live / "tensorboard",
                                       self.state.step if found is not None else None, world.is_main)
         self.bar = progress_bar(batches_per_epoch * train.epochs,
                                 self.state.epoch * batches_per_epoch + self.state.batch,
@@ -334,7 +258,7 @@ class _Run:
         rules = job.debugger
         self.debugger = Debugger.of(rules.rules, rules.rules_interval, rules.rules_action) if rules.rules else None
         self.rules_loss, self.rules_rows, self.rule_stop = 0.0, 0, None
-        self.tensors_log = _MetricLog(live / "debug" / "tensors.jsonl", None,
+        self.tensors_log = MetricLog(live / "debug" / "tensors.jsonl", None,
                                       self.state.step if found is not None else None,
                                       world.is_main and self.debugger is not None)
         if self.debugger:

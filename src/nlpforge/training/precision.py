@@ -50,7 +50,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("fp16 needs a CUDA GPU (its gradient scaler is CUDA-only); on CPU use --precision bf16 or fp32")
+        raise ConfigError("fp16 needs a CUDA GPU (its gradient scaler is CUDA-only); "
+                          "on CPU use --precision bf16 or fp32")
     if precision == "auto":
         return measured_fastest(device.type)
     return precision

@@ -120,7 +120,8 @@ class RuntimeArgs(Settings):
     deterministic: bool = setting(False, "use only deterministic kernels (bit-exact resume on CPU holds without it)")
     compile: bool = setting(False, "compile the model for training with torch.compile (inductor, dynamic shapes): "
                                    "minutes of compiling before the first step")
-    log_every: int = setting(10, "optimizer steps between lines in metrics.jsonl and TensorBoard (in the model folder)", min=0)
+    log_every: int = setting(10, "optimizer steps between lines in metrics.jsonl and TensorBoard (in the model folder)",
+                             min=0)
     progress: bool = setting(True, "show a progress bar")
 
 
