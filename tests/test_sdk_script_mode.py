@@ -139,6 +139,24 @@ def test_a_failure_file_written_by_the_script_is_the_reason(tmp_path):
         est.fit(logs=False)
 
 
+def test_a_script_gets_mlflows_own_retry_settings_unless_the_job_sets_them(tmp_path, monkeypatch):
+    from nlpforge.tracking import runs
+
+    # nlpforge shortens MLflow's retries for itself; a user's script must not inherit that.
+    monkeypatch.setitem(runs.OWN_SETTINGS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    script = write_script(tmp_path, "train.py", """
+        import os
+        print("retries=" + os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "unset"))
+    """)
+    jobs = tmp_path / "jobs"
+    for environment, expected in (({}, "unset"), ({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5"}, "5")):
+        est = Estimator(entry_point=str(script), jobs_root=str(jobs), environment=environment)
+        est.fit(logs=False)
+        log = (jobs / est.latest_training_job.name / "logs" / "training.log").read_text()
+        assert f"retries={expected}" in log
+
+
 def test_max_run_stops_a_job_that_runs_too_long(tmp_path):
     script = write_script(tmp_path, "train.py", "import time\ntime.sleep(30)\n")
     est = Estimator(entry_point=str(script), jobs_root=str(tmp_path / "jobs"), max_run=1)

@@ -19,6 +19,7 @@ from pathlib import Path
 from nlpforge.errors import ConfigError, TrainingJobError
 from nlpforge.sdk.contract import JobPaths, JobSpec, host_names, serialized_hyperparameters
 from nlpforge.settings import jobs_root
+from nlpforge.tracking.runs import OWN_SETTINGS
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -84,6 +85,15 @@ def check_hyperparameters_types(hyperparameters: dict, error=ConfigError) -> dic
             raise error(f"hyperparameter {name!r}: {value!r} cannot be written as JSON; give a number, string, "
                         "bool, list or dict") from None
     return hyperparameters
+
+
+def script_environment(*layers: dict) -> dict:
+    """The environment a job's script runs in: this process's, less the settings nlpforge made for itself
+    (a script gets MLflow's own defaults), with `layers` on top."""
+    base = {key: value for key, value in os.environ.items() if key not in OWN_SETTINGS}
+    for layer in layers:
+        base.update(layer)
+    return base
 
 
 def job_paths(name: str, root=None) -> JobPaths:

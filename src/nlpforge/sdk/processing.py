@@ -52,7 +52,8 @@ from pathlib import Path
 
 from nlpforge.errors import ConfigError, ProcessingJobError
 from nlpforge.sdk.contract import JobPaths, host_names, local_instance_type
-from nlpforge.sdk.jobs import check_dict, check_name, now_iso, pid_alive, read_json, update_status, write_json
+from nlpforge.sdk.jobs import (check_dict, check_name, now_iso, pid_alive, read_json, script_environment,
+                              update_status, write_json)
 from nlpforge.settings import check_count, check_writable
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
@@ -479,8 +480,8 @@ def run_processing_job(paths: JobPaths, stream=None) -> dict:
             for host in hosts:
                 instance = instance_folder(paths, host)
                 command = instance_command(spec, instance)
-                env = {**os.environ, **spec.environment, "SAGEMAKER_BASE_DIR": str(instance), "CURRENT_HOST": host,
-                       "PYTHONUNBUFFERED": "1"}
+                env = script_environment(spec.environment, {"SAGEMAKER_BASE_DIR": str(instance),
+                                                            "CURRENT_HOST": host, "PYTHONUNBUFFERED": "1"})
                 streams.note(f"{host}: {' '.join(command)}")
                 try:
                     processes[host] = subprocess.Popen(command, cwd=instance, env=env, stdout=subprocess.PIPE,

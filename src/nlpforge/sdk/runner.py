@@ -28,7 +28,8 @@ from traceback import format_exc
 
 from nlpforge.errors import ConfigError, NlpforgeError
 from nlpforge.sdk.contract import MASTER_HOST, JobPaths, JobSpec, host_names
-from nlpforge.sdk.jobs import now_iso, read_json, read_metrics, rule_evaluations, update_status, write_json
+from nlpforge.sdk.jobs import (now_iso, read_json, read_metrics, rule_evaluations, script_environment,
+                              update_status, write_json)
 from nlpforge.sdk.remote import HostProcesses, host_commands
 
 SPOT_GRACE_SECONDS = 120  # SageMaker's two-minute interruption notice
@@ -349,7 +350,7 @@ class _JobRun:
         self.recorder = MetricRecorder(paths, self.spec.metric_definitions, on_metric)
         self.hosts = host_names(self.spec.instance_count)
         self.command = command_for(self.spec, paths, paths.rank_logs / "attempt-1")
-        env = {**os.environ, **self.spec.environment, **read_json(paths.host_environments / "algo-1.json", {})}
+        env = script_environment(self.spec.environment, read_json(paths.host_environments / "algo-1.json", {}))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.code), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         self.env = env
@@ -464,7 +465,8 @@ class _JobRun:
             if ended == "interrupted":
                 waited = spec.spot.capacity_wait
                 if spec.max_wait and time.monotonic() - self.started + waited > spec.max_wait:
-                    return "Stopped", f"MaxWaitTimeExceeded: spot capacity did not return within max_wait={spec.max_wait}s"
+                    return "Stopped", ("MaxWaitTimeExceeded: spot capacity did not return within "
+                                       f"max_wait={spec.max_wait}s")
                 update_status(self.paths, SecondaryStatus="Interrupted")
                 self.note(f"waiting {waited:.1f}s for spot capacity, then restarting from {spec.checkpoint_dir}")
                 time.sleep(waited)

@@ -29,9 +29,12 @@ from nlpforge.settings import jobs_root
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 # A tracking server that is down must cost seconds, not MLflow's default of 7 retries with backoff (minutes per
-# job, and per trial of a tuning job). A user's own values win.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+# job, and per trial of a tuning job). A user's own values win, and a job's script gets MLflow's defaults back
+# (OWN_SETTINGS: what nlpforge set itself; the job runner leaves them out of a script's environment).
+OWN_SETTINGS = {name: value for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+                                                ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"))
+                if name not in os.environ}
+os.environ.update(OWN_SETTINGS)
 
 DEFAULT_EXPERIMENT = "nlpforge"
 STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Stopped": "KILLED"}
