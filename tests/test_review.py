@@ -218,22 +218,26 @@ def test_cli_names_each_bad_input_in_one_line(capture, tmp_path, args, message):
 
 
 def test_a_served_model_and_its_shadow_fill_the_queue(tiny_model, tmp_path):
-    """A real server with capture on, and a shadow whose labels are swapped so that it always disagrees."""
-    contrary = tmp_path / "contrary"
-    shutil.copytree(tiny_model.output, contrary)
-    info = json.loads((contrary / "labels.json").read_text())
-    (contrary / "labels.json").write_text(json.dumps({**info, "labels": info["labels"][::-1]}))
+    """A real server with capture on, and a shadow whose labels are swapped so that it always disagrees; both
+    read text pairs, so that the queue shows both texts."""
+    served, contrary = tmp_path / "served", tmp_path / "contrary"
+    info = json.loads((tiny_model.output / "labels.json").read_text())
+    for folder, labels in ((served, info["labels"]), (contrary, info["labels"][::-1])):
+        shutil.copytree(tiny_model.output, folder)
+        (folder / "labels.json").write_text(json.dumps({**info, "labels": labels,
+                                                        "text_columns": ["premise", "hypothesis"]}))
     capture = tmp_path / "capture"
     with running_server(tmp_path / "store", auth=False, capture_dir=str(capture)) as server:
         client = management(server)
-        for version, folder, percent in (("1.0", tiny_model.output, 100), ("2.0", contrary, 0)):
+        for version, folder, percent in (("1.0", served, 100), ("2.0", contrary, 0)):
             response = client.post("/models", params={"url": str(folder), "model_name": "stars",
                                                       "model_version": version, "capture_percent": percent})
             assert response.status_code == 200, response.text
         client.put("/models/stars/1.0/set-default")
         assert client.put("/models/stars/traffic", json={"shadow": "2.0"}).status_code == 200
         with inference(server) as http:
-            assert http.post("/predictions/stars", json=["a great film", "an awful film"]).status_code == 200
+            assert http.post("/predictions/stars", json=[{"text": "a great film", "text_pair": "a"},
+                                                         {"text": "an awful film", "text_pair": "b"}]).status_code == 200
             assert http.post("/predictions/stars", json={"text": "a premise", "text_pair": "its hypothesis"},
                              headers={"X-Request-Id": "pair-1"}).status_code == 200
         shadow_file = capture / "stars" / "2.0" / "capture.jsonl"

@@ -178,3 +178,30 @@ def test_other_keys_of_a_request_row_pass_and_a_misspelled_one_is_a_400(server):
     assert response.status_code == 200, response.text
     response = inference(server).post("/predictions/tiny", json={"text": "a wonderful film", "textpair": "a film"})
     assert response.status_code == 400 and 'did you mean "text_pair"?' in response.json()["message"]
+
+
+def test_a_model_of_text_pairs_refuses_one_text_and_a_model_of_one_text_refuses_a_pair(server, tiny_model, tmp_path):
+    folder = tmp_path / "pairs"
+    shutil.copytree(tiny_model.output, folder)
+    info = json.loads((folder / "labels.json").read_text())
+    (folder / "labels.json").write_text(json.dumps({**info, "text_columns": ["premise", "hypothesis"]}))
+    response = management(server).post("/models", params={"url": str(folder), "model_name": "pairs"})
+    assert response.status_code == 200, response.text
+    try:
+        lone = inference(server).post("/predictions/pairs", json={"text": "a wonderful film"})
+        assert lone.status_code == 400, lone.text
+        assert "trained on text pairs (premise, hypothesis); give the second text" in lone.json()["message"]
+        pair = inference(server).post("/predictions/pairs", json={"text": "a wonderful film", "text_pair": "yes"})
+        assert pair.status_code == 200, pair.text
+    finally:
+        management(server).delete("/models/pairs")
+    response = inference(server).post("/predictions/tiny", json={"text": "a wonderful film", "text_pair": "yes"})
+    assert response.status_code == 400 and "reads one text (trained on text), not a pair" in response.json()["message"]
+    _still_answers(server)
+    import nlpforge
+
+    with pytest.raises(InputError, match=r"trained on text pairs \(premise, hypothesis\)"):
+        nlpforge.load(folder).predict("a wonderful film")
+    with pytest.raises(InputError, match="not a pair"):
+        nlpforge.load(tiny_model.output).predict(("a wonderful film", "yes"))
+    assert_user_error(run_cli(["predict", str(folder), "a wonderful film"]), "--text-pair on the command line")

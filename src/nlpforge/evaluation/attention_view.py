@@ -241,15 +241,7 @@ def explain_text(loaded, text: str, text_pair: str | None = None, steps: int = 3
             raise InputError("a question-answering model explains a question with its context: give --text-pair "
                              "CONTEXT")
         value = {"question": text, "context": text_pair}
-    else:
-        columns = loaded.text_columns
-        pairs = loaded.task.name == "text-classification" and len(columns) > 1
-        if pairs and not text_pair:
-            raise InputError(f"this model was trained on text pairs ({', '.join(columns)}); give the second text "
-                             "too (--text-pair)")
-        if text_pair and not pairs:
-            raise InputError(f"this {loaded.task.name} model reads one text (trained on {columns[0]}), not a pair; "
-                             "leave out the second text (--text-pair)")
+    else:  # the task checks that a pair goes to a model of pairs, and one text to a model of one
         value = {"text": text, "text_pair": text_pair} if text_pair else text
     return loaded.explain([value], steps=steps)[0]
 

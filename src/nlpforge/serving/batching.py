@@ -43,6 +43,7 @@ class VersionSpec:
     task: str
     options: VersionOptions
     threads: int = 1              # options.threads, or the cores shared out among the workers
+    text_columns: tuple = ()      # what the model was trained on (two: it reads text pairs)
 
 
 @dataclass

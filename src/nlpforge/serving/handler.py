@@ -42,6 +42,9 @@ class Handler(ABC):
     def predict(self, batch: list) -> list:
         """Outputs for a batch of inputs, one per input and in the same order."""
 
+    def check_item(self, item, text_columns: tuple) -> None:
+        """Refuse a decoded input that does not fit the served model (e.g. one text for a model of pairs)."""
+
     def encode_response(self, output) -> object:
         return output
 
@@ -65,6 +68,9 @@ class TaskHandler(Handler):
 
     def decode_request(self, value) -> object:
         return self.contract.parse_input(value, self.max_chars)
+
+    def check_item(self, item, text_columns: tuple) -> None:
+        self.contract.check_item(item, list(text_columns) or list(self.contract.text_columns))
 
     def predict(self, batch: list) -> list:
         return self.loaded.answer(batch, batch_size=len(batch))
@@ -123,6 +129,21 @@ def task_of(folder) -> str:
         raise ArtifactError(f"{folder}: no handler serves the task {task!r}; served tasks: "
                             + ", ".join([*tasks.names(), EchoHandler.task]))
     return task
+
+
+def text_columns_in(folder, task: str) -> tuple:
+    """The text columns the model in `folder` was trained on; () for script and echo folders, or where its
+    files cannot say (its workers then refuse the folder with the reason)."""
+    if task not in tasks.names():
+        return ()
+    from nlpforge.models.artifact import read_metadata
+    from nlpforge.tasks.base import text_columns_of
+
+    try:
+        meta, info = read_metadata(folder)
+    except ArtifactError:
+        return ()
+    return tuple(text_columns_of(tasks.get(task), meta, info))
 
 
 def worker_device(device: str, worker_id: int = 0) -> str:

@@ -248,6 +248,8 @@ def inference_app(state) -> FastAPI:
                 raise RequestError(f"the request holds {len(values)} inputs, over the limit of "
                                    f"{settings.max_batch_items}; split it", status=413)
             items = [handler.decode_request(v) for v in values]
+            for item in items:
+                handler.check_item(item, runtime.spec.text_columns)
             futures = runtime.submit(items, kind)
             try:
                 outputs = await asyncio.wait_for(asyncio.gather(*futures), settings.request_timeout)

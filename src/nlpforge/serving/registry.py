@@ -27,7 +27,7 @@ from pathlib import Path
 
 from nlpforge.errors import ArtifactError, RequestError
 from nlpforge.serving.batching import VersionRuntime, VersionSpec
-from nlpforge.serving.handler import default_threads, task_of
+from nlpforge.serving.handler import default_threads, task_of, text_columns_in
 from nlpforge.serving.metrics import ServerMetrics
 from nlpforge.serving.settings import VersionOptions
 
@@ -177,7 +177,8 @@ class ModelRegistry:
             name = folder.name
             check_names(name, None, "model_name (by default the folder's name; give model_name)")
         spec = VersionSpec(name=name, version=version, folder=str(folder), url=url, task=task, options=options,
-                           threads=options.threads or default_threads(options.workers))
+                           threads=options.threads or default_threads(options.workers),
+                           text_columns=text_columns_in(folder, task))
         async with self.lock:
             self.check_free(name, version)
             runtime = VersionRuntime(spec, self.metrics)

@@ -233,6 +233,10 @@ class Task(ABC):
         """The columns of one answer in a CSV of predictions (JSON in one column, unless the task flattens it)."""
         return {"prediction": json.dumps(answer, ensure_ascii=False)}
 
+    def check_item(self, item, text_columns: list[str]) -> None:
+        """Refuse a parsed input that does not fit the model (e.g. one text for a model of text pairs);
+        `text_columns` are those the model was trained on (`text_columns_of`)."""
+
     def as_inputs(self, value) -> list:
         """A single input (a string, a dict, or a tuple: one text pair) or a list of inputs, as a list."""
         if isinstance(value, (str, dict, tuple)):
@@ -280,7 +284,7 @@ class LoadedModel:
 
     @property
     def text_columns(self) -> list[str]:
-        return self.info.get("text_columns") or self.metadata.get("text_columns") or list(self.task.text_columns)
+        return text_columns_of(self.task, self.metadata, self.info)
 
     @property
     def pad_id(self) -> int:
@@ -299,10 +303,17 @@ class LoadedModel:
             result = self.model(**{k: torch.from_numpy(v).to(device) for k, v in arrays.items()})
         return {name: getattr(result, name).float().cpu().numpy() for name in self.task.outputs}
 
+    def parse(self, inputs) -> list:
+        """One input or a list of them, parsed by the task and checked against this model."""
+        items = [self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)]
+        for item in items:
+            self.task.check_item(item, self.text_columns)
+        return items
+
     def predict(self, inputs, batch_size: int = 32) -> list:
         """Answers for one input or a list of them (always a list back)."""
         check_count(batch_size, "batch_size", InputError)
-        return self.answer([self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)], batch_size)
+        return self.answer(self.parse(inputs), batch_size)
 
     def answer(self, items: list, batch_size: int = 32) -> list:
         """Answers for inputs the task has already parsed (what the server's workers get)."""
@@ -316,8 +327,17 @@ class LoadedModel:
         """Answers plus explanations: token attributions and attention weights (nlpforge.tasks.explanations)."""
         if type(self.task).explain is Task.explain:  # a task without explanations says so before judging inputs
             return self.task.explain(self, [], steps)
-        items = [self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)]
+        items = self.parse(inputs)
         return self.task.explain(self, items, steps) if items else []
+
+
+def text_columns_of(task: Task, metadata: dict, info: dict) -> list[str]:
+    """The columns a model was trained on (labels.json, then nlpforge.json), else the task's default."""
+    for source in (info, metadata):
+        columns = source.get("text_columns")
+        if isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns):
+            return columns
+    return list(task.text_columns)
 
 
 def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",

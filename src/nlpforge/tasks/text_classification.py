@@ -361,6 +361,15 @@ class TextClassification(Task):
             return text_of(value[0], max_chars), text_of(value[1], max_chars, "text_pair")
         return text_of(value, max_chars)
 
+    def check_item(self, item, text_columns: list[str]) -> None:
+        pairs = len(text_columns) > 1
+        if pairs and not isinstance(item, tuple):
+            raise InputError(f"this model was trained on text pairs ({', '.join(text_columns)}); give the second "
+                             'text too ("text_pair" in a request, --text-pair on the command line)')
+        if isinstance(item, tuple) and not pairs:
+            raise InputError(f"this {self.name} model reads one text (trained on {text_columns[0]}), not a pair; "
+                             'leave out the second text ("text_pair", --text-pair)')
+
     def preprocess(self, loaded, inputs: list) -> list[dict]:
         pairs = [i for i in inputs if isinstance(i, tuple)]
         if pairs and len(pairs) != len(inputs):  # one tokenizer call takes all texts or all pairs
