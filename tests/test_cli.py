@@ -98,3 +98,19 @@ def test_demo_falls_back_to_packaged_movie_reviews(tmp_path, monkeypatch):
     assert loaded.labels == [0, 1]
     assert len(loaded.train) > 5000 and len(loaded.validation) > 900
     assert "--validation" in demo.full_quality_command(data)
+
+
+def test_the_demo_keeps_files_it_did_not_write_and_names_no_flag_it_has_not(tmp_path, monkeypatch):
+    from nlpforge import demo
+    from nlpforge.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "shared_data_folder", lambda: None)
+    notes = tmp_path / "demo-output" / "model" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    with pytest.raises(ConfigError, match="demo's model folder demo-output/model: holds files but no nlpforge model") \
+            as raised:
+        demo.run_demo(log=lambda line: None)
+    assert "--" not in raised.value.message and notes.read_text() == "mine"
+

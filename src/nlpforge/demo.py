@@ -95,6 +95,7 @@ def full_quality_command(data: DemoData) -> str:
 
 def run_demo(log=print) -> dict:
     from nlpforge.evaluation.evaluate import evaluate_model
+    from nlpforge.models.artifact import check_output
     from nlpforge.tasks import load
     from nlpforge.training.run import train
     from nlpforge.training.settings import job_class
@@ -103,6 +104,7 @@ def run_demo(log=print) -> dict:
     data = demo_data()
     log(f"== nlpforge demo: {data.name}")
     model_folder = OUTPUT / "model"
+    check_output(model_folder, overwrite=True, what="the demo's model folder")
     job = job_class("text-classification").of(train=str(data.train), validation=str(data.validation),
                                               text_column=[data.text_column], label_column=data.label_column,
                                               output=str(model_folder), overwrite=True, **QUICK)

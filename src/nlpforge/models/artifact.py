@@ -128,6 +128,9 @@ def check_output(folder, overwrite: bool = False, what: str = "--output") -> Pat
             raise ConfigError(f"{what} {folder}: is the current folder or holds it, and --overwrite would delete "
                               "everything in it; name a folder for the model")
         if not (folder / "nlpforge.json").is_file():
+            if what != "--output":  # a folder the user did not name (the demo's): no flag to change
+                raise ConfigError(f"{what} {folder}: holds files but no nlpforge model, and the run would replace "
+                                  "the whole folder; move those files away, then run it again")
             raise ConfigError(f"{what} {folder}: holds files but no nlpforge model, and --overwrite replaces the "
                               "whole folder; choose a new folder, or an earlier model's")
         check_writable(Path(os.path.abspath(folder)).parent, what, folder=True)  # the new one is written beside it
