@@ -194,8 +194,9 @@ def test_requirements_are_installed_on_request(tmp_path):
     (tmp_path / "src" / "requirements.txt").write_text(str(tmp_path / "no-such-package") + "\n")
     common = dict(entry_point="train.py", source_dir=str(tmp_path / "src"), jobs_root=str(tmp_path / "jobs"))
     Estimator(**common).fit(logs=False)  # not asked: the broken requirements file is left alone
-    with pytest.raises(TrainingJobError, match="installing requirements.txt failed"):
+    with pytest.raises(TrainingJobError, match="installing requirements.txt failed") as failed:
         Estimator(**common, install_requirements=True).fit(logs=False)
+    assert "no-such-package" in str(failed.value)  # pip's own error, quoted
 
 
 @pytest.mark.parametrize("settings, inputs, message", [

@@ -308,8 +308,10 @@ def install_requirements(paths: JobPaths, log_handle, stream) -> None:
         if stream:
             stream(line)
     if done.returncode != 0:
-        raise RuntimeError(f"ClientError: installing requirements.txt failed (pip exit {done.returncode}); "
-                           f"see {paths.log}")
+        errors = [line.strip() for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+        said = f": {errors[-1][:300]}" if errors else ""
+        raise RuntimeError(f"ClientError: installing requirements.txt failed (pip exit {done.returncode}){said}; "
+                           "fix requirements.txt (pip's whole output is in the job log)")
 
 
 def pack(folder: Path, archive: Path) -> Path:
