@@ -206,6 +206,31 @@ def test_transform_input_on_s3_and_one_text_column(tmp_path, monkeypatch):
     assert seen["columns"] == ["review_body"]
 
 
+@pytest.mark.parametrize("content_type, message", [
+    ("text/plain", "content_type 'text/plain' is not one batch transform reads; use one of text/csv"),
+    ("application/jsonlines", "content_type application/jsonlines says jsonl, but reviews.csv is a csv file"),
+    (5, "content_type 5 is not one batch transform reads"),
+])
+def test_transform_content_type_must_be_one_it_reads_and_fit_the_files(tmp_path, monkeypatch, content_type, message):
+    from nlpforge.errors import EndpointError
+    from nlpforge.sdk import Transformer
+
+    (tmp_path / "reviews.csv").write_text("text\nhello\n")
+    monkeypatch.setattr("nlpforge.sdk.transform.transform_files", lambda *args: pytest.fail("predicted anyway"))
+    with pytest.raises(EndpointError, match=message):
+        Transformer("model", output_path=str(tmp_path / "out")).transform(str(tmp_path / "reviews.csv"),
+                                                                          content_type=content_type)
+
+
+def test_transform_content_type_with_parameters_that_fits_the_files(tmp_path, monkeypatch):
+    from nlpforge.sdk import Transformer
+
+    (tmp_path / "reviews.csv").write_text("text\nhello\n")
+    monkeypatch.setattr("nlpforge.sdk.transform.transform_files", lambda *args: ["done"])
+    assert Transformer("model", output_path=str(tmp_path / "out")).transform(
+        str(tmp_path / "reviews.csv"), content_type="text/csv; charset=utf-8") == ["done"]
+
+
 def test_debugger_rule_name_must_be_a_string():
     from nlpforge.sdk.debugger import Rule
 

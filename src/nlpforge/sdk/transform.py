@@ -43,10 +43,11 @@ class Transformer:
         self.latest_transform_job: ProcessingJob | None = None
         self.outputs: list[Path] = []
 
-    def transform(self, data, output_path: str | None = None, content_type: str = "text/csv",
+    def transform(self, data, output_path: str | None = None, content_type: str | None = None,
                   split_type: str = "Line", text_columns: list[str] | None = None, job_name: str | None = None,
                   **_sagemaker_options) -> list[Path]:
-        """Predict every row of `data` (a file or a folder of files); returns the .out files written."""
+        """Predict every row of `data` (a file or a folder of files); returns the .out files written. Each
+        file is read by its suffix; `content_type`, when given, must say the same of every file."""
         output = output_path or self.output_path
         if output is None:
             raise EndpointError("give output_path (to transformer() or transform()) for the .out files")
@@ -62,6 +63,7 @@ class Transformer:
             text_columns = [text_columns]  # one column, not its letters
         output = output_folder(output)
         files = batch_files(source)
+        check_content_type(content_type, files)
         if self.instance_count == 1:
             self.outputs = transform_files(self.model_dir, files, output, self.accept, text_columns)
             return self.outputs
@@ -93,6 +95,29 @@ def output_folder(output_path) -> Path:
     except ConfigError as error:
         raise EndpointError(error.message) from None
     return output
+
+
+CONTENT_TYPES = {"text/csv": "csv", "text/tab-separated-values": "tsv", "application/jsonlines": "jsonl",
+                 "application/json-lines": "jsonl", "application/x-jsonlines": "jsonl", "application/json": "jsonl",
+                 "application/x-parquet": "parquet", "application/vnd.apache.parquet": "parquet"}
+
+
+def check_content_type(content_type, files: list[Path]) -> None:
+    """A content_type nlpforge reads, and one that every input file's suffix agrees with."""
+    from nlpforge.data.formats import table_format
+
+    if content_type is None:
+        return
+    fmt = CONTENT_TYPES.get(str(content_type).split(";")[0].strip().lower())
+    if fmt is None:
+        raise EndpointError(f"content_type {content_type!r} is not one batch transform reads; use one of "
+                            f"{', '.join(CONTENT_TYPES)}, or leave it out to read each file by its suffix")
+    for path in files:
+        found = table_format(path)
+        if found != fmt:
+            what = f"a {found} file" if found else "not a data file nlpforge reads (.csv, .tsv, .jsonl, .parquet)"
+            raise EndpointError(f"content_type {content_type} says {fmt}, but {path.name} is {what}; give the "
+                                "content_type of the files, or leave it out to read each file by its suffix")
 
 
 def batch_files(source: Path) -> list[Path]:
