@@ -28,10 +28,11 @@ def serve_error(capsys, *args) -> str:
     return error
 
 
-def test_an_empty_host_is_refused_rather_than_listening_on_every_interface(tmp_path):
+def test_an_empty_host_is_refused_rather_than_listening_on_every_interface(tmp_path, capsys):
     for host in ("", "  "):
         with pytest.raises(ConfigError, match="--host is empty.*127.0.0.1.*0.0.0.0"):
             ServeSettings.of(model_store=str(tmp_path), host=host)
+    assert "--host is empty" in serve_error(capsys, "--model-store", tmp_path / "store", "--host", "")
 
 
 def test_a_key_file_that_cannot_be_written_names_key_file(tmp_path, capsys):

@@ -268,3 +268,43 @@ def test_nproc_listens_on_the_master_address_only(files, tmp_path):
     assert process.returncode == 0, process.stderr.read()
     assert ("127.0.0.1", 29519) in seen  # the rendezvous store
     assert {ip for ip, _ in seen} == {"127.0.0.1"}, seen
+
+
+def _ipv6_loopback_port() -> int | None:
+    import socket
+
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6) as probe:
+            return probe.getsockname()[1]
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(_ipv6_loopback_port() is None, reason="this machine has no IPv6 loopback (::1)")
+def test_nproc_runs_on_an_ipv6_master_address_and_listens_there_only(tmp_path):
+    import threading
+
+    from nlpforge.training.distributed import launch
+
+    script = tmp_path / "ranks.py"
+    script.write_text("import torch, torch.distributed as dist\n"
+                      "dist.init_process_group('gloo')\n"
+                      "total = torch.tensor([float(dist.get_rank() + 1)])\n"
+                      "dist.all_reduce(total)\n"
+                      "print(f'rank={dist.get_rank()} sum={total.item()}', flush=True)\n"
+                      "dist.destroy_process_group()\n")
+    port, seen, done = _ipv6_loopback_port(), set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(address for address in _listening(os.getpid()) if address[1] == port)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert launch([str(script)], nproc=2, master_addr="::1", master_port=port) == 0
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == {("::1", port)}
