@@ -152,3 +152,16 @@ def test_a_killed_rank_restarts_from_the_newest_checkpoint_and_ends_bit_exact(ro
     assert "restart 1 of at most 1: resuming from the newest checkpoint" in output
     assert re.search(r"resum\w+ from .*step-000000\d\d", output), output
     assert _weights_gap(two_processes, rows / "elastic") == 0.0
+
+
+def test_a_ranks_user_error_is_not_restarted(rows):
+    bad = rows / "bad-val.csv"
+    write_csv(bad, [dict(row, label="other") for row in toy_rows(4, seed=3)])
+    command = _train(rows, rows / "never", "--nproc", "2", "--master-port", str(free_port()), "--max-restarts", "3")
+    command[command.index(str(rows / "val.csv"))] = str(bad)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "label 'other' never appears in the training file" in errors[0]
+    assert len(errors) <= 3, done.stderr  # each rank at most once, then the launcher's line: no restarts
+    assert "restart 1 of" not in done.stdout + done.stderr

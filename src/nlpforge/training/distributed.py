@@ -8,10 +8,12 @@ and artifacts. gloo on CPU, NCCL on CUDA.
     python -m nlpforge.training.distributed --nproc-per-node 2 -m nlpforge.training.run settings.json
 
 `python -m nlpforge.training.distributed` takes torchrun's arguments and runs torchrun with its
-rendezvous store bound to --master-addr (loopback by default) rather than to every interface.
+rendezvous store bound to --master-addr (loopback by default) rather than to every interface, and
+without restarts after a rank's user error (a bad file or setting), which a restart would only repeat.
 """
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -136,6 +138,25 @@ def _loopback_interface() -> str | None:
     return next((name for name in ("lo", "lo0") if name in names), None)
 
 
+AGENT = "NLPFORGE_TORCHRUN_AGENT"  # the pid of nlpforge's torchrun, for its ranks
+GIVE_UP = signal.SIGUSR2
+
+
+class _RankGaveUp(Exception):
+    """A rank failed on a user error: restarting the ranks would fail the same way."""
+
+
+def stop_restarts() -> None:
+    """Called by a rank that fails on a user error: nlpforge's torchrun stops its ranks and restarts none."""
+    agent = os.environ.get(AGENT)
+    if agent and agent.isdigit() and os.getppid() == int(agent):
+        os.kill(int(agent), GIVE_UP)
+
+
+def _give_up(signum, frame):
+    raise _RankGaveUp
+
+
 def torchrun(argv: list[str]) -> None:
     """torchrun whose rendezvous store listens on --master-addr only.
 
@@ -159,11 +180,15 @@ def torchrun(argv: list[str]) -> None:
                                     master_listen_fd=listener.fileno(), wait_for_workers=False))
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    os.environ[AGENT] = str(os.getpid())
+    signal.signal(GIVE_UP, _give_up)  # raised in torchrun's loop, whose exit stops the ranks
     try:
         main(argv)
     except ChildFailedError as error:  # the ranks said why; torchrun's own traceback would bury it
         failure = next(iter(error.failures.values()), None)
         sys.exit(failure.exitcode if failure is not None and failure.exitcode > 0 else 1)
+    except _RankGaveUp:  # the rank printed its error
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nlpforge import tasks
-from nlpforge.errors import ConfigError, DataError, NlpforgeError
+from nlpforge.errors import ConfigError, DataError, NlpforgeError, RuleStopped, TrainingInterrupted
 from nlpforge.models import artifact
 from nlpforge.models.attention import attention_for_varying_lengths
 from nlpforge.models.dropout import use_cpu_dropout
@@ -278,6 +278,8 @@ def main(argv=None) -> None:
         train(read_job(argv[0]))
     except NlpforgeError as error:
         print(f"error: {error}", file=sys.stderr)
+        if not isinstance(error, TrainingInterrupted) or isinstance(error, RuleStopped):
+            distributed.stop_restarts()  # a bad file, setting or a rule's stop: a restart would end the same way
         sys.exit(error.exit_code)
 
 
