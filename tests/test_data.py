@@ -143,3 +143,13 @@ def test_stratified_sample_takes_exactly_the_rows_asked_for():
         assert len(chosen) == len(set(chosen)) == rows
     shares = np.bincount([label_ids[i] for i in stratified_sample(label_ids, 3000, seed=0)]) / 3000
     assert np.allclose(shares, np.bincount(label_ids) / len(label_ids), atol=0.002)
+
+
+def test_jsonl_rows_end_at_newlines_only_not_at_separators_a_text_holds(tmp_path):
+    from nlpforge.data.readers import read_table, text_lines
+
+    path = tmp_path / "rows.jsonl"
+    rows = [{"text": "first\u2028half", "label": "a"}, {"text": "next\u0085one\u2029", "label": "b"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows), encoding="utf-8")
+    assert read_table(path).frame.to_dict("records") == rows
+    assert text_lines("a\r\nb\n") == ["a", "b"] and text_lines("a\rb\r") == ["a", "b"] and text_lines("") == []

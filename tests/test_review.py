@@ -207,7 +207,7 @@ def test_cli_walks_the_queue(capture, tmp_path):
     (["label", "{first}", "meh", "--capture", "{capture}", "--model", "stars"], "not one of the model's labels"),
     (["export", "--capture", "{capture}", "--model", "stars", "--output", "{tmp}/labels.txt"], ".csv or .jsonl"),
     (["export", "--capture", "{capture}", "--model", "stars", "--output", "{capture}/stars/1.0/capture.jsonl/x.csv"],
-     "no folder can be made"),
+     "inside the capture folder"),
     (["label", "{first}", "pos", "--capture", "{capture}", "--model", "stars", "--labels-file",
       "{capture}/stars/1.0/capture.jsonl/labels.jsonl"], "no folder can be made"),
 ])

@@ -180,7 +180,7 @@ def _parse_text(text: str, fmt: str, path: Path, delimiter: str | None = None) -
         separator = delimiter or table_delimiter(fmt)
         return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[],
                            engine="c" if separator == "," else "python")
-    records = [json_record(line, number, path) for number, line in enumerate(text.splitlines(), start=1)
+    records = [json_record(line, number, path) for number, line in enumerate(text_lines(text), start=1)
                if line.strip()]
     return pd.DataFrame.from_records(records)
 
@@ -210,6 +210,16 @@ def check_columns(path, wanted, present, hint: str = "") -> None:
     for column in wanted:
         if column not in present:
             raise DataError(f"{path}: no column '{column}'; the columns are: {', '.join(present)}{hint}")
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines or CoNLL text, split at "\\n" ("\\r\\n", or a lone "\\r" in a file without
+    "\\n") only: str.splitlines also splits at U+2028, U+2029, U+0085 and other characters that a JSON
+    string holds raw (json.dumps(..., ensure_ascii=False) writes them so)."""
+    lines = text.split("\n") if "\n" in text or "\r" not in text else text.split("\r")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def json_record(line: str, number: int, where) -> dict:

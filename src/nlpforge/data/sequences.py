@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpforge.data.formats import table_format
-from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record
+from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record, text_lines
 from nlpforge.errors import DataError
 
 _LANGUAGE_PREFIX = re.compile(r"^[a-z]{2,3}:(?=.)")
@@ -91,7 +91,7 @@ def read_tagged(path) -> TaggedFile:
 
 def _conll(text: str, path: Path) -> tuple[list, list]:
     sentences, lines, tokens, tags, start = [], [], [], [], 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         line = line.replace("\ufeff", "")  # stray byte-order marks, alone on a line or inside a token (WNUT-17)
         stripped = line.strip()
         if not stripped or stripped.startswith("-DOCSTART-"):
@@ -118,7 +118,7 @@ def _conll(text: str, path: Path) -> tuple[list, list]:
 
 def _jsonl(text: str, path: Path) -> tuple[list, list]:
     sentences, lines = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         record = json_record(line, number, path)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpforge.data.formats import misspelled_key
-from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record
+from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record, text_lines
 from nlpforge.errors import DataError
 
 
@@ -214,7 +214,7 @@ JSONL_KEYS = ("id", "question", "context", "answers", "is_impossible")
 
 
 def _jsonl(text: str, path: Path):
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         record = json_record(line, number, path)

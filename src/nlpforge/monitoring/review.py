@@ -27,7 +27,9 @@ same id, and rotating or re-reading the files never changes it.
 import hashlib
 import json
 import logging
+import math
 import os
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -63,7 +65,8 @@ def capture_id(record: dict, version: str) -> str:
     """The stable id of a captured input answered by `version` (see the module docstring)."""
     key = [record["request_id"], record.get("input")] if record.get("request_id") else \
         [record.get("timestamp"), record.get("input")]
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    encoded = json.dumps(key, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")  # lone ones too
+    digest = hashlib.sha256(encoded).hexdigest()
     return f"{version}/{digest[:16]}"
 
 
@@ -81,6 +84,16 @@ def text_and_pair(value) -> tuple[str, str | None]:
 def _score(prediction: dict) -> float | None:
     score = prediction.get("score")
     return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+
+
+def _probabilities(prediction: dict) -> dict:
+    """The prediction's {label: probability}, or {} when the record holds something else (a damaged line)."""
+    value = prediction.get("probabilities")
+    if not isinstance(value, dict):
+        return {}
+    if not all(isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) for p in value.values()):
+        return {}
+    return {str(name): float(p) for name, p in value.items()}
 
 
 def _typed(names, like) -> list:
@@ -111,6 +124,10 @@ class ReviewQueue:
             known = sorted(p.name for p in self.folder.iterdir() if p.is_dir())
             raise DataError(f"no capture of model {model!r} in {self.folder}; the captured models are "
                             f"{', '.join(known) or 'none yet'}")
+        if version is not None and (not str(version) or Path(str(version)).name != str(version)
+                                    or str(version) in (".", "..", "review")):
+            raise InputError(f"version {version!r}: give a served version's name, one of the folders in "
+                             f"{self.folder / model}")
         if version is not None and not (self.folder / model / str(version)).is_dir():
             known = sorted(p.name for p in (self.folder / model).iterdir() if p.is_dir() and p.name != "review")
             raise DataError(f"no capture of model {model!r} version {version!r} in {self.folder}; its captured "
@@ -135,7 +152,9 @@ class ReviewQueue:
             prediction = record.get("prediction")
             if not isinstance(prediction, dict) or "label" not in prediction:
                 continue
-            names.extend(n for n in (prediction.get("probabilities") or {}) if n not in names)
+            probabilities = _probabilities(prediction)
+            seen = [*probabilities] or [str(prediction["label"])]  # without probabilities: the labels answered
+            names.extend(n for n in seen if n not in names)
             like = prediction["label"] if like is None else like
             if record.get("shadow"):
                 version = str(prediction.get("served_version", ""))
@@ -148,8 +167,7 @@ class ReviewQueue:
                 continue
             text, pair = text_and_pair(record.get("input"))
             key = capture_id(record, version)
-            served[key] = ReviewItem(key, text, pair, prediction["label"], _score(prediction),
-                                     dict(prediction.get("probabilities") or {}),
+            served[key] = ReviewItem(key, text, pair, prediction["label"], _score(prediction), probabilities,
                                      timestamp=str(record.get("timestamp", "")), version=version)
         queued = []
         for key, item in served.items():
@@ -213,32 +231,41 @@ class ReviewQueue:
     # --- labels ---------------------------------------------------------------------------------------------
     def reviewed(self) -> dict[str, dict]:
         """The latest label line of every reviewed capture id; a damaged line is skipped with a warning."""
-        return {entry["capture_id"]: entry for entry in self._entries(self._read())[0]}
+        return {entry["capture_id"]: entry for entry, _ in self._entries(self._read())[0]}
 
     def _read(self) -> bytes:
+        path = self.labels_file
+        if path.is_symlink() and not path.exists():
+            raise DataError(f"{path}: the labels file is a link to nothing; remove the link or name another "
+                            "--labels-file")
         try:
-            return self.labels_file.read_bytes()
+            if path.exists() and not stat.S_ISREG(path.stat().st_mode):  # a folder, or a FIFO that would block
+                raise DataError(f"{path}: is not a file, so it is not a labels file; name another --labels-file")
+            return path.read_bytes()
         except FileNotFoundError:
             return b""
         except OSError as error:
-            raise DataError(f"{self.labels_file}: cannot read the labels file ({error.strerror or error})") from None
+            raise DataError(f"{path}: cannot read the labels file ({error.strerror or error})") from None
 
-    def _entries(self, content: bytes) -> tuple[list[dict], list[int]]:
-        """(the label lines, the numbers of the lines that are not label lines)."""
+    def _entries(self, content: bytes) -> tuple[list[tuple[dict, bytes]], list[int]]:
+        """((each label line, its bytes), the numbers of the lines that are not label lines). Lines end at
+        "\\n" only (a text may hold U+2028 and its kind raw), and a line is kept byte for byte when the file
+        is rewritten."""
         entries, damaged = [], []
-        for number, line in enumerate(content.decode("utf-8", "replace").splitlines(), start=1):
-            if not line.strip():
+        for number, raw in enumerate(content.split(b"\n"), start=1):
+            if not raw.strip():
                 continue
             try:
-                entry = json.loads(line)
-                if not isinstance(entry, dict) or not isinstance(entry.get("capture_id"), str):
+                entry = json.loads(raw.decode("utf-8", "replace"))
+                if not isinstance(entry, dict) or not isinstance(entry.get("capture_id"), str) \
+                        or "label" not in entry:
                     raise ValueError
             except (ValueError, RecursionError):
                 log.warning("%s line %d is not a whole label line (cut short by a crash?); skipped",
                             self.labels_file, number)
                 damaged.append(number)
                 continue
-            entries.append(entry)
+            entries.append((entry, raw.rstrip(b"\r") + b"\n"))
         return entries, damaged
 
     def save(self, capture_id: str, label) -> dict:
@@ -252,7 +279,8 @@ class ReviewQueue:
                  "label": chosen, "capture_id": capture_id, "model_label": item.label, "model_score": item.score,
                  "reason": item.reason,
                  "reviewed_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
-        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        # backslashreplace: a lone surrogate in a text becomes the JSON escape \ud800, so the line stays JSON
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
         check_writable(self.labels_file, "labels file", folder=False)
         self.labels_file.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
@@ -263,9 +291,9 @@ class ReviewQueue:
                             or damaged[0] != content.rstrip().count(b"\n") + 1):
                 raise DataError(f"{self.labels_file}: line {damaged[0]} is not a label line, so this is not a labels "
                                 "file that `nlpforge review` wrote; it is left as it is. Name another --labels-file")
-            if damaged or any(e["capture_id"] == capture_id for e in entries) or (content and content[-1:] != b"\n"):
-                kept = [e for e in entries if e["capture_id"] != capture_id]
-                self._replace(b"".join((json.dumps(e, ensure_ascii=False) + "\n").encode() for e in kept) + line)
+            if damaged or any(e["capture_id"] == capture_id for e, _ in entries) or \
+                    (content and content[-1:] != b"\n"):
+                self._replace(b"".join(raw for e, raw in entries if e["capture_id"] != capture_id) + line)
             else:
                 with open(self.labels_file, "ab") as out:
                     out.write(line)
@@ -281,7 +309,13 @@ class ReviewQueue:
         except ImportError:
             yield
             return
-        with open(self.labels_file.with_name(self.labels_file.name + ".lock"), "w") as lock:
+        path = self.labels_file.with_name(self.labels_file.name + ".lock")
+        try:
+            lock = open(path, "w")
+        except OSError as error:
+            raise DataError(f"{path}: cannot open the labels file's lock ({error.strerror or error}); remove what "
+                            "is there, it is only a lock") from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -310,19 +344,28 @@ class ReviewQueue:
         path = Path(path)
         if path.suffix.lower() not in (".csv", ".jsonl"):
             raise ConfigError(f"--output {path}: export to a .csv or .jsonl file")
-        read = "capture log" if path.name.startswith("capture.jsonl") else "labels file" if (
-            path.exists() and self.labels_file.exists() and path.samefile(self.labels_file)) else None
+        real = Path(os.path.realpath(path))
+        read = "a capture log" if real.name.startswith("capture.jsonl") else \
+            "the labels file the export reads" if real == Path(os.path.realpath(self.labels_file)) else \
+            "inside the capture folder, where the server's logs and the review's labels live" if \
+            real.is_relative_to(os.path.realpath(self.folder)) else None
         if read:
-            raise ConfigError(f"--output {path}: is the {read} the export reads, which writing it would destroy; "
-                              "export to another file")
+            raise ConfigError(f"--output {path}: is {read}, which the export must not overwrite; export to a "
+                              "file outside it")
         check_writable(path, "--output", folder=False)
         rows = list(self.reviewed().values())
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".jsonl":
-            path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        else:
-            with open(path, "w", newline="", encoding="utf-8") as out:
-                writer = csv.DictWriter(out, EXPORT_COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a failure leaves an earlier export whole
+        try:
+            # backslashreplace: a lone surrogate a label line holds as \ud800 is written back as that escape
+            with open(temporary, "w", newline="", encoding="utf-8", errors="backslashreplace") as out:
+                if path.suffix.lower() == ".jsonl":
+                    out.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+                else:
+                    writer = csv.DictWriter(out, EXPORT_COLUMNS, extrasaction="ignore")
+                    writer.writeheader()
+                    writer.writerows(rows)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
         return len(rows)

@@ -20,12 +20,13 @@ be that model) and checks label and confidence drift (`baseline_drift_check`) an
 import html
 import json
 import random
+import stat
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from nlpforge.data.readers import ReadingSettings, json_record, read_table
+from nlpforge.data.readers import ReadingSettings, json_record, read_table, text_lines
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.monitoring.content import content_drift
 from nlpforge.monitoring.descriptors import describe
@@ -132,12 +133,27 @@ def capture_records(folder):
     if not folder.is_dir():
         raise DataError(f"{folder}: no such capture folder; give the folder the server writes data capture to "
                         "(its --capture-dir)")
-    files = sorted(folder.rglob("capture.jsonl*"), key=lambda p: (p.parent, -int(p.suffix[1:]) if
-                                                                  p.suffix[1:].isdigit() else 0))
+    # Only regular files: a folder, a dangling link or a FIFO (which would block) named like a log is not one.
+    files = sorted((p for p in folder.rglob("capture.jsonl*") if p.is_file() and stat.S_ISREG(p.stat().st_mode)),
+                   key=lambda p: (p.parent, -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0))
     for path in files:
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-            if line.strip():
-                yield json_record(line, number, path)
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise DataError(f"{path}: cannot read the capture log ({error.strerror or error})") from None
+        lines = text_lines(content.decode("utf-8", errors="replace"))
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            if number == len(lines) and not content.endswith(b"\n"):
+                try:  # the server may be writing it, or a crash cut it short: a whole record or none
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(record, dict):
+                    yield record
+                continue
+            yield json_record(line, number, path)
 
 
 def capture_inputs(folder, since: str | None = None, until: str | None = None) -> list:
@@ -221,7 +237,7 @@ def read_baseline(folder) -> tuple[dict, dict, dict, list[str]]:
         except ConfigError as error:
             raise BaselineError(f"{folder / name}: {error.message}; correct it, or write the baseline again with "
                                 "`nlpforge monitor baseline`") from None
-    lines = (folder / "texts.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = text_lines((folder / "texts.jsonl").read_text(encoding="utf-8"))
     sample = [json_record(line, n, folder / "texts.jsonl")["text"] for n, line in enumerate(lines, 1) if line.strip()]
     return loaded[0], loaded[1], loaded[2], sample
 

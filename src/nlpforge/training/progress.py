@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from nlpforge.data.readers import text_lines
+
 
 class PlainProgress:
     """The progress bar where stderr is not a terminal (CI, job logs, nohup): a plain line every
@@ -54,7 +56,7 @@ class MetricLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             kept = []
             if resume_step is not None and path.exists():  # drop lines from steps the resume will redo
-                kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                kept = [line for line in text_lines(path.read_text(encoding="utf-8"))
                         if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
             self.handle = open(path, "a", encoding="utf-8")
