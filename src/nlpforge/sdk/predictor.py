@@ -194,13 +194,16 @@ def own_server(host: str, ports: dict, root: Path, command: list[str] | None,
     from nlpforge.serving.inference import model_store_id
 
     wanted = model_store_id(root / "_model_store")
-    candidates = [(ports, None)] + [({k: record[k] for k in DEFAULT_PORTS}, record.get("server_pid"))
-                                    for record in endpoint_records(root)
-                                    if record.get("host", DEFAULT_HOST) == host and set(DEFAULT_PORTS) <= set(record)]
+    records = [record for record in endpoint_records(root)
+               if record.get("host", DEFAULT_HOST) == host and set(DEFAULT_PORTS) <= set(record)]
+    candidates = [ports] + [{k: record[k] for k in DEFAULT_PORTS} for record in records]
     taken = False
-    for candidate, pid in candidates:
+    for candidate in candidates:
         store = served_store(host, candidate["inference_port"])
         if store == wanted:
+            # Every endpoint on a server deploy() started carries its pid, so that whichever is deleted last stops it.
+            pid = next((record["server_pid"] for record in records if record.get("server_pid")
+                        and record["inference_port"] == candidate["inference_port"]), None)
             return candidate, pid
         taken = taken or (candidate is ports and store is not None)
     if taken:
@@ -239,6 +242,14 @@ def free_ports(host: str) -> dict:
     finally:
         for probe in sockets:
             probe.close()
+
+
+def same_server(record: dict, other: dict) -> bool:
+    """Whether two endpoint records name the same model server (a record without ports may: it counts)."""
+    if record.get("host", DEFAULT_HOST) != other.get("host", DEFAULT_HOST):
+        return False
+    ports = record.get("inference_port"), other.get("inference_port")
+    return None in ports or ports[0] == ports[1]
 
 
 def write_json_record(path: Path, value: dict) -> None:
@@ -317,8 +328,13 @@ class Predictor:
 
             shutil.rmtree(self.jobs_root / "_model_store" / self.endpoint_name, ignore_errors=True)
         pid = self.record.get("server_pid")
-        others = list((self.jobs_root / "_endpoints").glob("*.json"))
-        if stop_server and pid and not others:
+        others = [(path, record) for path in sorted((self.jobs_root / "_endpoints").glob("*.json"))
+                  if isinstance(record := read_json(path, {}), dict) and same_server(record, self.record)]
+        if pid and others:  # the endpoints left take over the pid (records written before it was carried lack it)
+            for path, record in others:
+                if not record.get("server_pid"):
+                    write_json_record(path, {**record, "server_pid": pid})
+        elif stop_server and pid:
             import signal
 
             try:
