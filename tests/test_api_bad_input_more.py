@@ -3,13 +3,15 @@ is repaired), and nothing is left behind."""
 import json
 import os
 import signal
+import tarfile
 import time
 
 import pytest
 
-from nlpforge.sdk import Predictor
+from nlpforge.errors import EndpointError
+from nlpforge.sdk import CSVSerializer, IdentitySerializer, JSONDeserializer, Predictor, PyTorchModel
 from nlpforge.sdk.predictor import deploy_model, inference
-from serving_support import free_ports
+from serving_support import free_port, free_ports
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +59,76 @@ def test_the_server_stops_with_its_last_endpoint_whichever_was_deployed_first(mo
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def test_a_cut_model_archive_is_refused_and_leaves_nothing(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.pth").write_bytes(os.urandom(200_000))
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder / "model.pth", arcname="model.pth")
+    archive.write_bytes(archive.read_bytes()[:50_000])
+    script = tmp_path / "inference.py"
+    script.write_text("def model_fn(model_dir):\n    return None\n")
+    jobs = tmp_path / "jobs"
+    model = PyTorchModel(model_data=str(archive), entry_point=str(script), jobs_root=str(jobs))
+    with pytest.raises(EndpointError, match=r"model\.tar\.gz: cannot extract .*give a complete model\.tar\.gz"):
+        model.deploy(endpoint_name="cut", **free_ports())
+    assert list((jobs / "_model_store").iterdir()) == []
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(entry_point=5), "entry_point must be a path given as a string"),
+    (dict(entry_point="inference.py", source_dir=["code"]), "source_dir must be a path given as a string"),
+])
+def test_pytorch_model_paths_of_the_wrong_type(tmp_path, settings, message):
+    (tmp_path / "model").mkdir()
+    with pytest.raises(EndpointError, match=message):
+        PyTorchModel(model_data=str(tmp_path / "model"), **settings)
+
+
+@pytest.mark.parametrize("data", [["great", "awful"], None, {"text": "great"}, 5])
+def test_identity_serializer_sends_only_text_or_bytes(tmp_path, data):
+    predictor = Predictor("clf", serializer=IdentitySerializer(), jobs_root=str(tmp_path), inference_port=free_port())
+    with pytest.raises(EndpointError, match=f"IdentitySerializer sends a str or bytes as it is, not a "
+                                            f"{type(data).__name__}"):
+        predictor.predict(data)
+
+
+def test_identity_serializer_sends_text_and_bytes_as_they_are():
+    assert IdentitySerializer().serialize("great\nawful") == b"great\nawful"
+    assert IdentitySerializer().serialize(bytearray(b"great")) == b"great"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(serializer=object()), "serializer must be a serializer such as JSONSerializer()"),
+    (dict(serializer=CSVSerializer), r"serializer must be an instance, such as CSVSerializer\(\)"),
+    (dict(deserializer=object()), "deserializer must be a deserializer such as JSONDeserializer()"),
+])
+def test_predictor_serializers_of_the_wrong_kind(tmp_path, settings, message):
+    with pytest.raises(EndpointError, match=message):
+        Predictor("clf", jobs_root=str(tmp_path), **settings)
+
+
+@pytest.mark.parametrize("initial_args, message", [
+    ({"ContentType": 5}, "initial_args ContentType must be a media type such as 'text/csv', not 5"),
+    ({"Accept": ["application/json"]}, "initial_args Accept must be a media type"),
+    ({"ContentType": "text/csv\n"}, "initial_args ContentType must be a media type"),
+])
+def test_initial_args_media_types_must_be_strings(tmp_path, initial_args, message):
+    with pytest.raises(EndpointError, match=message):
+        Predictor("clf", jobs_root=str(tmp_path), inference_port=free_port()).predict("x", initial_args=initial_args)
+
+
+def test_a_sagemaker_style_serializer_is_read(tmp_path):
+    class Upper:  # SageMaker's serializers name their type CONTENT_TYPE
+        CONTENT_TYPE = "text/plain"
+
+        def serialize(self, data):
+            return data.encode()
+
+    predictor = Predictor("clf", serializer=Upper(), deserializer=JSONDeserializer(), jobs_root=str(tmp_path),
+                          inference_port=free_port())
+    with pytest.raises(EndpointError, match="does not answer"):  # got as far as sending
+        predictor.predict("x")

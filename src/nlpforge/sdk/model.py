@@ -17,6 +17,7 @@ entry_point=...)` packages a job's model folder the same way.
 import os
 import shutil
 import tarfile
+import zlib
 from pathlib import Path
 
 from nlpforge.errors import EndpointError
@@ -78,6 +79,10 @@ def model_source(model_data) -> Path:
 
 def inference_script(entry_point: str, source_dir: str | None) -> Path:
     """The entry point's file: inside source_dir when one is given, else as a path."""
+    for argument, value in (("entry_point", entry_point), ("source_dir", source_dir)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise EndpointError(f"{argument} must be a path given as a string, such as "
+                                f"{'inference.py' if argument == 'entry_point' else 'code'!r}, not {value!r}")
     if source_dir is not None and not Path(source_dir).expanduser().is_dir():
         raise EndpointError(f"source_dir {source_dir} is not a folder; give the folder holding {entry_point}")
     script = (Path(source_dir).expanduser() / entry_point) if source_dir is not None else Path(entry_point).expanduser()
@@ -98,6 +103,18 @@ def package_model(model_data, entry_point: str, source_dir: str | None, destinat
     partial = destination.with_name(f".{destination.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_package(partial, source, script, source_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(destination, ignore_errors=True)
+    partial.rename(destination)
+    return destination
+
+
+def write_package(partial: Path, source: Path, script: Path, source_dir: str | None) -> None:
+    """Write the packaged folder at `partial`: the model files, then code/ (see package_model)."""
     if source.is_dir():
         shutil.copytree(source, partial, copy_function=link_or_copy)
     else:
@@ -105,9 +122,9 @@ def package_model(model_data, entry_point: str, source_dir: str | None, destinat
         try:
             with tarfile.open(source, "r:gz") as tar:
                 tar.extractall(partial, filter="data")  # refuses absolute paths and ../ escapes
-        except (tarfile.TarError, OSError) as error:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise EndpointError(f"model_data {source}: cannot extract ({error}); give a model.tar.gz") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as error:  # EOFError, zlib.error: a cut archive
+            raise EndpointError(f"model_data {source}: cannot extract ({str(error) or type(error).__name__}); give a "
+                                "complete model.tar.gz (tar -czf model.tar.gz -C MODEL_DIR .)") from None
     code = partial / "code"
     shutil.rmtree(code, ignore_errors=True)  # SageMaker's repack replaces the archive's code too
     if source_dir is not None:
@@ -121,9 +138,6 @@ def package_model(model_data, entry_point: str, source_dir: str | None, destinat
         inside = Path(script.name)
     if inside != Path("inference.py"):
         shutil.copy2(code / inside, code / "inference.py")
-    shutil.rmtree(destination, ignore_errors=True)
-    partial.rename(destination)
-    return destination
 
 
 def link_or_copy(source, target) -> None:

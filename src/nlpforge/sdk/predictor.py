@@ -257,6 +257,24 @@ def write_json_record(path: Path, value: dict) -> None:
     write_json(path, value)
 
 
+def media_types(serializer, deserializer) -> tuple[str, str]:
+    """(content type, accept) of a serializer and a deserializer: nlpforge's and SageMaker's (content_type or
+    CONTENT_TYPE; ACCEPT or accept), or objects shaped like them."""
+    for argument, value in (("serializer", serializer), ("deserializer", deserializer)):
+        if isinstance(value, type):
+            raise EndpointError(f"{argument} must be an instance, such as {value.__name__}(), not the class itself")
+    content_type = getattr(serializer, "content_type", None) or getattr(serializer, "CONTENT_TYPE", None)
+    if not callable(getattr(serializer, "serialize", None)) or not isinstance(content_type, str) or not content_type:
+        raise EndpointError(f"serializer must be a serializer such as JSONSerializer() or CSVSerializer() (an object "
+                            f"with serialize(data) and a content_type), not {serializer!r}")
+    accept = getattr(deserializer, "ACCEPT", None) or getattr(deserializer, "accept", None)
+    accept = accept[0] if isinstance(accept, (list, tuple)) and accept else accept
+    if not callable(getattr(deserializer, "deserialize", None)) or not isinstance(accept, str) or not accept:
+        raise EndpointError(f"deserializer must be a deserializer such as JSONDeserializer() (an object with "
+                            f"deserialize(body, content_type) and ACCEPT media types), not {deserializer!r}")
+    return content_type, accept
+
+
 class Predictor:
     """Sends requests to an endpoint, as SageMaker's `Predictor`; attach with `Predictor(endpoint_name)`."""
 
@@ -266,6 +284,7 @@ class Predictor:
         check_ports({"inference_port": inference_port, "management_port": management_port})
         self.serializer = serializer or JSONSerializer()
         self.deserializer = deserializer or JSONDeserializer()
+        media_types(self.serializer, self.deserializer)  # checked now; read again by predict (they may be replaced)
         self.jobs_root = resolve_jobs_root(jobs_root)
         record = read_json(endpoint_record_path(endpoint_name, self.jobs_root), {}) or {}
         # An endpoint without a record of its own is looked for on this jobs root's server, named by any record.
@@ -281,9 +300,13 @@ class Predictor:
 
     def predict(self, data, initial_args: dict | None = None):
         """Serialize, POST to the endpoint, deserialize the answer."""
-        content_type, accept = self.serializer.content_type, self.deserializer.ACCEPT[0]
+        content_type, accept = media_types(self.serializer, self.deserializer)
         # SageMaker's initial_args may override the request's ContentType and Accept.
         initial_args = check_dict(initial_args, "initial_args", "{'ContentType': 'text/csv'}", EndpointError)
+        for key in ("ContentType", "Accept"):
+            value = initial_args.get(key)
+            if value is not None and not (isinstance(value, str) and value and value.isascii() and value.isprintable()):
+                raise EndpointError(f"initial_args {key} must be a media type such as 'text/csv', not {value!r}")
         content_type = initial_args.get("ContentType") or content_type
         accept = initial_args.get("Accept") or accept
         try:

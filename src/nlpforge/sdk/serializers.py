@@ -10,6 +10,8 @@ import csv
 import io
 import json
 
+from nlpforge.errors import EndpointError
+
 
 def _plain(data):
     """A numpy array or scalar (anything with `tolist`) as Python lists and values, as SageMaker's serializers
@@ -69,7 +71,14 @@ class IdentitySerializer:
         self.content_type = content_type
 
     def serialize(self, data) -> bytes:
-        return data if isinstance(data, bytes) else str(data).encode("utf-8")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return bytes(data)
+        if isinstance(data, str):
+            return data.encode("utf-8")
+        # str() of anything else would send its repr, e.g. "['a', 'b']", and get an answer for that text.
+        raise EndpointError(f"IdentitySerializer sends a str or bytes as it is, not a {type(data).__name__}; give the "
+                            "request body as a string (e.g. one text a line: '\\n'.join(texts)), or use "
+                            "JSONSerializer() for a list or dict")
 
 
 class JSONDeserializer:
