@@ -8,10 +8,13 @@ import time
 
 import pytest
 
-from nlpforge.errors import EndpointError
+from conftest import toy_rows
+from nlpforge import load
+from nlpforge.errors import EndpointError, InputError
 from nlpforge.sdk import CSVSerializer, IdentitySerializer, JSONDeserializer, Predictor, PyTorchModel
 from nlpforge.sdk.predictor import deploy_model, inference
 from serving_support import free_port, free_ports
+from test_question_answering import toy_squad
 
 
 @pytest.fixture(autouse=True)
@@ -132,3 +135,57 @@ def test_a_sagemaker_style_serializer_is_read(tmp_path):
                           inference_port=free_port())
     with pytest.raises(EndpointError, match="does not answer"):  # got as far as sending
         predictor.predict("x")
+
+
+# -- inputs to nlpforge.load(...).predict ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def qa_model(tmp_path_factory):
+    from nlpforge.training.run import train
+    from nlpforge.training.settings import job_class
+
+    folder = tmp_path_factory.mktemp("qa")
+    (folder / "train.json").write_text(json.dumps(toy_squad(40, seed=1)))
+    (folder / "dev.json").write_text(json.dumps(toy_squad(10, seed=2)))
+    return train(job_class("question-answering").of(
+        train=str(folder / "train.json"), validation=str(folder / "dev.json"), output=str(folder / "model"),
+        model="bert-tiny", epochs=1, batch_size=16, max_seq_length=64, doc_stride=16, progress=False, seed=0),
+        log=lambda *_: None).output
+
+
+@pytest.mark.parametrize("call, value, message", [
+    ("predict", None, "give a {\"question\": ..., \"context\": ...} dict.*not None"),
+    ("predict", 5, "not 5"),
+    ("explain", 1.5, "not 1.5"),
+    ("predict", "", "takes a question and the text to find its answer in"),
+    ("predict", "What is the code?", "takes a question and the text to find its answer in"),
+    ("predict", {"question", "context"}, "not a set"),
+])
+def test_question_answering_inputs_of_the_wrong_kind(qa_model, call, value, message):
+    with pytest.raises(InputError, match=message):
+        getattr(load(qa_model), call)(value)
+
+
+def test_a_question_and_context_tuple_is_one_input(qa_model):
+    loaded = load(qa_model)
+    pair = ("What is the code?", "The code is amber.")
+    assert loaded.predict(pair) == loaded.predict({"question": pair[0], "context": pair[1]})
+    assert len(loaded.predict(pair)) == 1
+
+
+def test_a_table_or_a_set_is_refused_and_memoryview_is_named(model, qa_model):
+    import pandas
+
+    loaded = load(model)
+    rows = pandas.DataFrame(toy_rows(3))
+    with pytest.raises(InputError, match=r"not a DataFrame .*one answer per column name.*df\['text'\]\.tolist\(\)"):
+        loaded.predict(rows)
+    assert len(loaded.predict(rows["text"])) == 3  # a column is a list of texts
+    with pytest.raises(InputError, match=r"df\[\['question', 'context'\]\]\.to_dict\('records'\)"):
+        load(qa_model).predict(pandas.DataFrame({"question": ["q"], "context": ["c"]}))
+    with pytest.raises(InputError, match="not a set: a set has no order"):
+        loaded.predict({"great", "awful"})
+    with pytest.raises(InputError, match="not a frozenset"):
+        loaded.explain(frozenset({"great"}))
+    with pytest.raises(InputError, match="the input is memoryview; decode it to a string first"):
+        loaded.predict(memoryview(b"great"))

@@ -170,6 +170,7 @@ class Task(ABC):
     outputs: dict = {"logits": ("batch",)}  # model outputs prediction reads, with their dynamic axes
     example_input: str = "some text"   # for the model card
     text_columns: tuple = ("text",)    # what a file to predict for holds, unless the model names its own
+    inputs_wanted: str = "a text or a list of texts"  # what predict takes, for messages
     metrics: tuple = ()                # validation metrics logged every epoch (what tuning may optimise)
     # Padded tokens per forward pass when predicting: on a CPU a pass costs rows x padded length, and
     # length-sorted passes of about 1,000 tokens ran 2-3x faster than passes of 4,000 (bench/serving.py).
@@ -241,14 +242,24 @@ class Task(ABC):
         """A single input (a string, a dict, or a tuple: one text pair) or a list of inputs, as a list."""
         if isinstance(value, (str, dict, tuple)):
             return [value]
-        if isinstance(value, (bytes, bytearray)):
-            raise InputError("the input is bytes; decode it to a string first, e.g. value.decode('utf-8')")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raise InputError(f"the input is {type(value).__name__}; decode it to a string first, e.g. "
+                             "bytes(value).decode('utf-8')")
         if value is None or isinstance(value, (int, float)):
-            raise InputError(f"give a text or a list of texts, not {value!r}")
+            raise InputError(f"give {self.inputs_wanted}, not {value!r}")
+        if hasattr(value, "columns") and hasattr(value, "dtypes"):  # a DataFrame iterates over its column names
+            columns = list(self.text_columns)
+            example = (f"df[{columns[0]!r}].tolist()" if len(columns) == 1
+                       else f"df[{columns!r}].to_dict('records')")
+            raise InputError(f"give {self.inputs_wanted}, not a {type(value).__name__} (it would give one answer per "
+                             f"column name); pass its rows as a list, e.g. {example}")
+        if isinstance(value, (set, frozenset)):
+            raise InputError(f"give {self.inputs_wanted}, not a {type(value).__name__}: a set has no order, so the "
+                             "answers could not be matched to the inputs; pass a list")
         try:
             return list(value)
         except TypeError:
-            raise InputError(f"give a text or a list of texts, not a {type(value).__name__}") from None
+            raise InputError(f"give {self.inputs_wanted}, not a {type(value).__name__}") from None
 
     def load_weights(self, folder, **options):
         """The folder's torch model (`options` go to `from_pretrained`, e.g. attn_implementation)."""

@@ -194,6 +194,7 @@ class QuestionAnswering(Task):
     outputs = {"start_logits": ("batch", "sequence"), "end_logits": ("batch", "sequence")}
     example_input = "{'question': 'Who won?', 'context': 'The Broncos won the game.'}"
     text_columns = ("question", "context")
+    inputs_wanted = 'a {"question": ..., "context": ...} dict, a (question, context) tuple, or a list of them'
     metrics = ("validation_f1", "validation_exact_match")
     max_batch_tokens = 4096  # windows are near max_seq_length long: padding costs little
     defaults = {"max_seq_length": 384}  # SQuAD's windows; the engine's 128 is below twice the default doc_stride
@@ -317,9 +318,6 @@ class QuestionAnswering(Task):
         info = loaded.info
         return best_answers(examples, features, outputs, int(info.get("n_best", 20)),
                             int(info.get("max_answer_length", 30)))
-
-    def as_inputs(self, value) -> list:
-        return [value] if isinstance(value, dict) else list(value)
 
     def attribution_target(self, reference):
         """The start logit of the predicted start plus the end logit of the predicted end."""
