@@ -2,6 +2,7 @@
 is repaired), and nothing is left behind."""
 import json
 import os
+import shutil
 import signal
 import tarfile
 import time
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import toy_rows
 from nlpforge import load
-from nlpforge.errors import EndpointError, InputError
+from nlpforge.errors import ArtifactError, EndpointError, InputError
 from nlpforge.sdk import CSVSerializer, IdentitySerializer, JSONDeserializer, Predictor, PyTorchModel
 from nlpforge.sdk.predictor import deploy_model, inference
 from serving_support import free_port, free_ports
@@ -189,3 +190,51 @@ def test_a_table_or_a_set_is_refused_and_memoryview_is_named(model, qa_model):
         loaded.explain(frozenset({"great"}))
     with pytest.raises(InputError, match="the input is memoryview; decode it to a string first"):
         loaded.predict(memoryview(b"great"))
+
+
+# -- the ONNX cache --------------------------------------------------------------------------------
+
+@pytest.fixture
+def own_copy(model, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    shutil.rmtree(folder / "onnx", ignore_errors=True)
+    return folder
+
+
+def test_a_damaged_onnx_cache_is_exported_again(own_copy):
+    expected = load(own_copy).predict(["great", "awful"])
+    load(own_copy, backend="onnx")
+    cached = own_copy / "onnx" / "model.onnx"
+    whole = cached.read_bytes()
+    for damage in (b"x\n", b"", whole[:len(whole) // 2]):
+        cached.write_bytes(damage)
+        got = load(own_copy, backend="onnx").predict(["great", "awful"])
+        assert [g["label"] for g in got] == [e["label"] for e in expected]
+        assert cached.stat().st_size == len(whole)
+    cached.write_bytes(whole[:len(whole) // 2])  # the int8 file is made from a damaged fp32 one
+    assert load(own_copy, backend="onnx-int8").predict("great")[0]["label"] == expected[0]["label"]
+    (own_copy / "onnx" / "model-int8.onnx").write_bytes(b"x")
+    assert load(own_copy, backend="onnx-int8").predict("great")[0]["label"] == expected[0]["label"]
+
+
+def test_the_onnx_cache_follows_the_weights_not_their_age(own_copy, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    load(own_copy, backend="onnx")
+    weights = own_copy / "model.safetensors"
+    tensors = load_file(weights)
+    tensors = {name: -value if name.startswith("classifier") else value for name, value in tensors.items()}
+    older = weights.stat().st_mtime - 3600  # other weights, an hour older than the cached export
+    save_file(tensors, weights, metadata={"format": "pt"})
+    os.utime(weights, (older, older))
+    torch_answer = load(own_copy).predict("great")[0]
+    assert load(own_copy, backend="onnx").predict("great")[0]["label"] == torch_answer["label"]
+
+
+def test_an_export_onnx_runtime_cannot_load_is_an_artifact_error(own_copy, monkeypatch):
+    import nlpforge.models.onnx as onnx
+
+    monkeypatch.setattr(onnx, "_export", lambda folder, target, *_: target.write_bytes(b"x"))
+    with pytest.raises(ArtifactError, match=r"onnx/model\.onnx: ONNX Runtime cannot load the model exported from"):
+        load(own_copy, backend="onnx")

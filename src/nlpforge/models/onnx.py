@@ -5,17 +5,19 @@ on ONNX Runtime. The task says how its torch model loads from the folder and whi
     path = export_onnx("models/stars", task.load_weights, outputs)   # models/stars/onnx/model.onnx
     session = open_session("models/stars", task.load_weights, outputs, quantized=True, threads=2)
 
-The exported files are a cache beside the weights, rebuilt when model.safetensors is newer. A
-read-only model folder caches them under ~/.cache/nlpforge/onnx instead. Dynamic int8 keeps the
+The exported files are a cache beside the weights (onnx/), rebuilt when model.safetensors is not the
+file they were exported from (its size and time, kept in onnx/source.json), or when ONNX Runtime
+cannot load them (a file cut short or emptied). A read-only model folder caches them under
+~/.cache/nlpforge/onnx instead. Dynamic int8 keeps the
 weights of every MatMul as int8 and quantizes activations per batch: no calibration data needed.
 """
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
 
 from nlpforge.errors import ArtifactError
-
 from nlpforge.settings import cache_root
 
 log = logging.getLogger("nlpforge")
@@ -37,31 +39,67 @@ def _cache_folder(folder: Path) -> Path:
         return target
 
 
-def _fresh(path: Path, source: Path) -> bool:
-    return path.exists() and path.stat().st_mtime >= source.stat().st_mtime
+def _stamp(weights: Path) -> dict:
+    """What tells one weights file from another without reading it: its size and modification time."""
+    status = weights.stat()
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
-def export_onnx(folder, load_weights, outputs: dict[str, tuple], quantized: bool = False) -> Path:
-    """The ONNX file of a model folder (fp32, or dynamic int8), exporting it if needed."""
+def _exported_from(fp32: Path, weights: Path) -> bool:
+    """Whether the cached export exists and was made from these weights (not merely newer than them)."""
+    try:
+        recorded = json.loads((fp32.parent / "source.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return fp32.exists() and recorded == _stamp(weights)
+
+
+def export_onnx(folder, load_weights, outputs: dict[str, tuple], quantized: bool = False,
+                again: bool = False) -> Path:
+    """The ONNX file of a model folder (fp32, or dynamic int8), exporting it if needed; `again` exports even
+    when the cache looks current (it would not load)."""
     folder = Path(folder)
     weights = folder / "model.safetensors"
     if not weights.exists():
         raise ArtifactError(f"{folder}: no model.safetensors to export; give an nlpforge model folder")
     cache = _cache_folder(folder)
     fp32 = cache / "model.onnx"
-    if not _fresh(fp32, weights):
+    exported = again or not _exported_from(fp32, weights)
+    if exported:
+        stamp = _stamp(weights)  # taken first: weights replaced during the export make the stamp stale
+        (cache / "source.json").unlink(missing_ok=True)
         _export(folder, fp32, load_weights, outputs)
+        (cache / "source.json").write_text(json.dumps(stamp), encoding="utf-8")
     if not quantized:
         return fp32
     int8 = cache / "model-int8.onnx"
-    if not _fresh(int8, fp32):
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    if exported or not int8.exists() or int8.stat().st_mtime_ns < fp32.stat().st_mtime_ns:
+        from google.protobuf.message import DecodeError
+        from onnx.checker import ValidationError
+        from onnx.shape_inference import InferenceError
 
-        partial = int8.with_suffix(f".partial-{os.getpid()}.onnx")
-        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8)
-        os.replace(partial, int8)
+        try:
+            _quantize(fp32, int8)
+        except (DecodeError, ValidationError, InferenceError, ValueError):  # onnx's errors on a file cut short
+            if exported:
+                raise
+            # The cached fp32 file is damaged (cut short, emptied): it is derived data, made again.
+            log.warning("%s cannot be read; exporting %s again", fp32, folder)
+            return export_onnx(folder, load_weights, outputs, quantized, again=True)
         log.info("quantized %s to dynamic int8", folder)
     return int8
+
+
+def _quantize(fp32: Path, int8: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = int8.with_suffix(f".partial-{os.getpid()}.onnx")
+    try:
+        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, int8)
 
 
 def _export(folder: Path, target: Path, load_weights, outputs: dict[str, tuple]) -> None:
@@ -110,11 +148,25 @@ def open_session(folder, load_weights, outputs: dict[str, tuple], quantized: boo
                                 "or serve with backend torch")
         providers = [("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)}), *providers]
 
-    path = export_onnx(folder, load_weights, outputs, quantized)
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # yield cores when idle
-    return ort.InferenceSession(str(path), options, providers=providers)
+    # What ONNX Runtime raises on a file that is not a whole model (cut short, emptied, overwritten).
+    unreadable = (state.InvalidProtobuf, state.InvalidArgument, state.InvalidGraph, state.NoSuchFile, state.Fail)
+    path = export_onnx(folder, load_weights, outputs, quantized)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except unreadable as error:
+        # The cache is derived data: export it again, once.
+        log.warning("%s cannot be loaded (%s); exporting %s again", path, str(error).splitlines()[0], folder)
+    path = export_onnx(folder, load_weights, outputs, quantized, again=True)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except unreadable as error:
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load the model exported from {folder} "
+                            f"({str(error).splitlines()[0]}); serve it with backend torch") from None
