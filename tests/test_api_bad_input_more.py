@@ -11,8 +11,9 @@ import pytest
 
 from conftest import toy_rows
 from nlpforge import load
-from nlpforge.errors import ArtifactError, EndpointError, InputError
-from nlpforge.sdk import CSVSerializer, IdentitySerializer, JSONDeserializer, Predictor, PyTorchModel
+from nlpforge.errors import ArtifactError, ConfigError, EndpointError, InputError
+from nlpforge.sdk import (CSVSerializer, IdentitySerializer, JSONDeserializer, Predictor, ProfilerRule,
+                          PyTorchModel, Rule, rule_configs)
 from nlpforge.sdk.predictor import deploy_model, inference
 from serving_support import free_port, free_ports
 from test_question_answering import toy_squad
@@ -238,3 +239,38 @@ def test_an_export_onnx_runtime_cannot_load_is_an_artifact_error(own_copy, monke
     monkeypatch.setattr(onnx, "_export", lambda folder, target, *_: target.write_bytes(b"x"))
     with pytest.raises(ArtifactError, match=r"onnx/model\.onnx: ONNX Runtime cannot load the model exported from"):
         load(own_copy, backend="onnx")
+
+
+# -- Debugger rules --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Rule.sagemaker(rule_configs.weight_update_ratio(),
+                            rule_parameters={"small_threshold": 10, "large_threshold": 1}),
+     "small_threshold 10 must be below large_threshold 1"),
+    (lambda: Rule.sagemaker({"DebugRuleConfiguration": {"RuleParameters": "rule_to_invoke"}}),
+     "Rule.sagemaker takes a rule configuration such as"),
+    (lambda: Rule.sagemaker({"DebugRuleConfiguration": {"RuleParameters": {
+        "rule_to_invoke": "LossNotDecreasing,Overfit"}}}), "must be one rule's name"),
+    (lambda: Rule.sagemaker({"DebugRuleConfiguration": {"RuleParameters": {
+        "rule_to_invoke": "Overfit:patience=2"}}}), "must be one rule's name"),
+    (lambda: ProfilerRule.sagemaker(rule_configs.LossNotDecreasing()),
+     "LossNotDecreasing is a rule for Rule.sagemaker"),
+    (lambda: Rule.sagemaker(rule_configs.overfit(), rule_parameters={"patience": 0}), "patience must be at least 1"),
+])
+def test_bad_debugger_rules(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_a_rule_named_as_sagemaker_names_it_is_the_debugger_rule():
+    assert Rule.sagemaker(rule_configs.LossNotDecreasing()).spec == "LossNotDecreasing"
+    assert Rule.sagemaker(rule_configs.WeightUpdateRatio()).spec == "WeightUpdateRatio"
+    assert rule_configs.ProfilerReport() == {"ProfilerRuleConfiguration": {"RuleConfigurationName": "ProfilerReport"}}
+
+
+def test_the_engine_refuses_contradicting_thresholds_too():
+    from nlpforge.training.debugger import parse_rules
+
+    with pytest.raises(ConfigError, match="small_threshold 1 must be below large_threshold 1"):
+        parse_rules(["WeightUpdateRatio:small_threshold=1,large_threshold=1"])
+    assert parse_rules(["WeightUpdateRatio:small_threshold=0.001"])[0].large_threshold == 10

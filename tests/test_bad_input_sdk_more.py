@@ -234,7 +234,7 @@ def test_transform_content_type_with_parameters_that_fits_the_files(tmp_path, mo
 def test_debugger_rule_name_must_be_a_string():
     from nlpforge.sdk.debugger import Rule
 
-    with pytest.raises(ConfigError, match="rule_to_invoke 5 must be a rule's name"):
+    with pytest.raises(ConfigError, match="rule_to_invoke 5 must be one rule's name"):
         Rule.sagemaker({"DebugRuleConfiguration": {"RuleParameters": {"rule_to_invoke": 5}}})
 
 

@@ -30,6 +30,8 @@ BUILT_IN_RULES = {
     "stalled_training_rule": "StalledTraining",
 }
 
+RULES_BY_SPELLING = {spelling.replace("_", "").lower(): name for function, name in BUILT_IN_RULES.items()
+                     for spelling in (function, name)}
 
 # What rule_configs.<rule>() holds -> (the class whose sagemaker() takes it, an example)
 CONFIGURATION_KINDS = {"DebugRuleConfiguration": ("Rule", "loss_not_decreasing()"),
@@ -41,7 +43,8 @@ def rule_configuration(base_config, kind: str) -> dict:
     taker, example = CONFIGURATION_KINDS[kind]
     config = base_config.get(kind) if isinstance(base_config, dict) else None
     if isinstance(config, dict) and (kind != "DebugRuleConfiguration"
-                                     or "rule_to_invoke" in (config.get("RuleParameters") or {})):
+                                     or isinstance(config.get("RuleParameters"), dict)
+                                     and "rule_to_invoke" in config["RuleParameters"]):
         return config
     for other, (other_taker, _) in CONFIGURATION_KINDS.items():
         if other != kind and isinstance(base_config, dict) and isinstance(base_config.get(other), dict):
@@ -59,8 +62,11 @@ class _RuleConfigs:
     """`rule_configs.loss_not_decreasing()` and its siblings: SageMaker's built-in rule configurations."""
 
     def __getattr__(self, attribute: str):
-        if attribute in BUILT_IN_RULES:
-            return lambda: _config(BUILT_IN_RULES[attribute])
+        # SageMaker's functions are snake_case; a rule's own name (LossNotDecreasing) is the same rule, not a
+        # profiler rule.
+        rule = RULES_BY_SPELLING.get(attribute.replace("_", "").lower())
+        if rule is not None:
+            return lambda: _config(rule)
         if attribute[:1].isupper():  # profiler rules (ProfilerReport, LowGPUUtilization, ...): accepted, ignored
             return lambda **_: {"ProfilerRuleConfiguration": {"RuleConfigurationName": attribute}}
         raise AttributeError(f"rule_configs has no rule {attribute!r}; nlpforge evaluates "
@@ -86,9 +92,10 @@ class Rule:
         """A built-in rule from `rule_configs.<rule>()`, its parameters overridden by `rule_parameters`."""
         config = rule_configuration(base_config, "DebugRuleConfiguration")
         rule = config["RuleParameters"]["rule_to_invoke"]
-        if not isinstance(rule, str) or not rule:
-            raise ConfigError(f"rule_to_invoke {rule!r} must be a rule's name; take the configuration from "
-                              "rule_configs, e.g. Rule.sagemaker(rule_configs.loss_not_decreasing())")
+        if not isinstance(rule, str) or not rule or any(mark in rule for mark in ",=:"):
+            raise ConfigError(f"rule_to_invoke {rule!r} must be one rule's name; take the configuration from "
+                              "rule_configs, e.g. Rule.sagemaker(rule_configs.loss_not_decreasing()), and give "
+                              "each rule its own Rule.sagemaker")
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name {name!r} must be a string naming the rule, e.g. 'LossNotDecreasing'")
         parameters = {k: v for k, v in config["RuleParameters"].items() if k != "rule_to_invoke"}
@@ -98,7 +105,11 @@ class Rule:
             if any(mark in f"{key}{value}" for mark in ",=:"):
                 raise ConfigError(f"rule parameter {key}={value!r} of {rule}: names and values cannot hold ',', '=' "
                                   "or ':'; give each parameter as its own key of rule_parameters")
-        return cls(name or rule, {"rule_to_invoke": rule, **parameters})
+        made = cls(name or rule, {"rule_to_invoke": rule, **parameters})
+        from nlpforge.training.debugger import parse_rule
+
+        parse_rule(made.spec)  # unknown rules and parameters, and parameters that contradict, are refused now
+        return made
 
     @property
     def spec(self) -> str:

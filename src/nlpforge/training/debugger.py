@@ -246,6 +246,12 @@ class WeightUpdateRatio(Rule):
     large_threshold: float = setting(10.0, "largest update / weight norm ratio", min=0)
     small_threshold: float = setting(1e-8, "smallest update / weight norm ratio", min=0)
 
+    def check(self):
+        if self.small_threshold >= self.large_threshold:  # every ratio would be outside: the rule fires at once
+            raise ConfigError(f"WeightUpdateRatio: small_threshold {self.small_threshold:g} must be below "
+                              f"large_threshold {self.large_threshold:g}; the rule fires when a ratio is outside "
+                              f"[small_threshold, large_threshold] (defaults 1e-8 and 10)")
+
     def check_summary(self, summary):
         for name, ratio in summary.update_ratio.items():
             if ratio > self.large_threshold or ratio < self.small_threshold:
