@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import toy_rows
-from nlpforge import load
+from nlpforge import explain, load
 from nlpforge.errors import ArtifactError, ConfigError, EndpointError, InputError
 from nlpforge.sdk import (CSVSerializer, IdentitySerializer, JSONDeserializer, Predictor, ProfilerRule,
                           PyTorchModel, Rule, rule_configs)
@@ -274,3 +274,26 @@ def test_the_engine_refuses_contradicting_thresholds_too():
     with pytest.raises(ConfigError, match="small_threshold 1 must be below large_threshold 1"):
         parse_rules(["WeightUpdateRatio:small_threshold=1,large_threshold=1"])
     assert parse_rules(["WeightUpdateRatio:small_threshold=0.001"])[0].large_threshold == 10
+
+
+# -- explanations and model folders ----------------------------------------------------------------
+
+@pytest.mark.parametrize("text, text_pair, message", [
+    (["great", "awful"], None, "an explanation is of one input: give the text as a string, not a list"),
+    ("great", ["plot"], "give the text_pair as a string, not a list"),
+    ("  ", None, "the text to explain is empty"),
+])
+def test_explain_takes_one_text(model, text, text_pair, message):
+    with pytest.raises(InputError, match=message):
+        explain(model, text, text_pair)
+
+
+def test_a_max_seq_length_over_the_models_positions_is_named_when_loading(model, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    meta = json.loads((folder / "nlpforge.json").read_text())
+    (folder / "nlpforge.json").write_text(json.dumps({**meta, "max_seq_length": 1002}))
+    with pytest.raises(ArtifactError, match=r"nlpforge\.json: max_seq_length 1002 is over the 512 positions"):
+        load(folder)
+    (folder / "nlpforge.json").write_text(json.dumps({**meta, "max_seq_length": 512}))
+    assert load(folder).predict("great " * 600)[0]["truncated"] is True

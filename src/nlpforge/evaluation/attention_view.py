@@ -231,11 +231,22 @@ def render_png(explanation: dict, path, title: str = "attention") -> Path:
     return path
 
 
+def check_one_input(text, text_pair) -> None:
+    """An explanation is of one text (or question) and, for pairs, one second text (or context)."""
+    for what, value in (("text", text), ("text_pair", text_pair)):
+        if value is None and what == "text_pair":
+            continue
+        if not isinstance(value, str):
+            raise InputError(f"an explanation is of one input: give the {what} as a string, not a "
+                             f"{type(value).__name__}; for several texts call nlpforge.load(path).explain(texts)")
+    if not text.strip():
+        raise InputError("the text to explain is empty; give the text (or question) as the argument")
+
+
 def explain_text(loaded, text: str, text_pair: str | None = None, steps: int = 32) -> dict:
     """The explanation of one text (or text pair) by a loaded model; for question answering `text` is the
     question and `text_pair` the context."""
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("the text to explain is empty; give the text (or question) as the argument")
+    check_one_input(text, text_pair)
     if loaded.task.name == "question-answering":
         if not text_pair:
             raise InputError("a question-answering model explains a question with its context: give --text-pair "
@@ -258,6 +269,7 @@ def explain_model(folder, text: str, text_pair: str | None = None, html_path=Non
             check_suffix(path, flag, suffixes)
             check_apart(path, [folder], flag)
             check_writable(path, flag, folder=False)
+    check_one_input(text, text_pair)  # before the model loads
     explanation = explain_text(load(folder), text, text_pair, steps)
     title = f"{Path(folder).name}: {text[:80]}"
     for path in (html_path, png_path):

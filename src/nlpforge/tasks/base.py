@@ -351,6 +351,30 @@ def text_columns_of(task: Task, metadata: dict, info: dict) -> list[str]:
     return list(task.text_columns)
 
 
+# Model types whose position ids start after the padding index (RoBERTa's offset), so that two fewer fit.
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert"}
+
+
+def check_positions(folder: Path, meta: dict) -> None:
+    """Refuse a max_seq_length (nlpforge.json) longer than the model has position embeddings (config.json), which
+    would otherwise fail inside the model on the first long input."""
+    length = meta.get("max_seq_length")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a missing or unreadable config.json is reported where the weights load
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(length, int) or not isinstance(positions, int) or isinstance(positions, bool):
+        return
+    if config.get("model_type") in OFFSET_POSITIONS:
+        pad = config.get("pad_token_id")
+        positions -= (pad if isinstance(pad, int) else 1) + 1
+    if length > positions:
+        raise ArtifactError(f"{folder / 'nlpforge.json'}: max_seq_length {length} is over the {positions} positions "
+                            f"the model has (max_position_embeddings in config.json); set max_seq_length to at most "
+                            f"{positions}, or train the model again")
+
+
 def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
                threads: int | None = None) -> LoadedModel:
     """Load a folder of `task` for prediction on `backend` (torch, onnx or onnx-int8)."""
@@ -369,6 +393,7 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
     if not (folder / "tokenizer.json").is_file():
         raise ArtifactError(f"{folder}: tokenizer.json is missing, so the model's vocabulary is unknown; restore the "
                             "file or train the model again")
+    check_positions(folder, meta)
     missing = [key for key in task.info_keys if key not in info]
     if missing:
         raise ArtifactError(f"{folder / 'labels.json'}: missing or without {', '.join(missing)}; the model folder "
