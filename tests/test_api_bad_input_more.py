@@ -297,3 +297,10 @@ def test_a_max_seq_length_over_the_models_positions_is_named_when_loading(model,
         load(folder)
     (folder / "nlpforge.json").write_text(json.dumps({**meta, "max_seq_length": 512}))
     assert load(folder).predict("great " * 600)[0]["truncated"] is True
+
+
+def test_json_lines_answers_end_at_newlines_only():
+    from nlpforge.sdk import JSONLinesDeserializer
+
+    body = '{"label": "a\u2028b"}\n{"label": "c\u0085"}\n'.encode()
+    assert JSONLinesDeserializer().deserialize(body) == [{"label": "a\u2028b"}, {"label": "c\u0085"}]

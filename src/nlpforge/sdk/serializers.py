@@ -10,6 +10,7 @@ import csv
 import io
 import json
 
+from nlpforge.data.readers import text_lines
 from nlpforge.errors import EndpointError
 
 
@@ -92,7 +93,7 @@ class JSONLinesDeserializer:
     ACCEPT = ("application/jsonlines",)
 
     def deserialize(self, body: bytes, content_type: str | None = None) -> list:
-        return [json.loads(line) for line in body.decode("utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for line in text_lines(body.decode("utf-8")) if line.strip()]
 
 
 class StringDeserializer:
