@@ -2,11 +2,10 @@
 and bad flags get one-line errors."""
 import pytest
 from conftest import assert_user_error, run_cli
-from fastapi.testclient import TestClient
-from ui_support import browser, needs_browser, running_ui
+from ui_support import browser, needs_browser, running_ui, ui_client
 
 from nlpforge.errors import ConfigError
-from nlpforge.ui import UISettings, create_app
+from nlpforge.ui import UISettings
 from nlpforge.ui.app import PAGES
 
 PATHS = [path for path, _, _ in PAGES]
@@ -15,7 +14,7 @@ PATHS = [path for path, _, _ in PAGES]
 def test_every_page_shows_an_empty_state_when_there_is_nothing_and_creates_no_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     missing = tmp_path / "no-jobs-here"
-    client = TestClient(create_app(UISettings.of(jobs_root=str(missing))))
+    client = ui_client(UISettings.of(jobs_root=str(missing)))
     for path in PATHS:
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:300])
@@ -25,13 +24,13 @@ def test_every_page_shows_an_empty_state_when_there_is_nothing_and_creates_no_fo
 
 
 def test_an_unknown_page_is_a_404_page_not_a_traceback(tmp_path):
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path))))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path)))
     response = client.get("/no/such/page")
     assert response.status_code == 404 and "Not found" in response.text and "Traceback" not in response.text
 
 
 def test_the_token_guards_every_page_and_is_kept_in_a_cookie(tmp_path):
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path), token="s3cret")))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path), token="s3cret"))
     refused = client.get("/jobs")
     assert refused.status_code == 401 and "?token=" in refused.text
     assert client.get("/jobs?token=wrong").status_code == 401
@@ -77,8 +76,8 @@ def test_unknown_jobs_runs_models_schedules_and_endpoints_are_404_pages(tmp_path
     (tmp_path / "outside.png").write_bytes(b"\x89PNG")
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "mlflow.db").write_bytes(b"")
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(tiny_model.output)],
-                                                 monitor=[str(tmp_path / "schedule")])))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(tiny_model.output)],
+                                                 monitor=[str(tmp_path / "schedule")]))
     for path in ["/jobs/no-such-job", "/jobs/no-such-job/log", "/tuning/no-such-study", "/models/0123456789ab",
                  "/endpoints/no-such-model", "/monitoring/5/r1", "/monitoring/0/no-such-run",
                  "/monitoring/0/r1/plot/..%2F..%2F..%2Foutside.png", "/monitoring/0/r1/plot/missing.png"]:
@@ -92,13 +91,13 @@ def test_unknown_jobs_runs_models_schedules_and_endpoints_are_404_pages(tmp_path
 def test_a_server_that_does_not_answer_is_shown_as_down(tmp_path):
     from serving_support import free_port
 
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path),
-                                                 server=[f"http://127.0.0.1:{free_port()}"])))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path),
+                                                 server=[f"http://127.0.0.1:{free_port()}"]))
     response = client.get("/endpoints")
     assert response.status_code == 200 and "badge-down" in response.text and "does not answer" in response.text
 
 
 def test_the_review_page_without_capture_shows_how_to_get_some(tmp_path):
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path), capture=str(tmp_path / "none"))))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path), capture=str(tmp_path / "none")))
     response = client.get("/review")
     assert response.status_code == 200 and "data capture" in response.text

@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from ui_support import browser, chart_is_drawn, needs_browser, running_ui, screenshot
+from ui_support import browser, chart_is_drawn, needs_browser, running_ui, screenshot, ui_client
 
-from nlpforge.ui import UISettings, create_app
+from nlpforge.ui import UISettings
 from nlpforge.ui.jobs import metric_charts, read_log
 
 # Prints a line and a loss every `pause` seconds; the estimator's metric_definitions turn the losses into metrics.
@@ -45,7 +44,7 @@ def ticking_job(tmp_path, jobs, name, ticks, pause, wait):
 
 def test_a_missing_jobs_root_shows_how_to_make_a_job_and_is_not_created(tmp_path, no_tracking_server):
     missing = tmp_path / "no-jobs-here"
-    client = TestClient(create_app(UISettings.of(jobs_root=str(missing))))
+    client = ui_client(UISettings.of(jobs_root=str(missing)))
     hints = {"/jobs": "TextClassifier(", "/experiments": "mlflow.db", "/tuning": "optuna.db",
              "/experiments/compare": "Tick two or more runs"}
     for path, hint in hints.items():
@@ -65,7 +64,7 @@ def test_unknown_jobs_runs_and_tuning_jobs_are_404_pages(tmp_path, no_tracking_s
     jobs = tmp_path / "jobs"
     client(jobs).create_experiment("empty-experiment")
     optuna_module().create_study(study_name="quiet-study", storage=f"sqlite:///{jobs / 'optuna.db'}")
-    app = TestClient(create_app(UISettings.of(jobs_root=str(jobs))))
+    app = ui_client(UISettings.of(jobs_root=str(jobs)))
     for path in ["/jobs/no-such-job", "/jobs/no-such-job/log?offset=0", "/experiments/compare?run=0123456789abcdef",
                  "/experiments/compare?run=it's-quoted", "/tuning/no-such-tuning-job"]:
         response = app.get(path)
@@ -82,7 +81,7 @@ def test_unknown_jobs_runs_and_tuning_jobs_are_404_pages(tmp_path, no_tracking_s
 def test_a_job_page_is_whole_without_javascript_and_its_log_reads_on_from_an_offset(tmp_path, no_tracking_server):
     jobs = tmp_path / "jobs"
     ticking_job(tmp_path, jobs, "ticks", ticks=5, pause=0, wait=True)
-    app = TestClient(create_app(UISettings.of(jobs_root=str(jobs))))
+    app = ui_client(UISettings.of(jobs_root=str(jobs)))
     listed = app.get("/jobs")
     assert 'href="/jobs/ticks"' in listed.text and "badge-completed" in listed.text
     assert "validation:accuracy" in listed.text and "0.75" in listed.text  # the final objective metric

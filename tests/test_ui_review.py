@@ -4,11 +4,10 @@ import json
 
 import pytest
 from conftest import TINY, train_classifier
-from fastapi.testclient import TestClient
-from ui_support import browser, needs_browser, running_ui, screenshot
+from ui_support import browser, needs_browser, running_ui, screenshot, ui_client
 
 from nlpforge.serving.capture import DataCapture
-from nlpforge.ui import UISettings, create_app
+from nlpforge.ui import UISettings
 
 TEXTS = ["a dull awful film", "a great superb film", "an awful boring plot", "a wonderful great story",
          "boring awful acting", "superb wonderful acting"]
@@ -30,7 +29,7 @@ def capture(tmp_path):
 
 
 def client_of(tmp_path, capture):
-    return TestClient(create_app(UISettings.of(jobs_root=str(tmp_path), capture=str(capture))))
+    return ui_client(UISettings.of(jobs_root=str(tmp_path), capture=str(capture)))
 
 
 def labels_of(capture) -> list[dict]:
@@ -66,8 +65,8 @@ def test_bad_posts_unknown_models_and_an_empty_queue_are_pages_not_failures(tmp_
     assert client.get("/review?model=other").status_code == 404
     assert client.post("/review/label", data={"model": "../x", "capture_id": capture_id,
                                               "label": "neg"}).status_code == 404
-    strict = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path), capture=str(capture),
-                                                 review_threshold=0.1)))
+    strict = ui_client(UISettings.of(jobs_root=str(tmp_path), capture=str(capture),
+                                                 review_threshold=0.1))
     empty = strict.get("/review")
     assert empty.status_code == 200 and "Nothing left to review for stars" in empty.text
     assert "review-threshold" in empty.text and labels_of(capture) == []

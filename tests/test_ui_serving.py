@@ -8,11 +8,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fastapi.testclient import TestClient
 from serving_support import free_port
-from ui_support import browser, chart_is_drawn, needs_browser, running_ui, screenshot
+from ui_support import browser, chart_is_drawn, needs_browser, running_ui, screenshot, ui_client
 
-from nlpforge.ui import UISettings, create_app
+from nlpforge.ui import UISettings
 from nlpforge.ui.endpoints import quantile, request_body, scrape
 
 MATRIX = [[3, 1], [0, 4]]
@@ -72,7 +71,7 @@ def test_a_folder_of_models_is_listed_with_card_metrics_confusion_matrix_and_end
     (tmp_path / "jobs" / "_endpoints" / "shop.json").write_text(json.dumps(
         {"endpoint_name": "shop", "model_dir": str(served), "host": "127.0.0.1", "inference_port": free_port(),
          "management_port": free_port(), "metrics_port": free_port()}))
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(models)])))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(models)]))
     listing = client.get("/models").text
     assert "not-a-model" not in listing and str(served) in listing and "accuracy 0.8750" in listing
     keys = model_keys(client)
@@ -90,8 +89,8 @@ def test_a_folder_of_models_is_listed_with_card_metrics_confusion_matrix_and_end
 def test_unknown_models_endpoints_schedules_and_runs_are_404_pages(tmp_path):
     model_folder(tmp_path / "stars")
     schedule_folder(tmp_path / "schedule")
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(tmp_path / "stars")],
-                                                 monitor=[str(tmp_path / "schedule")])))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(tmp_path / "stars")],
+                                                 monitor=[str(tmp_path / "schedule")]))
     for path in ["/models/0123456789ab", "/models/stars", "/endpoints/no-such-model", "/monitoring/1/r1",
                  "/monitoring/0/no-such-run", "/monitoring/0/r1/plot/no-such.png"]:
         response = client.get(path)
@@ -103,7 +102,7 @@ def test_unknown_models_endpoints_schedules_and_runs_are_404_pages(tmp_path):
 
 def test_the_plot_route_serves_only_the_pngs_of_that_run(tmp_path):
     schedule = schedule_folder(tmp_path / "schedule")
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path / "jobs"), monitor=[str(schedule)])))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"), monitor=[str(schedule)]))
     page = client.get("/monitoring/0/r1")
     assert page.status_code == 200 and 'src="/monitoring/0/r1/plot/descriptor_length_words.png"' in page.text
     assert "refund" in page.text and "the window&#39;s texts are longer" in page.text
@@ -119,8 +118,8 @@ def test_the_plot_route_serves_only_the_pngs_of_that_run(tmp_path):
 def test_a_run_folder_stands_for_its_schedule_and_the_sdks_schedules_are_found(tmp_path):
     schedule = schedule_folder(tmp_path / "schedule")
     sdk = schedule_folder(tmp_path / "jobs" / "_monitoring" / "shop-monitor")
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path / "jobs"),
-                                                 monitor=[str(schedule / "runs" / "r1"), str(schedule)])))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"),
+                                                 monitor=[str(schedule / "runs" / "r1"), str(schedule)]))
     page = client.get("/monitoring")
     assert page.status_code == 200 and page.text.count('href="/monitoring/0/r1"') == 1
     assert 'href="/monitoring/1/r1"' in page.text and str(sdk) in page.text and "/monitoring/2/" not in page.text
@@ -128,7 +127,7 @@ def test_a_run_folder_stands_for_its_schedule_and_the_sdks_schedules_are_found(t
 
 def test_nothing_anywhere_is_an_empty_state_with_a_hint_and_creates_no_folder(tmp_path):
     jobs = tmp_path / "no-jobs"
-    client = TestClient(create_app(UISettings.of(jobs_root=str(jobs))))
+    client = ui_client(UISettings.of(jobs_root=str(jobs)))
     hints = {"/models": "--models FOLDER", "/endpoints": "--server", "/monitoring": "nlpforge monitor schedule",
              "/attention": "--models FOLDER"}
     for path, hint in hints.items():
@@ -143,7 +142,7 @@ def test_a_server_that_does_not_answer_is_shown_as_down_not_as_an_error(tmp_path
     (tmp_path / "_endpoints" / "gone.json").write_text(json.dumps(
         {"endpoint_name": "gone", "host": "127.0.0.1", "inference_port": free_port(),
          "management_port": free_port(), "metrics_port": free_port()}))
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path), server=[f"http://127.0.0.1:{port}"])))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path), server=[f"http://127.0.0.1:{port}"]))
     response = client.get("/endpoints")
     assert response.status_code == 200 and response.text.count("badge-down") == 2
     assert f"http://127.0.0.1:{port + 1}" in response.text and "SDK endpoint gone" in response.text
@@ -152,7 +151,7 @@ def test_a_server_that_does_not_answer_is_shown_as_down_not_as_an_error(tmp_path
 
 def test_the_attention_page_names_what_it_cannot_explain_on_the_page(tmp_path):
     damaged = model_folder(tmp_path / "damaged")
-    client = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(damaged)])))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(damaged)]))
     page = client.get("/attention")
     assert page.status_code == 200 and str(damaged) in page.text and "<iframe" not in page.text
     key = model_keys(client)[0]
@@ -328,7 +327,7 @@ def test_an_endpoint_with_a_split_and_a_shadow_shows_weights_and_agreement(ui_wo
         (tmp_path / "jobs" / "_endpoints").mkdir(parents=True)
         (tmp_path / "jobs" / "_endpoints" / "split.json").write_text(json.dumps(
             {"endpoint_name": "split", "host": "127.0.0.1", **ports}))
-        app = TestClient(create_app(UISettings.of(jobs_root=str(tmp_path / "jobs"))))
+        app = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs")))
         listing = app.get("/endpoints")
         assert listing.status_code == 200 and "badge-up" in listing.text and 'href="/endpoints/split"' in listing.text
         page = app.get("/endpoints/split").text

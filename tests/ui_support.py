@@ -1,4 +1,5 @@
-"""Browser tests' plumbing: the web app on a free port, headless system Chromium, console errors collected.
+"""Browser tests' plumbing: the web app on a free port, headless system Chromium, console errors collected; and
+`ui_client`, the app in-process at a loopback address.
 
     with running_ui(UISettings.of(jobs_root=str(jobs))) as url, browser() as open_page:
         page, problems = open_page(url + "/jobs")
@@ -18,6 +19,16 @@ from serving_support import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "ui"
+
+
+def ui_client(settings, port: int = 8090):
+    """A TestClient of the app of `settings` that calls it at http://127.0.0.1:`port`, as a browser on this
+    machine does (the app refuses a Host header that is not its own address)."""
+    from fastapi.testclient import TestClient
+
+    from nlpforge.ui import create_app
+
+    return TestClient(create_app(settings), base_url=f"http://127.0.0.1:{port}")
 
 
 def _playwright_missing() -> str | None:

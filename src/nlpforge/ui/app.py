@@ -6,6 +6,10 @@
 A page module exposes `router` (an APIRouter) and renders with `render(request, "page.html", ...)`;
 `settings_of(request)` gives it the UISettings. User mistakes (an unknown run, model or job) are
 `NotFound` (a 404 page); a missing folder is an empty state with a hint on the page itself.
+
+The app answers only requests that name its own address in their Host header, and takes a POST only from its
+own pages (Origin, else Referer): another site's page cannot post labels or predictions through the user's
+browser, not even by pointing a name of its own at 127.0.0.1.
 """
 import hmac
 import importlib
@@ -14,6 +18,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from nlpforge.errors import ConfigError, NlpforgeError
 from nlpforge.settings import Settings, jobs_root, setting
@@ -26,6 +31,8 @@ PAGES = [("/jobs", "Jobs", "jobs"), ("/experiments", "Experiments", "experiments
          ("/monitoring", "Monitoring", "monitoring"), ("/attention", "Attention", "attention"),
          ("/review", "Review", "review")]
 TOKEN_COOKIE = "nlpforge_ui_token"
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+EVERY_INTERFACE = ("0.0.0.0", "::")
 
 
 @dataclass
@@ -77,6 +84,11 @@ class UISettings(Settings):
                                    Path("model_store") / "key_file.json")
 
 
+def url_host(host: str) -> str:
+    """A host as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -84,6 +96,54 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def host_names(host: str) -> set[str] | None:
+    """The names a browser may reach the app by (the name in a request's Host header): the address it listens on
+    and, on loopback, the other names of loopback; None when it listens on every interface, whose names this
+    machine may have many of (--token guards the app there)."""
+    if host in EVERY_INTERFACE:
+        return None
+    names = {host.lower().strip("[]")}
+    return names | {"127.0.0.1", "localhost", "::1"} if is_loopback(host) else names
+
+
+def split_address(netloc: str, default_port: int = 80) -> tuple[str, int] | None:
+    """(name, port) of "name:port" as a Host header or URL holds it; None when it is not one."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.username is not None or parts.path or parts.query or parts.fragment:
+        return None
+    return parts.hostname, default_port if port is None else port
+
+
+def foreign_request(request, settings) -> str | None:
+    """Why a request is refused (a Host header not naming the app's address, as DNS rebinding sends; a POST
+    from another site's page), or None."""
+    server = request.scope.get("server") or (None, None)
+    port = server[1]
+    home = f"http://{url_host(settings.host)}" + (f":{port}" if port else "")
+    given = request.headers.get("host", "")
+    address = split_address(given)
+    names = host_names(settings.host)
+    if address is None or (names is not None and address[0] not in names) or (port and address[1] != port):
+        return (f"this app answers at {home}, not at {given or 'no address'!r} (the request's Host header); "
+                f"open {home} (a site that points its own name at this machine is refused)")
+    if request.method in UNSAFE_METHODS:
+        source = request.headers.get("origin") or request.headers.get("referer")
+        if source is not None:
+            try:
+                parts = urlsplit(source)
+            except ValueError:
+                parts = None
+            default_port = 443 if parts and parts.scheme == "https" else 80
+            if parts is None or parts.scheme != "http" or split_address(parts.netloc, default_port) != address:
+                return (f"a {request.method} from {source!r} is refused: the app takes changes only from its own "
+                        f"pages; open {home} and use the form there")
+    return None
 
 
 class NotFound(NlpforgeError):
@@ -139,6 +199,13 @@ def create_app(settings: UISettings):
         if "token" in request.query_params:
             response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
         return response
+
+    @app.middleware("http")
+    async def refuse_other_sites(request: Request, call_next):  # runs before require_token
+        refusal = foreign_request(request, settings)
+        if refusal:
+            return PlainTextResponse(refusal, status_code=403)
+        return await call_next(request)
 
     @app.get("/", include_in_schema=False)
     async def home():

@@ -1,0 +1,68 @@
+"""`nlpforge ui` given bad input: requests from other sites, damaged job folders, stores that are not what their
+name says, broken model and monitoring files, bad flags. Each gets a page or a one-line error that names the
+problem, never a traceback or a 500, and nothing the user has is changed."""
+
+import pytest
+from ui_support import ui_client
+
+from nlpforge.serving.capture import DataCapture
+from nlpforge.ui import UISettings
+
+HOME = "http://127.0.0.1:8090"
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_server(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("NLPFORGE_TRACKING", "0")
+
+
+# -- requests from another site ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def capture(tmp_path):
+    folder = tmp_path / "capture"
+    writer = DataCapture(folder)
+    for text in ("a dull film", "a fine film"):
+        writer.record("stars", "1.0", 100, text, {"label": "pos", "score": 0.5,
+                                                  "probabilities": {"neg": 0.5, "pos": 0.5}})
+    writer.close()
+    return folder
+
+
+def labels_written(capture) -> list[str]:
+    path = capture / "stars" / "review" / "labels.jsonl"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_posts_from_another_sites_page_and_requests_for_another_host_name_are_refused(tmp_path, capture):
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path), capture=str(capture)))
+    capture_id = client.get("/review").text.split('data-capture-id="')[1].split('"')[0]
+    form = {"model": "stars", "capture_id": capture_id, "label": "neg"}
+    for headers in [{"origin": "http://evil.example"}, {"origin": "null"}, {"origin": "http://127.0.0.1:9999"},
+                    {"referer": "http://evil.example/page"}, {"origin": "http://evil.example", "referer": HOME}]:
+        refused = client.post("/review/label", data=form, headers=headers, follow_redirects=False)
+        assert refused.status_code == 403, headers
+        assert "refused" in refused.text and HOME in refused.text
+    predict = client.post("/endpoints/stars/predict", data={"text": "hi"}, headers={"origin": "http://evil.example"})
+    assert predict.status_code == 403
+    assert labels_written(capture) == []
+    for host in ["evil.example:8090", "evil.example", "127.0.0.1:9999", "127.0.0.1:8090@evil.example", ""]:
+        response = client.get("/jobs", headers={"host": host})
+        assert response.status_code == 403 and "Host header" in response.text, host
+    assert client.get("/jobs", headers={"host": "localhost:8090"}).status_code == 200
+    # the app's own pages post with its own origin (a browser) or none (a script)
+    posted = client.post("/review/label", data=form, headers={"origin": HOME}, follow_redirects=False)
+    assert posted.status_code == 303 and len(labels_written(capture)) == 1
+    capture_id = client.get("/review").text.split('data-capture-id="')[1].split('"')[0]
+    posted = client.post("/review/label", data={**form, "capture_id": capture_id},
+                         headers={"referer": HOME + "/review?model=stars"}, follow_redirects=False)
+    assert posted.status_code == 303 and len(labels_written(capture)) == 2
+
+
+def test_on_every_interface_any_host_name_may_reach_the_app_but_the_token_still_guards_it(tmp_path):
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path), host="0.0.0.0", token="s3cret"))
+    assert client.get("/jobs", headers={"host": "my-machine:8090"}).status_code == 401
+    assert client.get("/jobs?token=s3cret", headers={"host": "my-machine:8090"}).status_code == 200
+    assert client.get("/jobs", headers={"host": "my-machine:8091"}).status_code == 403  # not its port
