@@ -1,9 +1,11 @@
 """`nlpforge ui` given bad input: requests from other sites, damaged job folders, stores that are not what their
 name says, broken model and monitoring files, bad flags. Each gets a page or a one-line error that names the
 problem, never a traceback or a 500, and nothing the user has is changed."""
+import http.client
+import logging
 
 import pytest
-from ui_support import ui_client
+from ui_support import running_ui, ui_client
 
 from nlpforge.serving.capture import DataCapture
 from nlpforge.ui import UISettings
@@ -66,3 +68,29 @@ def test_on_every_interface_any_host_name_may_reach_the_app_but_the_token_still_
     assert client.get("/jobs", headers={"host": "my-machine:8090"}).status_code == 401
     assert client.get("/jobs?token=s3cret", headers={"host": "my-machine:8090"}).status_code == 200
     assert client.get("/jobs", headers={"host": "my-machine:8091"}).status_code == 403  # not its port
+
+
+# -- a bug answers one 500 -----------------------------------------------------------------------------------------
+
+
+def failing_list_jobs(*args, **kwargs):
+    raise RuntimeError("a bug")
+
+
+def test_a_bug_answers_one_500_page_logs_one_traceback_and_keeps_the_connection(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("nlpforge.sdk.jobs.list_jobs", failing_list_jobs)
+    (tmp_path / "jobs").mkdir()
+    settings = UISettings.of(jobs_root=str(tmp_path / "jobs"))
+    with caplog.at_level(logging.ERROR):
+        page = ui_client(settings).get("/jobs")  # TestClient raises what the app lets escape
+    assert page.status_code == 500 and "RuntimeError: a bug" in page.text
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+    with running_ui(settings) as url:
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        for path in ("/jobs", "/tuning"):  # one keep-alive connection
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == (500 if path == "/jobs" else 200)
+        connection.close()

@@ -207,6 +207,17 @@ def create_app(settings: UISettings):
             return PlainTextResponse(refusal, status_code=403)
         return await call_next(request)
 
+    @app.middleware("http")
+    async def answer_bugs(request: Request, call_next):
+        # An Exception handler would answer and then re-raise: uvicorn would log the traceback again and drop
+        # the keep-alive connection.
+        try:
+            return await call_next(request)
+        except Exception as error:  # noqa: BLE001 (a bug: one 500 answer, one traceback in the log)
+            log.exception("page %s failed", request.url.path)
+            return message_page(request, 500, "This page failed", f"{type(error).__name__}: {error} (a bug in "
+                                "nlpforge ui; the server log has the traceback)")
+
     @app.get("/", include_in_schema=False)
     async def home():
         return RedirectResponse("/jobs", status_code=307)
@@ -242,12 +253,6 @@ def create_app(settings: UISettings):
     async def bad_request(request: Request, error: RequestValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in error.errors())
         return message_page(request, 400, "Bad request", problems)
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, error: Exception):
-        log.exception("page %s failed", request.url.path)
-        return message_page(request, 500, "This page failed", f"{type(error).__name__}: {error} (a bug in nlpforge "
-                            "ui; the server log has the traceback)")
 
     return app
 
