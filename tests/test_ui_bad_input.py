@@ -3,8 +3,14 @@ name says, broken model and monitoring files, bad flags. Each gets a page or a o
 problem, never a traceback or a 500, and nothing the user has is changed."""
 import http.client
 import logging
+import socket
+import subprocess
+import sys
+import time
 
+import httpx
 import pytest
+from conftest import assert_user_error, run_cli
 from ui_support import running_ui, ui_client
 
 from nlpforge.serving.capture import DataCapture
@@ -94,3 +100,42 @@ def test_a_bug_answers_one_500_page_logs_one_traceback_and_keeps_the_connection(
             response.read()
             assert response.status == (500 if path == "/jobs" else 200)
         connection.close()
+
+
+# -- flags of `nlpforge ui` ----------------------------------------------------------------------------------------
+
+
+def test_a_port_in_use_a_host_that_does_not_resolve_and_an_empty_host_are_one_line_errors():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(["ui", "--port", port], timeout=60)
+    assert_user_error(result, f"--port {port}: already in use")
+    assert "nlpforge ui on" not in result.stderr
+    assert_user_error(run_cli(["ui", "--host", "nonexistent.invalid", "--token", "x"], timeout=60),
+                      "--host nonexistent.invalid: the name does not resolve")
+    assert_user_error(run_cli(["ui", "--host", ""], timeout=60), "--host is empty")
+
+
+def test_port_0_prints_the_port_the_app_listens_on(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "nlpforge", "ui", "--port", "0", "--jobs-root", str(tmp_path)],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "nlpforge ui on" not in line:
+            line = process.stderr.readline()
+            assert line, "the app exited without saying where it listens"
+        assert "nlpforge ui on http://127.0.0.1:" in line and ":0 " not in line, line
+        url = line.split(" on ")[1].split()[0]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(url + "/jobs", timeout=5).status_code == 200
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(30)

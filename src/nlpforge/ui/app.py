@@ -11,11 +11,13 @@ The app answers only requests that name its own address in their Host header, an
 own pages (Origin, else Referer): another site's page cannot post labels or predictions through the user's
 browser, not even by pointing a name of its own at 127.0.0.1.
 """
+import errno
 import hmac
 import importlib
 import ipaddress
 import logging
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,6 +61,10 @@ class UISettings(Settings):
 
     def check(self):
         self.models = [m for entry in self.models for m in entry.split(",") if m]
+        if not self.host.strip():
+            # uvicorn would listen on every interface
+            raise ConfigError("--host is empty, which would listen on every interface; give an address, e.g. "
+                              "127.0.0.1 (or 0.0.0.0 with --token to listen on every interface on purpose)")
         if not self.token and not is_loopback(self.host):
             raise ConfigError(f"--host {self.host} exposes the app beyond this machine; give --token too "
                               f"(e.g. --token {secrets.token_urlsafe(16)}) or bind 127.0.0.1")
@@ -257,12 +263,36 @@ def create_app(settings: UISettings):
     return app
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to `host` and `port` (0: any free port), or ConfigError naming the flag and the fix."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        raise ConfigError(f"--host {host}: the name does not resolve to an address ({error}); give an address of "
+                          "this machine, e.g. 127.0.0.1") from None
+    failed = None
+    for family, kind, proto, _, address in addresses:  # one that binds is enough ("localhost": ::1 may not)
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            return listener
+        except OSError as error:
+            listener.close()
+            failed = error
+    if getattr(failed, "errno", None) == errno.EADDRINUSE:
+        raise ConfigError(f"--port {port}: already in use on {host} (another nlpforge ui?); give another --port, "
+                          "or --port 0 for any free one")
+    raise ConfigError(f"--host {host} --port {port}: cannot listen there ({failed.strerror or failed}); give an "
+                      "address of this machine, e.g. 127.0.0.1, and a free port")
+
+
 def serve(settings: UISettings) -> None:
-    """Run the app until Ctrl-C (what `nlpforge ui` does)."""
+    """Run the app until Ctrl-C (what `nlpforge ui` does); the address is bound before the line that names it."""
     import uvicorn
 
-    app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
-    server = uvicorn.Server(config)
-    log.warning("nlpforge ui on http://%s:%s (jobs root %s)", settings.host, settings.port, settings.root)
-    server.run()
+    with listening_socket(settings.host, settings.port) as listener:
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+        log.warning("nlpforge ui on http://%s:%s (jobs root %s)", url_host(settings.host),
+                    listener.getsockname()[1], settings.root)
+        server.run(sockets=[listener])
