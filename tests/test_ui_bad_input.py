@@ -13,8 +13,10 @@ import pytest
 from conftest import assert_user_error, run_cli
 from ui_support import running_ui, ui_client
 
+from nlpforge.errors import ConfigError
 from nlpforge.serving.capture import DataCapture
 from nlpforge.ui import UISettings
+from nlpforge.ui.endpoints import servers
 
 HOME = "http://127.0.0.1:8090"
 
@@ -74,6 +76,31 @@ def test_on_every_interface_any_host_name_may_reach_the_app_but_the_token_still_
     assert client.get("/jobs", headers={"host": "my-machine:8090"}).status_code == 401
     assert client.get("/jobs?token=s3cret", headers={"host": "my-machine:8090"}).status_code == 200
     assert client.get("/jobs", headers={"host": "my-machine:8091"}).status_code == 403  # not its port
+
+
+# -- endpoints: no metrics, bad --server URLs, bad request bodies, names to quote ----------------------------------
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://[::1", "Invalid IPv6 URL"),
+    ("http://127.0.0.1:99999", "not a URL"),
+    ("http://127.0.0.1:65534", "port 65534 cannot be an inference port"),
+    ("http://127.0.0.1:0", "port 0 cannot be an inference port"),
+    ("http://:8080", "no http(s) host"),
+    ("ftp://127.0.0.1:8080", "no http(s) host"),
+])
+def test_a_server_url_that_cannot_be_one_is_refused_in_one_line(url, message):
+    with pytest.raises(ConfigError, match="--server") as error:
+        UISettings.of(server=[url])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_ipv6_server_is_reached_at_its_address_in_brackets(tmp_path):
+    settings = UISettings.of(jobs_root=str(tmp_path), server=["http://[::1]:1"])
+    assert servers(settings) == [{"inference": "http://[::1]:1", "management": "http://[::1]:2",
+                                  "metrics": "http://[::1]:3", "source": "--server"}]
+    page = ui_client(settings).get("/endpoints")
+    assert page.status_code == 200 and "http://[::1]:1" in page.text and "badge-down" in page.text
 
 
 # -- a bug answers one 500 -----------------------------------------------------------------------------------------

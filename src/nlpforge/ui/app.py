@@ -35,6 +35,7 @@ PAGES = [("/jobs", "Jobs", "jobs"), ("/experiments", "Experiments", "experiments
 TOKEN_COOKIE = "nlpforge_ui_token"
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 EVERY_INTERFACE = ("0.0.0.0", "::")
+SERVER_APIS = ("inference", "management", "metrics")  # on a server's port and the next two
 
 
 @dataclass
@@ -65,6 +66,8 @@ class UISettings(Settings):
             # uvicorn would listen on every interface
             raise ConfigError("--host is empty, which would listen on every interface; give an address, e.g. "
                               "127.0.0.1 (or 0.0.0.0 with --token to listen on every interface on purpose)")
+        for url in self.server:
+            server_urls(url)
         if not self.token and not is_loopback(self.host):
             raise ConfigError(f"--host {self.host} exposes the app beyond this machine; give --token too "
                               f"(e.g. --token {secrets.token_urlsafe(16)}) or bind 127.0.0.1")
@@ -93,6 +96,30 @@ class UISettings(Settings):
 def url_host(host: str) -> str:
     """A host as a URL writes it: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host
+
+
+def server_urls(url: str) -> dict:
+    """{"inference", "management", "metrics"}: the URLs of a server given with --server by its inference URL,
+    whose other two APIs are on the next two ports; ConfigError naming the flag when it cannot be one."""
+    import httpx
+
+    example = "give the inference URL of a running `nlpforge serve`, e.g. http://127.0.0.1:8080"
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = 8080 if parts.port is None else parts.port
+    except ValueError as error:
+        raise ConfigError(f"--server {url}: not a URL ({error}); {example}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--server {url}: no http(s) host in it; {example}")
+    if not 1 <= port <= 65535 - 2:
+        raise ConfigError(f"--server {url}: port {port} cannot be an inference port (the management and metrics "
+                          f"APIs are on the next two ports, at most 65535); {example}")
+    urls = {api: f"{parts.scheme}://{url_host(parts.hostname)}:{port + i}" for i, api in enumerate(SERVER_APIS)}
+    try:
+        httpx.URL(urls["inference"])
+    except httpx.InvalidURL as error:
+        raise ConfigError(f"--server {url}: not a URL ({error}); {example}") from None
+    return urls
 
 
 def is_loopback(host: str) -> bool:

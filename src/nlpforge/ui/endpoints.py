@@ -6,13 +6,13 @@ The request rate compares two looks at the metrics API: the requests counted sin
 for that model, divided by the seconds between (none on the first look)."""
 import json
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse
 
 from nlpforge.errors import NlpforgeError
-from nlpforge.ui.app import NotFound, render, settings_of
+from nlpforge.ui.app import SERVER_APIS, NotFound, render, server_urls, settings_of, url_host
 
 router = APIRouter()
 TIMEOUT = 2.0
@@ -26,26 +26,19 @@ def servers(settings) -> list[dict]:
 
     found: dict[str, dict] = {}
     for url in settings.server:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        try:
-            port = parts.port or 8080
-        except ValueError:
-            continue
-        base = f"{parts.scheme}://{parts.hostname}"
-        found.setdefault(f"{base}:{port}", {"inference": f"{base}:{port}", "management": f"{base}:{port + 1}",
-                                            "metrics": f"{base}:{port + 2}", "source": "--server"})
+        urls = server_urls(url)
+        found.setdefault(urls["inference"], {**urls, "source": "--server"})
     for record in endpoint_records(settings.root) if settings.root.is_dir() else []:
         try:
-            host = record.get("host", "127.0.0.1")
-            base = f"http://{host}"
-            inference = f"{base}:{int(record['inference_port'])}"
-            server = found.setdefault(inference, {"inference": inference,
-                                                  "management": f"{base}:{int(record['management_port'])}",
-                                                  "metrics": f"{base}:{int(record['metrics_port'])}",
-                                                  "source": "SDK endpoint"})
-            server["source"] += f" {record.get('endpoint_name', '?')}"
+            base = f"http://{url_host(str(record.get('host', '127.0.0.1')))}"
+            ports = [int(record[f"{api}_port"]) for api in SERVER_APIS]
         except (KeyError, TypeError, ValueError):
             continue
+        if not all(0 < port < 65536 for port in ports):
+            continue
+        urls = {api: f"{base}:{port}" for api, port in zip(SERVER_APIS, ports)}
+        server = found.setdefault(urls["inference"], {**urls, "source": "SDK endpoint"})
+        server["source"] += f" {record.get('endpoint_name', '?')}"
     return list(found.values())
 
 
