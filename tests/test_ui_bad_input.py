@@ -2,15 +2,19 @@
 name says, broken model and monitoring files, bad flags. Each gets a page or a one-line error that names the
 problem, never a traceback or a 500, and nothing the user has is changed."""
 import http.client
+import json
 import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 from conftest import assert_user_error, run_cli
+from serving_support import free_port
 from ui_support import running_ui, ui_client
 
 from nlpforge.errors import ConfigError
@@ -79,6 +83,64 @@ def test_on_every_interface_any_host_name_may_reach_the_app_but_the_token_still_
 
 
 # -- endpoints: no metrics, bad --server URLs, bad request bodies, names to quote ----------------------------------
+
+
+class _Server(BaseHTTPRequestHandler):
+    """The inference and management APIs of a server serving "stars" and "a/b#c?d"."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path == "/ping":
+            body = {"status": "Healthy"}
+        elif self.path.startswith("/models?"):
+            body = {"models": [{"modelName": "stars"}, {"modelName": "a/b#c?d"}]}
+        elif self.path.endswith("/traffic"):
+            body = {}
+        else:
+            body = [{"modelVersion": "1.0", "isDefault": True, "workers": [], "modelUrl": "stars.tar.gz"}]
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server_without_metrics(tmp_path):
+    """A jobs root whose SDK endpoint answers /ping and the management API, with no metrics API."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    (tmp_path / "_endpoints").mkdir()
+    (tmp_path / "_endpoints" / "stars.json").write_text(json.dumps(
+        {"endpoint_name": "stars", "host": "127.0.0.1", "inference_port": port, "management_port": port,
+         "metrics_port": free_port()}))
+    yield tmp_path
+    server.shutdown()
+
+
+def test_a_server_whose_metrics_api_gives_nothing_shows_dashes_and_the_metrics_error(server_without_metrics):
+    client = ui_client(UISettings.of(jobs_root=str(server_without_metrics)))
+    listing = client.get("/endpoints")
+    assert listing.status_code == 200 and "badge-up" in listing.text and "metrics API http://127.0.0.1:" in listing.text
+    assert '<td class="num">–</td>' in listing.text
+    page = client.get("/endpoints/stars")
+    assert page.status_code == 200 and 'id="latency">– / – / –<' in page.text and "metrics API" in page.text
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"text": "\\ud800"}', "\\ud800"),
+    ("", "the request is empty"),
+    ("   ", "the request is empty"),
+])
+def test_the_request_box_answers_json_errors(tmp_path, text, message):
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path)))
+    answer = client.post("/endpoints/stars/predict", data={"text": text})
+    assert answer.status_code == 400 and message in answer.json()["error"]
+    assert client.post("/endpoints/stars/predict").json()["error"].startswith("the request is empty")
 
 
 @pytest.mark.parametrize("url, message", [

@@ -208,6 +208,20 @@ def message_page(request, status_code: int, title: str, message: str):
     return render(request, "message.html", status_code=status_code, title=title, message=message)
 
 
+def answers_json(request) -> bool:
+    """Whether the route answers JSON, errors included (the request box's fetch() reads them)."""
+    path = request.url.path
+    return path.startswith("/endpoints/") and path.endswith("/predict")
+
+
+def error_answer(request, status_code: int, title: str, message: str):
+    from fastapi.responses import JSONResponse
+
+    if answers_json(request):
+        return JSONResponse({"error": f"{title}: {message}"}, status_code=status_code)
+    return message_page(request, status_code, title, message)
+
+
 def create_app(settings: UISettings):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -248,7 +262,7 @@ def create_app(settings: UISettings):
             return await call_next(request)
         except Exception as error:  # noqa: BLE001 (a bug: one 500 answer, one traceback in the log)
             log.exception("page %s failed", request.url.path)
-            return message_page(request, 500, "This page failed", f"{type(error).__name__}: {error} (a bug in "
+            return error_answer(request, 500, "This page failed", f"{type(error).__name__}: {error} (a bug in "
                                 "nlpforge ui; the server log has the traceback)")
 
     @app.get("/", include_in_schema=False)
@@ -270,22 +284,22 @@ def create_app(settings: UISettings):
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, error: NotFound):
-        return message_page(request, 404, "Not found", error.message)
+        return error_answer(request, 404, "Not found", error.message)
 
     @app.exception_handler(NlpforgeError)
     async def user_error(request: Request, error: NlpforgeError):
-        return message_page(request, 400, "Cannot show this page", error.message)
+        return error_answer(request, 400, "Cannot show this page", error.message)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
         title = "Not found" if error.status_code == 404 else f"HTTP {error.status_code}"
         detail = error.detail if error.status_code != 404 else f"nothing at {request.url.path}"
-        return message_page(request, error.status_code, title, str(detail))
+        return error_answer(request, error.status_code, title, str(detail))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in error.errors())
-        return message_page(request, 400, "Bad request", problems)
+        return error_answer(request, 400, "Bad request", problems)
 
     return app
 

@@ -180,10 +180,21 @@ def request_body(text: str, text_pair: str) -> dict:
 
 
 @router.post("/endpoints/{name}/predict")
-def endpoint_predict(request: Request, name: str, text: str = Form(...), text_pair: str = Form("")):
-    """Send one request to the endpoint; the app relays it, so the page needs no cross-origin access."""
+def endpoint_predict(request: Request, name: str, text: str = Form(""), text_pair: str = Form("")):
+    """Send one request to the endpoint; the app relays it, so the page needs no cross-origin access. Every
+    answer is JSON, errors included (the page shows it)."""
     from nlpforge.serving.client import InferenceClient
 
+    if not text.strip():
+        return JSONResponse({"error": "the request is empty: type a text, or a JSON request body such as "
+                                      '{"text": "a fine film"}'}, status_code=400)
+    body = request_body(text, text_pair)
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = error.object[error.start:error.end].encode("unicode_escape").decode()
+        return JSONResponse({"error": f"the request holds {bad}, half of a surrogate pair that stands for no "
+                                      "character; remove it or write the whole pair"}, status_code=400)
     try:
         state = find(settings_of(request), name, details=False)
     except NotFound as error:
@@ -191,7 +202,7 @@ def endpoint_predict(request: Request, name: str, text: str = Form(...), text_pa
     key_path = settings_of(request).key_path
     client = InferenceClient(state["inference"], key_file=str(key_path) if key_path else None, timeout=60)
     try:
-        response = client.send("POST", f"/predictions/{quote(name)}", json=request_body(text, text_pair))
+        response = client.send("POST", f"/predictions/{quote(name)}", json=body)
     except NlpforgeError as error:
         return JSONResponse({"error": str(error)}, status_code=502)
     finally:
