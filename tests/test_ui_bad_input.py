@@ -1,10 +1,12 @@
 """`nlpforge ui` given bad input: requests from other sites, damaged job folders, stores that are not what their
 name says, broken model and monitoring files, bad flags. Each gets a page or a one-line error that names the
 problem, never a traceback or a 500, and nothing the user has is changed."""
+import hashlib
 import http.client
 import json
 import logging
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,6 +31,10 @@ HOME = "http://127.0.0.1:8090"
 def no_tracking_server(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("NLPFORGE_TRACKING", "0")
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -- requests from another site ------------------------------------------------------------------------------------
@@ -80,6 +86,67 @@ def test_on_every_interface_any_host_name_may_reach_the_app_but_the_token_still_
     assert client.get("/jobs", headers={"host": "my-machine:8090"}).status_code == 401
     assert client.get("/jobs?token=s3cret", headers={"host": "my-machine:8090"}).status_code == 200
     assert client.get("/jobs", headers={"host": "my-machine:8091"}).status_code == 403  # not its port
+
+
+# -- stores that are not MLflow's or Optuna's, a tracking server that is down --------------------------------------
+
+
+def unrelated_database(path):
+    with sqlite3.connect(path) as database:
+        database.execute("CREATE TABLE notes (text TEXT)")
+        database.execute("INSERT INTO notes VALUES ('mine')")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty", "unrelated", "garbage"])
+def test_a_file_that_is_not_an_mlflow_or_optuna_store_is_named_and_left_as_it_is(tmp_path, kind):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for name in ("mlflow.db", "optuna.db"):
+        if kind == "unrelated":
+            unrelated_database(jobs / name)
+        else:
+            (jobs / name).write_bytes(b"" if kind == "empty" else b"not a database at all\n" * 100)
+    before = {name: digest(jobs / name) for name in ("mlflow.db", "optuna.db")}
+    client = ui_client(UISettings.of(jobs_root=str(jobs)))
+    expected = "is not a SQLite database" if kind == "garbage" else "is not an MLflow store"
+    page = client.get("/experiments")
+    assert page.status_code == 200 and expected in page.text and str(jobs / "mlflow.db") in page.text
+    compared = client.get("/experiments/compare?run=x")
+    assert compared.status_code == 400 and expected in compared.text
+    expected = "is not a SQLite database" if kind == "garbage" else "is not an Optuna store"
+    page = client.get("/tuning")
+    assert page.status_code == 200 and expected in page.text and str(jobs / "optuna.db") in page.text
+    study = client.get("/tuning/x")
+    assert study.status_code == 400 and expected in study.text
+    assert client.get("/models").status_code == 200
+    assert {name: digest(jobs / name) for name in ("mlflow.db", "optuna.db")} == before
+
+
+def test_a_tracking_server_that_is_down_is_named_not_taken_for_a_missing_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path)))
+    page = client.get("/experiments")
+    assert page.status_code == 200 and "cannot read the MLflow store http://127.0.0.1:" in page.text
+    compared = client.get("/experiments/compare?run=some-job")
+    assert compared.status_code == 400 and "cannot read the MLflow store" in compared.text
+    assert "no MLflow run" not in compared.text
+
+
+def test_a_multi_objective_study_is_listed_and_its_page_says_why_it_is_not_shown(tmp_path):
+    from nlpforge.tuning.tuner import optuna_module
+
+    optuna = optuna_module()
+    study = optuna.create_study(study_name="pareto", storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                                directions=["maximize", "minimize"])
+    study.optimize(lambda trial: (trial.suggest_float("x", 0, 1), trial.suggest_float("y", 0, 1)), n_trials=2)
+    optuna.create_study(study_name="a/b#c?d", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path)))
+    listed = client.get("/tuning")
+    assert listed.status_code == 200 and "maximize, minimize" in listed.text
+    page = client.get("/tuning/pareto")
+    assert page.status_code == 400 and "multi-objective" in page.text
 
 
 # -- endpoints: no metrics, bad --server URLs, bad request bodies, names to quote ----------------------------------

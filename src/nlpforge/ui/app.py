@@ -18,6 +18,8 @@ import ipaddress
 import logging
 import secrets
 import socket
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -176,6 +178,21 @@ def foreign_request(request, settings) -> str | None:
             if parts is None or parts.scheme != "http" or split_address(parts.netloc, default_port) != address:
                 return (f"a {request.method} from {source!r} is refused: the app takes changes only from its own "
                         f"pages; open {home} and use the form there")
+    return None
+
+
+def sqlite_problem(path: Path, tables: set[str], what: str) -> str | None:
+    """Why `path` is not a SQLite store with `tables` (e.g. MLflow's), or None; read only, so nothing is created
+    in a database that is not one (MLflow and Optuna would add their tables to any)."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
+            found = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as error:
+        return f"{path} is not a SQLite database ({error}), so not {what}; move it away or fix it"
+    missing = sorted(tables - found)
+    if missing:
+        return (f"{path} is not {what}: it has no {', '.join(missing)} table{'s' if len(missing) > 1 else ''}; "
+                "move it away (nothing was written to it)")
     return None
 
 

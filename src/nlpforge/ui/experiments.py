@@ -6,15 +6,17 @@ final metrics, metric overlays from each run's history).
 """
 import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 
 from nlpforge.errors import TrackingError
-from nlpforge.ui.app import NotFound, render, settings_of
+from nlpforge.ui.app import NotFound, render, settings_of, sqlite_problem
 from nlpforge.ui.jobs import key_metric_names
 
 router = APIRouter()
 PARAM_COLUMNS = 6
+MLFLOW_TABLES = {"experiments", "runs", "metrics", "params", "tags"}
 NO_STORE_HINT = ("Every SDK training job is tracked in <jobs root>/mlflow.db when it ends (unless "
                  "NLPFORGE_TRACKING=0); set MLFLOW_TRACKING_URI to read a tracking server instead.")
 
@@ -22,6 +24,23 @@ NO_STORE_HINT = ("Every SDK training job is tracked in <jobs root>/mlflow.db whe
 def has_store(request: Request) -> bool:
     """Whether there is a store to read; tracking.runs would create the jobs root and an empty database."""
     return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (settings_of(request).root / "mlflow.db").is_file()
+
+
+def store_problem(root) -> str | None:
+    """Why the store cannot be read, or None: a SQLite file that is not MLflow's (checked read only, as MLflow
+    would add its tables to any), a tracking server that does not answer."""
+    from nlpforge.tracking.runs import client, reading_store, tracking_uri
+
+    uri = tracking_uri(root, create=False)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+        return sqlite_problem(path, MLFLOW_TABLES, "an MLflow store") if path.exists() else None
+    try:
+        with reading_store(root):
+            client(root).search_experiments(max_results=1)
+    except TrackingError as error:
+        return error.message
+    return None
 
 
 def when(milliseconds) -> str:
@@ -52,14 +71,17 @@ def varying(params: list[dict], limit: int = PARAM_COLUMNS) -> list[str]:
 @router.get("/experiments")
 def experiments_page(request: Request):
     root = settings_of(request).root
-    if not has_store(request):
+    problem = store_problem(root) if has_store(request) else None
+    if not has_store(request) or problem:
         return render(request, "experiments.html", title="Experiments", experiments=None, root=root,
-                      hint=NO_STORE_HINT)
-    from nlpforge.tracking.runs import client, list_runs
+                      hint=NO_STORE_HINT, problem=problem)
+    from nlpforge.tracking.runs import client, list_runs, reading_store
 
-    names = {e.experiment_id: e.name for e in client(root).search_experiments()}
+    with reading_store(root):
+        names = {e.experiment_id: e.name for e in client(root).search_experiments()}
+        runs = list_runs(root=root, max_results=500)
     by_experiment: dict[str, list] = {}
-    for run in list_runs(root=root, max_results=500):
+    for run in runs:
         by_experiment.setdefault(run.info.experiment_id, []).append(summary(run))
     experiments = [{"name": names.get(key, key), "runs": own, "metrics": key_metric_names([r["metrics"] for r in own]),
                     "params": varying([r["params"] for r in own if r["params"]])}
@@ -76,6 +98,9 @@ def compare_page(request: Request, run: list[str] = Query(default=[])):
         return render(request, "experiments_compare.html", title="Compare runs", runs=None)
     if not has_store(request):
         raise NotFound(f"no MLflow store under {root}, so no run {chosen[0]!r}")
+    problem = store_problem(root)
+    if problem:  # else a store that cannot be read would look like runs that do not exist
+        raise TrackingError(problem)
     from mlflow.exceptions import MlflowException
 
     from nlpforge.tracking.runs import client, compare_runs, find_run

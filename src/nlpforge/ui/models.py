@@ -26,9 +26,11 @@ def is_model_folder(path: Path) -> bool:
 def registered_versions(settings) -> list[dict]:
     """{"name", "version", "job", "model_dir", "endpoint"} of every version in the MLflow model registry of the
     jobs root; none when it has no store."""
-    if not (settings.root / "mlflow.db").is_file():
-        return []
     from nlpforge.tracking.runs import client
+    from nlpforge.ui.experiments import store_problem
+
+    if not (settings.root / "mlflow.db").is_file() or store_problem(settings.root):
+        return []
 
     try:
         found = client(settings.root).search_model_versions()

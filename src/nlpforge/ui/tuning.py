@@ -5,20 +5,28 @@ job each), the best trial, the objective over trials and parameter importance.
     GET /tuning/{name}
 """
 import math
-from collections import Counter
 import warnings
+from collections import Counter
 
 from fastapi import APIRouter, Request
 
-from nlpforge.ui.app import NotFound, render, settings_of
+from nlpforge.errors import TuningError
+from nlpforge.ui.app import NotFound, render, settings_of, sqlite_problem
 
 router = APIRouter()
+OPTUNA_TABLES = {"studies", "study_directions", "trials", "trial_values", "version_info"}
 
 
 def storage(request: Request) -> str | None:
-    """The tuner's default storage under the jobs root, when it exists (nothing is created)."""
+    """The tuner's default storage under the jobs root, when it exists (nothing is created); TuningError when the
+    file is not an Optuna store (checked read only, as Optuna would add its tables to any SQLite file)."""
     path = settings_of(request).root / "optuna.db"
-    return f"sqlite:///{path}" if path.is_file() else None
+    if not path.is_file():
+        return None
+    problem = sqlite_problem(path, OPTUNA_TABLES, "an Optuna store")
+    if problem:
+        raise TuningError(problem)
+    return f"sqlite:///{path}"
 
 
 def when(moment) -> str:
@@ -29,17 +37,22 @@ def when(moment) -> str:
 def tuning_page(request: Request):
     from nlpforge.tuning.tuner import optuna_module
 
-    url, studies = storage(request), []
+    studies, problem = [], None
+    try:
+        url = storage(request)
+    except TuningError as error:
+        url, problem = None, error.message
     if url:
         for found in optuna_module().get_all_study_summaries(url, include_best_trial=True):
-            best = found.best_trial
+            best = found.best_trial if len(found.directions) == 1 else None  # a multi-objective study has none
             studies.append({"name": found.study_name, "trials": found.n_trials,
-                            "direction": found.direction.name.lower(), "best": best.value if best else None,
+                            "direction": ", ".join(d.name.lower() for d in found.directions),
+                            "best": best.value if best else None,
                             "best_job": best.user_attrs.get("job_name", "") if best else "",
                             "start": when(found.datetime_start)})
     studies.sort(key=lambda s: s["start"], reverse=True)
     return render(request, "tuning.html", title="Tuning jobs", studies=studies, storage=url,
-                  root=settings_of(request).root)
+                  root=settings_of(request).root, problem=problem)
 
 
 def importance(study, optuna) -> tuple[dict, str | None]:
@@ -82,6 +95,10 @@ def study_page(request: Request, name: str):
         study = None
     if study is None:
         raise NotFound(f"no tuning job named {name!r} in {root / 'optuna.db'}; see /tuning")
+    if len(study.directions) > 1:
+        raise TuningError(f"{name!r} in {root / 'optuna.db'} is a multi-objective Optuna study (directions "
+                          f"{', '.join(d.name.lower() for d in study.directions)}); HyperparameterTuner makes "
+                          "single-objective studies, the only kind this page shows; read this one with Optuna itself")
     trials = study.get_trials(deepcopy=False)
     number = {t.user_attrs.get("job_name"): t.number for t in trials}
     table = TuningJobAnalytics(study, root).dataframe()
