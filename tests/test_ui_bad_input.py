@@ -16,10 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from conftest import assert_user_error, run_cli
+from markupsafe import escape
 from serving_support import free_port
 from ui_support import running_ui, ui_client
 
+from nlpforge.cli import main
 from nlpforge.errors import ConfigError
+from nlpforge.sdk.contract import JobSpec
+from nlpforge.sdk.jobs import describe_job, job_paths, list_jobs, pid_alive, read_metrics
 from nlpforge.serving.capture import DataCapture
 from nlpforge.ui import UISettings
 from nlpforge.ui.endpoints import servers
@@ -230,6 +234,93 @@ def test_an_ipv6_server_is_reached_at_its_address_in_brackets(tmp_path):
                                   "metrics": "http://[::1]:3", "source": "--server"}]
     page = ui_client(settings).get("/endpoints")
     assert page.status_code == 200 and "http://[::1]:1" in page.text and "badge-down" in page.text
+
+
+# -- damaged job folders, offsets past the end, long lines ---------------------------------------------------------
+
+
+def job_folder(jobs, name, status="Completed", metrics=({"name": "validation:accuracy", "value": 0.75},)):
+    """A job folder as Estimator.fit leaves it, without running anything."""
+    folder = jobs / name
+    folder.mkdir(parents=True)
+    spec = JobSpec(job_name=name, created="2026-11-27T00:00:00.000+00:00", estimator="Estimator",
+                   entry_point="train.py", interpreter=["python"], command_args=[], hyperparameters={"epochs": 1},
+                   channels={}, instance_count=1, instance_type="local", output_path=str(folder / "output"),
+                   checkpoint_dir=str(folder / "checkpoints"))
+    (folder / "job.json").write_text(json.dumps(spec.to_dict()))
+    (folder / "status.json").write_text(json.dumps({"TrainingJobStatus": status, "SecondaryStatus": status}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in metrics))
+    return folder
+
+
+DAMAGES = [  # (file, content, what the error names)
+    ("job.json", b"{", "job.json is damaged"),
+    ("job.json", b"[]", "job.json is damaged"),
+    ("job.json", "created", "created is 5"),
+    ("job.json", "hyperparameters", "hyperparameters is [1]"),
+    ("status.json", b'{"TrainingJobStatus": "Completed\xff"}', "status.json is damaged"),
+    ("status.json", b'{"TrainingJobStatus": "InProgress", "SupervisorPid": "abc"}', "SupervisorPid is 'abc'"),
+    ("metrics.jsonl", "folder", "metrics.jsonl is damaged"),
+]
+
+
+def damage(folder, file, content):
+    path = folder / file
+    if content == "folder":
+        path.unlink()
+        path.mkdir()
+    elif isinstance(content, str):  # a field of job.json with the wrong type
+        spec = json.loads(path.read_text())
+        spec[content] = 5 if content == "created" else [1]
+        path.write_text(json.dumps(spec))
+    else:
+        path.write_bytes(content)
+
+
+@pytest.mark.parametrize("file, content, message", DAMAGES)
+def test_a_damaged_job_is_listed_as_damaged_and_the_other_jobs_still_show(tmp_path, capsys, file, content, message):
+    jobs = tmp_path / "jobs"
+    job_folder(jobs, "good-job")
+    damage(job_folder(jobs, "bad-job"), file, content)
+    client = ui_client(UISettings.of(jobs_root=str(jobs)))
+    listed = client.get("/jobs")
+    assert listed.status_code == 200 and 'href="/jobs/good-job"' in listed.text and "0.75" in listed.text
+    assert "badge-damaged" in listed.text and str(escape(message)) in listed.text
+    for path in ["/jobs/bad-job", "/jobs/bad-job/log"]:
+        page = client.get(path)
+        assert page.status_code == 400 and str(escape(message)) in page.text, path
+    assert client.get("/jobs/good-job").status_code == 200 and client.get("/models").status_code == 200
+    rows = {row["name"]: row for row in list_jobs(jobs)}
+    assert rows["bad-job"]["status"] == "Damaged" and message in rows["bad-job"]["failure"]
+    assert rows["good-job"]["status"] == "Completed"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_code:
+        main(["jobs", "list", "--jobs-root", str(jobs)])
+    out = capsys.readouterr().out
+    assert exit_code.value.code == 0 and "good-job" in out and "Damaged          -        -  job 'bad-job'" in out
+    with pytest.raises(SystemExit) as exit_code:
+        main(["jobs", "describe", "bad-job", "--jobs-root", str(jobs)])
+    err = capsys.readouterr().err
+    assert exit_code.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_stray_metric_lines_are_skipped_and_the_job_shows_its_good_ones(tmp_path):
+    jobs = tmp_path / "jobs"
+    folder = job_folder(jobs, "job", metrics=[{"name": "validation:accuracy", "value": 0.75}])
+    with open(folder / "metrics.jsonl", "ab") as stream:
+        stream.write(b'5\n{"value": 1}\n{"name": "loss", "value": "high"}\n{"name": [1], "value": 2}\n'
+                     b'{"name": "train:loss\xff", "value": 0.5, "step": 3}\n')
+    rows = read_metrics(job_paths("job", jobs))
+    assert [(row["name"], row["value"]) for row in rows] == [("validation:accuracy", 0.75), ("train:loss\ufffd", 0.5)]
+    assert [m["MetricName"] for m in describe_job("job", jobs)["FinalMetricDataList"]] == [
+        "validation:accuracy", "train:loss\ufffd"]
+    client = ui_client(UISettings.of(jobs_root=str(jobs)))
+    assert client.get("/jobs").status_code == 200 and client.get("/jobs/job").status_code == 200
+    assert client.get("/jobs/job/log").json()["status"] == "Completed"
+
+
+def test_a_pid_that_is_not_one_is_not_alive():
+    assert [pid_alive(pid) for pid in ("abc", None, 0, -1, [1], "")] == [False] * 6
 
 
 # -- a bug answers one 500 -----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Training job records: what was asked (job.json), what happened (status.json), and how to read them.
 
     describe_job("pytorch-bert-2026-11-25-19-40-00-123")   # a DescribeTrainingJob-shaped dict
-    list_jobs()                                             # newest first
+    list_jobs()                                             # newest first; a damaged job's row says which file
     stop_job(name)                                          # SIGTERM to the script, status Stopped
     follow_log(name, print)                                 # tail the kept log until the job ends
     follow_log(name, print, host="algo-2")                  # one host's stream only
@@ -22,6 +22,11 @@ from nlpforge.settings import jobs_root
 from nlpforge.tracking.runs import OWN_SETTINGS
 
 TERMINAL = ("Completed", "Failed", "Stopped")
+DAMAGED = "Damaged"  # list_jobs' status of a job whose job.json, status.json or metrics.jsonl cannot be read
+# Fields of job.json and status.json that describe_job and list_jobs use, and the types they must have.
+SPEC_TYPES = {"created": str, "hyperparameters": dict, "channels": dict, "instance_count": int}
+STATUS_TYPES = {"TrainingJobStatus": str, "SecondaryStatus": str, "FailureReason": (str, type(None)),
+                "SupervisorPid": (int, type(None)), "ProcessPid": (int, type(None))}
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
@@ -39,8 +44,39 @@ def write_json(path: Path, value) -> None:
 def read_json(path: Path, default=None):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError, json.JSONDecodeError):
         return default
+
+
+def damaged(name: str, path: Path, reason) -> TrainingJobError:
+    return TrainingJobError(f"job '{name}': {path} is damaged ({reason}); fix it or move it away, or delete the job "
+                            "folder")
+
+
+def read_record(name: str, path: Path, types: dict) -> dict:
+    """A job's JSON object (status.json; job.json's fields), {} when it is not written yet; TrainingJobError
+    naming the file when it is damaged or one of `types`' fields has another type."""
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8
+        raise damaged(name, path, error) from None
+    if not isinstance(value, dict):
+        raise damaged(name, path, f"a JSON object belongs there, not {value!r:.40}")
+    for key, kind in types.items():
+        if key in value and (not isinstance(value[key], kind) or isinstance(value[key], bool)):
+            raise damaged(name, path, f"{key} is {value[key]!r:.40}")
+    return value
+
+
+def read_spec(name: str, paths: JobPaths) -> JobSpec:
+    """job.json; TrainingJobError naming it when it is damaged."""
+    read_record(name, paths.spec, SPEC_TYPES)
+    try:
+        return JobSpec.read(paths.spec)
+    except (TypeError, ValueError) as error:  # a field missing, or one JobSpec does not know how to hold
+        raise damaged(name, paths.spec, error) from None
 
 
 def check_name(name, what: str, error=ConfigError) -> str:
@@ -107,17 +143,22 @@ def job_paths(name: str, root=None) -> JobPaths:
 
 
 def update_status(paths: JobPaths, **changes) -> dict:
-    status = read_json(paths.status, {}) or {}
+    status = read_json(paths.status, {})
+    status = status if isinstance(status, dict) else {}  # a damaged file is written afresh
     status.update(changes)
     write_json(paths.status, status)
     return status
 
 
 def pid_alive(pid) -> bool:
-    if not pid:
+    try:
+        number = int(pid)
+    except (TypeError, ValueError):  # none, or not a process id
+        return False
+    if number <= 0:  # os.kill would signal a process group, or every process
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(number, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -125,16 +166,28 @@ def pid_alive(pid) -> bool:
     return True
 
 
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_metrics(paths: JobPaths) -> list[dict]:
-    """Every metric value the job reported, in order: {"name", "value", "step", "timestamp", "source"}."""
+    """Every metric value the job reported, in order: {"name", "value", "step", "timestamp", "source"}. A line
+    that is not one (a line being written, a stray line, a value that is not a number) is skipped;
+    TrainingJobError when the file cannot be read."""
     if not paths.metrics.exists():
         return []
+    try:
+        text = paths.metrics.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise damaged(paths.root.name, paths.metrics, error) from None
     rows = []
-    for line in paths.metrics.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line being written while we read
+        if isinstance(row, dict) and isinstance(row.get("name"), str) and is_number(row.get("value")):
+            rows.append(row)
     return rows
 
 
@@ -142,15 +195,17 @@ def final_metrics(rows: list[dict]) -> dict:
     """The last value of each metric."""
     latest = {}
     for row in rows:
-        latest[row["name"]] = row
+        if isinstance(row, dict) and isinstance(row.get("name"), str):
+            latest[row["name"]] = row
     return latest
 
 
 def describe_job(name: str, root=None) -> dict:
-    """The job as SageMaker's DescribeTrainingJob shows it (local paths in place of S3 URIs)."""
+    """The job as SageMaker's DescribeTrainingJob shows it (local paths in place of S3 URIs); TrainingJobError
+    naming the file when job.json, status.json or metrics.jsonl is damaged."""
     paths = job_paths(name, root)
-    spec = JobSpec.read(paths.spec)
-    status = read_json(paths.status, {}) or {}
+    spec = read_spec(name, paths)
+    status = read_record(name, paths.status, STATUS_TYPES)
     state = status.get("TrainingJobStatus", "InProgress")
     if state not in TERMINAL and status.get("SupervisorPid") and not pid_alive(status["SupervisorPid"]):
         state = "Failed"
@@ -205,7 +260,7 @@ def rule_evaluations(model_dir: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line being written
             continue
-        if isinstance(row, dict) and "rule" in row:
+        if isinstance(row, dict) and isinstance(row.get("rule"), str):
             latest[row["rule"]] = row
     changed = datetime.fromtimestamp(found[0].stat().st_mtime, timezone.utc).isoformat()
     return [{"RuleConfigurationName": name, "RuleEvaluationStatus": row.get("rule_status"),
@@ -214,7 +269,7 @@ def rule_evaluations(model_dir: Path) -> list[dict]:
 
 
 def list_jobs(root=None, name_contains: str | None = None) -> list[dict]:
-    """One summary row per job, newest first."""
+    """One summary row per job, newest first; a damaged job's row (status DAMAGED, last) names the damaged file."""
     base = jobs_root(root)
     rows = []
     if not base.is_dir():
@@ -224,7 +279,12 @@ def list_jobs(root=None, name_contains: str | None = None) -> list[dict]:
             continue
         if name_contains and name_contains not in folder.name:
             continue
-        job = describe_job(folder.name, root)
+        try:
+            job = describe_job(folder.name, root)
+        except TrainingJobError as error:
+            rows.append({"name": folder.name, "status": DAMAGED, "created": "", "seconds": None, "billable": None,
+                         "failure": error.message})
+            continue
         rows.append({"name": folder.name, "status": job["TrainingJobStatus"], "created": job["CreationTime"] or "",
                      "seconds": job["TrainingTimeInSeconds"], "billable": job["BillableTimeInSeconds"],
                      "failure": failure_summary(job["FailureReason"])})
@@ -241,7 +301,7 @@ def failure_summary(reason: str | None) -> str:
 def stop_job(name: str, root=None) -> str:
     """Ask a running job to stop: SIGTERM to its script, which may checkpoint; the job ends Stopped."""
     paths = job_paths(name, root)
-    status = read_json(paths.status, {}) or {}
+    status = read_record(name, paths.status, STATUS_TYPES)
     if status.get("TrainingJobStatus") in TERMINAL:
         return status["TrainingJobStatus"]
     paths.stop_request.write_text(now_iso(), encoding="utf-8")
@@ -270,7 +330,7 @@ def follow_log(name: str, emit=print, root=None, follow: bool = True, poll: floa
     """Print the job's kept log (every host, each line prefixed `[algo-N]` when there are several), or one
     host's stream; with follow, keep printing new lines until the job ends."""
     paths = job_paths(name, root)
-    hosts = host_names(JobSpec.read(paths.spec).instance_count)
+    hosts = host_names(read_spec(name, paths).instance_count)
     if host is not None and host not in hosts:
         raise TrainingJobError(f"job '{name}' has no host '{host}'; its hosts are {', '.join(hosts)}")
     log = paths.log if host is None else paths.host_log(host)

@@ -66,13 +66,15 @@ def key_metric_names(metric_sets: list[dict], limit: int = KEY_METRIC_COLUMNS) -
 
 
 def describe(request: Request, name: str) -> dict:
-    from nlpforge.sdk.jobs import describe_job
+    """describe_job; NotFound for an unknown job, TrainingJobError (a 400 page) naming a damaged file."""
+    from nlpforge.sdk.jobs import describe_job, job_paths
 
     root = settings_of(request).root
     try:
-        return describe_job(name, root)
+        job_paths(name, root)
     except TrainingJobError:
         raise NotFound(f"no training job named {name!r} under {root}; see /jobs") from None
+    return describe_job(name, root)
 
 
 def read_log(job: dict, offset: int, whole_file: bool = False) -> tuple[str, int, int]:
@@ -96,14 +98,14 @@ def read_log(job: dict, offset: int, whole_file: bool = False) -> tuple[str, int
 
 @router.get("/jobs")
 def jobs_page(request: Request, name: str = ""):
-    from nlpforge.sdk.jobs import final_metrics, job_paths, list_jobs, read_metrics
+    from nlpforge.sdk.jobs import DAMAGED, final_metrics, job_paths, list_jobs, read_metrics
 
     root = settings_of(request).root
     if not root.is_dir():
         return render(request, "jobs.html", title="Training jobs", rows=None, root=root, name=name)
     rows = list_jobs(root, name or None)
     for row in rows:
-        latest = final_metrics(read_metrics(job_paths(row["name"], root)))
+        latest = final_metrics(read_metrics(job_paths(row["name"], root))) if row["status"] != DAMAGED else {}
         row["metrics"] = {key: found["value"] for key, found in latest.items()}
     return render(request, "jobs.html", title="Training jobs", rows=rows, root=root, name=name,
                   metrics=key_metric_names([row["metrics"] for row in rows]))
