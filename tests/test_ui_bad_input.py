@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from nlpforge.sdk.jobs import describe_job, job_paths, list_jobs, pid_alive, rea
 from nlpforge.serving.capture import DataCapture
 from nlpforge.ui import UISettings
 from nlpforge.ui.endpoints import servers
+from nlpforge.ui.jobs import LOG_CHUNK, read_log
 
 HOME = "http://127.0.0.1:8090"
 
@@ -321,6 +323,34 @@ def test_stray_metric_lines_are_skipped_and_the_job_shows_its_good_ones(tmp_path
 
 def test_a_pid_that_is_not_one_is_not_alive():
     assert [pid_alive(pid) for pid in ("abc", None, 0, -1, [1], "")] == [False] * 6
+
+
+def test_a_log_offset_past_the_end_reads_nothing_from_the_end(tmp_path):
+    jobs = tmp_path / "jobs"
+    job_folder(jobs, "job")
+    log = Path(describe_job("job", jobs)["LogFile"])
+    log.parent.mkdir(parents=True)
+    log.write_text("one line\n")
+    client = ui_client(UISettings.of(jobs_root=str(jobs)))
+    answer = client.get("/jobs/job/log?offset=99999999999999999999999")
+    assert answer.status_code == 200 and answer.json()["text"] == "" and answer.json()["offset"] == 9
+    assert client.get("/jobs/job/log?offset=-5").json()["text"] == "one line\n"
+
+
+def test_a_running_log_line_longer_than_a_chunk_comes_in_pieces_not_never(tmp_path):
+    log = tmp_path / "job.log"
+    long_line = b"x" * (LOG_CHUNK - 1) + "é".encode() + b"y" * 10  # é straddles the end of the first chunk
+    log.write_bytes(b"start\n" + long_line)
+    running = {"LogFile": str(log), "TrainingJobStatus": "InProgress"}
+    assert read_log(running, 0) == ("start\n", 0, 6)
+    text, _, end = read_log(running, 6)
+    assert text == "x" * (LOG_CHUNK - 1) and end == 6 + LOG_CHUNK - 1  # é waits for the next read, whole
+    text, _, end = read_log(running, end)
+    assert text == "" and end == 6 + LOG_CHUNK - 1  # the rest of the line is shorter than a chunk: it waits
+    log.write_bytes(b"start\n" + long_line + b"\n")
+    assert read_log(running, end)[0] == "é" + "y" * 10 + "\n"
+    log.write_bytes(b"10%\r20%\r3")  # a progress bar redrawn with \r
+    assert read_log(running, 0) == ("10%\r20%\r", 0, 8)
 
 
 # -- a bug answers one 500 -----------------------------------------------------------------------------------------

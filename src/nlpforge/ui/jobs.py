@@ -5,6 +5,7 @@ statuses and log, which tails while the job runs.
     GET /jobs/{name}             one job
     GET /jobs/{name}/log?offset=N   the log from byte N on, the job's status and its metric charts (JSON)
 """
+import codecs
 from collections import Counter
 from pathlib import Path
 
@@ -78,21 +79,27 @@ def describe(request: Request, name: str) -> dict:
 
 
 def read_log(job: dict, offset: int, whole_file: bool = False) -> tuple[str, int, int]:
-    """(text, start, end): the log from byte `offset` on, at most LOG_CHUNK bytes (the last LOG_CHUNK from a
-    line start when `whole_file` and the log is longer), only whole lines while the job still writes."""
+    """(text, start, end): the log from byte `offset` on (at most its end), at most LOG_CHUNK bytes (the last
+    LOG_CHUNK from a line start when `whole_file` and the log is longer). While the job still writes, only whole
+    lines, or a LOG_CHUNK piece of a longer line (a progress bar redrawn with \\r writes no newline for long)."""
     log = Path(job["LogFile"])
     if not log.is_file():
         return "", offset, offset
     with open(log, "rb") as stream:
-        if whole_file:
-            offset = max(0, stream.seek(0, 2) - LOG_CHUNK)
+        size = stream.seek(0, 2)
+        offset = max(0, size - LOG_CHUNK) if whole_file else min(max(offset, 0), size)
         stream.seek(offset)
         chunk = stream.read(LOG_CHUNK)
     if whole_file and offset and b"\n" in chunk:
         start = chunk.index(b"\n") + 1
         chunk, offset = chunk[start:], offset + start
     if job["TrainingJobStatus"] == "InProgress":
-        chunk = chunk[:chunk.rfind(b"\n") + 1]
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+        if not end and len(chunk) == LOG_CHUNK:  # all of it but a character cut short at its end
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            decoder.decode(chunk, final=False)
+            end = len(chunk) - len(decoder.getstate()[0])
+        chunk = chunk[:end]
     return chunk.decode("utf-8", errors="replace"), offset, offset + len(chunk)
 
 
@@ -129,6 +136,6 @@ def job_log(request: Request, name: str, offset: int = 0):
     from nlpforge.sdk.jobs import job_paths, read_metrics
 
     job = describe(request, name)
-    text, _, offset = read_log(job, max(offset, 0))
+    text, _, offset = read_log(job, offset)
     charts = metric_charts(read_metrics(job_paths(name, settings_of(request).root)))
     return JSONResponse({"text": text, "offset": offset, "status": job["TrainingJobStatus"], "charts": charts})
