@@ -353,6 +353,30 @@ def test_a_running_log_line_longer_than_a_chunk_comes_in_pieces_not_never(tmp_pa
     assert read_log(running, 0) == ("10%\r20%\r", 0, 8)
 
 
+# -- model folders -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("meta, labels", [
+    ({"metrics": ["a"]}, {"labels": ["neg", "pos"]}),
+    ({"metrics": "x"}, {"labels": ["neg", "pos"]}),
+    ({"validation_report": [1, 2]}, {"labels": ["neg", "pos"]}),
+    ({"validation_report": {"labels": 5, "confusion_matrix": [[1]]}}, {"labels": 5}),
+    ({"validation_report": {"labels": ["a", "b"], "confusion_matrix": [[1, "x"], [1]]}}, ["neg"]),
+])
+def test_a_model_folder_with_odd_metadata_is_shown_without_what_it_lacks(tmp_path, meta, labels):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "nlpforge.json").write_text(json.dumps({"task": "text-classification", **meta}))
+    (folder / "labels.json").write_text(json.dumps(labels))
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"), models=[str(folder)]))
+    listing = client.get("/models")
+    assert listing.status_code == 200 and str(folder) in listing.text
+    key = listing.text.split('href="/models/')[1].split('"')[0]
+    page = client.get(f"/models/{key}")
+    assert page.status_code == 200 and "This model folder records no metrics" in page.text
+    assert 'id="confusion"' not in page.text
+
+
 # -- a bug answers one 500 -----------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 
+from nlpforge.sdk.jobs import is_number
 from nlpforge.ui.app import NotFound, render, settings_of
 
 router = APIRouter()
@@ -82,13 +83,21 @@ def endpoints_of(settings, folder: Path, versions: list[dict]) -> list[str]:
     return list(dict.fromkeys(name for name in names if name))
 
 
-def confusion_matrix(meta: dict) -> dict | None:
-    """The validation confusion matrix as heatmap data (rows: true labels, columns: predicted)."""
-    report = meta.get("validation_report") or {}
-    if not report.get("confusion_matrix") or not report.get("labels"):
+def validation_report(meta: dict) -> dict:
+    report = meta.get("validation_report")
+    return report if isinstance(report, dict) else {}
+
+
+def confusion_matrix(report: dict) -> dict | None:
+    """The validation confusion matrix as heatmap data (rows: true labels, columns: predicted); None unless it is
+    a square of numbers, one row and column per label."""
+    labels, matrix = report.get("labels"), report.get("confusion_matrix")
+    if not labels or not isinstance(labels, list) or not isinstance(matrix, list) or len(matrix) != len(labels):
         return None
-    labels = [str(label) for label in report["labels"]]
-    return {"rows": labels, "cols": labels, "values": report["confusion_matrix"]}
+    if not all(isinstance(row, list) and len(row) == len(labels) and all(map(is_number, row)) for row in matrix):
+        return None
+    labels = [str(label) for label in labels]
+    return {"rows": labels, "cols": labels, "values": matrix}
 
 
 def per_class(report: dict) -> dict:
@@ -100,9 +109,11 @@ def per_class(report: dict) -> dict:
         if isinstance(rows, dict) else {}
 
 
-def numbers(metrics: dict, prefix: str = "") -> dict:
-    return {k: v for k, v in (metrics or {}).items()
-            if k.startswith(prefix) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+def numbers(metrics, prefix: str = "") -> dict:
+    """The metrics named `prefix`... whose values are numbers; none when `metrics` is not a dict."""
+    if not isinstance(metrics, dict):
+        return {}
+    return {k: v for k, v in metrics.items() if isinstance(k, str) and k.startswith(prefix) and is_number(v)}
 
 
 @router.get("/models")
@@ -126,11 +137,11 @@ def model_page(request: Request, key: str):
         raise NotFound(f"no model {key!r}; the Models page lists the model folders this app knows")
     folder = found["path"]
     meta = read_json(folder / "nlpforge.json")
-    labels = read_json(folder / "labels.json").get("labels") or []
+    labels = read_json(folder / "labels.json").get("labels")
     card = (folder / "README.md").read_text(encoding="utf-8", errors="replace") \
         if (folder / "README.md").is_file() else ""
-    report = meta.get("validation_report") or {}
+    report, versions = validation_report(meta), found["versions"]
     return render(request, "model.html", title=f"Model {found['job'] or folder.name}", key=key, folder=folder,
-                  meta=meta, card=card, labels=labels, metrics=numbers(meta.get("metrics")),
-                  matrix=confusion_matrix(meta), per_class=per_class(report), job=found["job"],
-                  versions=found["versions"], endpoints=endpoints_of(settings, folder, found["versions"]))
+                  meta=meta, card=card, labels=labels if isinstance(labels, list) else [],
+                  metrics=numbers(meta.get("metrics")), matrix=confusion_matrix(report), per_class=per_class(report),
+                  job=found["job"], versions=versions, endpoints=endpoints_of(settings, folder, versions))
