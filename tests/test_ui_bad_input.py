@@ -377,6 +377,48 @@ def test_a_model_folder_with_odd_metadata_is_shown_without_what_it_lacks(tmp_pat
     assert 'id="confusion"' not in page.text
 
 
+# -- monitoring schedules ------------------------------------------------------------------------------------------
+
+
+def schedule(tmp_path):
+    folder = tmp_path / "schedule"
+    run = folder / "runs" / "r1"
+    run.mkdir(parents=True)
+    (folder / "schedule.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"run": "r1", "since": None, "until": "2026-11-27T00:00:00Z",
+                                              "status": "no_violations", "item_count": 3, "violations": 0}))
+    (run / "report.json").write_text(json.dumps({"plots": [], "content_drift": {"window_words": 5}}))
+    return folder
+
+
+@pytest.mark.parametrize("file, content, listed", [
+    ("runs/r1/run.json", "[1]", False),
+    ("runs/r1/run.json", "{}", False),
+    ("runs/r1/run.json", "{", False),
+    ("runs/r1/report.json", "[]", True),
+    ("runs/r1/constraint_violations.json", "[]", True),
+    ("runs/r1/constraint_violations.json", '{"violations": 5}', True),
+    ("schedule.json", "not json", True),
+])
+def test_a_damaged_schedule_file_is_a_400_page_that_names_it(tmp_path, file, content, listed):
+    folder = schedule(tmp_path)
+    (folder / file).write_text(content)
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"), monitor=[str(folder)]))
+    overview = client.get("/monitoring")
+    assert overview.status_code == 200 and ('href="/monitoring/0/r1"' in overview.text) == listed
+    if not listed:
+        assert str(folder / file) in overview.text
+    for path in ["/monitoring/0/r1"] + (["/monitoring/0/r1/plot/a.png"] if file != "runs/r1/report.json" else []):
+        page = client.get(path)
+        assert page.status_code == 400 and str(folder / file) in page.text and "damaged" in page.text, path
+
+
+def test_odd_report_sections_of_a_good_run_are_left_out(tmp_path):
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path / "jobs"), monitor=[str(schedule(tmp_path))]))
+    page = client.get("/monitoring/0/r1")
+    assert page.status_code == 200 and 'id="no-violations"' in page.text
+
+
 # -- a bug answers one 500 -----------------------------------------------------------------------------------------
 
 

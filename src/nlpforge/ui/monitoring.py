@@ -35,26 +35,59 @@ def schedule_folder(request: Request, index: int) -> Path:
     return folders[index]
 
 
+def read_object(path: Path, what: str) -> dict:
+    """A JSON object the monitor wrote ({} when the file is not there); ScheduleError naming a damaged file."""
+    from nlpforge.monitoring.schedule import ScheduleError
+
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not JSON, not UTF-8
+        raise ScheduleError(f"{path}: cannot be read ({error}); the schedule folder is damaged") from None
+    if not isinstance(value, dict):
+        raise ScheduleError(f"{path}: holds {value!r:.40}, not {what}; the schedule folder is damaged")
+    return value
+
+
+def checked_runs(folder: Path) -> list[dict]:
+    """list_runs, each run.json checked to be a run record (a JSON object with a "run" name); ScheduleError
+    naming the first that is not."""
+    from nlpforge.monitoring.schedule import ScheduleError, list_runs
+
+    runs = list_runs(folder)
+    for path in sorted((folder / "runs").glob("*/run.json")):
+        if not path.parent.name.startswith("."):
+            run = read_object(path, "a run record")
+            if not isinstance(run.get("run"), str):
+                raise ScheduleError(f"{path}: has no run name (\"run\"); the schedule folder is damaged")
+    return runs
+
+
 def described_run(request: Request, index: int, run: str) -> tuple[Path, dict]:
-    """(schedule folder, describe_schedule of the run); NotFound for an unknown schedule or run."""
-    from nlpforge.monitoring.schedule import describe_schedule
+    """(schedule folder, describe_schedule of the run); NotFound for an unknown schedule or run, ScheduleError
+    (a 400 page) naming a damaged file of the schedule."""
+    from nlpforge.monitoring.schedule import ScheduleError, describe_schedule
 
     folder = schedule_folder(request, index)
-    try:
-        return folder, describe_schedule(folder, run)
-    except NlpforgeError as error:
-        raise NotFound(str(error)) from None
+    if not (folder / "schedule.json").is_file():
+        raise NotFound(f"{folder} is not a monitoring schedule folder (no schedule.json); see /monitoring")
+    if run not in [record["run"] for record in checked_runs(folder)]:
+        raise NotFound(f"no run {run!r} in the monitoring schedule {folder}; see /monitoring")
+    violations = read_object(folder / "runs" / run / "constraint_violations.json", "a violations report")
+    if not isinstance(violations.get("violations", []), list):
+        raise ScheduleError(f"{folder / 'runs' / run / 'constraint_violations.json'}: its \"violations\" is not a "
+                            "list; the schedule folder is damaged")
+    return folder, describe_schedule(folder, run)
 
 
 @router.get("/monitoring")
 def monitoring_page(request: Request):
-    from nlpforge.monitoring.schedule import list_runs
-
     schedules = []
     for index, folder in enumerate(schedule_folders(settings_of(request))):
         entry = {"index": index, "folder": folder, "runs": [], "error": None}
         try:
-            entry["runs"] = list(reversed(list_runs(folder)))
+            entry["runs"] = list(reversed(checked_runs(folder)))
         except NlpforgeError as error:
             entry["error"] = str(error)
         schedules.append(entry)
@@ -65,15 +98,28 @@ def monitoring_page(request: Request):
 def run_page(request: Request, index: int, run: str):
     folder, described = described_run(request, index, run)
     run_folder = folder / "runs" / described["run"]["run"]
-    try:
-        report = json.loads((run_folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        report = {}
-    plots = [plot for plot in report.get("plots") or []
+    report = read_object(run_folder / "report.json", "a drift report")
+    plots = [plot for plot in as_list(report.get("plots"))
              if isinstance(plot, dict) and (run_folder / str(plot.get("file"))).is_file()]
     return render(request, "monitoring_run.html", title=f"Monitoring run {run}", index=index, folder=folder,
-                  run=described["run"], violations=described["violations"], plots=plots,
-                  content=report.get("content_drift") or {}, embedding=report.get("embedding_drift") or {})
+                  run=described["run"], violations=[v for v in described["violations"] if isinstance(v, dict)],
+                  plots=plots, content=drift(report.get("content_drift")),
+                  embedding=drift(report.get("embedding_drift")))
+
+
+def drift(section) -> dict:
+    """A drift section of report.json, its lists of words and examples lists whatever the file holds."""
+    section = as_dict(section)
+    lists = ("window_words", "baseline_words", "window_examples", "baseline_examples")
+    return {**section, **{key: as_list(section[key]) for key in lists if key in section}}
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 @router.get("/monitoring/{index}/{run}/plot/{name}")
