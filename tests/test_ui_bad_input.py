@@ -153,6 +153,9 @@ def test_a_multi_objective_study_is_listed_and_its_page_says_why_it_is_not_shown
     assert listed.status_code == 200 and "maximize, minimize" in listed.text
     page = client.get("/tuning/pareto")
     assert page.status_code == 400 and "multi-objective" in page.text
+    # a name that is not a plain path segment still links to its page
+    assert 'href="/tuning/a%2Fb%23c%3Fd"' in listed.text
+    assert client.get("/tuning/a%2Fb%23c%3Fd").status_code == 200
 
 
 # -- endpoints: no metrics, bad --server URLs, bad request bodies, names to quote ----------------------------------
@@ -202,6 +205,10 @@ def test_a_server_whose_metrics_api_gives_nothing_shows_dashes_and_the_metrics_e
     assert '<td class="num">–</td>' in listing.text
     page = client.get("/endpoints/stars")
     assert page.status_code == 200 and 'id="latency">– / – / –<' in page.text and "metrics API" in page.text
+    # a model name with / # ? links to its page, and its page posts to its own predict route
+    assert 'href="/endpoints/a%2Fb%23c%3Fd"' in listing.text
+    odd = client.get("/endpoints/a%2Fb%23c%3Fd")
+    assert odd.status_code == 200 and 'action="/endpoints/a%2Fb%23c%3Fd/predict"' in odd.text
 
 
 @pytest.mark.parametrize("text, message", [

@@ -22,7 +22,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from nlpforge.errors import ConfigError, NlpforgeError
 from nlpforge.settings import Settings, jobs_root, setting
@@ -205,6 +205,7 @@ def templates():
 
     environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     environment.globals["pages"] = PAGES
+    environment.filters["segment"] = lambda value: quote(str(value), safe="")  # a name as one path segment
     return environment
 
 

@@ -157,7 +157,7 @@ def find(settings, name: str, details: bool = True) -> dict:
                    "what they serve")
 
 
-@router.get("/endpoints/{name}")
+@router.get("/endpoints/{name:path}")
 def endpoint_page(request: Request, name: str):
     state = find(settings_of(request), name)
     model = next(m for m in state["models"] if m["name"] == name)
@@ -179,7 +179,7 @@ def request_body(text: str, text_pair: str) -> dict:
     return {"text": text, **({"text_pair": text_pair} if text_pair else {})}
 
 
-@router.post("/endpoints/{name}/predict")
+@router.post("/endpoints/{name:path}/predict")
 def endpoint_predict(request: Request, name: str, text: str = Form(""), text_pair: str = Form("")):
     """Send one request to the endpoint; the app relays it, so the page needs no cross-origin access. Every
     answer is JSON, errors included (the page shows it)."""
@@ -202,7 +202,7 @@ def endpoint_predict(request: Request, name: str, text: str = Form(""), text_pai
     key_path = settings_of(request).key_path
     client = InferenceClient(state["inference"], key_file=str(key_path) if key_path else None, timeout=60)
     try:
-        response = client.send("POST", f"/predictions/{quote(name)}", json=body)
+        response = client.send("POST", f"/predictions/{quote(name, safe='')}", json=body)
     except NlpforgeError as error:
         return JSONResponse({"error": str(error)}, status_code=502)
     finally:

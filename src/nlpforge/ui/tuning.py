@@ -83,7 +83,7 @@ def objective_series(trials: list, maximize: bool) -> dict:
                        {"name": "best so far", "points": best_so_far, "kind": "line"}]}
 
 
-@router.get("/tuning/{name}")
+@router.get("/tuning/{name:path}")
 def study_page(request: Request, name: str):
     from nlpforge.tuning.tuner import TuningJobAnalytics, counted_trials, optuna_module, retried_numbers, trial_state
 
