@@ -19,7 +19,7 @@ import pytest
 from conftest import assert_user_error, run_cli
 from markupsafe import escape
 from serving_support import free_port
-from ui_support import running_ui, ui_client
+from ui_support import browser, needs_browser, running_ui, ui_client
 
 from nlpforge.cli import main
 from nlpforge.errors import ConfigError
@@ -489,3 +489,18 @@ def test_port_0_prints_the_port_the_app_listens_on(tmp_path):
     finally:
         process.terminate()
         process.wait(30)
+
+
+# -- review keys ---------------------------------------------------------------------------------------------------
+
+
+@needs_browser
+def test_keys_that_are_special_in_a_css_selector_do_nothing(tmp_path, capture):
+    with running_ui(UISettings.of(jobs_root=str(tmp_path), capture=str(capture))) as url, browser() as open_page:
+        page, problems = open_page(url + "/review")
+        for key in ('"', "\\", "]", "'"):
+            page.keyboard.press(key)
+        assert problems == []
+        with page.expect_navigation():
+            page.keyboard.press("1")
+        assert len(labels_written(capture)) == 1 and problems == []
