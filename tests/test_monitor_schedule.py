@@ -275,3 +275,21 @@ def test_sdk_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="no monitoring schedule"):
         monitor.describe_schedule()
     assert monitor.list_executions() == []
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("runs/r1/run.json", "[1]", "run.json: is not a run record"),
+    ("runs/r1/run.json", "{}", "run.json: is not a run record"),
+    ("runs/r1/constraint_violations.json", "[]", "constraint_violations.json: is not a violations report"),
+    ("runs/r1/constraint_violations.json", '{"violations": 3}', "is not a violations report"),
+    ("schedule.json", "[]", "schedule.json: is not a schedule"),
+])
+def test_a_damaged_schedule_file_is_named(tmp_path, name, content, message):
+    from nlpforge.monitoring.schedule import ScheduleError
+
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "schedule.json").write_text('{"baseline": "b"}')
+    (tmp_path / "runs" / "r1" / "run.json").write_text('{"run": "r1", "status": "ok"}')
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ScheduleError, match=message):
+        describe_schedule(tmp_path)

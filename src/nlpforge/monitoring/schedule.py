@@ -193,10 +193,19 @@ def _read(path: Path) -> dict:
         raise ScheduleError(f"{path}: cannot be read ({error}); the schedule folder is damaged") from None
 
 
+def _read_run(path: Path) -> dict:
+    """A run's run.json: an object whose "run" is the run folder's name."""
+    record = _read(path)
+    if not isinstance(record, dict) or not isinstance(record.get("run"), str):
+        raise ScheduleError(f"{path}: is not a run record (a JSON object with the run's name under \"run\"); the "
+                            "schedule folder is damaged, remove that run's folder")
+    return record
+
+
 def list_runs(folder) -> list[dict]:
     """The schedule's complete runs, oldest first (their run.json)."""
     runs = _schedule_folder(folder) / "runs"
-    return [_read(path) for path in sorted(runs.glob("*/run.json")) if not path.parent.name.startswith(".")]
+    return [_read_run(path) for path in sorted(runs.glob("*/run.json")) if not path.parent.name.startswith(".")]
 
 
 def describe_schedule(folder, run: str | None = None) -> dict:
@@ -211,7 +220,16 @@ def describe_schedule(folder, run: str | None = None) -> dict:
             raise ScheduleError(f"{folder}: no run {run!r} (latest runs: {known}); see `nlpforge monitor list "
                                 f"{folder}`")
     violations = []
-    if chosen is not None and (folder / "runs" / chosen["run"] / "constraint_violations.json").is_file():
-        violations = _read(folder / "runs" / chosen["run"] / "constraint_violations.json").get("violations", [])
-    return {"schedule": _read(folder / "schedule.json"), "run_count": len(runs), "run": chosen,
+    path = folder / "runs" / chosen["run"] / "constraint_violations.json" if chosen is not None else None
+    if path is not None and path.is_file():
+        found = _read(path)
+        violations = found.get("violations") if isinstance(found, dict) else None
+        if not isinstance(violations, list):
+            raise ScheduleError(f"{path}: is not a violations report (a JSON object with a list under "
+                                "\"violations\"); the schedule folder is damaged, remove that run's folder")
+    schedule = _read(folder / "schedule.json")
+    if not isinstance(schedule, dict):
+        raise ScheduleError(f"{folder / 'schedule.json'}: is not a schedule (a JSON object of its settings); the "
+                            "schedule folder is damaged, create the schedule again")
+    return {"schedule": schedule, "run_count": len(runs), "run": chosen,
             "violations": violations, "folder": str(folder)}

@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from nlpforge.data.readers import text_lines
 from nlpforge.errors import ConfigError, TrainingJobError
 from nlpforge.sdk.contract import JobPaths, JobSpec, host_names, serialized_hyperparameters
 from nlpforge.settings import jobs_root
@@ -181,7 +182,7 @@ def read_metrics(paths: JobPaths) -> list[dict]:
     except OSError as error:
         raise damaged(paths.root.name, paths.metrics, error) from None
     rows = []
-    for line in text.splitlines():
+    for line in text_lines(text):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
