@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from nlpforge.serving.metrics import ServerMetrics
 from nlpforge.serving.settings import VersionOptions
 
 MAX_WEIGHT = 1_000_000  # the largest traffic weight of one version (weights are on any scale, e.g. 90/10)
+MAX_NAME_BYTES = 255  # the longest file or folder name Linux and macOS file systems take
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ class ModelRegistry:
         model = self.model(name)
         routing = model.routing  # one read: the routing cannot change half-way through
         chosen = model.versions[routing.pick(sticky_key, self.rng)]
-        shadow = model.versions.get(routing.shadow) if routing.shadow and routing.shadow != chosen.spec.version else None
+        shadow = (model.versions.get(routing.shadow) if routing.shadow and routing.shadow != chosen.spec.version
+                  else None)
         return chosen, shadow
 
     # --- registration --------------------------------------------------------------------------------
@@ -123,31 +126,45 @@ class ModelRegistry:
             raise RequestError(f"url {url!r}: relative paths with '..' are not allowed; give a path inside the "
                                f"model store {self.model_store} or an absolute path")
         path = Path(url.removeprefix("file://"))
-        if not path.is_absolute():
-            path = inside(self.model_store, path, f"url {url!r}")
-        if not path.exists():
-            raise RequestError(f"url {url!r}: nothing at {path}; give an nlpforge model folder or .tar.gz "
-                               f"(relative paths are read from the model store {self.model_store})", status=404)
-        if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        shown = url if len(url) <= 120 else f"{url[:100]}...{url[-12:]}"
+        too_long = next((part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES), None)
+        if too_long is not None:
+            raise RequestError(f"url {shown!r}: a file or folder name in it is {len(os.fsencode(too_long))} bytes "
+                               f"long, over the limit of {MAX_NAME_BYTES}; give the path of an nlpforge model folder "
+                               "or a .tar.gz of one")
+        try:
+            if not path.is_absolute():
+                path = inside(self.model_store, path, f"url {shown!r}")
+            if not path.exists():
+                raise RequestError(f"url {shown!r}: nothing at {path}; give an nlpforge model folder or .tar.gz "
+                                   f"(relative paths are read from the model store {self.model_store})", status=404)
+            is_archive = path.is_file() and path.name.endswith((".tar.gz", ".tgz"))
+            is_folder = path.is_dir()
+        except OSError as error:  # e.g. a path too long as a whole, or a folder it may not read
+            raise RequestError(f"url {shown!r}: cannot be read ({error.strerror or error}); give the path of an "
+                               "nlpforge model folder or a .tar.gz of one") from None
+        if is_archive:
             return self._extract(path)
-        if not path.is_dir():
-            raise RequestError(f"url {url!r}: {path} is neither a model folder nor a .tar.gz")
+        if not is_folder:
+            raise RequestError(f"url {shown!r}: {path} is neither a model folder nor a .tar.gz")
         return path
 
     def _extract(self, archive: Path) -> Path:
         digest = hashlib.sha256(f"{archive.resolve()}:{archive.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-        target = inside(self.model_store, Path(".extracted") / f"{archive.name.split('.')[0]}-{digest}",
-                        str(archive))
+        stem = archive.name.split(".")[0][:100]  # room for the digest and the .partial suffix in one name
+        target = inside(self.model_store, Path(".extracted") / f"{stem}-{digest}", str(archive))
         if not target.exists():
             # One partial folder per process: replicas on one model store may extract the same archive at once.
             partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-            partial.mkdir(parents=True, exist_ok=True)
             try:
+                partial.mkdir(parents=True, exist_ok=True)
                 with tarfile.open(archive, "r:gz") as tar:
                     tar.extractall(partial, filter="data")  # refuses absolute paths and ../ escapes
-            except (tarfile.TarError, OSError) as error:
+            # A truncated archive ends in EOFError (gzip) or tarfile.ReadError; a damaged one in zlib.error.
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
                 shutil.rmtree(partial, ignore_errors=True)
-                raise RequestError(f"{archive}: cannot extract ({error}); give a .tar.gz of a model folder") from None
+                raise RequestError(f"{archive}: cannot extract ({error or type(error).__name__}); give a whole "
+                                   ".tar.gz of a model folder") from None
             try:
                 partial.rename(target)
             except OSError:
