@@ -1,5 +1,6 @@
 """Bad input for the model server that once answered 500, hung, or left a worker or a file behind; each section is
 one such case, with the answer it gets now."""
+import json
 import tarfile
 from pathlib import Path
 
@@ -49,3 +50,29 @@ def test_an_archive_whose_name_is_near_the_limit_is_extracted(server, tiny_model
                                                            "initial_workers": 0})
     assert response.status_code == 200, response.text
     assert management(server).delete("/models/long").status_code == 200
+
+
+# --- removing a version of weight 0 ---------------------------------------------------------------------------
+def test_removing_a_version_of_weight_zero_takes_it_out_of_the_routing(tiny_model, tmp_path):
+    from nlpforge.serving.replicas import check_document
+
+    with running_server(tmp_path / "store", auth=False, shared_state=True) as server:
+        client = management(server)
+        for version in ("1.0", "2.0"):
+            response = client.post("/models", params={"url": str(tiny_model.output), "model_name": "c",
+                                                      "model_version": version, "initial_workers": 0})
+            assert response.status_code == 200, response.text
+        response = client.put("/models/c/traffic", json={"weights": {"1.0": 1, "2.0": 0}, "shadow": None})
+        assert response.status_code == 200, response.text
+        assert client.delete("/models/c/2.0").status_code == 200
+        assert client.get("/models/c/traffic").json()["weights"] == {"1.0": 1.0}
+        for body in ({}, {"shadow": "1.0"}, {"weights": {"1.0": 3}}):
+            response = client.put("/models/c/traffic", json=body)
+            assert response.status_code == 200, response.text
+        state = json.loads((tmp_path / "store" / ".nlpforge-replicas" / "state.json").read_text())
+        check_document(state)  # the replicas' file names only versions it holds
+        assert state["models"]["c"]["routing"] == {"default": "1.0", "weights": [["1.0", 3.0]], "shadow": "1.0"}
+        response = client.post("/models", params={"url": str(tiny_model.output), "model_name": "c",
+                                                  "model_version": "2.0", "initial_workers": 0})
+        assert response.status_code == 200, response.text
+        assert client.get("/models/c/traffic").json()["weights"] == {"1.0": 3.0}  # no stale weight comes back

@@ -57,6 +57,13 @@ class Routing:
             point -= weight
         return self.weights[-1][0]
 
+    def without(self, version: str) -> "Routing":
+        """This routing with `version` left out of the weights and the shadow (it must not be the default)."""
+        weights = tuple((v, w) for v, w in self.weights if v != version)
+        if sum(w for _, w in weights) <= 0:
+            weights = ()  # nothing left with a weight: all to the default
+        return Routing(default=self.default, weights=weights, shadow=None if self.shadow == version else self.shadow)
+
     def describe(self) -> dict:
         return {"defaultVersion": self.default, "weights": {v: w for v, w in self.weights}, "shadow": self.shadow}
 
@@ -241,6 +248,8 @@ class ModelRegistry:
                 removed = [model.versions.pop(version)]
                 if not model.versions:
                     del self.models[name]
+                else:  # a weight of 0 named it: the routing must not name a version that is gone
+                    model.routing = routing.without(version)
         await asyncio.gather(*(r.close() for r in removed))
         return [r.spec.version for r in removed]
 
