@@ -1,12 +1,16 @@
 """Bad input for the model server that once answered 500, hung, or left a worker or a file behind; each section is
 one such case, with the answer it gets now."""
 import json
+import shutil
 import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
-from serving_support import management, running_server
+from serving_support import inference, management, running_server
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +80,104 @@ def test_removing_a_version_of_weight_zero_takes_it_out_of_the_routing(tiny_mode
                                                   "model_version": "2.0", "initial_workers": 0})
         assert response.status_code == 200, response.text
         assert client.get("/models/c/traffic").json()["weights"] == {"1.0": 3.0}  # no stale weight comes back
+
+
+# --- removing a version while its worker loads ---------------------------------------------------------------
+def worker_pids() -> set[int]:
+    """The live worker processes of this test process's servers (the forkserver's children)."""
+    pids = set()
+    for child in psutil.Process().children():
+        try:
+            if any("forkserver" in part for part in child.cmdline()):
+                pids |= {c.pid for c in child.children() if c.status() != psutil.STATUS_ZOMBIE}
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
+def wait_until(condition, timeout: float = 30.0, what: str = "the condition") -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} did not hold within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def loading(server, name: str) -> bool:
+    response = management(server).get(f"/models/{name}")
+    return response.status_code == 200 and any(w["status"] == "LOADING" for w in response.json()[0]["workers"])
+
+
+def test_unregistering_while_a_synchronous_register_loads_answers_409_and_stops_the_worker(server, tiny_model):
+    before = worker_pids()
+    for _ in range(2):
+        with ThreadPoolExecutor(1) as pool:
+            registering = pool.submit(management(server).post, "/models", params={
+                "url": str(tiny_model.output), "model_name": "r", "initial_workers": 3})
+            wait_until(lambda: loading(server, "r"), what="a LOADING worker")
+            assert management(server).delete("/models/r").status_code == 200
+            response = registering.result(timeout=60)
+        assert response.status_code == 409, response.text
+        assert "was removed while its worker loaded" in response.json()["message"]
+        assert management(server).get("/models/r").status_code == 404
+    wait_until(lambda: worker_pids() <= before, what="no worker left behind")
+
+
+def test_unregistering_right_after_an_asynchronous_register_leaves_no_worker(server, tiny_model):
+    before = worker_pids()
+    response = management(server).post("/models", params={"url": str(tiny_model.output), "model_name": "a",
+                                                           "initial_workers": 1, "synchronous": "false"})
+    assert response.status_code == 202, response.text
+    wait_until(lambda: management(server).delete("/models/a").status_code == 200, what="the version to be removed")
+    time.sleep(3)  # longer than bert-tiny takes to load
+    wait_until(lambda: worker_pids() <= before, what="no worker left behind")
+    assert management(server).get("/models/a").status_code == 404
+
+
+# --- a scale-up whose worker cannot start ------------------------------------------------------------------
+def test_a_scale_up_whose_worker_fails_answers_503_at_once_naming_why(server, tiny_model):
+    folder = store_of(server) / "b"
+    shutil.copytree(tiny_model.output, folder)
+    client = management(server)
+    assert client.post("/models", params={"url": "b", "model_name": "b"}).status_code == 200
+    assert client.put("/models/b", params={"min_worker": 0, "synchronous": "true"}).status_code == 200
+    weights = folder / "model.safetensors"
+    saved = weights.read_bytes()
+    weights.unlink()
+    response = client.put("/models/b", params={"min_worker": 1, "synchronous": "true"})
+    assert response.status_code == 400, response.text
+    started = time.monotonic()
+    response = inference(server).post("/predictions/b", content="a great film")
+    assert response.status_code == 503, response.text
+    assert time.monotonic() - started < 10
+    message = response.json()["message"]
+    assert "its worker failed to start" in message and "min_worker=1" in message, message
+    described, = client.get("/models/b").json()
+    assert "failed to start" in described["failure"] and described["workers"] == []
+    weights.write_bytes(saved)  # fixed: scaling brings it back
+    assert client.put("/models/b", params={"min_worker": 1, "synchronous": "true"}).status_code == 200
+    assert inference(server).post("/predictions/b", content="a great film").json()["label"] == "pos"
+    assert client.get("/models/b").json()[0]["failure"] is None
+    assert client.delete("/models/b").status_code == 200
+
+
+# --- scaling to 0 with inputs waiting -------------------------------------------------------------------------
+def test_scaling_to_zero_answers_the_inputs_its_worker_holds(server, tiny_model):
+    client = management(server)
+    response = client.post("/models", params={"url": str(tiny_model.output), "model_name": "q",
+                                              "max_batch_delay": 3000, "batch_size": 64})
+    assert response.status_code == 200, response.text
+    runtime = server.state.registry.version("q", None)
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        answers = [pool.submit(inference(server).post, "/predictions/q", content=f"a great film {i}")
+                   for i in range(10)]
+        wait_until(lambda: runtime.in_flight == 10, what="ten inputs in the worker's batch")
+        assert client.put("/models/q", params={"min_worker": 0, "synchronous": "true"}).status_code == 200
+        responses = [a.result(timeout=60) for a in answers]
+    assert [r.status_code for r in responses] == [200] * 10, responses[0].text
+    assert time.monotonic() - started < 15
+    assert client.get("/models/q").json()[0]["queued"] == 0
+    response = inference(server).post("/predictions/q", content="a great film")
+    assert response.status_code == 503 and "scaled to 0 workers" in response.json()["message"]
+    assert client.delete("/models/q").status_code == 200

@@ -11,9 +11,13 @@ Each worker's loop takes the oldest input, then waits up to `max_batch_delay` ms
 refuses new inputs with 503 and a Retry-After. A crashed or hung worker is restarted (counted in
 `nlpforge_worker_restarts_total`, logged) and a crashed batch is tried once more on the new one. A
 worker that cannot start again is retried after growing pauses (RESTART_PAUSES), then given up; a
-version left with no worker fails its queued inputs and answers 503 until it is scaled or registered
-again. An error raised by the handler fails only its batch (503, as TorchServe's "Prediction failed"):
-the worker is not restarted for it.
+version left with no worker (given up, or a scale-up whose worker failed to load) fails its queued
+inputs and answers 503 until it is scaled or registered again. An error raised by the handler fails
+only its batch (503, as TorchServe's "Prediction failed"): the worker is not restarted for it.
+
+A worker scaled away finishes the batch it runs; one still filling its batch hands it to the workers
+that stay, or runs it when none stay. Scaled to 0, the inputs still queued get a 503 at once. A version
+removed while a worker loads stops that worker, and the register waiting for it answers 409.
 """
 import asyncio
 import collections
@@ -75,6 +79,8 @@ class VersionRuntime:
         self.inputs_done = 0
         self.max_workers = spec.options.workers  # TorchServe's max_worker, as last given
         self.loading = 0  # workers being started now
+        self.starting: set[WorkerProcess] = set()  # their processes, stopped by close() if it comes first
+        self.retiring: list[WorkerProcess] = []  # scaled away, finishing the batch they run
         self.scaling = asyncio.Lock()  # one scale at a time, so two cannot both start the missing workers
 
     # --- workers -------------------------------------------------------------------------------------
@@ -85,14 +91,18 @@ class VersionRuntime:
                                device=options.device)
         self.next_worker_id += 1
         self.loading += 1
+        self.starting.add(worker)
         try:
             await asyncio.get_running_loop().run_in_executor(self.executor, worker.start)
+        except ServingError:
+            if not self.closing:
+                raise
         finally:
             self.loading -= 1
-        if self.closing:  # unregistered while it loaded
-            await asyncio.get_running_loop().run_in_executor(self.executor, worker.stop)
-            raise RequestError(f"model {self.spec.name} version {self.spec.version} was removed while its worker "
-                               "loaded", status=409)
+            self.starting.discard(worker)
+        if self.closing:  # unregistered while it loaded; close() has shut the executor down, so a thread of its own
+            await asyncio.to_thread(worker.stop)
+            raise self._removed_error()
         self.workers.append(worker)
         self.loops[worker.worker_id] = asyncio.create_task(self._loop(worker))
         self.metrics.workers.labels(*self.labels).set(len(self.workers))
@@ -112,21 +122,45 @@ class VersionRuntime:
         """Whether a worker is up to take inputs now."""
         return any(w.status == "READY" for w in self.workers)
 
+    def _removed_error(self) -> RequestError:
+        return RequestError(f"model {self.spec.name} version {self.spec.version} was removed while its worker "
+                            "loaded", status=409)
+
     async def scale(self, count: int) -> None:
         """Start or stop workers until `count` run (the caller has checked `count` against VersionOptions);
-        0 stops them all, and requests then get a 503 that says how to scale up."""
+        0 stops them all, and requests then get a 503 that says how to scale up. A worker that fails to start
+        raises its ServingError; with none left running, the version answers 503 naming why."""
         async with self.scaling:
+            if self.closing:
+                raise self._removed_error()
             self.spec.options = self.spec.options.override(workers=count)
             while len(self.workers) < count:
-                await self._start_worker()
+                try:
+                    await self._start_worker()
+                except ServingError as error:
+                    if not self.workers:
+                        self._no_worker_left(f"its worker failed to start ({error.message})")
+                    raise
                 self.failure = None
             while len(self.workers) > count:
-                worker = self.workers.pop()
-                task = self.loops.pop(worker.worker_id)
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                await asyncio.get_running_loop().run_in_executor(self.executor, worker.stop)
+                await self._retire(self.workers[-1])
             self.metrics.workers.labels(*self.labels).set(len(self.workers))
+            if not self.workers:
+                self._fail_pending(self._no_worker_error())
+
+    async def _retire(self, worker: WorkerProcess) -> None:
+        """Scale one worker away: its loop finishes the batch it runs (or hands over one it is filling), then the
+        process stops."""
+        self.workers.remove(worker)
+        self.retiring.append(worker)
+        self.wakeup.set()  # a loop waiting for inputs or for its batch to fill looks again, and sees it is gone
+        try:
+            task = self.loops.pop(worker.worker_id, None)
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+            await asyncio.get_running_loop().run_in_executor(self.executor, worker.stop)
+        finally:
+            self.retiring.remove(worker)
 
     async def _restart(self, worker: WorkerProcess, reason: str) -> bool:
         """Replace a crashed or hung worker's process; returns False when it was given up."""
@@ -150,28 +184,45 @@ class VersionRuntime:
                 failure = error.message
                 log.error("model %s version %s: restart %d of %d failed (%s)", *self.labels, attempt,
                           len(RESTART_PAUSES), failure)
-        self._give_up(worker, failure)
+        self._give_up(worker, f"its worker failed to restart ({failure})")
         return False
 
     def _give_up(self, worker: WorkerProcess, failure: str) -> None:
         """Drop a worker that cannot start; the last one's going fails the queued inputs."""
-        self.workers.remove(worker)
+        if worker in self.workers:  # not when it was being scaled away
+            self.workers.remove(worker)
         self.loops.pop(worker.worker_id, None)
         self.metrics.workers.labels(*self.labels).set(len(self.workers))
-        if self.closing or self.workers:
-            return
+        if not self.closing and not self.workers and worker not in self.retiring:
+            self._no_worker_left(failure)
+
+    def _no_worker_left(self, failure: str) -> None:
+        """No worker runs where one should: remember why, and fail what is queued (nothing would run it)."""
         self.failure = failure
-        log.error("model %s version %s: no worker left (%s); it answers 503 until it is scaled or registered "
-                  "again", *self.labels, failure)
-        error = self._failed_error()
+        log.error("model %s version %s has no worker: %s", *self.labels, failure)
+        self._fail_pending(self._failed_error())
+
+    def _fail_pending(self, error: RequestError) -> None:
         while self.pending:
             _fail([self.pending.popleft()], error)
         self.metrics.queue_depth.labels(*self.labels).set(0)
 
     def _failed_error(self) -> RequestError:
-        return RequestError(f"model {self.spec.name} version {self.spec.version} has no worker: it failed to "
-                            f"restart ({self.failure}); fix the model folder, then scale it (PUT /models/"
-                            f"{self.spec.name}/{self.spec.version}?min_worker=1) or register it again", status=503)
+        return RequestError(f"model {self.spec.name} version {self.spec.version} has no worker: {self.failure}; "
+                            f"fix the model folder, then scale it (PUT /models/{self.spec.name}/"
+                            f"{self.spec.version}?min_worker=1&synchronous=true) or register it again", status=503)
+
+    def _no_worker_error(self) -> RequestError:
+        """Why a version with no worker running or loading cannot take inputs."""
+        if self.failure:
+            return self._failed_error()
+        if self.spec.options.workers == 0:
+            return RequestError(f"model {self.spec.name} version {self.spec.version} is scaled to 0 workers; scale "
+                                f"it up first: PUT /models/{self.spec.name}/{self.spec.version}?min_worker=1"
+                                "&synchronous=true", status=503)
+        return RequestError(f"model {self.spec.name} version {self.spec.version} has no worker running; retry, or "
+                            f"scale it: PUT /models/{self.spec.name}/{self.spec.version}?min_worker=1"
+                            "&synchronous=true", status=503, headers={"Retry-After": "1"})
 
     # --- requests ------------------------------------------------------------------------------------
     def room(self) -> int:
@@ -182,12 +233,8 @@ class VersionRuntime:
         if self.closing:
             raise RequestError(f"model {self.spec.name} version {self.spec.version} is being removed; retry",
                                status=503, headers={"Retry-After": "1"})
-        if not self.workers and self.failure:
-            raise self._failed_error()
-        if self.scaled_to_zero:
-            raise RequestError(f"model {self.spec.name} version {self.spec.version} is scaled to 0 workers; scale "
-                               f"it up first: PUT /models/{self.spec.name}/{self.spec.version}?min_worker=1"
-                               "&synchronous=true", status=503)
+        if not self.workers and not self.loading:  # nothing would ever take the inputs
+            raise self._no_worker_error()
         if len(items) > self.room():
             self.metrics.rejected.labels(*self.labels).inc(len(items))
             retry = max(1, round(len(self.pending) * self._seconds_per_input()))
@@ -214,14 +261,19 @@ class VersionRuntime:
         batch.append(self.pending.popleft())
         self.in_flight += 1
 
-    async def _next_batch(self, batch: list[Pending]) -> None:
-        """Fill `batch` (given empty) with the oldest input, then what arrives within max_batch_delay."""
+    async def _next_batch(self, worker: WorkerProcess, batch: list[Pending]) -> None:
+        """Fill `batch` (given empty) with the oldest input, then what arrives within max_batch_delay; stop
+        early, as it is, when `worker` is scaled away or given up."""
         while not self.pending:
+            if worker not in self.workers:
+                return
             self.wakeup.clear()
             await self.wakeup.wait()
+        if worker not in self.workers:
+            return
         self._take(batch)
         deadline = time.perf_counter() + self.spec.options.max_batch_delay / 1000
-        while len(batch) < self.spec.options.batch_size:
+        while len(batch) < self.spec.options.batch_size and worker in self.workers:
             if self.pending:
                 self._take(batch)
                 continue
@@ -239,25 +291,33 @@ class VersionRuntime:
         while worker in self.workers:
             taken: list[Pending] = []
             try:
-                await self._next_batch(taken)
+                await self._next_batch(worker, taken)
+                if taken and worker in self.retiring and self.workers:  # scaled away while filling: hand it over
+                    self._hand_back(taken)
+                    continue
                 batch = [p for p in taken if not p.future.done()]  # the client gave up or timed out
                 for kind in ("predict", "explain"):
                     part = [p for p in batch if p.kind == kind]
-                    if part and worker not in self.workers:  # given up while it ran the other part
+                    if part and worker not in self.workers and worker not in self.retiring:
                         _fail(part, RequestError("the worker serving this input could not be restarted; retry",
-                                                 status=503, headers={"Retry-After": "1"}))
+                                                 status=503, headers={"Retry-After": "1"}))  # given up meanwhile
                     elif part:
                         await self._run(worker, kind, part)
-            except asyncio.CancelledError:  # the version is removed, or this worker scaled away
+            except asyncio.CancelledError:  # the version is removed
                 unanswered = [p for p in taken if not p.future.done()]
-                if self.closing:
+                if self.workers and not self.closing:
+                    self._hand_back(unanswered)
+                else:
                     _fail(unanswered, RequestError("the model was removed before this input ran", status=503))
-                else:  # another worker takes them, oldest first
-                    self.pending.extendleft(reversed(unanswered))
-                    self.wakeup.set()
                 raise
             finally:
                 self.in_flight -= len(taken)
+
+    def _hand_back(self, taken: list[Pending]) -> None:
+        """Queue inputs a loop took but will not run again, oldest first, for another worker."""
+        self.pending.extendleft(reversed([p for p in taken if not p.future.done()]))
+        self.metrics.queue_depth.labels(*self.labels).set(len(self.pending))
+        self.wakeup.set()
 
     async def _run(self, worker: WorkerProcess, kind: str, batch: list[Pending]) -> None:
         loop = asyncio.get_running_loop()
@@ -300,13 +360,19 @@ class VersionRuntime:
 
     # --- shutdown ------------------------------------------------------------------------------------
     async def drain(self, timeout: float = 60.0) -> None:
-        """Wait until every accepted input has its answer (or timeout seconds pass)."""
+        """Wait until every accepted input has its answer (or timeout seconds pass, or no worker is left to
+        answer)."""
         end = time.perf_counter() + timeout
-        while (self.pending or self.in_flight) and time.perf_counter() < end:
+        while (self.pending or self.in_flight) and self.workers and time.perf_counter() < end:
             await asyncio.sleep(0.01)
 
     async def close(self, drain: bool = True) -> None:
         self.closing = True
+        for worker in [*self.starting, *self.workers]:
+            if worker in self.starting or worker.status == "STARTING":  # loading, or restarting: no use now
+                worker.abort()
+        async with self.scaling:  # a scale under way ends first: the worker it loads stops (see _start_worker)
+            pass
         if drain:
             await self.drain()
         for task in self.loops.values():

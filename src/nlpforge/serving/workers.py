@@ -101,6 +101,7 @@ class WorkerProcess:
         self.pid = None
         self.status = "STOPPED"
         self.started_at = 0.0
+        self.aborted = False
         self.lock = threading.Lock()
 
     def start(self) -> None:
@@ -113,6 +114,9 @@ class WorkerProcess:
         self.process.start()
         there.close()
         self.connection = here
+        if self.aborted:  # abort() came before there was a process to kill
+            self.kill()
+            raise ServingError(f"{self.folder}: the worker was stopped while it loaded the model")
         if not here.poll(self.start_timeout):
             self.kill()
             raise ServingError(f"{self.folder}: the worker did not load the model within {self.start_timeout:.0f}s")
@@ -157,6 +161,16 @@ class WorkerProcess:
         self.process.join(timeout)
         self.kill()
 
+    def abort(self) -> None:
+        """Stop a worker that is loading, from another thread: start() then raises ServingError at once."""
+        self.aborted = True
+        process = self.process
+        if process is not None and process.pid is not None:
+            try:
+                process.kill()
+            except (OSError, ValueError):  # already gone
+                pass
+
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
             self.process.kill()
@@ -166,6 +180,6 @@ class WorkerProcess:
         self.status = "STOPPED"
 
     def describe(self) -> dict:
-        return {"id": str(self.worker_id), "pid": self.pid, "status": self.status,
-                "startTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started_at)) if self.started_at else None,
+        started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started_at)) if self.started_at else None
+        return {"id": str(self.worker_id), "pid": self.pid, "status": self.status, "startTime": started,
                 "memoryUsage": 0, "gpu": self.device != "cpu"}
