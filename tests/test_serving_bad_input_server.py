@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from nlpforge.sdk import CSVSerializer, JSONLinesSerializer
 from serving_support import inference, management, running_server
 
 
@@ -181,3 +182,40 @@ def test_scaling_to_zero_answers_the_inputs_its_worker_holds(server, tiny_model)
     response = inference(server).post("/predictions/q", content="a great film")
     assert response.status_code == 503 and "scaled to 0 workers" in response.json()["message"]
     assert client.delete("/models/q").status_code == 200
+
+
+# --- request bodies by content type ---------------------------------------------------------------------------
+@pytest.mark.parametrize("content_type, body", [
+    ("text/csv", b"great\nawful\n"),
+    ("text/csv; charset=utf-8", CSVSerializer().serialize(["a great film", "an awful, awful film"])),
+    ("application/jsonlines", b'"great"\n"awful"'),
+    ("application/x-jsonlines", b'{"text": "great"}\r\n\n{"text": "awful"}\n'),
+    ("application/jsonlines", JSONLinesSerializer().serialize(["a great film", {"text": "an awful film"}])),
+    ("", b' \n ["great", "awful"]'),
+    ("application/x-www-form-urlencoded", b"data=great&text=awful"),
+])
+def test_a_body_of_rows_gets_one_answer_a_row(server, content_type, body):
+    response = inference(server).post("/predictions/tiny", content=body, headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+    assert [answer["label"] for answer in response.json()] == ["pos", "neg"]
+
+
+@pytest.mark.parametrize("body", [b"Loved every minute, a great film", b"great=1", b"data=great"])
+def test_a_form_body_is_raw_text_unless_its_fields_are_inputs(server, body):
+    response = inference(server).post("/predictions/tiny", content=body,
+                                      headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == "pos"  # one answer, not a list
+
+
+@pytest.mark.parametrize("content_type, body, message", [
+    ("text/csv", b"\n\n", "the CSV body has no rows"),
+    ("text/csv", b"great,film\n", "reads one text"),
+    ("text/csv", b"\xff\xfe", "not valid UTF-8"),
+    ("application/jsonlines", b'"great"\n{"text": \n', "line 2 of the JSON Lines body is not valid JSON"),
+    ("application/jsonlines", b" \n", "the JSON Lines body has no lines"),
+])
+def test_a_bad_body_of_rows_is_a_400_naming_the_problem(server, content_type, body, message):
+    response = inference(server).post("/predictions/tiny", content=body, headers={"content-type": content_type})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]

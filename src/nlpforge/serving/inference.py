@@ -2,14 +2,16 @@
 
     GET  /ping                                    {"status": "Healthy"}; 500 "Unhealthy" when a model has no live
                                                   worker and none starting
-    POST /predictions/{model}[/{version}]         raw text, {"text": ...}, a JSON list, or multipart
+    POST /predictions/{model}[/{version}]         raw text, {"text": ...}, a JSON list, CSV or JSON Lines
+                                                  (one input a row), or form fields data, text or body
     POST /explanations/{model}[/{version}]        the prediction plus attention weights
     POST /v1/models/{model}:predict               KServe v1: {"instances": [...]} -> {"predictions": [...]}
     POST /v1/models/{model}:explain               KServe v1: {"instances": [...]} -> {"explanations": [...]}
     GET  /v1/models/{model}                       KServe v1 readiness
     OPTIONS /                                     the OpenAPI description
 
-A single input gets one JSON value back; a list gets a list. What an input is and what an
+A single input gets one JSON value back; a list (a JSON list, a text/csv or application/jsonlines
+body, several form fields) gets a list. A CSV row of two columns is a text pair. What an input is and what an
 answer holds is the model's task's business (nlpforge.tasks): a text, {"text": ...} or
 {"text": ..., "text_pair": ...} for a classifier, a text with [MASK] for a masked-LM model. The
 served version is in the `X-Model-Version` header. Bad input is a 4xx with {"code", "type",
@@ -23,12 +25,15 @@ the `X-Nlpforge-Model-Store` header (a hash of its path), so that a client can t
 server from another user's on the same ports.
 """
 import asyncio
+import csv
 import hashlib
+import io
 import json
 import logging
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -44,7 +49,9 @@ BODY = {"requestBody": {"required": True, "content": {
         {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
         {"type": "array", "items": {"anyOf": [{"type": "string"},
                                               {"type": "object", "properties": {"text": {"type": "string"}}}]}}]}},
-    "text/plain": {"schema": {"type": "string"}}}}}
+    "text/plain": {"schema": {"type": "string"}},
+    "text/csv": {"schema": {"type": "string", "description": "one input a row; two columns are a text pair"}},
+    "application/jsonlines": {"schema": {"type": "string", "description": "one JSON input a line"}}}}}
 KSERVE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["instances"],
     "properties": {"instances": {"type": "array", "items": {"anyOf": [
@@ -52,6 +59,10 @@ KSERVE_BODY = {"requestBody": {"required": True, "content": {"application/json":
 
 
 BODY_FIX = "send fewer or shorter texts at a time, or start the server with a larger --max-request-bytes"
+CSV_TYPES = ("text/csv",)
+JSON_LINES_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/json-lines",
+                    "application/x-ndjson", "application/ndjson")
+FORM_KEYS = ("data", "text", "body")  # form fields that hold an input (TorchServe's clients send data or body)
 
 
 async def body_chunks(request: Request, max_bytes: int):
@@ -88,7 +99,16 @@ async def read_values(request: Request, max_bytes: int, json_only: bool = False)
             raise RequestError("the multipart body has no parts; send the text in a part named 'data'")
         return values, len(values) > 1
     body = b"".join([chunk async for chunk in body_chunks(request, max_bytes)])
-    if json_only or content_type.endswith("json") or (not content_type and body[:1] in (b"{", b"[")):
+    if not json_only and content_type in CSV_TYPES:
+        return csv_rows(body), True
+    if not json_only and content_type in JSON_LINES_TYPES:
+        return json_lines(body), True
+    if not json_only and content_type == "application/x-www-form-urlencoded":
+        fields = form_fields(body)
+        if fields:
+            return fields, len(fields) > 1
+        return [body], False  # `curl -d 'Loved it'` sends raw text with this type
+    if json_only or content_type.endswith("json") or (not content_type and body.lstrip()[:1] in (b"{", b"[")):
         try:
             value = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
@@ -110,6 +130,55 @@ async def read_values(request: Request, max_bytes: int, json_only: bool = False)
             return value, True
         return [value], False
     return [body], False
+
+
+def _text(body: bytes, what: str) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise RequestError(f"the {what} body is not valid UTF-8 (byte {error.start}); send UTF-8 text") from None
+
+
+def csv_rows(body: bytes) -> list:
+    """A text/csv body's inputs, one a row: one column is a text, two are a text pair (blank rows skipped)."""
+    try:
+        rows = [row for row in csv.reader(io.StringIO(_text(body, "CSV"), newline="")) if row]
+    except csv.Error as error:
+        raise RequestError(f"the CSV body cannot be read ({error}); send one text a row, quoted as CSV") from None
+    if not rows:
+        raise RequestError("the CSV body has no rows; send one text a row")
+    return [row[0] if len(row) == 1 else tuple(row) for row in rows]
+
+
+def json_lines(body: bytes) -> list:
+    """A JSON Lines body's inputs, one JSON value a line (blank lines skipped). Split on newlines only: a JSON
+    string may hold U+2028, which str.splitlines would split on."""
+    values = []
+    for number, line in enumerate(_text(body, "JSON Lines").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            values.append(json.loads(line))
+        except ValueError as error:
+            raise RequestError(f"line {number} of the JSON Lines body is not valid JSON ({error}); send one JSON "
+                               'value a line, e.g. "Loved it" or {"text": "Loved it"}') from None
+        except RecursionError:
+            raise RequestError(f"line {number} of the JSON Lines body is nested too deeply") from None
+    if not values:
+        raise RequestError("the JSON Lines body has no lines; send one JSON value a line")
+    return values
+
+
+def form_fields(body: bytes) -> list[str] | None:
+    """The inputs of a form-urlencoded body whose every field is one of FORM_KEYS (`curl -d data=...`), like
+    multipart fields; None for any other body (`curl -d 'Loved it'` sends raw text under this type)."""
+    try:
+        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, errors="strict")
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if not fields or any(key not in FORM_KEYS for key, _ in fields):
+        return None
+    return [value for _, value in fields]
 
 
 MODEL_STORE_HEADER = "X-Nlpforge-Model-Store"
