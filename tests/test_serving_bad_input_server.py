@@ -219,3 +219,18 @@ def test_a_bad_body_of_rows_is_a_400_naming_the_problem(server, content_type, bo
     response = inference(server).post("/predictions/tiny", content=body, headers={"content-type": content_type})
     assert response.status_code == 400, response.text
     assert message in response.json()["message"]
+
+
+# --- data capture ---------------------------------------------------------------------------------------------
+def test_capture_writes_a_lone_surrogate_and_line_separators_as_escapes(tmp_path):
+    from nlpforge.serving.capture import DataCapture
+
+    capture = DataCapture(tmp_path)
+    texts = ["a\ud800b", "one\u2028two\u2029three\x85four", "plain"]
+    for text in texts:
+        assert capture.record("m", "1.0", 100, text, {"label": "pos"})
+    capture.close()
+    content = capture.path("m", "1.0").read_text(encoding="utf-8")
+    lines = content.splitlines()
+    assert len(lines) == 3 and not any(c in content for c in "\u2028\u2029\x85")
+    assert [json.loads(line)["input"] for line in lines] == texts

@@ -8,17 +8,22 @@ writes, for about 10% of the calls, one line to capture/stars/1.0/capture.jsonl:
     {"timestamp": "2026-01-01T12:00:00.123Z", "model": "stars", "version": "1.0", "input": "Loved it",
      "prediction": {"label": 5, "score": 0.8, "probabilities": {...}, "truncated": false}, "shadow": false}
 
-The drift monitor reads these files; `capture.jsonl.1`, `.2`, ... are the older, rotated ones.
+The drift monitor reads these files; `capture.jsonl.1`, `.2`, ... are the older, rotated ones. A
+line holds no lone surrogate (it could not be written as UTF-8) and no U+2028, U+2029 or U+0085 (readers
+that split lines with str.splitlines would split there): those are written as \\u escapes.
 """
 import json
 import logging
 import random
+import re
 import threading
 from datetime import datetime, timezone
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from nlpforge.errors import ServingError
+
+ESCAPED = re.compile("[\ud800-\udfff\u2028\u2029\u0085]")
 
 
 class DataCapture:
@@ -62,7 +67,8 @@ class DataCapture:
                 "model": model, "version": version, "input": text, "prediction": prediction, "shadow": shadow}
         if request_id:
             line["request_id"] = request_id
-        record = logging.LogRecord("capture", logging.INFO, "", 0, json.dumps(line, ensure_ascii=False), None, None)
+        written = ESCAPED.sub(lambda match: f"\\u{ord(match.group()):04x}", json.dumps(line, ensure_ascii=False))
+        record = logging.LogRecord("capture", logging.INFO, "", 0, written, None, None)
         self._writer(model, version).handle(record)
         return True
 
