@@ -234,3 +234,40 @@ def test_capture_writes_a_lone_surrogate_and_line_separators_as_escapes(tmp_path
     lines = content.splitlines()
     assert len(lines) == 3 and not any(c in content for c in "\u2028\u2029\x85")
     assert [json.loads(line)["input"] for line in lines] == texts
+
+
+# --- management parameters ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("params, message", [
+    ({"batch_size": -1}, "batch_size must be between 1 and 1024, not -1; give another batch_size, or leave it out "
+                         "for the server's default (8, nlpforge serve --batch-size)"),
+    ({"initial_workers": 1000}, "initial_workers must be between 0 and 16, not 1000"),
+    ({"backend": "tf"}, "backend must be one of torch, onnx, onnx-int8, not 'tf'"),
+    ({"threads": 0}, "threads must be between 1 and 256, not 0; give another threads, or leave it out for the "
+                     "server's default (1, nlpforge serve --threads)"),  # running_server gives threads=1
+])
+def test_register_messages_name_the_api_parameter(server, tiny_model, params, message):
+    response = management(server).post("/models", params={"url": str(tiny_model.output), "model_name": "p",
+                                                           **params})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith(message), response.text
+    assert "workers is initial_workers" not in response.json()["message"]
+
+
+@pytest.mark.parametrize("method, path, params", [
+    ("post", "/models", [("url", "x"), ("url", "y")]),
+    ("put", "/models/tiny", [("min_worker", "1"), ("min_worker", "2")]),
+    ("get", "/models", [("limit", "1"), ("limit", "2")]),
+])
+def test_a_repeated_parameter_is_refused(server, method, path, params):
+    response = management(server).request(method, path, params=params)
+    assert response.status_code == 400, response.text
+    assert f"parameter(s) {params[0][0]} given more than once" in response.json()["message"]
+
+
+@pytest.mark.parametrize("path", ["/models/tiny", "/models/tiny/1.0"])
+def test_scaling_refuses_unknown_parameters(server, path):
+    response = management(server).put(path, params={"min_workers": 2, "synchronous": "true"})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == ("unknown scale parameter(s) min_workers; known: min_worker, max_worker, "
+                                          "synchronous, number_gpu, timeout")
+    assert len(management(server).get("/models/tiny").json()[0]["workers"]) == 1

@@ -13,13 +13,15 @@
 
 A path with a trailing slash answers as the path without it (TorchServe's clients send
 `DELETE /models/m/`), and the register parameters TorchServe has that nlpforge does not use are
-answered, never ignored: see `torchserve_parameters`. With `--shared-state`, register, unregister,
-traffic and set-default act on every replica on the model store (replicas.py); scaling stays per replica.
+answered, never ignored: see `torchserve_parameters`. An unknown or repeated query parameter is a
+400. With `--shared-state`, register, unregister, traffic and set-default act on every replica on the model
+store (replicas.py); scaling stays per replica.
 """
 import asyncio
 import inspect
 import json
 import logging
+from dataclasses import fields as dataclass_fields
 
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -27,7 +29,8 @@ from fastapi.responses import JSONResponse, Response
 from nlpforge.errors import ConfigError, RequestError
 from nlpforge.serving.inference import add_error_handlers
 from nlpforge.serving.registry import check_names
-from nlpforge.serving.settings import help_of
+from nlpforge.serving.settings import VersionOptions, help_of
+from nlpforge.settings import flag_name
 
 log = logging.getLogger("nlpforge.serving")
 
@@ -36,7 +39,8 @@ def management_app(state) -> FastAPI:
     settings = state.settings
     registry = state.registry
     app = FastAPI(title="nlpforge management API", version="1", docs_url=None, redoc_url=None,
-                  description="TorchServe-compatible model management, plus traffic weights and shadow versions")
+                  description="TorchServe-compatible model management, plus traffic weights and shadow versions",
+                  dependencies=[Depends(single_parameters)])
     add_error_handlers(app)
     app.add_middleware(WithoutTrailingSlash)
     auth = [Depends(state.require("management"))]
@@ -67,21 +71,15 @@ def management_app(state) -> FastAPI:
         number_gpu: int | None = Query(None, description="GPUs per worker: only 0 (device=cuda gives each worker "
                                                          "one GPU)"),
     ):
-        unknown = sorted(set(request.query_params) - set(inspect.signature(register).parameters))
-        if unknown:
-            raise RequestError(f"unknown register parameter(s) {', '.join(unknown)}; known: "
-                               f"{', '.join(p for p in inspect.signature(register).parameters if p != 'request')}")
+        known_parameters(request, register, "register")
         torchserve_parameters(runtime=runtime, handler=handler, number_gpu=number_gpu)
         if initial_workers is not None and initial_workers < 0:
             initial_workers = 0
         # The server's defaults, overridden by what was given, validated by VersionOptions.
-        try:
-            options = settings.version.override(
-                workers=initial_workers, backend=backend, device=device, batch_size=batch_size,
-                max_batch_delay=max_batch_delay, threads=threads, queue_size=queue_size,
-                response_timeout=response_timeout, capture_percent=capture_percent, startup_timeout=startup_timeout)
-        except ConfigError as error:
-            raise RequestError(f"invalid register parameter: {error.message} (workers is initial_workers)") from None
+        options = version_options(settings.version, workers=initial_workers, backend=backend, device=device,
+                                  batch_size=batch_size, max_batch_delay=max_batch_delay, threads=threads,
+                                  queue_size=queue_size, response_timeout=response_timeout,
+                                  capture_percent=capture_percent, startup_timeout=startup_timeout)
         if not torchserve_bool(synchronous, default=True):
             check_names(model_name, model_version)  # a bad name or path is still a 4xx now, not a log line later
             folder = registry.resolve_url(url)
@@ -162,7 +160,7 @@ def management_app(state) -> FastAPI:
             try:
                 runtime.spec.options.override(workers=value)  # the one check of the worker count
             except ConfigError as error:
-                raise RequestError(f"{given}: {error.message}; to stop a model, DELETE it") from None
+                raise RequestError(f"{named(error.message, 'workers', given)}; to stop a model, DELETE it") from None
         if high < low:
             raise RequestError(f"max_worker cannot be less than min_worker (min_worker {low}, max_worker {high}); "
                                "give max_worker >= min_worker")
@@ -177,16 +175,20 @@ def management_app(state) -> FastAPI:
         return {"status": f"Workers scaled to {low} for model: {model_name}, version: {version}"}
 
     @app.put("/models/{model_name}", dependencies=auth, summary="Scale the default version's workers")
-    async def scale_default(model_name: str, min_worker: int | None = Query(None), max_worker: int | None = Query(None),
-                            synchronous: str | None = Query(None), number_gpu: int | None = Query(None),
+    async def scale_default(request: Request, model_name: str, min_worker: int | None = Query(None),
+                            max_worker: int | None = Query(None), synchronous: str | None = Query(None),
+                            number_gpu: int | None = Query(None),
                             timeout: int | None = Query(None, description="TorchServe's: accepted; workers that "
                                                                          "stop finish their batch first")):
+        known_parameters(request, scale_default, "scale", path=("model_name",))
         return await scale(model_name, None, min_worker, max_worker, synchronous, number_gpu)
 
     @app.put("/models/{model_name}/{model_version}", dependencies=auth, summary="Scale a version's workers")
-    async def scale_version(model_name: str, model_version: str, min_worker: int | None = Query(None),
-                            max_worker: int | None = Query(None), synchronous: str | None = Query(None),
-                            number_gpu: int | None = Query(None), timeout: int | None = Query(None)):
+    async def scale_version(request: Request, model_name: str, model_version: str,
+                            min_worker: int | None = Query(None), max_worker: int | None = Query(None),
+                            synchronous: str | None = Query(None), number_gpu: int | None = Query(None),
+                            timeout: int | None = Query(None)):
+        known_parameters(request, scale_version, "scale", path=("model_name", "model_version"))
         return await scale(model_name, model_version, min_worker, max_worker, synchronous, number_gpu)
 
     @app.delete("/models/{model_name}", dependencies=auth, summary="Unregister a model")
@@ -221,6 +223,54 @@ async def _logged(coroutine, what: str) -> None:
         await coroutine
     except Exception as error:  # noqa: BLE001 - nobody waits for the answer
         log.error("%s failed: %s", what, getattr(error, "message", error))
+
+
+async def single_parameters(request: Request) -> None:
+    """Refuse a query parameter given twice (`url=a&url=b`): which one was meant cannot be told."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RequestError(f"parameter(s) {', '.join(repeated)} given more than once; give each once")
+
+
+def known_parameters(request: Request, route, what: str, path: tuple = ()) -> None:
+    """Refuse query parameters that `route` (a route function) does not take, listing those it does."""
+    known = [p for p in inspect.signature(route).parameters if p != "request" and p not in path]
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        raise RequestError(f"unknown {what} parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
+
+
+API_NAMES = {"workers": "initial_workers"}  # register parameters named otherwise than their VersionOptions field
+
+
+def flag_of(field: str) -> str:
+    """The `nlpforge serve` flag (without dashes) of a VersionOptions field: `batch-size` for batch_size."""
+    return flag_name(next(f for f in dataclass_fields(VersionOptions) if f.name == field))
+
+
+def named(message: str, field: str, parameter: str) -> str:
+    """A VersionOptions message, which names the field by its flag (`batch-size must be ...`), naming the API
+    parameter instead (`batch_size must be ...`)."""
+    flag = flag_of(field)
+    return parameter + message.removeprefix(flag) if message.startswith(flag) else f"{parameter}: {message}"
+
+
+def version_options(defaults: VersionOptions, **given) -> VersionOptions:
+    """`defaults` overridden by the given register parameters, each checked alone so that a message names the
+    parameter as the request gave it."""
+    for field, value in given.items():
+        if value is None:
+            continue
+        try:
+            defaults.override(**{field: value})
+        except ConfigError as error:
+            parameter = API_NAMES.get(field, field)
+            default = getattr(defaults, field)
+            raise RequestError(f"{named(error.message, field, parameter)}; give another {parameter}, or leave it "
+                               f"out for the server's default ({'' if default is None else f'{default}, '}"
+                               f"nlpforge serve --{flag_of(field)})") from None
+    return defaults.override(**given)
 
 
 RUNTIMES = ("python", "python3")
