@@ -21,6 +21,18 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 DATA_SUFFIXES = (*TABLE_FORMATS, *TEXT_SUFFIXES)
 
 
+# The table formats by media type (a request's or a batch transform's content type).
+MEDIA_TYPES = {"text/csv": "csv", "text/tab-separated-values": "tsv", "application/jsonlines": "jsonl",
+               "application/x-jsonlines": "jsonl", "application/json-lines": "jsonl", "application/x-ndjson": "jsonl",
+               "application/ndjson": "jsonl", "application/x-parquet": "parquet",
+               "application/vnd.apache.parquet": "parquet"}
+
+
+def media_format(content_type) -> str | None:
+    """csv, tsv, jsonl or parquet for a content type ("text/csv; charset=utf-8" too), else None."""
+    return MEDIA_TYPES.get(str(content_type).split(";")[0].strip().lower())
+
+
 def table_format(path) -> str | None:
     """csv, tsv, jsonl or parquet from the file name (a trailing .gz is looked through), else None."""
     suffixes = [s.lower() for s in Path(path).suffixes]

@@ -97,21 +97,18 @@ def output_folder(output_path) -> Path:
     return output
 
 
-CONTENT_TYPES = {"text/csv": "csv", "text/tab-separated-values": "tsv", "application/jsonlines": "jsonl",
-                 "application/json-lines": "jsonl", "application/x-jsonlines": "jsonl", "application/json": "jsonl",
-                 "application/x-parquet": "parquet", "application/vnd.apache.parquet": "parquet"}
-
-
 def check_content_type(content_type, files: list[Path]) -> None:
-    """A content_type nlpforge reads, and one that every input file's suffix agrees with."""
-    from nlpforge.data.formats import table_format
+    """A content_type nlpforge reads, and one that every input file's suffix agrees with (application/json
+    stands for JSON lines here, one record a line, as SageMaker's batch transform splits it)."""
+    from nlpforge.data.formats import MEDIA_TYPES, media_format, table_format
 
     if content_type is None:
         return
-    fmt = CONTENT_TYPES.get(str(content_type).split(";")[0].strip().lower())
+    fmt = "jsonl" if str(content_type).split(";")[0].strip().lower() == "application/json" else \
+        media_format(content_type)
     if fmt is None:
         raise EndpointError(f"content_type {content_type!r} is not one batch transform reads; use one of "
-                            f"{', '.join(CONTENT_TYPES)}, or leave it out to read each file by its suffix")
+                            f"{', '.join(MEDIA_TYPES)}, or leave it out to read each file by its suffix")
     for path in files:
         found = table_format(path)
         if found != fmt:

@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from nlpforge.data.formats import media_format
 from nlpforge.errors import NlpforgeError, RequestError
 from nlpforge.serving.handler import Handler, handler_for
 
@@ -59,9 +60,6 @@ KSERVE_BODY = {"requestBody": {"required": True, "content": {"application/json":
 
 
 BODY_FIX = "send fewer or shorter texts at a time, or start the server with a larger --max-request-bytes"
-CSV_TYPES = ("text/csv",)
-JSON_LINES_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/json-lines",
-                    "application/x-ndjson", "application/ndjson")
 FORM_KEYS = ("data", "text", "body")  # form fields that hold an input (TorchServe's clients send data or body)
 
 
@@ -99,9 +97,9 @@ async def read_values(request: Request, max_bytes: int, json_only: bool = False)
             raise RequestError("the multipart body has no parts; send the text in a part named 'data'")
         return values, len(values) > 1
     body = b"".join([chunk async for chunk in body_chunks(request, max_bytes)])
-    if not json_only and content_type in CSV_TYPES:
+    if not json_only and media_format(content_type) == "csv":
         return csv_rows(body), True
-    if not json_only and content_type in JSON_LINES_TYPES:
+    if not json_only and media_format(content_type) == "jsonl":
         return json_lines(body), True
     if not json_only and content_type == "application/x-www-form-urlencoded":
         fields = form_fields(body)
