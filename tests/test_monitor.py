@@ -108,6 +108,17 @@ def test_capture_written_by_the_server_is_read(tmp_path, baseline):
     assert later["item_count"] == 0
 
 
+def test_a_captured_text_with_a_lone_surrogate_is_monitored(tmp_path, baseline):
+    capture = tmp_path / "capture" / "stars" / "1.0" / "capture.jsonl"
+    capture.parent.mkdir(parents=True)
+    rows = [{"timestamp": "2026-11-29T10:00:00.000Z", "input": row["text"] + " \ud800", "prediction": {"label": 0}}
+            for row in toy_rows(20, seed=5)]
+    capture.write_text("".join(json.dumps(row) + "\n" for row in rows))  # "\\ud800", as JSON may hold it
+    report = monitor_run(MonitorRunSettings.of(baseline=str(baseline), capture=str(tmp_path / "capture"),
+                                               output=str(tmp_path / "r")))
+    assert report["item_count"] == 20 and json.loads((tmp_path / "r" / "report.json").read_text())
+
+
 def test_empty_capture_window_is_no_data(tmp_path, baseline):
     (tmp_path / "capture" / "stars" / "1.0").mkdir(parents=True)
     (tmp_path / "capture" / "stars" / "1.0" / "capture.jsonl").write_text("")

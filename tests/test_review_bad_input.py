@@ -69,19 +69,28 @@ def test_relabelling_keeps_other_lines_byte_for_byte(capture):
     assert json.loads(lines[1])["label"] == "pos" and len(lines) == 2
 
 
-def test_a_text_with_a_lone_surrogate_gets_an_id_a_label_and_an_export(tmp_path):
+def test_a_text_with_a_lone_surrogate_is_read_as_a_replacement_character(tmp_path):
     folder = tmp_path / "capture"
-    write_capture(folder, [record("broken \ud800 text")])
+    write_capture(folder, [record("broken \ud800 text")])  # the JSON escape a request may hold
     queue = ReviewQueue(folder, "stars")
     item = queue.next()
+    assert item.text == "broken \ufffd text"
     queue.save(item.capture_id, "neg")
-    line = queue.labels_file.read_text(encoding="utf-8")
-    assert "broken \\ud800 text" in line and json.loads(line)["text"] == "broken \ud800 text"
-    queue.save(item.capture_id, "pos")  # rewriting the file keeps it
+    queue.save(item.capture_id, "pos")
     for name in ("out.jsonl", "out.csv"):
         assert queue.export(tmp_path / name) == 1
-    assert json.loads((tmp_path / "out.jsonl").read_text())["text"] == "broken \ud800 text"
-    assert "broken \\ud800 text" in (tmp_path / "out.csv").read_text()
+    assert json.loads((tmp_path / "out.jsonl").read_text())["text"] == "broken \ufffd text"
+
+
+def test_a_labels_line_holding_a_lone_surrogate_is_exported_as_its_escape(capture, tmp_path):
+    queue = ReviewQueue(capture, "stars")
+    queue.save(queue.next().capture_id, "neg")
+    line = json.loads(queue.labels_file.read_text())
+    queue.labels_file.write_text(json.dumps({**line, "text": "odd \ud800"}) + "\n")  # written by hand
+    for name in ("out.jsonl", "out.csv"):
+        assert queue.export(tmp_path / name) == 1
+    assert json.loads((tmp_path / "out.jsonl").read_text())["text"] == "odd \ud800"
+    assert "odd \\ud800" in (tmp_path / "out.csv").read_text()
 
 
 @pytest.mark.parametrize("probabilities", [["neg", "pos"], {"neg": "0.5", "pos": 0.5}, {"neg": float("nan")}, 7])

@@ -20,6 +20,7 @@ be that model) and checks label and confidence drift (`baseline_drift_check`) an
 import html
 import json
 import random
+import re
 import stat
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -151,9 +152,25 @@ def capture_records(folder):
                 except (ValueError, RecursionError):
                     continue
                 if isinstance(record, dict):
-                    yield record
+                    yield valid_unicode(record) if "\\ud" in line.lower() else record
                 continue
-            yield json_record(line, number, path)
+            record = json_record(line, number, path)
+            yield valid_unicode(record) if "\\ud" in line.lower() else record
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads pairs the valid ones into one character
+
+
+def valid_unicode(value):
+    """`value` with each lone surrogate (a request's "\\ud800", which JSON allows) as U+FFFD: no tokenizer or
+    UTF-8 file takes them."""
+    if isinstance(value, str):
+        return LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [valid_unicode(item) for item in value]
+    if isinstance(value, dict):
+        return {key: valid_unicode(item) for key, item in value.items()}
+    return value
 
 
 def capture_inputs(folder, since: str | None = None, until: str | None = None) -> list:
