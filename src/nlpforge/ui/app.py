@@ -164,7 +164,8 @@ def foreign_request(request, settings) -> str | None:
     given = request.headers.get("host", "")
     address = split_address(given)
     names = host_names(settings.host)
-    if address is None or (names is not None and address[0] not in names) or (port and address[1] != port):
+    # The name is checked, not the port: a tunnel (ssh -L 9000:localhost:8090) reaches the app by another port.
+    if address is None or (names is not None and address[0] not in names):
         return (f"this app answers at {home}, not at {given or 'no address'!r} (the request's Host header); "
                 f"open {home} (a site that points its own name at this machine is refused)")
     if request.method in UNSAFE_METHODS:
