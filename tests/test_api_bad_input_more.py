@@ -16,7 +16,7 @@ from nlpforge.sdk import (CSVSerializer, IdentitySerializer, JSONDeserializer, P
                           PyTorchModel, Rule, rule_configs)
 from nlpforge.sdk.predictor import deploy_model, inference
 from serving_support import free_port, free_ports
-from test_question_answering import toy_squad
+from test_question_answering import train_toy_qa
 
 
 @pytest.fixture(autouse=True)
@@ -143,16 +143,7 @@ def test_a_sagemaker_style_serializer_is_read(tmp_path):
 
 @pytest.fixture(scope="module")
 def qa_model(tmp_path_factory):
-    from nlpforge.training.run import train
-    from nlpforge.training.settings import job_class
-
-    folder = tmp_path_factory.mktemp("qa")
-    (folder / "train.json").write_text(json.dumps(toy_squad(40, seed=1)))
-    (folder / "dev.json").write_text(json.dumps(toy_squad(10, seed=2)))
-    return train(job_class("question-answering").of(
-        train=str(folder / "train.json"), validation=str(folder / "dev.json"), output=str(folder / "model"),
-        model="bert-tiny", epochs=1, batch_size=16, max_seq_length=64, doc_stride=16, progress=False, seed=0),
-        log=lambda *_: None).output
+    return train_toy_qa(tmp_path_factory.mktemp("qa"), 40, 10, epochs=1).output
 
 
 @pytest.mark.parametrize("call, value, message", [

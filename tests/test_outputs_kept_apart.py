@@ -71,7 +71,7 @@ def test_review_never_writes_into_the_capture_log(tmp_path):
     capture.close()
     log = next((tmp_path / "capture").rglob("capture.jsonl"))
     before = log.read_bytes()
-    with pytest.raises(ConfigError, match="is the capture log the export reads"):
+    with pytest.raises(ConfigError, match="is a capture log, which the export must not overwrite"):
         ReviewQueue(tmp_path / "capture", "stars").export(log)
     with pytest.raises(ConfigError, match="is a capture log's name"):
         ReviewQueue(tmp_path / "capture", "stars", labels_file=log)

@@ -46,15 +46,19 @@ def tokenizer():
     return load_tokenizer(resolve_base("bert-tiny"))
 
 
-@pytest.fixture(scope="module")
-def qa_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("qa")
-    (folder / "train.json").write_text(json.dumps(toy_squad(400, seed=1)))
-    (folder / "dev.json").write_text(json.dumps(toy_squad(60, seed=2)))
+def train_toy_qa(folder, train_rows: int, dev_rows: int, **settings):
+    """A bert-tiny question-answering model of toy_squad rows, in folder/model (its TrainResult)."""
+    (folder / "train.json").write_text(json.dumps(toy_squad(train_rows, seed=1)))
+    (folder / "dev.json").write_text(json.dumps(toy_squad(dev_rows, seed=2)))
     return train(job_class("question-answering").of(
         train=str(folder / "train.json"), validation=str(folder / "dev.json"), output=str(folder / "model"),
-        model="bert-tiny", epochs=6, learning_rate=3e-3, batch_size=16, max_seq_length=64, doc_stride=16,
-        progress=False, seed=0), log=lambda *_: None)
+        model="bert-tiny", batch_size=16, max_seq_length=64, doc_stride=16, progress=False, seed=0,
+        **settings), log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def qa_model(tmp_path_factory):
+    return train_toy_qa(tmp_path_factory.mktemp("qa"), 400, 60, epochs=6, learning_rate=3e-3)
 
 
 def test_the_official_normaliser_and_scores():
