@@ -39,6 +39,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from nlpforge.data.formats import media_format
+from nlpforge.data.readers import text_lines
 from nlpforge.errors import NlpforgeError, RequestError
 from nlpforge.serving.handler import Handler, handler_for
 
@@ -149,10 +150,9 @@ def csv_rows(body: bytes) -> list:
 
 
 def json_lines(body: bytes) -> list:
-    """A JSON Lines body's inputs, one JSON value a line (blank lines skipped). Split on newlines only: a JSON
-    string may hold U+2028, which str.splitlines would split on."""
+    """A JSON Lines body's inputs, one JSON value a line (blank lines skipped)."""
     values = []
-    for number, line in enumerate(_text(body, "JSON Lines").split("\n"), 1):
+    for number, line in enumerate(text_lines(_text(body, "JSON Lines")), 1):
         if not line.strip():
             continue
         try:
