@@ -165,3 +165,17 @@ def test_a_ranks_user_error_is_not_restarted(rows):
     assert "label 'other' never appears in the training file" in errors[0]
     assert len(errors) <= 3, done.stderr  # each rank at most once, then the launcher's line: no restarts
     assert "restart 1 of" not in done.stdout + done.stderr
+
+
+def test_a_rank_that_gives_up_ends_the_run_with_its_own_exit_code(tmp_path):
+    from nlpforge.training.distributed import launch
+
+    script = tmp_path / "rank.py"
+    count = tmp_path / "attempts"
+    script.write_text("import sys\n"
+                      "from nlpforge.training.distributed import stop_restarts\n"
+                      f"open({str(count)!r}, 'a').write('x')\n"
+                      "stop_restarts(3)  # a Debugger rule's stop exits 3\n"
+                      "sys.exit(3)\n")
+    assert launch([str(script)], nproc=1, master_port=free_port(), max_restarts=2) == 3
+    assert count.read_text() == "x"  # not restarted

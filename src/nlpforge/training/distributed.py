@@ -11,13 +11,17 @@ and artifacts. gloo on CPU, NCCL on CUDA.
 rendezvous store bound to --master-addr (loopback by default) rather than to every interface, and
 without restarts after a rank's user error (a bad file or setting), which a restart would only repeat.
 """
+import contextlib
 import ipaddress
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -139,6 +143,7 @@ def _loopback_interface() -> str | None:
 
 
 AGENT = "NLPFORGE_TORCHRUN_AGENT"  # the pid of nlpforge's torchrun, for its ranks
+EXIT_FILE = "NLPFORGE_TORCHRUN_EXIT"  # where a rank that gives up leaves its exit code
 GIVE_UP = signal.SIGUSR2
 
 
@@ -146,10 +151,14 @@ class _RankGaveUp(Exception):
     """A rank failed on a user error: restarting the ranks would fail the same way."""
 
 
-def stop_restarts() -> None:
-    """Called by a rank that fails on a user error: nlpforge's torchrun stops its ranks and restarts none."""
+def stop_restarts(exit_code: int) -> None:
+    """Called by a rank that fails on a user error: nlpforge's torchrun stops its ranks, restarts none, and exits
+    with `exit_code`."""
     agent = os.environ.get(AGENT)
     if agent and agent.isdigit() and os.getppid() == int(agent):
+        if os.environ.get(EXIT_FILE):
+            with contextlib.suppress(OSError):
+                Path(os.environ[EXIT_FILE]).write_text(str(exit_code))
         os.kill(int(agent), GIVE_UP)
 
 
@@ -180,15 +189,19 @@ def torchrun(argv: list[str]) -> None:
                                     master_listen_fd=listener.fileno(), wait_for_workers=False))
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    os.environ[AGENT] = str(os.getpid())
+    exit_file = Path(tempfile.mkdtemp(prefix="nlpforge-torchrun-")) / "exit-code"
+    os.environ.update({AGENT: str(os.getpid()), EXIT_FILE: str(exit_file)})
     signal.signal(GIVE_UP, _give_up)  # raised in torchrun's loop, whose exit stops the ranks
     try:
         main(argv)
     except ChildFailedError as error:  # the ranks said why; torchrun's own traceback would bury it
         failure = next(iter(error.failures.values()), None)
         sys.exit(failure.exitcode if failure is not None and failure.exitcode > 0 else 1)
-    except _RankGaveUp:  # the rank printed its error
-        sys.exit(2)
+    except _RankGaveUp:  # the rank printed its error, and left its exit code
+        code = exit_file.read_text().strip() if exit_file.exists() else ""
+        sys.exit(int(code) if code.isdigit() else 2)
+    finally:
+        shutil.rmtree(exit_file.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

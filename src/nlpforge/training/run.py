@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from nlpforge import tasks
-from nlpforge.errors import ConfigError, DataError, NlpforgeError, RuleStopped, TrainingInterrupted
+from nlpforge.errors import (ArtifactError, ConfigError, DataError, InputError, ModelNotFoundError, NlpforgeError,
+                             RuleStopped, VocabularyError)
 from nlpforge.models import artifact
 from nlpforge.models.attention import attention_for_varying_lengths
 from nlpforge.models.dropout import use_cpu_dropout
@@ -268,6 +269,10 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
                        sum(p.numel() for p in model.parameters()), data.report, data.extra, state.rules)
 
 
+# Errors that a restart of the ranks would only repeat: a bad file, setting or model folder, a rule's stop.
+USER_ERRORS = (ArtifactError, ConfigError, DataError, InputError, ModelNotFoundError, RuleStopped, VocabularyError)
+
+
 def main(argv=None) -> None:
     """`python -m nlpforge.training.run SETTINGS.json`: train the job the file describes."""
     argv = sys.argv[1:] if argv is None else argv
@@ -278,8 +283,8 @@ def main(argv=None) -> None:
         train(read_job(argv[0]))
     except NlpforgeError as error:
         print(f"error: {error}", file=sys.stderr)
-        if not isinstance(error, TrainingInterrupted) or isinstance(error, RuleStopped):
-            distributed.stop_restarts()  # a bad file, setting or a rule's stop: a restart would end the same way
+        if isinstance(error, USER_ERRORS):  # a restart would end the same way (not so a server that is down)
+            distributed.stop_restarts(error.exit_code)
         sys.exit(error.exit_code)
 
 
