@@ -98,6 +98,34 @@ def test_on_every_interface_any_host_name_may_reach_the_app_but_the_token_still_
     assert client.get("/jobs?token=s3cret", headers={"host": "my-machine:8090"}).status_code == 200
 
 
+def test_with_a_token_a_proxy_or_tunnel_name_reaches_the_app_and_https_pages_may_post(tmp_path, capture):
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path), capture=str(capture), host="10.0.0.5",
+                                     token="s3cret"))
+    assert client.get("/jobs", headers={"host": "ui.example.com"}).status_code == 401  # the token, not a 403
+    assert client.get("/jobs?token=s3cret", headers={"host": "ui.example.com"}).status_code == 200
+    capture_id = client.get("/review", headers={"host": "ui.example.com"}).text.split(
+        'data-capture-id="')[1].split('"')[0]
+    form = {"model": "stars", "capture_id": capture_id, "label": "neg"}
+    proxied = {"host": "ui.example.com", "origin": "https://ui.example.com"}  # a TLS proxy in front
+    posted = client.post("/review/label", data=form, headers=proxied, follow_redirects=False)
+    assert posted.status_code == 303 and len(labels_written(capture)) == 1
+    other = client.post("/review/label", data=form, headers={**proxied, "origin": "https://evil.example"})
+    assert other.status_code == 403
+
+
+def test_a_refused_request_from_the_request_box_is_a_json_error(tmp_path):
+    client = ui_client(UISettings.of(jobs_root=str(tmp_path)))
+    refused = client.post("/endpoints/stars/predict", data={"text": "hi"}, headers={"origin": "http://evil.example"})
+    assert refused.status_code == 403 and "takes changes only from its own pages" in refused.json()["error"]
+
+
+def test_localhost_listens_on_the_ipv4_loopback():
+    from nlpforge.ui.app import listening_socket
+
+    with listening_socket("localhost", 0) as listener:
+        assert listener.getsockname()[0] == "127.0.0.1"
+
+
 # -- stores that are not MLflow's or Optuna's, a tracking server that is down --------------------------------------
 
 

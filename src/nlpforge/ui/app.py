@@ -163,7 +163,8 @@ def foreign_request(request, settings) -> str | None:
     home = f"http://{url_host(settings.host)}" + (f":{port}" if port else "")
     given = request.headers.get("host", "")
     address = split_address(given)
-    names = host_names(settings.host)
+    # With a token, a page of another site cannot use the app, whatever name reaches it (a proxy's, a tunnel's).
+    names = None if settings.token else host_names(settings.host)
     # The name is checked, not the port: a tunnel (ssh -L 9000:localhost:8090) reaches the app by another port.
     if address is None or (names is not None and address[0] not in names):
         return (f"this app answers at {home}, not at {given or 'no address'!r} (the request's Host header); "
@@ -175,8 +176,9 @@ def foreign_request(request, settings) -> str | None:
                 parts = urlsplit(source)
             except ValueError:
                 parts = None
-            default_port = 443 if parts and parts.scheme == "https" else 80
-            if parts is None or parts.scheme != "http" or split_address(parts.netloc, default_port) != address:
+            default_port = 443 if parts and parts.scheme == "https" else 80  # https: behind a TLS proxy
+            if parts is None or parts.scheme not in ("http", "https") \
+                    or split_address(parts.netloc, default_port) != split_address(given, default_port):
                 return (f"a {request.method} from {source!r} is refused: the app takes changes only from its own "
                         f"pages; open {home} and use the form there")
     return None
@@ -244,7 +246,7 @@ def error_answer(request, status_code: int, title: str, message: str):
 def create_app(settings: UISettings):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import PlainTextResponse, RedirectResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException
 
@@ -269,6 +271,8 @@ def create_app(settings: UISettings):
     @app.middleware("http")
     async def refuse_other_sites(request: Request, call_next):  # runs before require_token
         refusal = foreign_request(request, settings)
+        if refusal and request.url.path.endswith("/predict"):  # the request box shows JSON errors
+            return JSONResponse({"error": refusal}, status_code=403)
         if refusal:
             return PlainTextResponse(refusal, status_code=403)
         return await call_next(request)
@@ -325,6 +329,7 @@ def create_app(settings: UISettings):
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """A socket bound to `host` and `port` (0: any free port), or ConfigError naming the flag and the fix."""
+    host = "127.0.0.1" if host == "localhost" else host  # as before: its IPv4 loopback, not whichever comes first
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as error:
