@@ -295,3 +295,12 @@ def test_json_lines_answers_end_at_newlines_only():
 
     body = '{"label": "a\u2028b"}\n{"label": "c\u0085"}\n'.encode()
     assert JSONLinesDeserializer().deserialize(body) == [{"label": "a\u2028b"}, {"label": "c\u0085"}]
+
+
+@pytest.mark.parametrize("task, value", [("token-classification", {"text": "Ann met Bob", "text_pair": "x"}),
+                                         ("masked-lm", {"text": "a [MASK] film", "text_pair": "x"})])
+def test_a_second_text_for_a_one_text_task_is_refused_not_dropped(task, value):
+    from nlpforge import tasks
+
+    with pytest.raises(InputError, match='reads one text, not a pair; leave out "text_pair"'):
+        tasks.get(task).parse_input(value)

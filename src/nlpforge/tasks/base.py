@@ -134,6 +134,9 @@ def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -
 def check_keys(value: dict, groups: tuple) -> None:
     """Refuse a request key that looks like a misspelling of one the task needs (see `misspelled_key`), which
     would otherwise be ignored."""
+    names = {name for group in groups for name in group}
+    if "text_pair" in value and "text" in names and "text_pair" not in names:  # NER, fill-mask: it would be dropped
+        raise InputError('this model reads one text, not a pair; leave out "text_pair" (--text-pair)')
     found = misspelled_key(value, groups)
     if found:
         reads = ", ".join(" or ".join(repr(name) for name in group) for group in groups)
