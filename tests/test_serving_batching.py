@@ -117,3 +117,27 @@ def test_a_version_with_no_worker_running_or_loading_refuses_inputs_at_once():
         assert refused.value.status == 503 and not version.pending
 
     asyncio.run(scenario())
+
+
+def test_a_worker_that_crashes_while_it_is_scaled_away_is_not_restarted():
+    from nlpforge.serving.workers import WorkerCrashed
+
+    class Crashing(Worker):
+        def call(self, kind, items, timeout):
+            time.sleep(0.2)
+            raise WorkerCrashed("the worker process died")
+
+    async def scenario():
+        version = runtime(workers=1)
+        restarts = []
+        version._restart = lambda worker, reason: restarts.append(reason)  # would load the model again
+        add(version, Crashing(0))
+        future, = version.submit(["a great film"])
+        while version.in_flight < 1:
+            await asyncio.sleep(0.001)
+        await version.scale(0)
+        return await asyncio.gather(future, return_exceptions=True), restarts
+
+    (result,), restarts = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert restarts == [] and isinstance(result, RequestError) and result.status == 503
+    assert "while its worker was being scaled away" in result.message

@@ -132,7 +132,8 @@ class VersionRuntime:
         raises its ServingError; with none left running, the version answers 503 naming why."""
         async with self.scaling:
             if self.closing:
-                raise self._removed_error()
+                raise RequestError(f"model {self.spec.name} version {self.spec.version} is being removed; there is "
+                                   "nothing to scale", status=409)
             self.spec.options = self.spec.options.override(workers=count)
             while len(self.workers) < count:
                 try:
@@ -336,11 +337,14 @@ class VersionRuntime:
                 log.error("model %s version %s: %s", *self.labels, error)
                 return _fail(batch, RequestError(f"the model failed on this input ({str(error).splitlines()[-1]}); "
                                                  "see the server log", status=503))
-            except WorkerTimeout as error:
-                restarted = await self._restart(worker, "timeout")
-                return _fail(batch, RequestError(f"{error}; the worker was "
-                                                 f"{'restarted' if restarted else 'given up'}", status=504))
-            except WorkerCrashed as error:
+            except (WorkerTimeout, WorkerCrashed) as error:
+                if worker in self.retiring:  # no restart: it is going
+                    return _fail(batch, RequestError(f"{error}, while its worker was being scaled away; retry",
+                                                     status=503, headers={"Retry-After": "1"}))
+                if isinstance(error, WorkerTimeout):
+                    restarted = await self._restart(worker, "timeout")
+                    return _fail(batch, RequestError(f"{error}; the worker was "
+                                                     f"{'restarted' if restarted else 'given up'}", status=504))
                 if not await self._restart(worker, "crash"):
                     return _fail(batch, self._failed_error() if self.failure else
                                  RequestError(f"the worker crashed on this batch and cannot start again ({error})",
@@ -368,7 +372,7 @@ class VersionRuntime:
 
     async def close(self, drain: bool = True) -> None:
         self.closing = True
-        for worker in [*self.starting, *self.workers]:
+        for worker in [*self.starting, *self.workers, *self.retiring]:
             if worker in self.starting or worker.status == "STARTING":  # loading, or restarting: no use now
                 worker.abort()
         async with self.scaling:  # a scale under way ends first: the worker it loads stops (see _start_worker)
