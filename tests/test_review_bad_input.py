@@ -203,3 +203,30 @@ def test_an_export_that_fails_leaves_the_earlier_export_whole(capture, tmp_path,
 def test_the_cli_names_a_version_path_in_one_line(capture):
     assert_user_error(run_cli(["review", "status", "--capture", capture, "--model", "stars", "--version", "../.."]),
                       "give a served version's name")
+
+
+def test_export_writes_through_a_link_and_keeps_the_files_permissions(capture, tmp_path):
+    queue = ReviewQueue(capture, "stars")
+    queue.save(queue.next().capture_id, "pos")
+    target = tmp_path / "exports" / "labels.jsonl"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    target.chmod(0o640)
+    (tmp_path / "latest.jsonl").symlink_to(target)
+    assert queue.export(tmp_path / "latest.jsonl") == 1
+    assert (tmp_path / "latest.jsonl").is_symlink() and json.loads(target.read_text())["label"] == "pos"
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_log_rotated_away_while_it_is_read_is_skipped(capture, monkeypatch):
+    from pathlib import Path
+
+    read_bytes = Path.read_bytes
+
+    def rotated(path):
+        if path.name == "capture.jsonl":
+            raise FileNotFoundError(2, "No such file or directory")
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", rotated)
+    assert ReviewQueue(capture, "stars").pending() == []

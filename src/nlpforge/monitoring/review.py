@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -354,6 +355,7 @@ class ReviewQueue:
                               "file outside it")
         check_writable(path, "--output", folder=False)
         rows = list(self.reviewed().values())
+        path = real  # through a link, to the file it names
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a failure leaves an earlier export whole
         try:
@@ -365,6 +367,8 @@ class ReviewQueue:
                     writer = csv.DictWriter(out, EXPORT_COLUMNS, extrasaction="ignore")
                     writer.writeheader()
                     writer.writerows(rows)
+            if path.exists():
+                shutil.copymode(path, temporary)  # an earlier export keeps its permissions
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)

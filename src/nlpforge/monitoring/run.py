@@ -140,6 +140,8 @@ def capture_records(folder):
     for path in files:
         try:
             content = path.read_bytes()
+        except FileNotFoundError:  # rotated away since the listing: its records are in the next file
+            continue
         except OSError as error:
             raise DataError(f"{path}: cannot read the capture log ({error.strerror or error})") from None
         lines = text_lines(content.decode("utf-8", errors="replace"))
