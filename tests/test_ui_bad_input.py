@@ -536,3 +536,21 @@ def test_keys_that_are_special_in_a_css_selector_do_nothing(tmp_path, capture):
         with page.expect_navigation():
             page.keyboard.press("1")
         assert len(labels_written(capture)) == 1 and problems == []
+
+
+def test_a_store_another_process_holds_locked_is_busy_not_damaged(tmp_path, monkeypatch):
+    from nlpforge.ui.app import sqlite_problem
+
+    monkeypatch.setattr("nlpforge.ui.app.SQLITE_WAIT", 0.1)
+    path = tmp_path / "mlflow.db"
+    writer = sqlite3.connect(path)
+    writer.execute("CREATE TABLE runs (id)")
+    writer.commit()
+    writer.execute("PRAGMA locking_mode = EXCLUSIVE")
+    writer.execute("INSERT INTO runs VALUES (1)")  # holds the write lock until it commits
+    writer.commit()
+    try:
+        assert "is busy" in sqlite_problem(path, {"runs"}, "an MLflow store")
+    finally:
+        writer.close()
+    assert sqlite_problem(path, {"runs"}, "an MLflow store") is None

@@ -184,12 +184,19 @@ def foreign_request(request, settings) -> str | None:
     return None
 
 
+SQLITE_WAIT = 5.0  # seconds a page waits for a store another process is writing
+
+
 def sqlite_problem(path: Path, tables: set[str], what: str) -> str | None:
     """Why `path` is not a SQLite store with `tables` (e.g. MLflow's), or None; read only, so nothing is created
     in a database that is not one (MLflow and Optuna would add their tables to any)."""
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_WAIT)) as database:
             found = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):  # a tuner or a job writing to it now
+            return f"{path} is busy (another process is writing to it); reload the page in a moment"
+        return f"{path} is not a SQLite database ({error}), so not {what}; move it away or fix it"
     except sqlite3.Error as error:
         return f"{path} is not a SQLite database ({error}), so not {what}; move it away or fix it"
     missing = sorted(tables - found)
