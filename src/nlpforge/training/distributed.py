@@ -163,6 +163,7 @@ def stop_restarts(exit_code: int) -> None:
 
 
 def _give_up(signum, frame):
+    signal.signal(GIVE_UP, signal.SIG_IGN)  # once: the other ranks may give up at the same moment
     raise _RankGaveUp
 
 
