@@ -210,6 +210,28 @@ def test_a_damaged_onnx_cache_is_exported_again(own_copy):
     assert load(own_copy, backend="onnx-int8").predict("great")[0]["label"] == expected[0]["label"]
 
 
+def test_workers_starting_together_export_once(own_copy, monkeypatch):
+    import threading
+    import time
+
+    from nlpforge.models import onnx
+
+    calls = []
+
+    def slow_export(folder, target, load_weights, outputs):
+        calls.append(target)
+        time.sleep(0.3)
+        target.write_bytes(b"an export")
+
+    monkeypatch.setattr(onnx, "_export", slow_export)
+    threads = [threading.Thread(target=onnx.export_onnx, args=(own_copy, None, {})) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and (own_copy / "onnx" / "model.onnx").read_bytes() == b"an export"
+
+
 def test_the_onnx_cache_follows_the_weights_not_their_age(own_copy, tmp_path):
     from safetensors.torch import load_file, save_file
 

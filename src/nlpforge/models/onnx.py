@@ -11,6 +11,7 @@ cannot load them (a file cut short or emptied). A read-only model folder caches 
 ~/.cache/nlpforge/onnx instead. Dynamic int8 keeps the
 weights of every MatMul as int8 and quantizes activations per batch: no calibration data needed.
 """
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,6 +55,22 @@ def _exported_from(fp32: Path, weights: Path) -> bool:
     return fp32.exists() and recorded == _stamp(weights)
 
 
+@contextlib.contextmanager
+def _exporting(cache: Path):
+    """One export of a folder at a time, across processes (no lock where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(cache / ".export.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def export_onnx(folder, load_weights, outputs: dict[str, tuple], quantized: bool = False,
                 again: bool = False) -> Path:
     """The ONNX file of a model folder (fp32, or dynamic int8), exporting it if needed; `again` exports even
@@ -64,12 +81,15 @@ def export_onnx(folder, load_weights, outputs: dict[str, tuple], quantized: bool
         raise ArtifactError(f"{folder}: no model.safetensors to export; give an nlpforge model folder")
     cache = _cache_folder(folder)
     fp32 = cache / "model.onnx"
-    exported = again or not _exported_from(fp32, weights)
-    if exported:
-        stamp = _stamp(weights)  # taken first: weights replaced during the export make the stamp stale
-        (cache / "source.json").unlink(missing_ok=True)
-        _export(folder, fp32, load_weights, outputs)
-        (cache / "source.json").write_text(json.dumps(stamp), encoding="utf-8")
+    exported = False
+    if again or not _exported_from(fp32, weights):
+        with _exporting(cache):  # workers starting together: one exports, the others then find its file
+            if again or not _exported_from(fp32, weights):
+                stamp = _stamp(weights)  # taken first: weights replaced during the export make the stamp stale
+                (cache / "source.json").unlink(missing_ok=True)
+                _export(folder, fp32, load_weights, outputs)
+                (cache / "source.json").write_text(json.dumps(stamp), encoding="utf-8")
+                exported = True
     if not quantized:
         return fp32
     int8 = cache / "model-int8.onnx"
