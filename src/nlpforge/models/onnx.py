@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from nlpforge.errors import ArtifactError
@@ -29,9 +30,8 @@ def _cache_folder(folder: Path) -> Path:
     target = folder / "onnx"
     try:
         target.mkdir(exist_ok=True)
-        probe = target / ".write-test"
-        probe.touch()
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=target):  # a probe of its own: workers starting together probe at once
+            pass
         return target
     except OSError:
         digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
