@@ -243,3 +243,44 @@ def test_the_sdk_and_the_tuner_record_every_job_on_an_mlflow_server(postgres, ml
         assert float(found.data.params["quality"]) == pytest.approx(row["quality"])
         assert found.data.metrics["validation:accuracy"] == pytest.approx(row["FinalObjectiveValue"])
         assert client.get_run(found.data.tags["mlflow.parentRunId"]).info.run_name == "tracked-tuning"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_tuner_counting_trials_waits_while_another_asks_for_the_last_one(database, tmp_path, request):
+    """Counting, asking and claiming hold the study's lock: a second tuner counts only once the first
+    has claimed the last trial of the budget, so it never asks for a surplus trial."""
+    import threading
+
+    from nlpforge.sdk import Estimator
+    from nlpforge.tuning import ContinuousParameter, HyperparameterTuner
+    from nlpforge.tuning.tuner import counted_trials, optuna_module
+
+    script = tmp_path / "train.py"
+    script.write_text("print('acc=0.5')\n")
+    storage = request.getfixturevalue("postgres").database("last_trial") if database == "postgresql" else \
+        f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def tuner():
+        return HyperparameterTuner(Estimator(entry_point=str(script), jobs_root=str(tmp_path / "jobs")),
+                                   "validation:accuracy", {"quality": ContinuousParameter(0.1, 0.9)},
+                                   metric_definitions=METRICS, strategy="Random", max_jobs=1, storage=storage)
+
+    first, second, optuna = tuner(), tuner(), optuna_module()
+    study, other = first.study("last"), second.study("last")
+    ask, seen, threads = study.ask, [], []
+
+    def count():
+        with second.asking("last"):
+            seen.append(len(counted_trials(other.get_trials(deepcopy=False))))
+
+    def ask_while_another_counts(*args, **kwargs):
+        threads.append(threading.Thread(target=count))
+        threads[0].start()
+        threads[0].join(timeout=1.0)  # without the lock it counts now, before this trial exists
+        return ask(*args, **kwargs)
+
+    study.ask = ask_while_another_counts
+    assert first.next_trial(study, optuna).number == 0
+    threads[0].join(timeout=10)
+    assert seen == [1]
+    assert other.get_trials(deepcopy=False)[0].user_attrs["tuner"] == first.tuner_id

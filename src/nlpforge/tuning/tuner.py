@@ -20,6 +20,8 @@ early stopping prunes a trial whose intermediate objective values fall below the
 """
 import contextlib
 import copy
+import fcntl
+import hashlib
 import os
 import secrets
 import socket
@@ -269,8 +271,9 @@ class HyperparameterTuner:
         study.set_user_attr("strategy", self.strategy)
         study.set_user_attr("max_jobs", self.max_jobs)
         running = optuna.trial.TrialState.RUNNING
-        for trial_id in self.untagged_trials(study, optuna):
-            self.fail_and_retry(study, trial_id, optuna)
+        with self.asking(name) as serialised:
+            for trial_id in self.untagged_trials(study, optuna, wait=not serialised):
+                self.fail_and_retry(study, trial_id, optuna)
         try:
             self.run_trials(study, self.objective(name, inputs, optuna), optuna)
         except KeyboardInterrupt:  # our trials are retried by the next fit, without waiting for them to go stale
@@ -289,20 +292,50 @@ class HyperparameterTuner:
                               "with a new job_name")
 
     @staticmethod
-    def untagged_trials(study, optuna) -> list[int]:
+    def untagged_trials(study, optuna, wait: bool = True) -> list[int]:
         """Running trials that no tuner has claimed: their tuner died between asking and claiming them, so
-        they send no heartbeats and never go stale. A live tuner claims its trial right after asking for
-        it, so only trials still unclaimed a moment later count (the moment is a database round trip)."""
+        they send no heartbeats and never go stale. Seen while holding `asking`, every one is such a trial;
+        otherwise a live tuner may be between the two, so only trials still unclaimed a moment later count
+        (the moment is a database round trip)."""
         def unclaimed():
             return {trial._trial_id for trial in study.get_trials(deepcopy=False,
                                                                   states=(optuna.trial.TrialState.RUNNING,))
                     if "tuner" not in trial.user_attrs}
 
         first = unclaimed()
-        if not first:
-            return []
+        if not first or not wait:
+            return sorted(first)
         time.sleep(UNCLAIMED_WAIT)
         return sorted(first & unclaimed())
+
+    @contextlib.contextmanager
+    def asking(self, study_name: str):
+        """Hold the study's lock, shared by every tuner of the storage, while counting, asking for and
+        claiming a trial, so two tuners never ask for the last trial of the budget at once; yields whether
+        the storage has such a lock (SQLite: a file lock beside the database, PostgreSQL: an advisory lock;
+        the tuner copes without one on other databases, see next_trial)."""
+        url, lock = self.storage, None
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            with contextlib.suppress(OSError):  # a folder it cannot write: no lock, as on other databases
+                lock = open(url[len("sqlite:///"):].partition("?")[0] + ".lock", "a")
+        if lock is not None:
+            with lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                yield True  # the lock goes with the file's closing, or with the process
+        elif url.startswith("postgresql"):
+            from sqlalchemy import text
+
+            key = int.from_bytes(hashlib.sha256(f"nlpforge-tuning:{study_name}".encode()).digest()[:8], "big",
+                                 signed=True)
+            with self._storage.engine.connect() as connection:  # PostgreSQL frees it if the tuner dies
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                try:
+                    yield True
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    connection.commit()
+        else:
+            yield False
 
     def check_same_job(self, study, name: str) -> None:
         """A tuning job resumed under its name keeps its objective, direction and ranges, which its trials were
@@ -362,22 +395,26 @@ class HyperparameterTuner:
         """The next trial to run; None once every trial of the budget has started and no other tuner's
         trial is still running (it may stop, leaving its trial to retry).
 
-        Several tuners may ask for the last trial at once: the study numbers trials in order, so
-        the ones numbered past the budget are dropped (marked `surplus`, failed before running).
+        Tuners count, ask and claim under the study's lock (`asking`). Where the storage has none,
+        several tuners may ask for the last trial at once: the study numbers trials in order, so the
+        ones numbered past the budget are dropped (marked `surplus`, failed before running).
         """
         state = optuna.trial.TrialState
         while True:
             with quiet_heartbeats(optuna):
                 optuna.storages.fail_stale_trials(study)
-            trials = counted_trials(study.get_trials(deepcopy=False))
-            if len(trials) < self.max_jobs or any(t.state == state.WAITING for t in trials):
-                with quiet_heartbeats(optuna):
-                    trial = study.ask()
-                try:
-                    study._storage.set_trial_user_attr(trial._trial_id, "tuner", self.tuner_id)
-                except optuna.exceptions.UpdateFinishedTrialError:  # another tuner took it for a dead one's
-                    continue
-                study._storage.record_heartbeat(trial._trial_id)
+            with self.asking(study.study_name):
+                trials = counted_trials(study.get_trials(deepcopy=False))
+                trial = None
+                if len(trials) < self.max_jobs or any(t.state == state.WAITING for t in trials):
+                    with quiet_heartbeats(optuna):
+                        trial = study.ask()
+                    try:
+                        study._storage.set_trial_user_attr(trial._trial_id, "tuner", self.tuner_id)
+                    except optuna.exceptions.UpdateFinishedTrialError:  # another tuner took it for a dead one's
+                        continue
+                    study._storage.record_heartbeat(trial._trial_id)
+            if trial is not None:
                 earlier = [t for t in counted_trials(study.get_trials(deepcopy=False)) if t.number < trial.number]
                 if len(earlier) < self.max_jobs:
                     return trial
