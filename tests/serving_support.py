@@ -44,7 +44,11 @@ def inference(server, **kwargs) -> httpx.Client:
 
 def metric(server, name: str, **labels) -> float:
     """The sum of a Prometheus series' samples whose labels include `labels`."""
-    text = httpx.get(server.url("metrics") + "/metrics").text
+    return metric_in(httpx.get(server.url("metrics") + "/metrics").text, name, **labels)
+
+
+def metric_in(text: str, name: str, **labels) -> float:
+    """The sum of the samples of series `name` whose labels include `labels`, in a scrape's `text`."""
     total = 0.0
     for line in text.splitlines():
         if not line.startswith(name + "{") and not line.startswith(name + " "):

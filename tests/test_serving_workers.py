@@ -1,6 +1,7 @@
 """Workers under stress: a crash or hang survived, a full queue answered 503, SIGTERM losing nothing,
 inference token auth. Workers are paused with SIGSTOP to hold requests in flight deterministically."""
 import asyncio
+import inspect
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from serving_support import free_port, management, metric, running_server
+from serving_support import free_port, management, metric, metric_in, running_server
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,20 @@ def register(server, model, name, **params):
     response = management(server).post("/models", params={"url": str(model.output), "model_name": name, **params})
     assert response.status_code == 200, response.text
     return management(server).get(f"/models/{name}").json()[0]["workers"][0]["pid"]
+
+
+async def until(condition, what: str, timeout: float = 60.0) -> None:
+    """Poll `condition()` (a function, or a coroutine function) until it is true, letting the event loop run
+    between polls; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        holds = condition()
+        if inspect.isawaitable(holds):
+            holds = await holds
+        if holds:
+            return
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
+        await asyncio.sleep(0.01)
 
 
 def client(server):
@@ -54,14 +69,18 @@ def test_a_crashed_worker_is_restarted_and_the_request_answered(server, tiny_mod
 
 def test_a_full_queue_answers_503_with_retry_after(server, tiny_model):
     pid = register(server, tiny_model, "queued", batch_size=1, max_batch_delay=0, queue_size=4)
+    runtime = server.state.registry.version("queued", None)
 
     async def burst():
         async with httpx.AsyncClient(base_url=server.url("inference"), timeout=60,
                                      headers={"Authorization": f"Bearer {server.state.keys.inference}"}) as http:
             first = asyncio.create_task(http.post("/predictions/queued", content="great 0"))
-            await asyncio.sleep(0.5)  # the worker holds the first input, paused
+            await until(lambda: runtime.in_flight == 1 and not runtime.pending,
+                        "the paused worker taking the first input")
             rest = [asyncio.create_task(http.post("/predictions/queued", content=f"great {i}")) for i in range(1, 10)]
-            await asyncio.sleep(1.0)
+            # every one of the nine has reached the server: it waits in the queue, or was answered (refused) at once
+            await until(lambda: len(runtime.pending) + sum(r.done() for r in rest) == len(rest),
+                        "the other nine requests reaching the server")
             os.kill(pid, signal.SIGCONT)
             return [await first] + [await r for r in rest]
 
@@ -107,11 +126,28 @@ def test_sigterm_finishes_every_accepted_request(tiny_model, tmp_path):
         pid = httpx.get(f"http://127.0.0.1:{ports[1]}/models/tiny").json()[0]["workers"][0]["pid"]
 
         async def run():
-            async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-                requests = [asyncio.create_task(http.post("/predictions/tiny", content=f"great {i}")) for i in range(24)]
-                await asyncio.sleep(1.0)  # all 24 are accepted and waiting on the paused worker
+            # `probe` opens a new connection for each call, so it sees when the server stops listening
+            async with httpx.AsyncClient(base_url=base, timeout=60) as http, \
+                    httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as probe:
+                requests = [asyncio.create_task(http.post("/predictions/tiny", content=f"great {i}"))
+                            for i in range(24)]
+
+                async def all_accepted() -> bool:  # queued, or in the batch the paused worker holds (or answered)
+                    text = (await probe.get(f"http://127.0.0.1:{ports[2]}/metrics")).text
+                    held = sum(metric_in(text, name, model="tiny")
+                               for name in ("nlpforge_queue_depth", "nlpforge_queue_time_seconds_count"))
+                    return held + sum(r.done() for r in requests) >= len(requests)
+
+                async def not_listening() -> bool:
+                    try:
+                        await probe.get(base + "/ping")
+                    except httpx.ConnectError:
+                        return True
+                    return False
+
+                await until(all_accepted, "all 24 requests reaching the server")
                 process.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.5)
+                await until(not_listening, "the server closing its port on SIGTERM")  # the worker is still paused
                 os.kill(pid, signal.SIGCONT)
                 return await asyncio.gather(*requests)
 
