@@ -169,13 +169,18 @@ def test_scaling_to_zero_answers_the_inputs_its_worker_holds(server, tiny_model)
                                               "max_batch_delay": 3000, "batch_size": 64})
     assert response.status_code == 200, response.text
     runtime = server.state.registry.version("q", None)
+    # The clients are made first (a few hundred ms on a busy machine), so the ten requests go out together,
+    # well within the 3 s the batch waits to fill.
+    clients = [inference(server) for _ in range(10)]
     started = time.monotonic()
     with ThreadPoolExecutor(10) as pool:
-        answers = [pool.submit(inference(server).post, "/predictions/q", content=f"a great film {i}")
-                   for i in range(10)]
+        answers = [pool.submit(http.post, "/predictions/q", content=f"a great film {i}")
+                   for i, http in enumerate(clients)]
         wait_until(lambda: runtime.in_flight == 10, what="ten inputs in the worker's batch")
         assert client.put("/models/q", params={"min_worker": 0, "synchronous": "true"}).status_code == 200
         responses = [a.result(timeout=60) for a in answers]
+    for http in clients:
+        http.close()
     assert [r.status_code for r in responses] == [200] * 10, responses[0].text
     assert time.monotonic() - started < 15
     assert client.get("/models/q").json()[0]["queued"] == 0
