@@ -209,7 +209,8 @@ def test_tuning_shows_both_trials_the_best_the_objective_and_importance(open_pag
 @needs_browser
 def test_a_running_jobs_log_and_curves_grow_without_a_reload(open_page, tmp_path, no_tracking_server):
     jobs = tmp_path / "jobs"
-    estimator = ticking_job(tmp_path, jobs, "slow-ticks", ticks=80, pause=0.25, wait=False)
+    # 400 ticks (100 s): the job must still run when the test stops it, after the browser has watched it grow
+    estimator = ticking_job(tmp_path, jobs, "slow-ticks", ticks=400, pause=0.25, wait=False)
     try:
         with running_ui(UISettings.of(jobs_root=str(jobs))) as url:
             log, deadline = Path(estimator.latest_training_job.describe()["LogFile"]), time.monotonic() + 30
