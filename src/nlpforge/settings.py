@@ -342,16 +342,21 @@ def check_suffix(path, what: str, suffixes=IMAGE_SUFFIXES) -> None:
 
 def check_apart(output, inputs, what: str = "--output") -> None:
     """Refuse an output path that is one of `inputs`, lies inside an input folder, or is a folder holding an
-    input: writing it would overwrite or change what is being read."""
-    out = Path(os.path.abspath(Path(output).expanduser()))
+    input: writing it would overwrite or change what is being read. Paths are compared as written and with
+    symbolic links resolved, since writing through a link to an input overwrites the input."""
+    def forms(path) -> list[Path]:
+        path = Path(path).expanduser()
+        return [Path(os.path.abspath(path)), Path(os.path.realpath(path))]
+
+    outputs = forms(output)
     for given in inputs:
         if given is None or str(given) == "":
             continue
-        source = Path(os.path.abspath(Path(given).expanduser()))
-        if out == source or source in out.parents or out in source.parents:
-            relation = "is" if out == source else "is inside" if source in out.parents else "holds"
-            raise ConfigError(f"{what} {output}: {relation} the input {given}, which writing it would overwrite or "
-                              "change; choose a path apart from the inputs")
+        for out, source in ((out, source) for out in outputs for source in forms(given)):
+            if out == source or source in out.parents or out in source.parents:
+                relation = "is" if out == source else "is inside" if source in out.parents else "holds"
+                raise ConfigError(f"{what} {output}: {relation} the input {given}, which writing it would overwrite "
+                                  "or change; choose a path apart from the inputs")
 
 
 # --- where nlpforge keeps its own folders ---------------------------------------------------------------
