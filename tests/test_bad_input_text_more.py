@@ -3,9 +3,11 @@ could not be used, a vectors folder trained again, and masked-LM data too thin t
 import pytest
 
 from conftest import planted_sentences
-from nlpforge.errors import ConfigError
+from test_cli import call  # runs `nlpforge ...` in-process: (exit code, stdout, stderr)
+from nlpforge.errors import ConfigError, DataError
 from nlpforge.text.jobs import (PhraseJob, TokenizeJob, VocabularyJob, phrases_from_corpus, vocabulary_from_corpus,
                                 write_tokenized)
+from nlpforge.text.vocabulary import Vocabulary, VocabularySettings
 
 
 @pytest.fixture
@@ -36,3 +38,38 @@ def test_an_output_inside_a_linked_corpus_folder_is_refused(corpus, tmp_path):
     (tmp_path / "data").symlink_to(tmp_path, target_is_directory=True)
     with pytest.raises(ConfigError, match="is inside the input"):
         vocabulary_from_corpus(VocabularyJob.of(corpus=[str(tmp_path / "data")], output=str(tmp_path / "vocab.tsv")))
+
+
+# --- vocabularies ------------------------------------------------------------------------------------------------
+
+def test_a_special_token_given_twice_is_refused():
+    with pytest.raises(ConfigError, match="<PAD> is repeated"):
+        VocabularySettings(special_tokens=["<PAD>", "<UNK>", "<PAD>"])
+
+
+def test_a_min_count_above_every_count_names_the_highest_count(corpus, tmp_path):
+    output = tmp_path / "vocab.tsv"
+    with pytest.raises(DataError, match=r"no token occurs --min-count 1000 times \(the most frequent, 'rio', occurs "
+                                        r"15 times\)"):
+        vocabulary_from_corpus(VocabularyJob.of(corpus=[str(corpus)], output=str(output), min_count=1000))
+    assert not output.exists()
+
+
+def test_a_failing_held_out_file_leaves_the_earlier_vocabulary(corpus, tmp_path, capsys):
+    output = tmp_path / "vocab.tsv"
+    output.write_text("mine\n")
+    (tmp_path / "held.txt").write_bytes(bytes(range(256)) * 8)
+    code, _, err = call(capsys, "corpus", "vocab", "--corpus", corpus, "--output", output, "--held-out",
+                        tmp_path / "held.txt")
+    assert code != 0 and "binary" in err and "Traceback" not in err
+    assert output.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)) * 4, "not UTF-8 text"),
+    (b"", "holds no tokens"),
+])
+def test_loading_a_file_that_is_no_vocabulary_is_a_data_error(tmp_path, content, message):
+    (tmp_path / "vocab.tsv").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        Vocabulary.load(tmp_path / "vocab.tsv")

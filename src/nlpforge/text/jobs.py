@@ -107,10 +107,11 @@ def vocabulary_from_corpus(job: VocabularyJob) -> tuple[Vocabulary, VocabularySt
     for tokens in phrases.apply_all(sentences) if phrases else sentences:
         counts.update(tokens)
     vocabulary = build_vocabulary(counts, job.vocabulary)
-    vocabulary.save(job.output)
     held_out = None
     if job.held_out:
         source = replace(job.text.source, corpus=[job.held_out], max_documents=None)
         held_out = iter(Corpus(replace(job.text, source=source)))
         held_out = phrases.apply_all(held_out) if phrases else held_out
-    return vocabulary, vocabulary_stats(vocabulary, counts, held_out)
+    stats = vocabulary_stats(vocabulary, counts, held_out)  # first: a held-out file that fails leaves the output
+    vocabulary.save(job.output)
+    return vocabulary, stats

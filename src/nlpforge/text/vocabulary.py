@@ -39,6 +39,9 @@ class VocabularySettings(Settings):
         bad = [t for t in self.special_tokens if not t or any(c.isspace() for c in t)]
         if bad:
             raise ConfigError(f"special tokens cannot be empty or hold spaces: {bad}")
+        repeated = sorted({t for t in self.special_tokens if self.special_tokens.count(t) > 1})
+        if repeated:  # a repeat would take two ids, leaving one of them to no token
+            raise ConfigError(f"special tokens are each given once; {', '.join(repeated)} is repeated")
 
 
 @dataclass
@@ -84,20 +87,27 @@ class Vocabulary:
             raise DataError(f"{path}: no such vocabulary file; make one with `nlpforge corpus vocab`")
         meta, specials, counts = {}, [], {}
         with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                line = line.rstrip("\n")
-                if line.startswith("# nlpforge vocabulary:") and number == 1:
-                    meta = dict(_META.findall(line))
-                    continue
-                if line == HEADER or not line:
-                    continue
-                token, _, count = line.partition("\t")
-                if not count.isdigit():
-                    raise DataError(f"{path}: line {number} is not `token<TAB>count`; is this a vocabulary file?")
-                if int(count) == 0:
-                    specials.append(token)
-                else:
-                    counts[token] = int(count)
+            try:
+                for number, line in enumerate(handle, start=1):
+                    line = line.rstrip("\n")
+                    if line.startswith("# nlpforge vocabulary:") and number == 1:
+                        meta = dict(_META.findall(line))
+                        continue
+                    if line == HEADER or not line:
+                        continue
+                    token, _, count = line.partition("\t")
+                    if not count.isdigit():
+                        raise DataError(f"{path}: line {number} is not `token<TAB>count`; is this a vocabulary file?")
+                    if int(count) == 0:
+                        specials.append(token)
+                    else:
+                        counts[token] = int(count)
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: not UTF-8 text, so not a vocabulary file; make one with `nlpforge corpus "
+                                "vocab`") from None
+        if not specials and not counts:
+            raise DataError(f"{path}: holds no tokens; is this a vocabulary file? make one with `nlpforge corpus "
+                            "vocab`")
 
         def number(key):
             value = meta.get(key, "none")
@@ -112,8 +122,12 @@ def build_vocabulary(counts: Counter, settings: VocabularySettings | None = None
     settings = settings or VocabularySettings()
     if not counts:
         raise DataError("the corpus is empty: no tokens to build a vocabulary from")
-    kept = sorted(((t, c) for t, c in counts.items() if c >= settings.min_count and t not in settings.special_tokens),
-                  key=lambda item: (-item[1], item[0]))
+    ordinary = [(t, c) for t, c in counts.items() if t not in settings.special_tokens]
+    kept = sorted(((t, c) for t, c in ordinary if c >= settings.min_count), key=lambda item: (-item[1], item[0]))
+    if not kept and ordinary:
+        token, count = max(ordinary, key=lambda item: item[1])
+        raise DataError(f"no token occurs --min-count {settings.min_count} times (the most frequent, {token!r}, occurs "
+                        f"{count:,} times), so the vocabulary would hold only its special tokens; lower --min-count")
     if settings.max_size is not None:
         kept = kept[:settings.max_size]
     return Vocabulary(list(settings.special_tokens), dict(kept), settings.min_count, settings.max_size,
