@@ -8,6 +8,8 @@ from nlpforge.errors import ConfigError, DataError
 from nlpforge.text.jobs import (PhraseJob, TokenizeJob, VocabularyJob, phrases_from_corpus, vocabulary_from_corpus,
                                 write_tokenized)
 from nlpforge.text.vocabulary import Vocabulary, VocabularySettings
+from nlpforge.vectors.query import load_vectors
+from nlpforge.vectors.train import Word2VecSettings, train_vectors
 
 
 @pytest.fixture
@@ -73,3 +75,23 @@ def test_loading_a_file_that_is_no_vocabulary_is_a_data_error(tmp_path, content,
     (tmp_path / "vocab.tsv").write_bytes(content)
     with pytest.raises(DataError, match=message):
         Vocabulary.load(tmp_path / "vocab.tsv")
+
+
+# --- vectors trained again into their folder ---------------------------------------------------------------------
+
+def test_vectors_trained_again_keep_no_file_of_the_earlier_run(corpus, tmp_path):
+    folder = tmp_path / "vec"
+    common = dict(corpus=[str(corpus)], output=str(folder), min_count=1, vector_size=8, epochs=1, workers=1)
+    train_vectors(Word2VecSettings.of(**common, phrase_min_count=2), log=lambda *_: None)
+    assert (folder / "phrases.json").is_file() and (folder / "training").is_dir()
+    train_vectors(Word2VecSettings.of(**common, phrase_passes=0, save_training_state=False), log=lambda *_: None)
+    assert sorted(p.name for p in folder.iterdir()) == ["nlpforge-vectors.json", "vectors.bin", "vocab.tsv"]
+    assert load_vectors(folder).phrases is None  # no earlier phrases join the query words
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "vec"]  # no temporary folder left
+
+
+def test_vectors_refuse_the_current_folder_as_output(corpus, tmp_path, monkeypatch):
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(ConfigError, match="is the current folder"):
+        train_vectors(Word2VecSettings.of(corpus=[str(corpus)], output=".", min_count=1), log=lambda *_: None)

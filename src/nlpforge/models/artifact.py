@@ -53,7 +53,7 @@ def save(folder, model, tokenizer, *, task: str, base_model: str, max_seq_length
     model card gets `card_notes` as paragraphs and a usage example predicting `example_input`; the files or
     folders in `include` (the run's metrics.jsonl, tensorboard/) are moved in."""
     folder = Path(folder)
-    final, folder = folder, _sibling(folder, f"tmp-{os.getpid()}")
+    final, folder = folder, sibling_folder(folder, f"tmp-{os.getpid()}")
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     model.save_pretrained(str(folder), safe_serialization=True)
@@ -77,7 +77,7 @@ def save(folder, model, tokenizer, *, task: str, base_model: str, max_seq_length
     for path in include:
         if Path(path).exists():
             shutil.move(str(path), str(folder / Path(path).name))
-    _replace_folder(folder, final)
+    replace_folder(folder, final)
     return final
 
 
@@ -89,13 +89,13 @@ def training_folder(output) -> Path:
     return output.with_name(f"{output.name}.training")
 
 
-def _sibling(folder: Path, suffix: str) -> Path:
+def sibling_folder(folder: Path, suffix: str) -> Path:
     """A hidden folder beside `folder`, on the same file system, so that a rename moves it into place."""
     folder = Path(os.path.abspath(folder))
     return folder.with_name(f".{folder.name}.{suffix}")
 
 
-def _replace_folder(temporary: Path, final: Path) -> None:
+def replace_folder(temporary: Path, final: Path) -> None:
     """Make the complete folder `temporary` visible as `final`: durable first, then one rename (the old
     folder, if any, is moved aside just before and deleted after)."""
     for path in temporary.rglob("*"):
@@ -105,7 +105,7 @@ def _replace_folder(temporary: Path, final: Path) -> None:
     try:
         os.replace(temporary, final)  # atomic when `final` is absent or an empty folder
     except OSError:
-        old = _sibling(final, f"old-{os.getpid()}")
+        old = sibling_folder(final, f"old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(temporary, final)

@@ -14,7 +14,9 @@ The folder holds what queries need, apart from what further training needs:
                             gensim's own format, needed by nobody who only queries
 """
 import json
+import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from nlpforge.errors import ConfigError, DataError
+from nlpforge.models.artifact import replace_folder, sibling_folder
 from nlpforge.settings import (MAX_SEED, Settings, check_apart, check_output_folder, check_writable, cores, group,
                                setting, to_flat)
 from nlpforge.text.corpus import CorpusSettings
@@ -133,6 +136,10 @@ def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print
     folder = Path(settings.output)
     check_apart(folder, settings.text.source.corpus)
     check_output_folder(folder, "--output", "vectors folder", METADATA)
+    here = Path.cwd()
+    if Path(os.path.abspath(folder)) in (here, *here.parents):  # the new folder is renamed into its place
+        raise ConfigError(f"--output {settings.output}: is the current folder or holds it, which cannot be replaced; "
+                          "name a folder for the vectors")
     if settings.workdir:
         check_writable(settings.workdir, "--workdir", folder=True)
     with tempfile.TemporaryDirectory(prefix="nlpforge-vectors-", dir=settings.workdir) as workdir:
@@ -144,5 +151,13 @@ def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print
         start = time.perf_counter()
         model = word2vec_from_prepared(prepared, settings)
         seconds["word2vec"] = time.perf_counter() - start
-    save_vectors_folder(model, prepared, settings, folder, seconds)
+    # Written beside the folder and renamed into place, so that an earlier folder keeps none of its files (a
+    # phrases.json this run did not learn would still join query words) and an interrupted save leaves it whole.
+    temporary = sibling_folder(folder, f"tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        save_vectors_folder(model, prepared, settings, temporary, seconds)
+        replace_folder(temporary, folder)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
     return TrainedVectors(folder, len(model.wv), prepared.corpus_tokens, seconds)
