@@ -18,6 +18,7 @@ def corpus(tmp_path):
     path.write_text("\n".join(" ".join(s) for s in planted_sentences(60)) + "\n", encoding="utf-8")
     return path
 
+
 # --- an output that is an input through a symbolic link ---------------------------------------------------------
 
 @pytest.mark.parametrize("write", [
@@ -95,3 +96,52 @@ def test_vectors_refuse_the_current_folder_as_output(corpus, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path / "here")
     with pytest.raises(ConfigError, match="is the current folder"):
         train_vectors(Word2VecSettings.of(corpus=[str(corpus)], output=".", min_count=1), log=lambda *_: None)
+
+
+# --- masked-LM data too thin to validate or evaluate on ----------------------------------------------------------
+
+def masked_lm_job(**values):
+    from nlpforge.training.settings import job_class
+
+    return job_class("masked-lm").of(**{"model": "bert-tiny", "max_steps": 1, "batch_size": 8, "max_seq_length": 16,
+                                        "progress": False, **values})
+
+
+def documents_file(path, documents: list[list[str]]):
+    path.write_text("\n\n".join("\n".join(sentences) for sentences in documents) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory):
+    """A CSV corpus of 30 documents of four sentences each, in the column `review`."""
+    import csv
+
+    folder = tmp_path_factory.mktemp("reviews")
+    with open(folder / "reviews.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "review"])
+        for number, sentences in enumerate(zip(*[iter(planted_sentences(120))] * 4)):
+            writer.writerow([number, " ".join(" ".join(s).capitalize() + "." for s in sentences)])
+    return folder / "reviews.csv"
+
+
+def test_a_validation_file_that_makes_no_instance_is_named(reviews, tmp_path):
+    from nlpforge.training.run import train
+
+    one = documents_file(tmp_path / "one.txt", [["Just one sentence here."]])
+    with pytest.raises(DataError, match=r"--validation .*one.txt: no validation instance could be made .*--no-nsp"):
+        train(masked_lm_job(corpus=[str(reviews)], column="review", validation=[str(one)],
+                            output=str(tmp_path / "m")), log=lambda *_: None)
+    assert not (tmp_path / "m").exists()
+
+
+def test_held_out_documents_that_make_no_instance_are_named(tmp_path):
+    from nlpforge.training.run import train
+
+    # Ten documents, one held out: nine of them have one sentence, which makes no instance with NSP.
+    corpus = documents_file(tmp_path / "corpus.txt", [["First sentence.", "Second sentence.", "Third sentence."]]
+                            + [[f"Lonely sentence number {i}."] for i in range(9)])
+    with pytest.raises(DataError, match="held out of --corpus: no validation instance could be made .*--validation"):
+        train(masked_lm_job(corpus=[str(corpus)], document_boundary="blank-line", output=str(tmp_path / "m"), seed=1),
+              log=lambda *_: None)

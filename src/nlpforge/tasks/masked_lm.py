@@ -385,6 +385,12 @@ class MaskedLm(Task):
             raise DataError(f"{', '.join(settings.source.corpus)}: no training instances could be made")
         held_plan = build_instances(held_spans, held_tokens, max_seq_length, settings.short_seq_prob,
                                     settings.nsp, seed + 1).take(settings.max_eval_instances)
+        if len(held_plan) == 0:
+            held_from = (f"--validation {', '.join(settings.validation)}" if settings.validation else
+                         f"the {len(held_spans):,} document(s) held out of --corpus")
+            raise DataError(f"{held_from}: no validation instance could be made (with --nsp a document of one "
+                            "sentence makes none); give documents of two or more sentences"
+                            + ("" if settings.validation else ", or --validation FILE") + ", or train with --no-nsp")
         collate = MaskingCollate(tokenizer, max_seq_length, settings, seed)
         held_set = InstanceDataset(held_sentences, held_plan)
         eval_rows = collate.features([held_set[i] for i in range(len(held_set))], epoch=-1)  # fixed masks
