@@ -126,6 +126,16 @@ def reviews(tmp_path_factory):
     return folder / "reviews.csv"
 
 
+@pytest.fixture(scope="module")
+def tiny_mlm(reviews, tmp_path_factory):
+    from nlpforge.training.run import train
+
+    output = tmp_path_factory.mktemp("mlm") / "model"
+    train(masked_lm_job(corpus=[str(reviews)], column="review", output=str(output), max_eval_instances=8),
+          log=lambda *_: None)
+    return output
+
+
 def test_a_validation_file_that_makes_no_instance_is_named(reviews, tmp_path):
     from nlpforge.training.run import train
 
@@ -145,3 +155,23 @@ def test_held_out_documents_that_make_no_instance_are_named(tmp_path):
     with pytest.raises(DataError, match="held out of --corpus: no validation instance could be made .*--validation"):
         train(masked_lm_job(corpus=[str(corpus)], document_boundary="blank-line", output=str(tmp_path / "m"), seed=1),
               log=lambda *_: None)
+
+
+def test_evaluate_reads_the_text_column_and_encoding_it_is_given(tiny_mlm, reviews, tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    other.write_text(reviews.read_text(encoding="utf-8").replace("id,review", "id,body"), encoding="utf-8")
+    code, out, err = call(capsys, "evaluate", tiny_mlm, "--data", other, "--text-column", "body")
+    assert code == 0, err
+    assert "mlm_accuracy" in out
+    latin = documents_file(tmp_path / "latin.txt", [["Café crème.", "Naïve résumé."]] * 4)
+    latin.write_bytes(latin.read_text(encoding="utf-8").encode("latin-1"))
+    code, out, err = call(capsys, "evaluate", tiny_mlm, "--data", latin, "--encoding", "latin-1")
+    assert code == 0 and "replaced with U+FFFD" not in err, err
+
+
+def test_evaluate_scores_no_next_sentence_pairs_on_one_document(tiny_mlm, tmp_path):
+    from nlpforge.evaluation.evaluate import evaluate_model
+
+    one = documents_file(tmp_path / "one.txt", [["The first sentence. The second sentence."]])
+    result = evaluate_model(tiny_mlm, one, output_dir=tmp_path / "report")
+    assert "mlm_accuracy" in result.model and "nsp_accuracy" not in result.model

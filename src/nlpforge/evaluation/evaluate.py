@@ -30,9 +30,11 @@ class EvaluationResult:
     notes: list
 
 
-def _evaluate_task(loaded, data, baseline: bool, baseline_train, output_dir: Path, batch_size: int):
+def _evaluate_task(loaded, data, baseline: bool, baseline_train, output_dir: Path, batch_size: int,
+                   text_columns=None, reading: dict | None = None):
     """Any other task: its own report on the file, and its baseline beside it when it has one."""
-    metrics, text = loaded.task.evaluate_file(loaded, data, batch_size=batch_size)
+    metrics, text = loaded.task.evaluate_file(loaded, data, batch_size=batch_size, text_columns=text_columns,
+                                              reading=reading)
     metrics = {k: v for k, v in metrics.items() if k != "predictions"}
     parts, notes, baseline_metrics = [text], [], None
     if baseline and loaded.task.name in BASELINES:
@@ -120,12 +122,12 @@ def _baseline_rows(train_file, known: dict, text_columns, label_column, reading:
 def evaluate_model(model_path, data, text_columns=None, label_column=None, baseline=True, baseline_train=None,
                    output_dir=None, batch_size: int = 64, reading: dict | None = None) -> EvaluationResult:
     """The model's report on `data` beside its baseline; `reading` holds `read_table`'s delimiter and encoding
-    (tables only: entity and question files have their own formats)."""
+    (tables and corpora only: entity and question files have their own formats)."""
     reading = reading or {}
     loaded = tasks.load(model_path)
     output_dir = Path(output_dir) if output_dir else Path(model_path) / "evaluation"
     if loaded.task.name != "text-classification":
-        return _evaluate_task(loaded, data, baseline, baseline_train, output_dir, batch_size)
+        return _evaluate_task(loaded, data, baseline, baseline_train, output_dir, batch_size, text_columns, reading)
     meta = loaded.metadata
     text_columns = list(text_columns or loaded.text_columns)
     label_column = label_column or loaded.info.get("label_column", "label")

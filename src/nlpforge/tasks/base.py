@@ -227,8 +227,10 @@ class Task(ABC):
     def explain(self, loaded: "LoadedModel", inputs: list, steps: int = 32) -> list:
         raise InputError(f"a {self.name} model gives no explanations", status=400)
 
-    def evaluate_file(self, loaded: "LoadedModel", path, batch_size: int = 64) -> tuple[dict, str]:
-        """(metrics, a text report) of the model on a file, for `nlpforge evaluate`."""
+    def evaluate_file(self, loaded: "LoadedModel", path, batch_size: int = 64, text_columns=None,
+                      reading: dict | None = None) -> tuple[dict, str]:
+        """(metrics, a text report) of the model on a file, for `nlpforge evaluate`; `text_columns` and `reading`
+        (delimiter, encoding) are the user's, for a task that reads a table."""
         from nlpforge.errors import ConfigError
 
         raise ConfigError(f"`nlpforge evaluate` does not evaluate {self.name} models on files yet")

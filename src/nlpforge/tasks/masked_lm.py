@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -515,21 +515,34 @@ class MaskedLm(Task):
                             "truncated": len(feature["input_ids"]) >= loaded.max_seq_length})
         return answers
 
-    def evaluate_file(self, loaded, path, batch_size: int = 64) -> tuple[dict, str]:
-        """Masked-LM accuracy, perplexity and NSP accuracy on a corpus file, with masks fixed by seed 0."""
+    def evaluate_file(self, loaded, path, batch_size: int = 64, text_columns=None,
+                      reading: dict | None = None) -> tuple[dict, str]:
+        """Masked-LM accuracy, perplexity and NSP accuracy on a corpus file, with masks fixed by seed 0. A table's
+        text column is `text_columns` (one), else the training corpus's; `reading` holds its delimiter and
+        encoding. NSP is scored only where the file has two documents or more to draw random B segments from."""
         import torch
 
         from nlpforge.tasks.base import run_features
         from nlpforge.text.sentences import sentence_table
 
+        if text_columns and len(text_columns) > 1:
+            raise ConfigError(f"a masked-LM model reads one text column, not {len(text_columns)}: give --text-column "
+                              "once")
         hyper = loaded.metadata.get("hyperparameters", {})
-        settings = MaskedLmData.of(corpus=[str(path)], column=hyper.get("column"), nsp=hyper.get("nsp", True),
-                                   document_boundary=hyper.get("document_boundary", "auto"))
+        column = text_columns[0] if text_columns else hyper.get("column")
+        settings = MaskedLmData.of(corpus=[str(path)], column=column, nsp=hyper.get("nsp", True),
+                                   document_boundary=hyper.get("document_boundary", "auto"), **(reading or {}))
         table = sentence_table(settings.source, settings.document_boundary)
         sentences = table.column("sentence")
         spans = document_spans(table.column("document").to_numpy())
+        if settings.nsp and len(spans) < 2:  # no other document: B could only be the real next sentence
+            settings = replace(settings, nsp=False)
         plan = build_instances(spans, sentence_tokens(sentences, chars_per_token(loaded.tokenizer, sentences)),
-                               loaded.max_seq_length, settings.short_seq_prob, settings.nsp and len(spans) > 1, 0)
+                               loaded.max_seq_length, settings.short_seq_prob, settings.nsp, 0)
+        if len(plan) == 0:
+            raise DataError(f"{path}: no instance could be made from its {len(spans):,} documents (with NSP a "
+                            "document of one sentence makes one only as a random pair); give documents of two or "
+                            "more sentences")
         collate = MaskingCollate(loaded.tokenizer, loaded.max_seq_length, settings, 0)
         dataset = InstanceDataset(sentences, plan.take(10_000))
         rows = collate.features([dataset[i] for i in range(len(dataset))], epoch=-1)

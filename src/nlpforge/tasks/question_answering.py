@@ -299,7 +299,8 @@ class QuestionAnswering(Task):
                 out.append({"answer": text, "start": start, "end": end, "score": score})
         return out
 
-    def evaluate_file(self, loaded, path, batch_size: int = 64) -> tuple[dict, str]:
+    def evaluate_file(self, loaded, path, batch_size: int = 64, text_columns=None,
+                      reading: dict | None = None) -> tuple[dict, str]:
         """SQuAD exact match and F1 (and HasAns/NoAns for v2.0) on a file, as the official script counts them."""
         examples, report = read_squad(path)
         answers = self.answers_for(loaded, examples, batch_size)

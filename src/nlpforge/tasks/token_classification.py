@@ -302,7 +302,8 @@ class TokenClassification(Task):
                 for words, scores in zip(sentences, word_scores(features, outputs, [max(1, len(s)) for s in
                                                                                   sentences]))]
 
-    def evaluate_file(self, loaded, path, batch_size: int = 64) -> tuple[dict, str]:
+    def evaluate_file(self, loaded, path, batch_size: int = 64, text_columns=None,
+                      reading: dict | None = None) -> tuple[dict, str]:
         """Entity precision/recall/F1 per type (seqeval, strict), token accuracy, and a confusion of entity types."""
         tagged = read_tagged(path)
         gold = [tags for _, tags in tagged.sentences]
