@@ -43,6 +43,21 @@ def test_an_output_inside_a_linked_corpus_folder_is_refused(corpus, tmp_path):
         vocabulary_from_corpus(VocabularyJob.of(corpus=[str(tmp_path / "data")], output=str(tmp_path / "vocab.tsv")))
 
 
+# --- damaged archives ---------------------------------------------------------------------------------------------
+
+def test_a_tar_archive_cut_inside_a_member_is_a_data_error(corpus, tmp_path, capsys):
+    import tarfile
+
+    with tarfile.open(tmp_path / "whole.tar", "w") as archive:
+        archive.add(corpus, arcname="first.txt")
+        archive.add(corpus, arcname="second.txt")
+    whole = (tmp_path / "whole.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(whole[:512 + corpus.stat().st_size // 2])  # inside the first member
+    code, _, err = call(capsys, "corpus", "stats", "--corpus", tmp_path / "cut.tar")
+    assert code != 0 and "Traceback" not in err
+    assert err.strip() == f"error: [E100] {tmp_path / 'cut.tar'}:first.txt: cannot be read: unexpected end of data"
+
+
 # --- vocabularies ------------------------------------------------------------------------------------------------
 
 def test_a_special_token_given_twice_is_refused():

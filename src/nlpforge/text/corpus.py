@@ -258,7 +258,7 @@ def _texts(name: str, where: str, source, column: str | None, breaks: bool = Fal
     source = io.BufferedReader(source, buffer_size=SNIFF_BYTES)
     try:
         check_text(source.peek(SNIFF_BYTES)[:SNIFF_BYTES], where, reading.encoding)
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, tarfile.TarError) as error:  # TarError: an archive member cut short
         raise DataError(f"{where}: cannot be read: {error}") from None
     handle = _replaced(io.TextIOWrapper(source, encoding=reading.encoding or "utf-8-sig", errors="nlpforge-mark",
                                         newline=""), where, reading.encoding)
@@ -287,10 +287,10 @@ def _replaced(lines: Iterator[str], where: str, encoding: str | None) -> Iterato
 
 
 def _reading(where: str, texts: Iterator) -> Iterator:
-    """`texts`, with a damaged file (bad gzip, broken CSV) reported as a DataError naming it."""
+    """`texts`, with a damaged file (bad gzip, broken CSV, a cut tar member) reported as a DataError naming it."""
     try:
         yield from texts
-    except (OSError, EOFError, csv.Error) as error:
+    except (OSError, EOFError, csv.Error, tarfile.TarError) as error:
         raise DataError(f"{where}: cannot be read: {error}") from None
 
 
