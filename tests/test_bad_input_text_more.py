@@ -190,3 +190,11 @@ def test_evaluate_scores_no_next_sentence_pairs_on_one_document(tiny_mlm, tmp_pa
     one = documents_file(tmp_path / "one.txt", [["The first sentence. The second sentence."]])
     result = evaluate_model(tiny_mlm, one, output_dir=tmp_path / "report")
     assert "mlm_accuracy" in result.model and "nsp_accuracy" not in result.model
+
+
+def test_fill_mask_says_truncated_only_when_text_was_cut(tiny_mlm):
+    from nlpforge import load
+
+    model = load(tiny_mlm)  # 16 tokens: [CLS], 14 pieces, [SEP]
+    assert model.predict("[MASK]" + " a" * 13)[0]["truncated"] is False   # fills the model exactly
+    assert model.predict("[MASK]" + " a" * 14)[0]["truncated"] is True

@@ -34,7 +34,7 @@ from nlpforge.data.batching import MODEL_INPUTS, pad_batch
 from nlpforge.data.labelled import file_sha256
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.settings import Settings, cache_root, group, setting
-from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, check_keys, softmax, text_of
+from nlpforge.tasks.base import MAX_TEXT_CHARS, Task, TrainingData, check_keys, softmax, text_of, truncated_flags
 from nlpforge.text.corpus import CorpusSource, DocumentBoundary
 
 MASK = "[MASK]"
@@ -487,7 +487,10 @@ class MaskedLm(Task):
         return text, top_k
 
     def preprocess(self, loaded, inputs: list) -> list[dict]:
-        encoded = loaded.tokenizer([text for text, _ in inputs], truncation=True, max_length=loaded.max_seq_length)
+        texts = [text for text, _ in inputs]
+        encoded = loaded.tokenizer(texts, truncation=True, max_length=loaded.max_seq_length,
+                                   return_offsets_mapping=True)
+        truncated = truncated_flags(texts, encoded, loaded.max_seq_length)
         mask_id = loaded.tokenizer.mask_token_id
         features = []
         for i, (text, _) in enumerate(inputs):
@@ -495,7 +498,8 @@ class MaskedLm(Task):
             positions = [p for p, token in enumerate(ids) if token == mask_id]
             if len(positions) < text.count(MASK):
                 raise InputError(f"a {MASK} falls beyond the model's {loaded.max_seq_length} tokens; shorten the text")
-            features.append({**{k: encoded[k][i] for k in MODEL_INPUTS if k in encoded}, "positions": positions})
+            features.append({**{k: encoded[k][i] for k in MODEL_INPUTS if k in encoded}, "positions": positions,
+                             "truncated": truncated[i]})
         return features
 
     def postprocess(self, loaded, inputs: list, features: list[dict], outputs: list[dict]) -> list[dict]:
@@ -512,7 +516,7 @@ class MaskedLm(Task):
                     {"token": tokenizer.convert_ids_to_tokens(int(t)), "token_id": int(t),
                      "score": float(probabilities[t])} for t in best]})
             answers.append({"masks": masks, "sequence": tokenizer.decode(filled, skip_special_tokens=True),
-                            "truncated": len(feature["input_ids"]) >= loaded.max_seq_length})
+                            "truncated": feature["truncated"]})
         return answers
 
     def evaluate_file(self, loaded, path, batch_size: int = 64, text_columns=None,
