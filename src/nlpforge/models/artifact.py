@@ -19,6 +19,7 @@ place last, so a reader sees the old model or the new one, never half of each.
 Loading a folder for prediction is the task's business: `nlpforge.load(folder)` (nlpforge.tasks).
 Transformers loads the same folder with its Auto classes.
 """
+import contextlib
 import glob
 import json
 import os
@@ -52,10 +53,15 @@ def save(folder, model, tokenizer, *, task: str, base_model: str, max_seq_length
     """Write a complete artifact folder atomically; returns its path. `task_info` becomes labels.json; the
     model card gets `card_notes` as paragraphs and a usage example predicting `example_input`; the files or
     folders in `include` (the run's metrics.jsonl, tensorboard/) are moved in."""
-    folder = Path(folder)
-    final, folder = folder, sibling_folder(folder, f"tmp-{os.getpid()}")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    final = Path(folder)
+    with writing_folder(final) as folder:
+        _write_artifact(folder, final.name, model, tokenizer, task, base_model, max_seq_length, hyperparameters,
+                        metrics, data_files, task_info, card_notes, example_input, extra, include)
+    return final
+
+
+def _write_artifact(folder, name, model, tokenizer, task, base_model, max_seq_length, hyperparameters, metrics,
+                    data_files, task_info, card_notes, example_input, extra, include) -> None:
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
     if task_info is not None:
@@ -73,12 +79,10 @@ def save(folder, model, tokenizer, *, task: str, base_model: str, max_seq_length
         **(extra or {}),
     }
     _write_json(folder / "nlpforge.json", meta)
-    (folder / "README.md").write_text(model_card(final.name, meta, card_notes, example_input), encoding="utf-8")
+    (folder / "README.md").write_text(model_card(name, meta, card_notes, example_input), encoding="utf-8")
     for path in include:
         if Path(path).exists():
             shutil.move(str(path), str(folder / Path(path).name))
-    replace_folder(folder, final)
-    return final
 
 
 def training_folder(output) -> Path:
@@ -87,6 +91,34 @@ def training_folder(output) -> Path:
     checkpoints/ (removed when the run finishes)."""
     output = Path(os.path.abspath(output))
     return output.with_name(f"{output.name}.training")
+
+
+@contextlib.contextmanager
+def writing_folder(folder):
+    """Yield where to write the folder's new contents: a hidden folder beside it, renamed into
+    its place once the block ends without error (an earlier folder keeps none of its files, and an interrupted
+    write leaves it whole). A folder that cannot be renamed (a mount point, in a parent this process cannot
+    write) is emptied and written in place instead. A symbolic link to a folder keeps naming it."""
+    final = Path(os.path.realpath(Path(folder).expanduser()))
+    temporary = sibling_folder(final, f"tmp-{os.getpid()}")
+    try:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    except OSError:
+        temporary = None
+    if temporary is None or os.path.ismount(final):
+        if temporary is not None:
+            temporary.rmdir()
+        final.mkdir(parents=True, exist_ok=True)
+        for entry in final.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        yield final
+        return
+    try:
+        yield temporary
+        replace_folder(temporary, final)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def sibling_folder(folder: Path, suffix: str) -> Path:

@@ -16,7 +16,6 @@ The folder holds what queries need, apart from what further training needs:
 import json
 import os
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.models.artifact import replace_folder, sibling_folder
+from nlpforge.models.artifact import writing_folder
 from nlpforge.settings import (MAX_SEED, Settings, check_apart, check_output_folder, check_writable, cores, group,
                                setting, to_flat)
 from nlpforge.text.corpus import CorpusSettings
@@ -137,7 +136,7 @@ def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print
     check_apart(folder, settings.text.source.corpus)
     check_output_folder(folder, "--output", "vectors folder", METADATA)
     here = Path.cwd()
-    if Path(os.path.abspath(folder)) in (here, *here.parents):  # the new folder is renamed into its place
+    if Path(os.path.realpath(folder)) in (here, *here.parents):  # the new folder is renamed into its place
         raise ConfigError(f"--output {settings.output}: is the current folder or holds it, which cannot be replaced; "
                           "name a folder for the vectors")
     if settings.workdir:
@@ -153,11 +152,6 @@ def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print
         seconds["word2vec"] = time.perf_counter() - start
     # Written beside the folder and renamed into place, so that an earlier folder keeps none of its files (a
     # phrases.json this run did not learn would still join query words) and an interrupted save leaves it whole.
-    temporary = sibling_folder(folder, f"tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        save_vectors_folder(model, prepared, settings, temporary, seconds)
-        replace_folder(temporary, folder)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    with writing_folder(folder) as written:
+        save_vectors_folder(model, prepared, settings, written, seconds)
     return TrainedVectors(folder, len(model.wv), prepared.corpus_tokens, seconds)
