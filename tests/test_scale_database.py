@@ -284,3 +284,56 @@ def test_a_tuner_counting_trials_waits_while_another_asks_for_the_last_one(datab
     threads[0].join(timeout=10)
     assert seen == [1]
     assert other.get_trials(deepcopy=False)[0].user_attrs["tuner"] == first.tuner_id
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_study_lock_is_freed_when_its_holder_fails(database, tmp_path, request, monkeypatch):
+    """An error (Ctrl-C, a lost connection) inside the lock frees it: no other tuner waits forever."""
+    import threading
+
+    from nlpforge.sdk import Estimator
+    from nlpforge.tuning import ContinuousParameter, HyperparameterTuner
+
+    script = tmp_path / "train.py"
+    script.write_text("print('acc=0.5')\n")
+    (tmp_path / "a folder").mkdir()
+    storage = request.getfixturevalue("postgres").database("freed_lock") if database == "postgresql" else \
+        f"sqlite:///{tmp_path / 'a%20folder' / 'optuna.db'}"  # SQLAlchemy decodes the escape
+
+    def tuner():
+        tuner = HyperparameterTuner(Estimator(entry_point=str(script), jobs_root=str(tmp_path / "jobs")),
+                                    "validation:accuracy", {"quality": ContinuousParameter(0.1, 0.9)},
+                                    metric_definitions=METRICS, strategy="Random", max_jobs=1, storage=storage)
+        tuner.study("freed")
+        return tuner
+
+    first, second, taken = tuner(), tuner(), threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        with first.asking("freed") as serialised:
+            assert serialised
+            raise KeyboardInterrupt
+    if database == "postgresql":  # Ctrl-C arriving as the lock is granted, before the lock's block begins
+        from sqlalchemy.engine import Connection
+
+        execute = Connection.execute
+
+        def interrupted(self, statement, *args, **kwargs):
+            result = execute(self, statement, *args, **kwargs)
+            if "advisory" in str(statement):
+                raise KeyboardInterrupt
+            return result
+
+        monkeypatch.setattr(Connection, "execute", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            with first.asking("freed"):
+                pass
+        monkeypatch.undo()
+
+    def take():
+        with second.asking("freed"):
+            taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    assert taken.wait(20), "the lock stayed held"
+    if database == "sqlite":
+        assert (tmp_path / "a folder" / "optuna.db.lock").is_file()

@@ -141,7 +141,7 @@ def test_sigterm_finishes_every_accepted_request(tiny_model, tmp_path):
                 async def not_listening() -> bool:
                     try:
                         await probe.get(base + "/ping")
-                    except httpx.ConnectError:
+                    except httpx.TransportError:  # refused, or cut by the closing server
                         return True
                     return False
 

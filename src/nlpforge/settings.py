@@ -446,3 +446,18 @@ def check_output_folder(path, what: str, kind: str, marker: str) -> None:
     if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
         raise ConfigError(f"{what} {path}: holds other files, which this would overwrite or mix with; give a new or "
                           f"empty folder, or an earlier {kind}")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite database URL (`sqlite:///jobs/optuna.db`, `sqlite+pysqlite:////abs/x.db?timeout=5`)
+    names, as SQLAlchemy reads it (percent-escapes decoded); None for another database or an in-memory one."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None
+    return Path(database) if database and database != ":memory:" else None

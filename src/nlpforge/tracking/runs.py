@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from nlpforge.errors import TrackingError
-from nlpforge.settings import jobs_root
+from nlpforge.settings import jobs_root, sqlite_file
 
 # MLflow must not phone home: its usage telemetry is off before mlflow is first imported.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -54,7 +54,8 @@ def tracking_uri(root=None, create: bool = True) -> str:
 def store_exists(root=None) -> bool:
     """False for a local store that no job has written yet: reading runs must not create one."""
     uri = tracking_uri(root, create=False)
-    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///").split("?")[0]).exists()
+    path = sqlite_file(uri)
+    return path is None or path.exists()
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from nlpforge.errors import ConfigError, TrainingJobError, TuningError
 from nlpforge.sdk.estimator import Estimator
 from nlpforge.sdk.jobs import check_name, describe_job, name_base
 from nlpforge.sdk.runner import compile_metric_definitions
-from nlpforge.settings import MAX_SEED, Settings, check_writable, jobs_root, setting
+from nlpforge.settings import MAX_SEED, Settings, check_writable, jobs_root, setting, sqlite_file
 from nlpforge.tuning.parameters import ContinuousParameter, check_ranges, grid
 
 
@@ -314,26 +314,27 @@ class HyperparameterTuner:
         claiming a trial, so two tuners never ask for the last trial of the budget at once; yields whether
         the storage has such a lock (SQLite: a file lock beside the database, PostgreSQL: an advisory lock;
         the tuner copes without one on other databases, see next_trial)."""
-        url, lock = self.storage, None
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path, lock = sqlite_file(self.storage), None
+        if path is not None:
             with contextlib.suppress(OSError):  # a folder it cannot write: no lock, as on other databases
-                lock = open(url[len("sqlite:///"):].partition("?")[0] + ".lock", "a")
+                lock = open(path.with_name(path.name + ".lock"), "a")
         if lock is not None:
             with lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                except OSError:  # a file system without locks (some network mounts)
+                    yield False
+                    return
                 yield True  # the lock goes with the file's closing, or with the process
-        elif url.startswith("postgresql"):
+        elif self.storage.startswith("postgresql"):
             from sqlalchemy import text
 
             key = int.from_bytes(hashlib.sha256(f"nlpforge-tuning:{study_name}".encode()).digest()[:8], "big",
                                  signed=True)
-            with self._storage.engine.connect() as connection:  # PostgreSQL frees it if the tuner dies
-                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-                try:
-                    yield True
-                finally:
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    connection.commit()
+            # A transaction's lock: its end (commit, rollback, or the tuner's death) frees it, whatever happened.
+            with self._storage.engine.begin() as connection:
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                yield True
         else:
             yield False
 

@@ -6,11 +6,11 @@ final metrics, metric overlays from each run's history).
 """
 import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 
 from nlpforge.errors import TrackingError
+from nlpforge.settings import sqlite_file
 from nlpforge.ui.app import NotFound, render, settings_of, sqlite_problem
 from nlpforge.ui.jobs import key_metric_names
 
@@ -32,8 +32,8 @@ def store_problem(root) -> str | None:
     from nlpforge.tracking.runs import client, reading_store, tracking_uri
 
     uri = tracking_uri(root, create=False)
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    path = sqlite_file(uri)
+    if path is not None:
         return sqlite_problem(path, MLFLOW_TABLES, "an MLflow store") if path.exists() else None
     try:
         with reading_store(root):
