@@ -198,3 +198,21 @@ def test_fill_mask_says_truncated_only_when_text_was_cut(tiny_mlm):
     model = load(tiny_mlm)  # 16 tokens: [CLS], 14 pieces, [SEP]
     assert model.predict("[MASK]" + " a" * 13)[0]["truncated"] is False   # fills the model exactly
     assert model.predict("[MASK]" + " a" * 14)[0]["truncated"] is True
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_a_tar_archive_cut_at_a_member_boundary_is_a_data_error(corpus, tmp_path, capsys, suffix):
+    import gzip
+    import tarfile
+
+    with tarfile.open(tmp_path / "whole.tar", "w") as archive:
+        archive.add(corpus, arcname="first.txt")
+        archive.add(corpus, arcname="second.txt")
+    with tarfile.open(tmp_path / "whole.tar") as archive:
+        second = archive.getmember("second.txt").offset
+    cut = (tmp_path / "whole.tar").read_bytes()[:second]  # the first member whole, nothing after it
+    damaged = tmp_path / f"cut{suffix}"
+    damaged.write_bytes(gzip.compress(cut) if suffix == ".tar.gz" else cut)
+    code, _, err = call(capsys, "corpus", "stats", "--corpus", damaged)
+    assert code != 0 and "Traceback" not in err
+    assert f"{damaged}: cannot be read: the archive is cut short after member first.txt" in err

@@ -225,11 +225,13 @@ def _sources(paths) -> Iterator[tuple[str, str, object]]:
         try:
             if is_archive(path.name):
                 with _tar_archive(path) as archive:
+                    member = None
                     for member in archive:
                         base = Path(member.name).name
                         if not member.isfile() or base.startswith(".") or _ARCHIVE_DOCS.search(base):
                             continue
                         yield base, f"{path}:{member.name}", archive.extractfile(member)
+                    _check_archive_end(archive, path, member)
             elif table_format(path.name) == "parquet":
                 yield path.name, str(path), path
             else:
@@ -239,9 +241,37 @@ def _sources(paths) -> Iterator[tuple[str, str, object]]:
             raise DataError(f"{path}: cannot be read: {error}") from None
 
 
+class _Header(tarfile.TarInfo):
+    """A member header that notes on its archive why the member list ended. `tarfile` ends it silently at a
+    header cut short or damaged, as at the end-of-archive zero block, so every later member would be dropped
+    unseen; `_check_archive_end` tells the two apart."""
+
+    @classmethod
+    def fromtarfile(cls, archive):
+        archive.stopped_by = None
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.HeaderError as error:
+            archive.stopped_by = error
+            raise
+
+
+def _check_archive_end(archive: tarfile.TarFile, path: Path, last: tarfile.TarInfo | None) -> None:
+    """Raise a DataError unless the member list ended at an end-of-archive zero block (one is enough: a
+    tar cut after it has lost nothing)."""
+    stopped_by = getattr(archive, "stopped_by", None)
+    if stopped_by is None or isinstance(stopped_by, tarfile.EOFHeaderError):
+        return
+    after = f"after member {last.name}" if last is not None else "before its first member"
+    if isinstance(stopped_by, tarfile.InvalidHeaderError):
+        raise DataError(f"{path}: cannot be read: the archive is damaged {after} ({stopped_by}); get a whole "
+                        "copy of the file")
+    raise DataError(f"{path}: cannot be read: the archive is cut short {after}; get a whole copy of the file")
+
+
 def _tar_archive(path: Path) -> tarfile.TarFile:
     try:
-        return tarfile.open(path, "r:*")
+        return tarfile.open(path, "r:*", tarinfo=_Header)
     except tarfile.ReadError:  # its message lists every decompressor tried, over several lines
         raise DataError(f"{path}: not a tar archive (plain, gz, bz2 or xz), or a damaged one; name a text or table "
                         "file for what it holds (.txt, .csv, ...)") from None
