@@ -5,6 +5,7 @@ import pytest
 from conftest import planted_sentences
 from test_cli import call  # runs `nlpforge ...` in-process: (exit code, stdout, stderr)
 from nlpforge.errors import ConfigError, DataError
+from nlpforge.text.corpus import iter_documents
 from nlpforge.text.jobs import (PhraseJob, TokenizeJob, VocabularyJob, phrases_from_corpus, vocabulary_from_corpus,
                                 write_tokenized)
 from nlpforge.text.vocabulary import Vocabulary, VocabularySettings
@@ -216,3 +217,29 @@ def test_a_tar_archive_cut_at_a_member_boundary_is_a_data_error(corpus, tmp_path
     code, _, err = call(capsys, "corpus", "stats", "--corpus", damaged)
     assert code != 0 and "Traceback" not in err
     assert f"{damaged}: cannot be read: the archive is cut short after member first.txt" in err
+
+
+# --- table corpora whose text column holds no text ----------------------------------------------------------------
+
+def test_a_parquet_corpus_column_of_numbers_is_named_with_its_type(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"text": [1, 2, 3], "body": ["a b", "c d", "e f"]}).to_parquet(tmp_path / "numbers.parquet")
+    with pytest.raises(DataError, match=r"numbers.parquet: column 'text' holds int64 values, not text; name the text "
+                                        r"column with --column \(the columns are: text, body\)"):
+        list(iter_documents([tmp_path / "numbers.parquet"]))
+
+
+def test_jsonl_corpus_cells_are_read_as_read_table_reads_them(tmp_path):
+    import json
+
+    def jsonl(name, values):
+        (tmp_path / name).write_text("".join(json.dumps({"text": v}) + "\n" for v in values), encoding="utf-8")
+        return tmp_path / name
+
+    assert list(iter_documents([jsonl("mixed.jsonl", ["a review", 5, None, "another"])])) == ["a review", "5",
+                                                                                               "another"]
+    with pytest.raises(DataError, match="numbers.jsonl: column 'text' holds numbers, not text; name the text column"):
+        list(iter_documents([jsonl("numbers.jsonl", [1, 2, 3])]))
+    with pytest.raises(DataError, match="nested.jsonl: row 2: column 'text' holds a list, not text"):
+        list(iter_documents([jsonl("nested.jsonl", ["a review", ["a", "list"]])]))

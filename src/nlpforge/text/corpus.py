@@ -193,25 +193,44 @@ def _table_cells(handle: io.TextIOBase, fmt: str, column: str | None, where: str
             if len(row) > index and row[index].strip():
                 yield row[index]
         return
-    name = None
+    name, texts, numbers = None, 0, 0
     for number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
         record = json_record(line, number, where)
         name = name or _pick_column(list(record), column, where)
         text = record.get(name)
-        if isinstance(text, str) and text.strip():
-            yield text
+        if isinstance(text, (int, float)):
+            # A number is text in a CSV cell, and read_table reads one in a JSONL text column as its text too.
+            numbers += 1
+            yield str(text)
+        elif isinstance(text, (list, dict)):
+            held = "an object" if isinstance(text, dict) else "a list"
+            raise DataError(f"{where}: row {number}: column '{name}' holds {held}, not text; give each row a single "
+                            "string there, or name the text column with --column")
+        elif isinstance(text, str):
+            texts += 1
+            if text.strip():
+                yield text
+    if numbers and not texts:
+        raise DataError(f"{where}: column '{name}' holds numbers, not text; name the text column with --column")
 
 
 def _parquet_cells(path: Path, column: str | None) -> Iterator[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a file that is not Parquet
         raise DataError(f"{path}: cannot be read as parquet: {error}") from None
-    name = _pick_column(parquet.schema_arrow.names, column, str(path))
+    schema = parquet.schema_arrow
+    name = _pick_column(schema.names, column, str(path))
+    kind = schema.field(name).type
+    text_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    if not (pa.types.is_string(text_kind) or pa.types.is_large_string(text_kind)):
+        raise DataError(f"{path}: column '{name}' holds {kind} values, not text; name the text column with --column "
+                        f"(the columns are: {', '.join(schema.names)})")
     for batch in parquet.iter_batches(columns=[name], batch_size=2048):
         for text in batch.column(0).to_pylist():
             if isinstance(text, str) and text.strip():
