@@ -243,3 +243,20 @@ def test_jsonl_corpus_cells_are_read_as_read_table_reads_them(tmp_path):
         list(iter_documents([jsonl("numbers.jsonl", [1, 2, 3])]))
     with pytest.raises(DataError, match="nested.jsonl: row 2: column 'text' holds a list, not text"):
         list(iter_documents([jsonl("nested.jsonl", ["a review", ["a", "list"]])]))
+
+
+# --- a save that fails partway -----------------------------------------------------------------------------------
+
+def test_a_vocabulary_or_phrase_file_that_fails_to_save_leaves_the_earlier_one(corpus, tmp_path):
+    vocabulary = Vocabulary(["<PAD>"], {"good": 3, "cut\udc80here": 2})  # the second token cannot be written
+    (tmp_path / "vocab.tsv").write_text("mine\n")
+    with pytest.raises(UnicodeEncodeError):
+        vocabulary.save(tmp_path / "vocab.tsv")
+    model = phrases_from_corpus(PhraseJob.of(corpus=[str(corpus)], output=str(tmp_path / "phrases.json")))
+    before = (tmp_path / "phrases.json").read_text(encoding="utf-8")
+    model.layers[0].phrasegrams["cut\udc80here"] = 1.0
+    with pytest.raises(UnicodeEncodeError):
+        model.save(tmp_path / "phrases.json")
+    assert (tmp_path / "vocab.tsv").read_text() == "mine\n"
+    assert (tmp_path / "phrases.json").read_text(encoding="utf-8") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "phrases.json", "vocab.tsv"]

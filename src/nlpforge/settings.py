@@ -24,6 +24,7 @@ names are errors that list the known ones.
 The default locations of nlpforge's own folders live here too (`jobs_root`, `cache_root`), and the
 check that an output path can be written (`check_writable`), since every layer may need them.
 """
+import contextlib
 import json
 import math
 import re
@@ -436,6 +437,25 @@ def check_writable(path, what: str, *, folder: bool) -> None:
     except OSError as error:
         raise ConfigError(f"{what} {path}: cannot write in {existing} ({error.strerror or error}); choose a place "
                           "you can write to") from None
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """Yield a temporary file name beside the file `path` to write to; when the block ends without error it
+    is renamed over `path` in one step. A failed or interrupted write leaves the earlier file as it was and no
+    cut file behind; a symbolic link at `path` keeps naming the file it names.
+
+        with replacing("vocab.tsv") as partial, open(partial, "w", encoding="utf-8") as out:
+            out.write(...)
+    """
+    path = Path(os.path.realpath(Path(path).expanduser()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def check_output_folder(path, what: str, kind: str, marker: str) -> None:

@@ -9,13 +9,11 @@ calls these functions with settings built from its flags.
     model = phrases_from_corpus(PhraseJob.of(corpus=["imdb_50k.csv.gz"], column="review"))
     vocabulary, stats = vocabulary_from_corpus(VocabularyJob.of(corpus=["train.txt"], held_out="test.txt"))
 """
-import os
 from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Iterator, Literal
 
-from nlpforge.settings import Settings, check_apart, check_writable, group, setting
+from nlpforge.settings import Settings, check_apart, check_writable, group, replacing, setting
 from nlpforge.text.corpus import Corpus, CorpusSettings, corpus_files
 from nlpforge.text.phrases import PhraseLearningSettings, PhraseModel, learn_phrases
 from nlpforge.text.tokenize import render_markers
@@ -49,18 +47,11 @@ def write_tokenized(job: TokenizeJob) -> int:
     into place at the end, so a failure (a binary corpus, a missing phrase file) leaves an earlier file as it was."""
     check_apart(job.output, [*job.text.source.corpus, job.phrases])
     check_writable(job.output, "--output", folder=False)
-    output = Path(job.output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
     lines = 0
-    try:
-        with open(partial, "w", encoding="utf-8") as out:
-            for line in tokenized_lines(job):
-                out.write(line + "\n")
-                lines += 1
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
+    with replacing(job.output) as partial, open(partial, "w", encoding="utf-8") as out:
+        for line in tokenized_lines(job):
+            out.write(line + "\n")
+            lines += 1
     return lines
 
 

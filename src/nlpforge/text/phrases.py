@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Literal
 import numpy as np
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.settings import Settings, setting
+from nlpforge.settings import Settings, replacing, setting
 from nlpforge.text.pair_counts import IdJoiner, PairCounts, TokenIds, write_sentences
 
 FORMAT = "nlpforge-phrases"
@@ -106,15 +106,16 @@ class PhraseModel:
         return found
 
     def save(self, path) -> Path:
+        """Write the phrase file to `path` whole or not at all: an earlier file survives a failed save."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         layers = [{"min_count": layer.min_count, "threshold": layer.threshold, "scoring": self.settings.phrase_scoring,
                    "delimiter": layer.delimiter, "connector_words": sorted(layer.connector_words),
                    "phrasegrams": dict(sorted(layer.phrasegrams.items(), key=lambda item: -item[1]))}
                   for layer in self.layers]
         saved = {"format": FORMAT, "version": VERSION, "settings": asdict(self.settings),
                  "corpus_tokens": self.corpus_tokens, "layers": layers}
-        path.write_text(json.dumps(saved, indent=1, ensure_ascii=False), encoding="utf-8")
+        with replacing(path) as partial:
+            partial.write_text(json.dumps(saved, indent=1, ensure_ascii=False), encoding="utf-8")
         return path
 
     @classmethod

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from nlpforge.errors import ConfigError, DataError
-from nlpforge.settings import Settings, setting
+from nlpforge.settings import Settings, replacing, setting
 
 HEADER = "token\tcount"
 _META = re.compile(r"(\w+)=(\S+)")
@@ -68,9 +68,9 @@ class Vocabulary:
         return token in self.index
 
     def save(self, path) -> Path:
+        """Write the vocabulary to `path` whole or not at all: an earlier file survives a failed save."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as out:
+        with replacing(path) as partial, open(partial, "w", encoding="utf-8") as out:
             out.write(f"# nlpforge vocabulary: min_count={self.min_count} max_size={self.max_size or 'none'} "
                       f"corpus_tokens={self.corpus_tokens} corpus_types={self.corpus_types}\n{HEADER}\n")
             for token in self.special_tokens:
