@@ -204,9 +204,9 @@ def test_a_validation_file_that_is_the_training_file_is_named_in_a_warning(tmp_p
     train_classifier(log=lines.append, train=str(train), validation=str(tmp_path / "." / "train.csv"),
                      output=str(tmp_path / "model"), **{**TINY, "epochs": 1, "max_steps": 1})
     assert [line for line in lines if line.startswith("warning: --validation")] == [
-        f"warning: --validation {tmp_path}/train.csv is also training data, so the validation metrics (and the best "
-        "epoch they pick) measure what the model has seen; give a held-out file, or leave out --validation to hold "
-        "out part of the training data"]
+        f"warning: --validation {tmp_path}/train.csv is also training data (--train {train}), so the validation "
+        "metrics (and the best epoch they pick) measure what the model has seen; give a held-out file, or leave out "
+        "--validation to hold out part of the training data"]
 
 
 def test_a_mean_pooled_head_learns_round_trips_and_serves_on_every_backend(tmp_path):

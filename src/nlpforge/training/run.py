@@ -156,17 +156,25 @@ def _launch_distributed(job: TrainJob, log) -> TrainResult:
 
 
 def warn_if_validation_is_training_data(data, log) -> None:
-    """Say so when the validation file is a training file: the validation metrics then measure memory."""
-    def files(value) -> list[Path]:
+    """Say so when a validation file or folder is, holds or lies in the training data (--train, or a masked-LM
+    --corpus, which may be a folder): the validation metrics then measure memory."""
+    def paths(value) -> list[Path]:
         values = value if isinstance(value, (list, tuple)) else [value]
-        return [Path(v) for v in values if isinstance(v, (str, Path)) and v and Path(v).is_file()]
+        return [Path(v) for v in values if isinstance(v, (str, Path)) and v and Path(v).exists()]
 
-    training = files(getattr(data, "train", None) or getattr(data, "corpus", None))
-    for held in files(getattr(data, "validation", None)):
-        if any(held.samefile(path) for path in training):
-            log(f"warning: --validation {held} is also training data, so the validation metrics (and the best "
-                "epoch they pick) measure what the model has seen; give a held-out file, or leave out --validation "
-                "to hold out part of the training data")
+    def overlap(held: Path, path: Path) -> bool:
+        held_at, path_at = held.resolve(), path.resolve()
+        return held.samefile(path) or held_at.is_relative_to(path_at) or path_at.is_relative_to(held_at)
+
+    flag, training = "--train", getattr(data, "train", None)
+    if not training and getattr(data, "source", None) is not None:
+        flag, training = "--corpus", getattr(data.source, "corpus", None)
+    for held in paths(getattr(data, "validation", None)):
+        shared = next((path for path in paths(training) if overlap(held, path)), None)
+        if shared is not None:
+            log(f"warning: --validation {held} is also training data ({flag} {shared}), so the validation metrics "
+                "(and the best epoch they pick) measure what the model has seen; give a held-out file, or leave out "
+                "--validation to hold out part of the training data")
 
 
 RUN_ENTRIES = ("metrics.jsonl", "tensorboard", "debug", "checkpoints")  # what a run keeps in OUTPUT.training/
