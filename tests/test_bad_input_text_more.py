@@ -272,3 +272,13 @@ def test_masked_lm_validation_that_is_in_the_corpus_is_warned_about(corpus, tmp_
     assert len(lines) == 1
     assert lines[0].startswith(f"warning: --validation {tmp_path / validation} is also training data (--corpus "
                                f"{corpus}), so the validation metrics")
+
+
+def test_a_bad_row_of_a_prediction_input_file_is_named(tiny_mlm, tmp_path, capsys):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text\nthe [MASK] was good\nanother [MASK] here\nno mask in this one\nlast [MASK]\n")
+    (tmp_path / "out.jsonl").write_text("mine\n")
+    code, _, err = call(capsys, "predict", tiny_mlm, "--input", rows, "--output", tmp_path / "out.jsonl")
+    assert code != 0 and "Traceback" not in err
+    assert f"row 3 of {rows}: the text has no [MASK] token" in err
+    assert (tmp_path / "out.jsonl").read_text() == "mine\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 from nlpforge.data.clean import clean_html
 from nlpforge.data.formats import join_columns
 from nlpforge.data.readers import read_table
-from nlpforge.errors import DataError
+from nlpforge.errors import DataError, InputError
 from nlpforge.settings import check_count
 from nlpforge.tasks import load
 
@@ -41,18 +41,18 @@ def predict_file(model_path, input_path, output_path, text_columns=None, batch_s
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(f".{output_path.name}.partial")
     try:
-        write_answers(loaded, inputs, partial, suffix, batch_size, chunk_rows)
+        write_answers(loaded, inputs, partial, suffix, batch_size, chunk_rows, where=input_path)
         os.replace(partial, output_path)
     finally:
         partial.unlink(missing_ok=True)
     return len(inputs)
 
 
-def write_answers(loaded, inputs, path, suffix, batch_size, chunk_rows):
+def write_answers(loaded, inputs, path, suffix, batch_size, chunk_rows, where=None):
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle) if suffix == ".csv" else None
         for start in range(0, len(inputs), chunk_rows):
-            answers = loaded.predict(inputs[start:start + chunk_rows], batch_size=batch_size)
+            answers = _predicted(loaded, inputs, start, min(start + chunk_rows, len(inputs)), batch_size, where)
             for offset, answer in enumerate(answers):
                 row = start + offset
                 if writer is None:
@@ -63,3 +63,31 @@ def write_answers(loaded, inputs, path, suffix, batch_size, chunk_rows):
                 if row == 0:
                     writer.writerow(["row", *columns])
                 writer.writerow([row, *columns.values()])
+
+
+def _predicted(loaded, inputs, start: int, end: int, batch_size: int, where) -> list:
+    """The answers to `inputs[start:end]`; an InputError (a fill-mask row without [MASK], say) names the input
+    row it came from, found by predicting halves of the chunk again, which only a failing chunk pays for."""
+    try:
+        return loaded.predict(inputs[start:end], batch_size=batch_size)
+    except InputError as error:
+        row = _first_failing_row(loaded, inputs, start, end, batch_size)
+        if row is None:  # no row fails alone: the error is not one row's
+            raise
+        raise InputError(f"row {row + 1} of {where}: {error.message}", error.status) from None
+
+
+def _first_failing_row(loaded, inputs, start: int, end: int, batch_size: int) -> int | None:
+    if end - start == 1:
+        try:
+            loaded.predict(inputs[start:end], batch_size=batch_size)
+        except InputError:
+            return start
+        return None
+    middle = (start + end) // 2
+    for low, high in ((start, middle), (middle, end)):
+        try:
+            loaded.predict(inputs[low:high], batch_size=batch_size)
+        except InputError:
+            return _first_failing_row(loaded, inputs, low, high, batch_size)
+    return None
