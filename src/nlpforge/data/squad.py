@@ -68,12 +68,26 @@ def read_squad(path) -> tuple[list[QAExample], QAReport]:
     raw = _jsonl(text, path) if _is_jsonl(text, path) else _json(text, path)
     contexts = set()
     examples = []
+    seen: dict = {}  # id -> where it first appears: predictions and scores are keyed by id
     for qid, question, context, answers, impossible, where in raw:
         where = where if str(where).endswith(f": {qid}") else f"{where}: question {qid}"  # a JSONL row's id is its line
         if not isinstance(question, str) or not isinstance(context, str) or not context.strip():
             raise DataError(f"{where}: needs a \"question\" and a non-empty \"context\"")
+        if str(qid) in seen:
+            raise DataError(f"{where}: the id {str(qid)!r} is also the id of {seen[str(qid)]}; answers are scored "
+                            "by id, so give every question its own \"id\"")
+        seen[str(qid)] = where
+        if not isinstance(impossible, bool):
+            raise DataError(f"{where}: \"is_impossible\" must be true or false, not {_json_kind(impossible)}")
+        if impossible and answers:
+            raise DataError(f"{where}: \"is_impossible\" is true but the question has {len(answers)} answer(s); "
+                            "give an impossible question \"answers\": [] (SQuAD v2.0 keeps its guesses under "
+                            "\"plausible_answers\"), or set \"is_impossible\": false")
         checked = []
         for answer_text, start in answers:
+            if not answer_text.strip():
+                raise DataError(f"{where}: an answer's \"text\" is empty; give the answer's words, or for a question "
+                                "without an answer give \"answers\": [] and \"is_impossible\": true")
             if start < 0:
                 raise DataError(f"{where}: answer_start {start} is negative; it counts the "
                                 "characters of the context before the answer")
@@ -207,7 +221,8 @@ def _json(text: str, path: Path):
                 if not isinstance(qa, dict):
                     raise _shape_error(at_qa, qa, 'an object with "question" and "answers"', SQUAD_SHAPE)
                 answers = _answers(qa.get("answers"), f"{at_qa}.answers", SQUAD_SHAPE)
-                yield qa.get("id", "?"), qa.get("question"), context, answers, qa.get("is_impossible", False), path
+                yield (qa.get("id", at_qa.removeprefix(f"{path}: ")), qa.get("question"), context, answers,
+                       qa.get("is_impossible", False), at_qa)
 
 
 JSONL_KEYS = ("id", "question", "context", "answers", "is_impossible")

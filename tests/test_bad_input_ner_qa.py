@@ -1,0 +1,53 @@
+"""Bad input to the named-entity and question-answering tasks: each gets its one-line error naming the
+problem, never a traceback and never a silently wrong score."""
+import json
+
+import pytest
+
+from nlpforge.data.squad import read_squad
+from nlpforge.errors import DataError
+from test_question_answering import toy_squad
+
+
+def squad_file(path, qas: list, context: str = "The code is amber here."):
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}))
+    return path
+
+
+def amber(qid: str, **more) -> dict:
+    return {"id": qid, "question": "What is the code?", "answers": [{"text": "amber", "answer_start": 12}], **more}
+
+
+# --- SQuAD files -------------------------------------------------------------------------------------------
+def test_duplicate_question_ids_are_refused_as_answers_are_scored_by_id(tmp_path):
+    path = squad_file(tmp_path / "dup.json", [amber("a"), {**amber("a"), "question": "Which code?"}])
+    with pytest.raises(DataError, match=r"qas\[1\].*the id 'a' is also the id of .*qas\[0\]"):
+        read_squad(path)
+
+
+def test_questions_without_ids_get_their_place_in_the_file_as_id(tmp_path):
+    no_id = {k: v for k, v in amber("x").items() if k != "id"}
+    examples, _ = read_squad(squad_file(tmp_path / "ids.json", [no_id, {**no_id, "question": "Which code?"}]))
+    assert [e.id for e in examples] == ["data[0].paragraphs[0].qas[0]", "data[0].paragraphs[0].qas[1]"]
+
+
+def test_is_impossible_must_be_a_json_boolean(tmp_path):
+    with pytest.raises(DataError, match=r'"is_impossible" must be true or false, not a string "false"'):
+        read_squad(squad_file(tmp_path / "flag.json", [amber("a", is_impossible="false")]))
+
+
+def test_an_impossible_question_with_answers_is_refused(tmp_path):
+    with pytest.raises(DataError, match=r'"is_impossible" is true but the question has 1 answer'):
+        read_squad(squad_file(tmp_path / "both.json", [amber("a", is_impossible=True)]))
+
+
+def test_an_empty_answer_text_is_refused_not_a_traceback_in_training(tmp_path):
+    qas = [{"id": "a", "question": "What is the code?", "answers": [{"text": "", "answer_start": 0}]}]
+    with pytest.raises(DataError, match=r"question a: an answer's \"text\" is empty"):
+        read_squad(squad_file(tmp_path / "empty.json", qas))
+
+
+def test_a_v2_file_with_ids_and_impossible_questions_still_reads(tmp_path):
+    (tmp_path / "toy.json").write_text(json.dumps(toy_squad(20, impossible_share=0.3)))
+    examples, report = read_squad(tmp_path / "toy.json")
+    assert len({e.id for e in examples}) == len(examples) == 20 and report.impossible
