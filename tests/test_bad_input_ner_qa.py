@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from nlpforge.data.sequences import read_tagged
 from nlpforge.data.squad import read_squad
 from nlpforge.errors import DataError
 from test_question_answering import toy_squad
@@ -51,3 +52,18 @@ def test_a_v2_file_with_ids_and_impossible_questions_still_reads(tmp_path):
     (tmp_path / "toy.json").write_text(json.dumps(toy_squad(20, impossible_share=0.3)))
     examples, report = read_squad(tmp_path / "toy.json")
     assert len({e.id for e in examples}) == len(examples) == 20 and report.impossible
+
+
+# --- tagged files ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("token", ["", "  ", None, True, ["New", "York"]])
+def test_jsonl_tokens_must_be_words(tmp_path, token):
+    path = tmp_path / "blank.jsonl"
+    path.write_text(json.dumps({"tokens": ["Paris", token, "is"], "tags": ["B-LOC", "I-LOC", "O"]}) + "\n")
+    with pytest.raises(DataError, match=r"line 1: token .* is not a word"):
+        read_tagged(path)
+
+
+def test_jsonl_number_tokens_are_words(tmp_path):
+    path = tmp_path / "numbers.jsonl"
+    path.write_text(json.dumps({"tokens": ["In", 1998, "Paris"], "tags": ["O", "O", "B-LOC"]}) + "\n")
+    assert read_tagged(path).sentences == [(["In", "1998", "Paris"], ["O", "O", "B-LOC"])]

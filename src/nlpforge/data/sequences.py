@@ -12,6 +12,7 @@ Schemes: IOB2 (B-, I-, O) and IOBES (also S- and E-). Repairs, each counted in t
 Stray byte-order marks (U+FEFF, invisible; WNUT-17's dev file has two) are removed from lines.
 """
 import html
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,11 @@ def _jsonl(text: str, path: Path) -> tuple[list, list]:
         tokens, tags = record.get("tokens"), record.get("tags", record.get("ner_tags"))
         if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags) or not tokens:
             raise DataError(f"{path}: line {number} needs \"tokens\" and \"tags\" lists of the same, non-zero length")
+        for token in tokens:
+            if isinstance(token, bool) or not isinstance(token, (str, int, float)) or not str(token).strip():
+                raise DataError(f"{path}: line {number}: token {json.dumps(token)} is not a word; \"tokens\" must be "
+                                "strings (or numbers) with at least one non-space character (leave blank tokens "
+                                "out, with their tags)")
         for tag in tags:
             check_tag(str(tag), path, number)
         sentences.append(([str(t) for t in tokens], [str(t) for t in tags]))
