@@ -4,10 +4,14 @@ import json
 
 import pytest
 
+from conftest import assert_user_error, run_cli
 from nlpforge.data.sequences import read_tagged
 from nlpforge.data.squad import read_squad
 from nlpforge.errors import DataError
+from nlpforge.training.run import train
+from nlpforge.training.settings import job_class
 from test_question_answering import toy_squad
+from test_token_classification import toy_sentences, write_conll
 
 
 def squad_file(path, qas: list, context: str = "The code is amber here."):
@@ -17,6 +21,18 @@ def squad_file(path, qas: list, context: str = "The code is amber here."):
 
 def amber(qid: str, **more) -> dict:
     return {"id": qid, "question": "What is the code?", "answers": [{"text": "amber", "answer_start": 12}], **more}
+
+
+@pytest.fixture(scope="module")
+def iob2_model(tmp_path_factory):
+    """A bert-tiny tagger of IOB2 toy sentences (one short epoch: only its label scheme matters here)."""
+    folder = tmp_path_factory.mktemp("ner")
+    write_conll(folder / "train.txt", toy_sentences(40, seed=1))
+    write_conll(folder / "dev.txt", toy_sentences(10, seed=2))
+    train(job_class("token-classification").of(
+        train=str(folder / "train.txt"), validation=str(folder / "dev.txt"), output=str(folder / "model"),
+        model="bert-tiny", epochs=1, batch_size=16, max_seq_length=16, progress=False, seed=0), log=lambda *_: None)
+    return folder / "model"
 
 
 # --- SQuAD files -------------------------------------------------------------------------------------------
@@ -67,3 +83,30 @@ def test_jsonl_number_tokens_are_words(tmp_path):
     path = tmp_path / "numbers.jsonl"
     path.write_text(json.dumps({"tokens": ["In", 1998, "Paris"], "tags": ["O", "O", "B-LOC"]}) + "\n")
     assert read_tagged(path).sentences == [(["In", "1998", "Paris"], ["O", "O", "B-LOC"])]
+
+
+def test_a_file_mixing_iob2_and_iobes_entities_is_refused(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_text("Angela\tB-PER\nMerkel\tI-PER\nleft\tO\n\nParis\tS-LOC\nwaits\tO\n")
+    with pytest.raises(DataError, match=r"line 1: entity I-PER does not end with E-PER .* uses IOBES"):
+        read_tagged(path)
+    path.write_text("Angela\tB-PER\nMerkel\tE-PER\nleft\tO\n\nParis\tS-LOC\nwaits\tO\n")
+    assert read_tagged(path).report.scheme == "IOBES"
+
+
+def test_evaluating_a_file_in_another_scheme_than_the_model_is_one_line(iob2_model, tmp_path):
+    path = tmp_path / "iobes.txt"
+    path.write_text("Angela\tB-PER\nMerkel\tE-PER\nvisited\tO\nParis\tS-LOC\n.\tO\n")
+    result = run_cli(["evaluate", iob2_model, "--data", path, "--no-baseline"])
+    assert_user_error(result, "the tags are IOBES but the model model uses IOB2")
+
+
+def test_training_with_a_validation_file_in_another_scheme_is_refused(tmp_path):
+    write_conll(tmp_path / "train.txt", [(["Angela", "Merkel", "left"], ["B-PER", "E-PER", "O"]),
+                                         (["Paris", "waits"], ["S-LOC", "O"])])
+    write_conll(tmp_path / "dev.txt", [(["Merkel", "left"], ["B-PER", "O"])])  # IOBES would say S-PER
+    settings = job_class("token-classification").of(
+        train=str(tmp_path / "train.txt"), validation=str(tmp_path / "dev.txt"), output=str(tmp_path / "model"),
+        model="bert-tiny", epochs=1, max_seq_length=16, progress=False)
+    with pytest.raises(DataError, match=r"dev.txt: the tags are IOB2 but the training file .* uses IOBES"):
+        train(settings, log=lambda *_: None)

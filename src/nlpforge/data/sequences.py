@@ -5,7 +5,7 @@
 
 CoNLL: one `token<TAB or spaces>tag` a line (the tag in the last column), a blank line between
 sentences, `-DOCSTART-` lines ignored. JSONL: one {"tokens": [...], "tags": [...]} a line.
-Schemes: IOB2 (B-, I-, O) and IOBES (also S- and E-). Repairs, each counted in the report:
+Schemes: IOB2 (B-, I-, O) or IOBES (also S- and E-), one per file. Repairs, each counted in the report:
   - a stray I- (or E-) with no entity of its type open is made a B- (or S-);
   - a language prefix on every token (WikiANN's `en:`) is removed;
   - an HTML entity split into tokens (WNUT-17's `&`, `gt`, `;`) becomes the one character.
@@ -87,6 +87,13 @@ def read_tagged(path) -> TaggedFile:
         cleaned.append((tokens, tags))
     report.sentences = len(cleaned)
     report.scheme = "IOBES" if any(t[:2] in ("S-", "E-") for _, tags in cleaned for t in tags) else "IOB2"
+    if report.scheme == "IOBES":
+        for (_, tags), line in zip(cleaned, lines):
+            open_entity = unclosed_entity(tags)
+            if open_entity:
+                raise DataError(f"{path}: the sentence at line {line}: entity {open_entity} does not end with "
+                                f"E-{open_entity[2:]} (or start with S-), but the file uses IOBES tags (S-, E-); tag "
+                                "every sentence in one scheme, IOB2 (B-, I-, O) or IOBES")
     return TaggedFile(cleaned, report, lines)
 
 
@@ -156,6 +163,14 @@ def repair_tags(tags: list[str]) -> tuple[list[str], int]:
         out.append(tag)
         open_type = entity if kind in ("B", "I") else None
     return out, repaired
+
+
+def unclosed_entity(tags: list[str]) -> str | None:
+    """The B-/I- tag of the first entity that IOBES does not close with E- (None when all are closed)."""
+    for tag, following in zip(tags, [*tags[1:], "O"]):
+        if tag[:2] in ("B-", "I-") and following not in (f"I-{tag[2:]}", f"E-{tag[2:]}"):
+            return tag
+    return None
 
 
 def _join_entities(tokens: list[str], tags: list[str]) -> tuple[list[str], list[str], int]:

@@ -123,6 +123,15 @@ def word_scores(features: list[dict], outputs: list[dict], sentence_lengths: lis
     return [c if c is not None else np.zeros((0, 1)) for c in chosen]
 
 
+def check_scheme(tagged, scheme: str, trained_on: str) -> None:
+    """A DataError when a file's entities are tagged in another scheme than the model's: seqeval's strict mode
+    would refuse the tags (S-/E- under IOB2) or drop the entities (B- without E- under IOBES)."""
+    if tagged.report.scheme != scheme and tagged.tags - {"O"}:
+        raise DataError(f"{tagged.report.path}: the tags are {tagged.report.scheme} but {trained_on} uses {scheme}; "
+                        f"write the file's tags in {scheme} (IOB2: B-, I-, O; IOBES: also S- for one word, E- for "
+                        "the last)")
+
+
 def entity_metrics(true_tags: list[list[str]], predicted: list[list[str]], scheme: str) -> tuple[dict, dict]:
     """Entity-level scores (seqeval, strict mode): ({precision, recall, f1 (micro), token_accuracy},
     {type: {precision, recall, f1, support}})."""
@@ -177,6 +186,7 @@ class TokenClassification(Task):
                              if set(tags) & set(unseen))
                 raise DataError(f"{settings.validation}: line {where}: tag(s) {', '.join(unseen)} never appear in "
                                 f"the training file {settings.train}; known tags: {', '.join(sorted(train_file.tags))}")
+            check_scheme(validation_file, train_file.report.scheme, f"the training file {settings.train}")
             held = validation_file.sentences
             files.append(validation_file)
         else:
@@ -205,6 +215,8 @@ class TokenClassification(Task):
             return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
         test_file = read_tagged(settings.test) if settings.test else None  # read now, not after the epochs
+        if test_file:
+            check_scheme(test_file, scheme, f"the training file {settings.train}")
 
         def test(run) -> dict:
             features = windows(tokenizer, [tokens for tokens, _ in test_file.sentences], max_seq_length,
@@ -306,9 +318,11 @@ class TokenClassification(Task):
                       reading: dict | None = None) -> tuple[dict, str]:
         """Entity precision/recall/F1 per type (seqeval, strict), token accuracy, and a confusion of entity types."""
         tagged = read_tagged(path)
+        scheme = loaded.info.get("scheme", "IOB2")
+        check_scheme(tagged, scheme, f"the model {loaded.folder.name}")
         gold = [tags for _, tags in tagged.sentences]
         predicted = self.tag_sentences(loaded, [tokens for tokens, _ in tagged.sentences], batch_size)
-        return entity_report(f"{loaded.folder.name} on {path}", gold, predicted, loaded.info.get("scheme", "IOB2"))
+        return entity_report(f"{loaded.folder.name} on {path}", gold, predicted, scheme)
 
     def attribution_target(self, reference):
         """The mean log-probability of the predicted tag over the window's tokens."""
