@@ -110,3 +110,16 @@ def test_training_with_a_validation_file_in_another_scheme_is_refused(tmp_path):
         model="bert-tiny", epochs=1, max_seq_length=16, progress=False)
     with pytest.raises(DataError, match=r"dev.txt: the tags are IOB2 but the training file .* uses IOBES"):
         train(settings, log=lambda *_: None)
+
+
+# --- question-answering windows -----------------------------------------------------------------------------
+def test_a_question_as_long_as_the_window_leaves_room_for_context_at_stride_zero(tmp_path):
+    from nlpforge.data.squad import QAExample
+    from nlpforge.models.registry import load_tokenizer, resolve_base
+    from nlpforge.tasks.question_answering import windows
+
+    context = "The code is amber here and there and everywhere."
+    example = QAExample("a", "What is the code of the thing that we all want?", context, [("amber", 12)])
+    features = windows(load_tokenizer(resolve_base("bert-tiny")), [example], 12, 0, label=True)
+    assert all(any(o is not None for o in f["offsets"]) for f in features)
+    assert any(f["start_positions"] > 0 for f in features)  # the answer is labelled in a window

@@ -100,8 +100,9 @@ def windows(tokenizer, examples: list, max_seq_length: int, doc_stride: int, lab
         raise ConfigError(f"--doc-stride {doc_stride} must be below half of --max-seq-length {max_seq_length} "
                           f"(so at most {max_seq_length // 2 - 1}; the default stride is 128); give e.g. --doc-stride "
                           f"{max(1, max_seq_length // 4)}")
+    # [CLS] question [SEP] context [SEP]: at least one context token beyond two strides, or the tokenizer fails
     questions = short_questions(tokenizer, [e.question.lstrip() for e in examples],
-                                max(1, min(MAX_QUESTION_TOKENS, max_seq_length - 3 - 2 * doc_stride)))
+                                max(1, min(MAX_QUESTION_TOKENS, max_seq_length - 4 - 2 * doc_stride)))
     encoded = tokenizer(questions, [e.context for e in examples],
                         truncation="only_second", max_length=max_seq_length, stride=doc_stride,
                         return_overflowing_tokens=True, return_offsets_mapping=True, verbose=False)
