@@ -112,6 +112,17 @@ def test_training_with_a_validation_file_in_another_scheme_is_refused(tmp_path):
         train(settings, log=lambda *_: None)
 
 
+def test_bytes_that_are_not_utf8_are_counted_in_the_reports_as_tables_count_them(tmp_path):
+    conll = tmp_path / "latin1.txt"
+    conll.write_bytes("Café\tB-LOC\nopens\tO\n".encode("latin-1"))
+    tagged = read_tagged(conll)
+    assert tagged.sentences[0][0][0] == "Caf\ufffd"
+    assert "1 non-UTF-8 bytes replaced with U+FFFD" in tagged.report.text()
+    squad = squad_file(tmp_path / "latin1.json", [amber("a")], "The code is amber here.")
+    squad.write_bytes(squad.read_bytes().replace(b"here", b"h\xe9re"))
+    assert "1 non-UTF-8 bytes replaced with U+FFFD" in read_squad(squad)[1].text()
+
+
 # --- question-answering windows -----------------------------------------------------------------------------
 def test_a_question_as_long_as_the_window_leaves_room_for_context_at_stride_zero(tmp_path):
     from nlpforge.data.squad import QAExample

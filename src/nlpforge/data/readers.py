@@ -92,7 +92,7 @@ def check_text(head: bytes, where, encoding: str | None = None) -> None:
         raise DataError(f"{where}: the file looks UTF-16 encoded (every other byte is 0); give --encoding utf-16, "
                         "or save it as UTF-8")
     if zeros or sum(head.count(c) for c in _CONTROL) > 0.05 * len(head) or (
-            encoding is None and _decode(head[:len(head) - 4])[1] > 0.3 * len(head)):
+            encoding is None and decode_counted(head[:len(head) - 4])[1] > 0.3 * len(head)):
         raise DataError(f"{where}: the file is binary, not text; name a text file (.csv, .tsv, .jsonl, .txt)")
 
 
@@ -107,7 +107,7 @@ def delimiter_hint(header: str, delimiter: str) -> str:
     return ""
 
 
-def _decode(raw: bytes, encoding: str | None = None) -> tuple[str, int]:
+def decode_counted(raw: bytes, encoding: str | None = None) -> tuple[str, int]:
     """Decode (UTF-8 unless `encoding` says otherwise) with replacement; return the text and how many bytes
     were replaced."""
     replaced = 0
@@ -145,7 +145,7 @@ def read_table(path, columns=None, *, delimiter: str | None = None, encoding: st
             if path.suffix.lower() == ".gz":
                 raw = gzip.decompress(raw)
             check_text(raw[:SNIFF_BYTES], path, encoding)
-            text, replaced = _decode(raw, encoding)
+            text, replaced = decode_counted(raw, encoding)
             if not text.strip():
                 raise DataError(f"{path}: the file is empty; it needs a header row and at least one data row")
             frame = _parse_text(text, fmt, path, delimiter)

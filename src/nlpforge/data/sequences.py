@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpforge.data.formats import table_format
-from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record, text_lines
+from nlpforge.data.readers import SNIFF_BYTES, check_text, decode_counted, json_record, text_lines
 from nlpforge.errors import DataError
 
 _LANGUAGE_PREFIX = re.compile(r"^[a-z]{2,3}:(?=.)")
@@ -33,6 +33,7 @@ class TaggedReport:
     repaired_tags: int = 0          # stray I-/E- made B-/S-
     prefixes_removed: int = 0       # tokens that lost a language prefix
     entities_joined: int = 0        # HTML entities rebuilt from split tokens
+    replaced_bytes: int = 0         # bytes that were not valid UTF-8 and became U+FFFD
     scheme: str = "IOB2"
 
     def text(self) -> str:
@@ -43,6 +44,8 @@ class TaggedReport:
             parts.append(f"{self.prefixes_removed:,} language prefixes removed")
         if self.entities_joined:
             parts.append(f"{self.entities_joined:,} split HTML entities joined")
+        if self.replaced_bytes:
+            parts.append(f"{self.replaced_bytes:,} non-UTF-8 bytes replaced with U+FFFD")
         return "; ".join(parts)
 
 
@@ -64,7 +67,7 @@ def read_tagged(path) -> TaggedFile:
         raise DataError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
     raw = path.read_bytes()
     check_text(raw[:SNIFF_BYTES], path)
-    text = raw.decode("utf-8-sig", errors="replace")
+    text, replaced = decode_counted(raw)
     if table_format(path) == "jsonl":
         sentences, lines = _jsonl(text, path)
     else:
@@ -72,7 +75,7 @@ def read_tagged(path) -> TaggedFile:
     if not sentences:
         raise DataError(f"{path}: no tagged sentences; a CoNLL file holds `token<TAB>tag` lines with a blank line "
                         "between sentences")
-    report = TaggedReport(str(path))
+    report = TaggedReport(str(path), replaced_bytes=replaced)
     prefixed = all(_LANGUAGE_PREFIX.match(token) for tokens, _ in sentences[:200] for token in tokens)
     cleaned = []
     for tokens, tags in sentences:

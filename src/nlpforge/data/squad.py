@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpforge.data.formats import misspelled_key
-from nlpforge.data.readers import SNIFF_BYTES, check_text, json_record, text_lines
+from nlpforge.data.readers import SNIFF_BYTES, check_text, decode_counted, json_record, text_lines
 from nlpforge.errors import DataError
 
 
@@ -38,6 +38,7 @@ class QAReport:
     impossible: int = 0
     moved: int = 0      # answer_start did not match; moved to the nearest occurrence of the text
     dropped: int = 0    # answer text not in the context at all
+    replaced_bytes: int = 0  # bytes that were not valid UTF-8 and became U+FFFD
 
     @property
     def version(self) -> str:
@@ -49,6 +50,8 @@ class QAReport:
         if self.moved or self.dropped:
             line += (f"; {self.moved + self.dropped:,} answer_start values did not match their text: {self.moved:,} "
                      f"moved to the nearest occurrence, {self.dropped:,} dropped")
+        if self.replaced_bytes:
+            line += f"; {self.replaced_bytes:,} non-UTF-8 bytes replaced with U+FFFD"
         return line
 
 
@@ -63,8 +66,8 @@ def read_squad(path) -> tuple[list[QAExample], QAReport]:
         except (OSError, EOFError) as error:
             raise DataError(f"{path}: not a readable gzip file ({error})") from None
     check_text(data[:SNIFF_BYTES], path)
-    text = data.decode("utf-8-sig", errors="replace")
-    report = QAReport(str(path))
+    text, replaced = decode_counted(data)
+    report = QAReport(str(path), replaced_bytes=replaced)
     raw = _jsonl(text, path) if _is_jsonl(text, path) else _json(text, path)
     contexts = set()
     examples = []
