@@ -134,3 +134,14 @@ def test_a_question_as_long_as_the_window_leaves_room_for_context_at_stride_zero
     features = windows(load_tokenizer(resolve_base("bert-tiny")), [example], 12, 0, label=True)
     assert all(any(o is not None for o in f["offsets"]) for f in features)
     assert any(f["start_positions"] > 0 for f in features)  # the answer is labelled in a window
+
+
+# --- prediction ---------------------------------------------------------------------------------------------
+def test_a_pair_given_to_the_tagger_says_it_reads_one_text(iob2_model, tmp_path):
+    assert_user_error(run_cli(["predict", iob2_model, "Angela Merkel", "--text-pair", "Paris"]),
+                      "reads one text, not a pair")
+    (tmp_path / "pairs.csv").write_text("a,b\nAngela Merkel,Paris\n")
+    result = run_cli(["predict", iob2_model, "--input", tmp_path / "pairs.csv", "--text-column", "a", "--text-column",
+                      "b", "--output", tmp_path / "out.jsonl"])
+    assert_user_error(result, "reads one text, not a pair; leave out \"text_pair\" (--text-pair, or a second "
+                              "--text-column)")

@@ -136,7 +136,8 @@ def check_keys(value: dict, groups: tuple) -> None:
     would otherwise be ignored."""
     names = {name for group in groups for name in group}
     if "text_pair" in value and "text" in names and "text_pair" not in names:  # NER, fill-mask: it would be dropped
-        raise InputError('this model reads one text, not a pair; leave out "text_pair" (--text-pair)')
+        raise InputError('this model reads one text, not a pair; leave out "text_pair" (--text-pair, or a second '
+                         '--text-column)')
     found = misspelled_key(value, groups)
     if found:
         reads = ", ".join(" or ".join(repr(name) for name in group) for group in groups)

@@ -260,6 +260,8 @@ class TokenClassification(Task):
     def parse_input(self, value, max_chars: int | None = MAX_TEXT_CHARS):
         """A raw text, {"text": ..., "aggregation": "first"}, or pre-split {"tokens": [...]}."""
         aggregation = "first"
+        if isinstance(value, tuple) and len(value) == 2:  # a pair: --text-pair, or two --text-column of a file
+            value = {"text": value[0], "text_pair": value[1]}
         if isinstance(value, dict):
             check_keys(value, (("text", "tokens"), ("aggregation",)))
             aggregation = value.get("aggregation", aggregation)
