@@ -145,3 +145,11 @@ def test_a_pair_given_to_the_tagger_says_it_reads_one_text(iob2_model, tmp_path)
                       "b", "--output", tmp_path / "out.jsonl"])
     assert_user_error(result, "reads one text, not a pair; leave out \"text_pair\" (--text-pair, or a second "
                               "--text-column)")
+
+
+def test_a_squad_question_without_answers_or_is_impossible_is_not_skipped_silently(tmp_path):
+    no_answers = {"id": "b", "question": "Which code?", "answers": []}
+    with pytest.raises(DataError, match=r'qas\[1\]: the question has no answers and no "is_impossible"'):
+        read_squad(squad_file(tmp_path / "none.json", [amber("a"), no_answers]))
+    examples, report = read_squad(squad_file(tmp_path / "v2.json", [amber("a"), {**no_answers, "is_impossible": True}]))
+    assert [e.impossible for e in examples] == [False, True] and report.version == "2.0"

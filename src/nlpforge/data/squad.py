@@ -224,6 +224,10 @@ def _json(text: str, path: Path):
                 if not isinstance(qa, dict):
                     raise _shape_error(at_qa, qa, 'an object with "question" and "answers"', SQUAD_SHAPE)
                 answers = _answers(qa.get("answers"), f"{at_qa}.answers", SQUAD_SHAPE)
+                if not answers and "is_impossible" not in qa:  # else the question would leave the scores unsaid
+                    raise DataError(f"{at_qa}: the question has no answers and no \"is_impossible\"; give its "
+                                    f"answers, [{ANSWER_SHAPE}], or \"is_impossible\": true for a question that the "
+                                    "context does not answer (SQuAD v2.0)")
                 yield (qa.get("id", at_qa.removeprefix(f"{path}: ")), qa.get("question"), context, answers,
                        qa.get("is_impossible", False), at_qa)
 
