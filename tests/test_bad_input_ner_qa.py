@@ -153,3 +153,12 @@ def test_a_squad_question_without_answers_or_is_impossible_is_not_skipped_silent
         read_squad(squad_file(tmp_path / "none.json", [amber("a"), no_answers]))
     examples, report = read_squad(squad_file(tmp_path / "v2.json", [amber("a"), {**no_answers, "is_impossible": True}]))
     assert [e.impossible for e in examples] == [False, True] and report.version == "2.0"
+
+
+def test_a_request_with_both_text_and_tokens_is_refused_not_half_read():
+    from nlpforge.errors import InputError
+    from nlpforge.tasks.token_classification import TASK
+
+    with pytest.raises(InputError, match=r'give "text" \(a raw text\) or "tokens" \(its words\), not both'):
+        TASK.parse_input({"text": "Angela Merkel visited Paris.", "tokens": ["Paris"]})
+    assert TASK.parse_input({"tokens": ["Paris", "waits"]})[1] == [("Paris", 0, 5), ("waits", 6, 11)]

@@ -267,6 +267,8 @@ class TokenClassification(Task):
             aggregation = value.get("aggregation", aggregation)
             if aggregation not in ("first", "max", "simple"):
                 raise InputError(f"aggregation must be first, max or simple, not {aggregation!r}")
+            if "tokens" in value and "text" in value:
+                raise InputError('give "text" (a raw text) or "tokens" (its words), not both: the tagger reads one')
             if "tokens" in value:
                 tokens = value["tokens"]
                 if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t for t in tokens):
