@@ -162,3 +162,13 @@ def test_a_request_with_both_text_and_tokens_is_refused_not_half_read():
     with pytest.raises(InputError, match=r'give "text" \(a raw text\) or "tokens" \(its words\), not both'):
         TASK.parse_input({"text": "Angela Merkel visited Paris.", "tokens": ["Paris"]})
     assert TASK.parse_input({"tokens": ["Paris", "waits"]})[1] == [("Paris", 0, 5), ("waits", 6, 11)]
+
+
+def test_a_validation_file_without_entities_is_refused_as_f1_could_not_choose_an_epoch(tmp_path):
+    write_conll(tmp_path / "train.txt", toy_sentences(10, seed=1))
+    write_conll(tmp_path / "dev.txt", [(["nothing", "here"], ["O", "O"])])
+    settings = job_class("token-classification").of(
+        train=str(tmp_path / "train.txt"), validation=str(tmp_path / "dev.txt"), output=str(tmp_path / "model"),
+        model="bert-tiny", epochs=1, max_seq_length=16, progress=False)
+    with pytest.raises(DataError, match=r"dev.txt: every tag is O, so there are no entities to score"):
+        train(settings, log=lambda *_: None)

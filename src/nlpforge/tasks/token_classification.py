@@ -192,6 +192,12 @@ class TokenClassification(Task):
         else:
             sentences, held = hold_out(sentences, settings.validation_fraction, seed, what="sentences",
                                        source=settings.train)
+        if not any(tag != "O" for _, tags in held for tag in tags):  # F1 would be 0 every epoch: no best one
+            source = settings.validation or f"{settings.train}: the {len(held):,} sentences held out for validation"
+            raise DataError(f"{source}: every tag is O, so there are no entities to score and choose the best epoch "
+                            "by; give a validation file with entities" + ("" if settings.validation else
+                                                                          " (--validation) or a larger "
+                                                                          "--validation-fraction"))
         if settings.max_train_sentences:
             sentences = sentences[:settings.max_train_sentences]
         labels = ["O", *sorted(train_file.tags - {"O"}, key=lambda t: (t[2:], t[0]))]
