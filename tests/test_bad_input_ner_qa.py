@@ -10,7 +10,7 @@ from nlpforge.data.squad import read_squad
 from nlpforge.errors import DataError
 from nlpforge.training.run import train
 from nlpforge.training.settings import job_class
-from test_question_answering import toy_squad
+from test_question_answering import toy_squad, train_toy_qa
 from test_token_classification import toy_sentences, write_conll
 
 
@@ -172,3 +172,12 @@ def test_a_validation_file_without_entities_is_refused_as_f1_could_not_choose_an
         model="bert-tiny", epochs=1, max_seq_length=16, progress=False)
     with pytest.raises(DataError, match=r"dev.txt: every tag is O, so there are no entities to score"):
         train(settings, log=lambda *_: None)
+
+
+def test_a_file_row_with_an_empty_question_is_named(tmp_path):
+    model = train_toy_qa(tmp_path, 20, 5, epochs=1).output
+    rows = tmp_path / "questions.csv"
+    rows.write_text("question,context\nWhat is the code?,The code is amber.\n,The code is birch.\n")
+    result = run_cli(["predict", model, "--input", rows, "--output", tmp_path / "answers.jsonl"])
+    assert_user_error(result, f"row 2 of {rows}: the question is empty")
+    assert not (tmp_path / "answers.jsonl").exists()
