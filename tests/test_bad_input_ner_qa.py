@@ -105,10 +105,15 @@ def test_training_with_a_validation_file_in_another_scheme_is_refused(tmp_path):
     write_conll(tmp_path / "train.txt", [(["Angela", "Merkel", "left"], ["B-PER", "E-PER", "O"]),
                                          (["Paris", "waits"], ["S-LOC", "O"])])
     write_conll(tmp_path / "dev.txt", [(["Merkel", "left"], ["B-PER", "O"])])  # IOBES would say S-PER
+    refused_training(tmp_path, r"dev.txt: the tags are IOB2 but the training file .* uses IOBES")
+
+
+def refused_training(tmp_path, message: str) -> None:
+    """Training on tmp_path's train.txt and dev.txt stops with a DataError matching `message`."""
     settings = job_class("token-classification").of(
         train=str(tmp_path / "train.txt"), validation=str(tmp_path / "dev.txt"), output=str(tmp_path / "model"),
         model="bert-tiny", epochs=1, max_seq_length=16, progress=False)
-    with pytest.raises(DataError, match=r"dev.txt: the tags are IOB2 but the training file .* uses IOBES"):
+    with pytest.raises(DataError, match=message):
         train(settings, log=lambda *_: None)
 
 
@@ -167,11 +172,7 @@ def test_a_request_with_both_text_and_tokens_is_refused_not_half_read():
 def test_a_validation_file_without_entities_is_refused_as_f1_could_not_choose_an_epoch(tmp_path):
     write_conll(tmp_path / "train.txt", toy_sentences(10, seed=1))
     write_conll(tmp_path / "dev.txt", [(["nothing", "here"], ["O", "O"])])
-    settings = job_class("token-classification").of(
-        train=str(tmp_path / "train.txt"), validation=str(tmp_path / "dev.txt"), output=str(tmp_path / "model"),
-        model="bert-tiny", epochs=1, max_seq_length=16, progress=False)
-    with pytest.raises(DataError, match=r"dev.txt: every tag is O, so there are no entities to score"):
-        train(settings, log=lambda *_: None)
+    refused_training(tmp_path, r"dev.txt: every tag is O, so there are no entities to score")
 
 
 def test_a_file_row_with_an_empty_question_is_named(tmp_path):
