@@ -216,7 +216,8 @@ def test_a_tar_archive_cut_at_a_member_boundary_is_a_data_error(corpus, tmp_path
     damaged.write_bytes(gzip.compress(cut) if suffix == ".tar.gz" else cut)
     code, _, err = call(capsys, "corpus", "stats", "--corpus", damaged)
     assert code != 0 and "Traceback" not in err
-    assert f"{damaged}: cannot be read: the archive is cut short after member first.txt" in err
+    assert f"{damaged}: cannot be read: the archive ends after member first.txt without tar's end-of-archive " \
+        "block, so it may be cut short" in err
 
 
 # --- table corpora whose text column holds no text ----------------------------------------------------------------
@@ -282,3 +283,37 @@ def test_a_bad_row_of_a_prediction_input_file_is_named(tiny_mlm, tmp_path, capsy
     assert code != 0 and "Traceback" not in err
     assert f"row 3 of {rows}: the text has no [MASK] token" in err
     assert (tmp_path / "out.jsonl").read_text() == "mine\n"
+
+
+# --- a review's findings: writes to what is not a file, the row an error belongs to ------------------------------
+
+def test_a_vocabulary_written_to_a_pipe_or_over_a_private_file(corpus, tmp_path):
+    import os
+    import stat
+
+    earlier = tmp_path / "vocab.tsv"
+    earlier.write_text("old\t1\n")
+    earlier.chmod(0o600)
+    vocabulary_from_corpus(VocabularyJob.of(corpus=[str(corpus)], output=str(earlier), min_count=1))
+    assert stat.S_IMODE(earlier.stat().st_mode) == 0o600  # its permissions kept
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so that opening it to write does not block
+    try:
+        vocabulary_from_corpus(VocabularyJob.of(corpus=[str(corpus)], output=str(pipe), min_count=1))
+        assert b"\t" in os.read(reader, 65536) and pipe.exists() and not pipe.is_file()
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.parametrize("last, message", [
+    ("no mask here", "row 11 of {rows}: the text has no [MASK] token"),  # the chunk's error: parsing finds it first
+    ("a [MASK] d", "row 4 of {rows}: a [MASK] falls beyond the model's 16 tokens"),  # only the model finds it
+])
+def test_the_row_named_for_a_file_error_is_the_row_with_that_error(tiny_mlm, tmp_path, capsys, last, message):
+    rows = tmp_path / "rows.csv"
+    far = " a" * 40 + " [MASK]"  # a [MASK] beyond the model's 16 tokens
+    rows.write_text("text\n" + "\n".join(["a [MASK] b"] * 3 + [far] + ["a [MASK] c"] * 6 + [last]) + "\n")
+    code, _, err = call(capsys, "predict", tiny_mlm, "--input", rows, "--output", tmp_path / "out.jsonl")
+    assert code != 0 and "Traceback" not in err
+    assert message.format(rows=rows) in err

@@ -29,6 +29,7 @@ import json
 import math
 import re
 import os
+import shutil
 import tempfile
 import types
 import typing
@@ -442,17 +443,24 @@ def check_writable(path, what: str, *, folder: bool) -> None:
 @contextlib.contextmanager
 def replacing(path):
     """Yield a temporary file name beside the file `path` to write to; when the block ends without error it
-    is renamed over `path` in one step. A failed or interrupted write leaves the earlier file as it was and no
-    cut file behind; a symbolic link at `path` keeps naming the file it names.
+    is renamed over `path` in one step, with the earlier file's permissions. A failed or interrupted write leaves
+    the earlier file as it was and no cut file behind; a symbolic link at `path` keeps naming the file it names.
+    What is not a file (/dev/stdout, a pipe) is written directly.
 
         with replacing("vocab.tsv") as partial, open(partial, "w", encoding="utf-8") as out:
             out.write(...)
     """
-    path = Path(os.path.realpath(Path(path).expanduser()))
+    given = Path(path).expanduser()
+    if given.exists() and not given.is_file():
+        yield given
+        return
+    path = Path(os.path.realpath(given))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         yield partial
+        if path.exists():
+            shutil.copymode(path, partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

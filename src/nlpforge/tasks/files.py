@@ -66,28 +66,39 @@ def write_answers(loaded, inputs, path, suffix, batch_size, chunk_rows, where=No
 
 
 def _predicted(loaded, inputs, start: int, end: int, batch_size: int, where) -> list:
-    """The answers to `inputs[start:end]`; an InputError (a fill-mask row without [MASK], say) names the input
-    row it came from, found by predicting halves of the chunk again, which only a failing chunk pays for."""
+    """The answers to `inputs[start:end]`; an InputError (a fill-mask row without [MASK], say) names the first
+    input row that fails alone, with that row's own error: rows are parsed one by one first (no model), then,
+    for an error only the model finds, halves of the chunk are predicted again. Only a failing chunk pays."""
     try:
         return loaded.predict(inputs[start:end], batch_size=batch_size)
     except InputError as error:
-        row = _first_failing_row(loaded, inputs, start, end, batch_size)
-        if row is None:  # no row fails alone: the error is not one row's
+        found = _first_failing_row(loaded, inputs, start, end, batch_size)
+        if found is None:  # no row fails alone: the error is not one row's
             raise
-        raise InputError(f"row {row + 1} of {where}: {error.message}", error.status) from None
+        row, own = found
+        raise InputError(f"row {row + 1} of {where}: {own.message}", own.status) from None
 
 
-def _first_failing_row(loaded, inputs, start: int, end: int, batch_size: int) -> int | None:
+def _first_failing_row(loaded, inputs, start: int, end: int, batch_size: int) -> tuple[int, InputError] | None:
+    for row in range(start, end):
+        try:
+            loaded.parse([inputs[row]])
+        except InputError as error:
+            return row, error
+    return _first_failing_prediction(loaded, inputs, start, end, batch_size)
+
+
+def _first_failing_prediction(loaded, inputs, start: int, end: int, batch_size: int):
     if end - start == 1:
         try:
             loaded.predict(inputs[start:end], batch_size=batch_size)
-        except InputError:
-            return start
+        except InputError as error:
+            return start, error
         return None
     middle = (start + end) // 2
     for low, high in ((start, middle), (middle, end)):
         try:
             loaded.predict(inputs[low:high], batch_size=batch_size)
         except InputError:
-            return _first_failing_row(loaded, inputs, low, high, batch_size)
+            return _first_failing_prediction(loaded, inputs, low, high, batch_size)
     return None

@@ -285,6 +285,9 @@ def _check_archive_end(archive: tarfile.TarFile, path: Path, last: tarfile.TarIn
     if isinstance(stopped_by, tarfile.InvalidHeaderError):
         raise DataError(f"{path}: cannot be read: the archive is damaged {after} ({stopped_by}); get a whole "
                         "copy of the file")
+    if isinstance(stopped_by, tarfile.EmptyHeaderError):  # no end block: cut at a header, or a writer that omits it
+        raise DataError(f"{path}: cannot be read: the archive ends {after} without tar's end-of-archive block, so it "
+                        "may be cut short; get a whole copy of the file, or write it again with `tar -cf`")
     raise DataError(f"{path}: cannot be read: the archive is cut short {after}; get a whole copy of the file")
 
 
