@@ -48,6 +48,17 @@ def test_questions_without_ids_get_their_place_in_the_file_as_id(tmp_path):
     assert [e.id for e in examples] == ["data[0].paragraphs[0].qas[0]", "data[0].paragraphs[0].qas[1]"]
 
 
+def test_null_ids_and_flags_count_as_missing_and_0_or_1_as_false_or_true(tmp_path):
+    qas = [amber(None), {**amber(None), "question": "Which code?", "is_impossible": 0},
+           {"id": None, "question": "Who?", "answers": [], "is_impossible": 1},
+           {**amber("d"), "is_impossible": None}]
+    examples, _ = read_squad(squad_file(tmp_path / "nulls.json", qas))
+    assert [e.id for e in examples][:3] == [f"data[0].paragraphs[0].qas[{i}]" for i in range(3)]
+    assert [e.impossible for e in examples] == [False, False, True, False]
+    with pytest.raises(DataError, match=r'"is_impossible" must be true or false, not a number 2'):
+        read_squad(squad_file(tmp_path / "two.json", [amber("a", is_impossible=2)]))
+
+
 def test_is_impossible_must_be_a_json_boolean(tmp_path):
     with pytest.raises(DataError, match=r'"is_impossible" must be true or false, not a string "false"'):
         read_squad(squad_file(tmp_path / "flag.json", [amber("a", is_impossible="false")]))

@@ -80,7 +80,9 @@ def read_squad(path) -> tuple[list[QAExample], QAReport]:
             raise DataError(f"{where}: the id {str(qid)!r} is also the id of {seen[str(qid)]}; answers are scored "
                             "by id, so give every question its own \"id\"")
         seen[str(qid)] = where
-        if not isinstance(impossible, bool):
+        if impossible in (0, 1) and not isinstance(impossible, float):  # true/false, or 0/1 as some tools write
+            impossible = bool(impossible)
+        else:
             raise DataError(f"{where}: \"is_impossible\" must be true or false, not {_json_kind(impossible)}")
         if impossible and answers:
             raise DataError(f"{where}: \"is_impossible\" is true but the question has {len(answers)} answer(s); "
@@ -224,12 +226,14 @@ def _json(text: str, path: Path):
                 if not isinstance(qa, dict):
                     raise _shape_error(at_qa, qa, 'an object with "question" and "answers"', SQUAD_SHAPE)
                 answers = _answers(qa.get("answers"), f"{at_qa}.answers", SQUAD_SHAPE)
-                if not answers and "is_impossible" not in qa:  # else the question would leave the scores unsaid
+                if not answers and qa.get("is_impossible") is None:  # else the question would leave the scores unsaid
                     raise DataError(f"{at_qa}: the question has no answers and no \"is_impossible\"; give its "
                                     f"answers, [{ANSWER_SHAPE}], or \"is_impossible\": true for a question that the "
                                     "context does not answer (SQuAD v2.0)")
-                yield (qa.get("id", at_qa.removeprefix(f"{path}: ")), qa.get("question"), context, answers,
-                       qa.get("is_impossible", False), at_qa)
+                qid = qa.get("id")
+                impossible = qa.get("is_impossible")
+                yield (at_qa.removeprefix(f"{path}: ") if qid is None else qid, qa.get("question"), context, answers,
+                       False if impossible is None else impossible, at_qa)
 
 
 JSONL_KEYS = ("id", "question", "context", "answers", "is_impossible")
@@ -245,6 +249,8 @@ def _jsonl(text: str, path: Path):
             raise DataError(f"{path}: line {number}: the key \"{misspelled[0]}\" is not one a question reads; did "
                             f"you mean \"{misspelled[1]}\"? (a row holds {', '.join(JSONL_KEYS)})")
         pairs = _answers(record.get("answers"), f"{path}: line {number}: answers", JSONL_SHAPE)
-        impossible = record.get("is_impossible", not pairs)
-        yield (record.get("id", f"line {number}"), record.get("question"), record.get("context"), pairs, impossible,
+        impossible = record.get("is_impossible")
+        qid = record.get("id")
+        yield (f"line {number}" if qid is None else qid, record.get("question"), record.get("context"), pairs,
+               not pairs if impossible is None else impossible,
                f"{path}: line {number}")
