@@ -71,7 +71,7 @@ def _predicted(loaded, inputs, start: int, end: int, batch_size: int, where) -> 
     for an error only the model finds, halves of the chunk are predicted again. Only a failing chunk pays."""
     try:
         return loaded.predict(inputs[start:end], batch_size=batch_size)
-    except InputError as error:
+    except InputError:
         found = _first_failing_row(loaded, inputs, start, end, batch_size)
         if found is None:  # no row fails alone: the error is not one row's
             raise
