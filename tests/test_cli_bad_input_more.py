@@ -123,8 +123,8 @@ def test_squad_json_of_the_wrong_shape_names_the_place(tmp_path, document, words
         assert word in str(error.value), (word, str(error.value))
 
 
-def jsonl_line(answers) -> str:
-    return json.dumps({"id": "q9", "question": "Who met Bob?", "context": CONTEXT, "answers": answers})
+def jsonl_line(answers, qid: str = "q9") -> str:
+    return json.dumps({"id": qid, "question": "Who met Bob?", "context": CONTEXT, "answers": answers})
 
 
 @pytest.mark.parametrize("answers, words", [
@@ -146,8 +146,9 @@ def test_qa_jsonl_of_the_wrong_shape_names_the_line(tmp_path, monkeypatch, capsy
 
 
 def test_both_answer_layouts_still_read(tmp_path):
-    lines = [jsonl_line({"text": ["Ann"], "answer_start": [0]}), jsonl_line([{"text": "Bob", "answer_start": 8}]),
-             jsonl_line({"text": [], "answer_start": []})]
+    lines = [jsonl_line({"text": ["Ann"], "answer_start": [0]}, "q1"), jsonl_line([{"text": "Bob", "answer_start": 8}],
+                                                                               "q2"),
+             jsonl_line({"text": [], "answer_start": []}, "q3")]
     (tmp_path / "qa.jsonl").write_text("\n".join(lines) + "\n")
     examples, report = read_squad(tmp_path / "qa.jsonl")
     assert [e.answers for e in examples] == [[("Ann", 0)], [("Bob", 8)], []]
