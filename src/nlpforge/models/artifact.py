@@ -95,8 +95,8 @@ def training_folder(output) -> Path:
 
 @contextlib.contextmanager
 def writing_folder(folder):
-    """Yield where to write the folder's new contents: a hidden folder beside it, renamed into
-    its place once the block ends without error (an earlier folder keeps none of its files, and an interrupted
+    """Yield where to write the folder's new contents: a hidden folder beside it, renamed into its place once
+    the block ends without error (an earlier folder keeps none of its files, and an interrupted
     write leaves it whole). A folder that cannot be renamed (a mount point, in a parent this process cannot
     write) is emptied and written in place instead. A symbolic link to a folder keeps naming it."""
     final = Path(os.path.realpath(Path(folder).expanduser()))
@@ -111,7 +111,10 @@ def writing_folder(folder):
             temporary.rmdir()
         final.mkdir(parents=True, exist_ok=True)
         for entry in final.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         yield final
         return
     try:
