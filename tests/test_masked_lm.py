@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from conftest import assert_user_error, run_cli, toy_rows, write_csv
 from nlpforge import load
 from nlpforge.errors import ConfigError, DataError, InputError
-from nlpforge.tasks.masked_lm import build_instances, mask_tokens, truncate_pair
+from nlpforge.data.pretraining import build_instances, mask_tokens, truncate_pair
 from nlpforge.training import checkpoint as ckpt
 from nlpforge.models.artifact import training_folder
 from nlpforge.training.run import train
