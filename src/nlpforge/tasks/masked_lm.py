@@ -209,7 +209,8 @@ class MaskedLm(Task):
             f"{int(plan.tokens.mean())} tokens each; held out: {len(held_plan):,} instances from "
             f"{len(held_spans):,} documents" + (" of --validation" if settings.validation else ""),
             f"  NSP: {nsp_line}; masking {settings.masked_lm_prob:.0%} of tokens, at most "
-            f"{settings.max_predictions_per_seq} an instance{', whole words' if settings.whole_word_masking else ''}, new masks every epoch"])
+            f"{settings.max_predictions_per_seq} an instance{', whole words' if settings.whole_word_masking else ''}, "
+            "new masks every epoch"])
         files = [{"path": str(path), "sha256": file_sha256(path) if Path(path).is_file() else "", "rows": 0,
                   "role": "corpus"} for path in settings.source.corpus]
         return TrainingData(
