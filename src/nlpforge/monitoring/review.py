@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from pathlib import Path
 
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.monitoring.run import as_text, capture_records
-from nlpforge.settings import check_writable
+from nlpforge.settings import check_writable, replacing
 
 log = logging.getLogger(__name__)
 LOW_CONFIDENCE, SHADOW_DISAGREES = "low confidence", "shadow disagrees"
@@ -355,21 +354,14 @@ class ReviewQueue:
                               "file outside it")
         check_writable(path, "--output", folder=False)
         rows = list(self.reviewed().values())
-        path = real  # through a link, to the file it names
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a failure leaves an earlier export whole
-        try:
-            # backslashreplace: a lone surrogate a label line holds as \ud800 is written back as that escape
-            with open(temporary, "w", newline="", encoding="utf-8", errors="backslashreplace") as out:
-                if path.suffix.lower() == ".jsonl":
-                    out.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-                else:
-                    writer = csv.DictWriter(out, EXPORT_COLUMNS, extrasaction="ignore")
-                    writer.writeheader()
-                    writer.writerows(rows)
-            if path.exists():
-                shutil.copymode(path, temporary)  # an earlier export keeps its permissions
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        # A failure leaves an earlier export whole, and one reached through a link is written where the link points.
+        # backslashreplace: a lone surrogate a label line holds as \ud800 is written back as that escape.
+        with replacing(path) as partial, \
+                open(partial, "w", newline="", encoding="utf-8", errors="backslashreplace") as out:
+            if path.suffix.lower() == ".jsonl":
+                out.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            else:
+                writer = csv.DictWriter(out, EXPORT_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
         return len(rows)

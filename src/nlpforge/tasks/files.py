@@ -8,14 +8,13 @@ output holds {"row": N, ...the answer}; CSV output has a row column and the task
 """
 import csv
 import json
-import os
 from pathlib import Path
 
 from nlpforge.data.clean import clean_html
 from nlpforge.data.formats import join_columns
 from nlpforge.data.readers import read_table
 from nlpforge.errors import DataError, InputError
-from nlpforge.settings import check_count
+from nlpforge.settings import check_count, replacing
 from nlpforge.tasks import load
 
 
@@ -38,13 +37,8 @@ def predict_file(model_path, input_path, output_path, text_columns=None, batch_s
     frame = read_table(input_path, columns=text_columns, **(reading or {})).frame
     inputs = [join_columns(clean_html("" if frame[c].iat[row] is None else str(frame[c].iat[row]))
                            for c in text_columns) for row in range(len(frame))]
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = output_path.with_name(f".{output_path.name}.partial")
-    try:
+    with replacing(output_path) as partial:  # a failure leaves an earlier output whole
         write_answers(loaded, inputs, partial, suffix, batch_size, chunk_rows, where=input_path)
-        os.replace(partial, output_path)
-    finally:
-        partial.unlink(missing_ok=True)
     return len(inputs)
 
 
