@@ -466,6 +466,28 @@ def replacing(path):
         partial.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def file_lock(path):
+    """Hold an exclusive lock on the file `path` (made if missing) across processes and threads; the kernel frees
+    it if the process dies. Yields whether it is held: not where locks cannot be had (no fcntl, a file system
+    without them). An error opening the file (its folder cannot be written) is the caller's to name."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def check_output_folder(path, what: str, kind: str, marker: str) -> None:
     """Refuse an output folder that holds anything but an earlier `kind` (known by its `marker` file), so a
     run never writes over a baseline, a model or other files it did not make."""

@@ -11,7 +11,6 @@ cannot load them (a file cut short or emptied). A read-only model folder caches 
 ~/.cache/nlpforge/onnx instead. Dynamic int8 keeps the
 weights of every MatMul as int8 and quantizes activations per batch: no calibration data needed.
 """
-import contextlib
 import hashlib
 import json
 import logging
@@ -20,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from nlpforge.errors import ArtifactError
-from nlpforge.settings import cache_root
+from nlpforge.settings import cache_root, file_lock
 
 log = logging.getLogger("nlpforge")
 OPSET = 17
@@ -55,22 +54,6 @@ def _exported_from(fp32: Path, weights: Path) -> bool:
     return fp32.exists() and recorded == _stamp(weights)
 
 
-@contextlib.contextmanager
-def _exporting(cache: Path):
-    """One export of a folder at a time, across processes (no lock where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(cache / ".export.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def export_onnx(folder, load_weights, outputs: dict[str, tuple], quantized: bool = False,
                 again: bool = False) -> Path:
     """The ONNX file of a model folder (fp32, or dynamic int8), exporting it if needed; `again` exports even
@@ -83,7 +66,7 @@ def export_onnx(folder, load_weights, outputs: dict[str, tuple], quantized: bool
     fp32 = cache / "model.onnx"
     exported = False
     if again or not _exported_from(fp32, weights):
-        with _exporting(cache):  # workers starting together: one exports, the others then find its file
+        with file_lock(cache / ".export.lock"):  # workers starting together: one exports, the others then find its file
             if again or not _exported_from(fp32, weights):
                 stamp = _stamp(weights)  # taken first: weights replaced during the export make the stamp stale
                 (cache / "source.json").unlink(missing_ok=True)

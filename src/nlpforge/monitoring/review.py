@@ -30,14 +30,14 @@ import logging
 import math
 import os
 import stat
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from nlpforge.errors import ConfigError, DataError, InputError
 from nlpforge.monitoring.run import as_text, capture_records
-from nlpforge.settings import check_writable, replacing
+from nlpforge.settings import check_writable, file_lock, replacing
 
 log = logging.getLogger(__name__)
 LOW_CONFIDENCE, SHADOW_DISAGREES = "low confidence", "shadow disagrees"
@@ -304,23 +304,14 @@ class ReviewQueue:
     @contextmanager
     def _locked(self):
         """One writer at a time (the page and the CLI may label at once); no lock where fcntl is missing."""
-        try:
-            import fcntl
-        except ImportError:
-            yield
-            return
         path = self.labels_file.with_name(self.labels_file.name + ".lock")
-        try:
-            lock = open(path, "w")
-        except OSError as error:
-            raise DataError(f"{path}: cannot open the labels file's lock ({error.strerror or error}); remove what "
-                            "is there, it is only a lock") from None
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with ExitStack() as stack:
             try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                stack.enter_context(file_lock(path))
+            except OSError as error:
+                raise DataError(f"{path}: cannot open the labels file's lock ({error.strerror or error}); remove "
+                                "what is there, it is only a lock") from None
+            yield
 
     def _replace(self, content: bytes) -> None:
         """Write the labels file whole and swap it in, so a crash leaves the old file or the new one."""

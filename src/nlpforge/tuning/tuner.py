@@ -20,7 +20,6 @@ early stopping prunes a trial whose intermediate objective values fall below the
 """
 import contextlib
 import copy
-import fcntl
 import hashlib
 import os
 import secrets
@@ -36,7 +35,7 @@ from nlpforge.errors import ConfigError, TrainingJobError, TuningError
 from nlpforge.sdk.estimator import Estimator
 from nlpforge.sdk.jobs import check_name, describe_job, name_base
 from nlpforge.sdk.runner import compile_metric_definitions
-from nlpforge.settings import MAX_SEED, Settings, check_writable, jobs_root, setting, sqlite_file
+from nlpforge.settings import MAX_SEED, Settings, check_writable, file_lock, jobs_root, setting, sqlite_file
 from nlpforge.tuning.parameters import ContinuousParameter, check_ranges, grid
 
 
@@ -314,18 +313,14 @@ class HyperparameterTuner:
         claiming a trial, so two tuners never ask for the last trial of the budget at once; yields whether
         the storage has such a lock (SQLite: a file lock beside the database, PostgreSQL: an advisory lock;
         the tuner copes without one on other databases, see next_trial)."""
-        path, lock = sqlite_file(self.storage), None
+        path = sqlite_file(self.storage)
         if path is not None:
-            with contextlib.suppress(OSError):  # a folder it cannot write: no lock, as on other databases
-                lock = open(path.with_name(path.name + ".lock"), "a")
-        if lock is not None:
-            with lock:
+            with contextlib.ExitStack() as stack:
                 try:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                except OSError:  # a file system without locks (some network mounts)
-                    yield False
-                    return
-                yield True  # the lock goes with the file's closing, or with the process
+                    held = stack.enter_context(file_lock(path.with_name(path.name + ".lock")))
+                except OSError:  # a folder it cannot write: no lock, as on other databases
+                    held = False
+                yield held
         elif self.storage.startswith("postgresql"):
             from sqlalchemy import text
 
