@@ -32,6 +32,9 @@ from nlpforge.text.prepare import PreparedCorpus, prepare_corpus
 from nlpforge.text.vocabulary import Vocabulary
 
 METADATA = "nlpforge-vectors.json"
+# gensim's compiled training loop takes the window and the epochs as C ints: a larger value kills its worker
+# threads with an OverflowError while train() waits for them forever.
+GENSIM_INT = 2**31 - 1
 
 
 @dataclass
@@ -43,18 +46,20 @@ class Word2VecSettings(Settings):
     output: str = setting("vectors", "folder to write the vectors to")
     architecture: Literal["skipgram", "cbow"] = setting("skipgram", "skipgram (better for rare words) or cbow (faster)")
     vector_size: int = setting(100, "dimensions of each word vector (50-300 is usual)", min=1, max=2000)
-    window: int = setting(5, "context words on each side of the target word", min=1)
+    window: int = setting(5, "context words on each side of the target word", min=1, max=GENSIM_INT)
     min_count: int = setting(5, "ignore words (and phrases) seen fewer times than this", min=1)
     # Training time grows linearly with `negative`; word2vec's papers use 2-20.
     negative: int = setting(5, "negative samples per positive one (this trainer uses negative sampling)", min=1,
                             max=100)
-    sample: float = setting(1e-3, "down-sampling threshold for frequent words (0 turns it off)", min=0)
-    epochs: int = setting(5, "passes over the corpus", min=1)
+    # gensim reads a sample of 1 or more as a word count, int(sample * 2.6), which overflows near 1e308.
+    sample: float = setting(1e-3, "down-sampling threshold for frequent words (0 turns it off)", min=0, max=1e18)
+    epochs: int = setting(5, "passes over the corpus", min=1, max=GENSIM_INT)
     # gensim's compiled loop crashes the process (no exception) once steps overflow the vectors: alpha=1e300
     # segfaults. Usual rates are 0.025-0.05.
     alpha: float = setting(0.025, "initial learning rate, decaying linearly to min-alpha", max=1)
     min_alpha: float = setting(0.0001, "final learning rate", max=1)
-    workers: int | None = setting(None, "training threads (default: all cores)", min=1)
+    # One thread each: gensim starts them all before training, so a mistyped 10**11 would never start.
+    workers: int | None = setting(None, "training threads (default: all cores)", min=1, max=1024)
     seed: int = setting(1, "seed of the initial vectors and sampling", min=0, max=MAX_SEED)
     workdir: str | None = setting(None, "folder for the intermediate token file (default: a temporary folder)")
     save_training_state: bool = setting(True, "also save the full gensim model, to continue training later")
@@ -139,9 +144,11 @@ def train_vectors(settings: Word2VecSettings, log: Callable[[str], None] = print
     if Path(os.path.realpath(folder)) in (here, *here.parents):  # the new folder is renamed into its place
         raise ConfigError(f"--output {settings.output}: is the current folder or holds it, which cannot be replaced; "
                           "name a folder for the vectors")
-    if settings.workdir:
-        check_writable(settings.workdir, "--workdir", folder=True)
-    with tempfile.TemporaryDirectory(prefix="nlpforge-vectors-", dir=settings.workdir) as workdir:
+    parent = Path(settings.workdir).expanduser() if settings.workdir else None
+    if parent is not None:
+        check_writable(parent, "--workdir", folder=True)
+        parent.mkdir(parents=True, exist_ok=True)  # TemporaryDirectory makes no missing folders
+    with tempfile.TemporaryDirectory(prefix="nlpforge-vectors-", dir=parent) as workdir:
         log(f"preparing {settings.text.names} ...")
         prepared = prepare_corpus(settings.text, settings.phrase, workdir)
         seconds = dict(prepared.seconds)
