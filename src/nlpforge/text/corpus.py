@@ -22,6 +22,7 @@ import io
 import itertools
 import logging
 import multiprocessing
+import os
 import re
 import signal
 import sys
@@ -107,8 +108,8 @@ class CorpusStats:
 
 def corpus_files(paths) -> list[Path]:
     """The files named by `paths` (folders are walked, hidden files skipped); missing paths are errors."""
-    files = []
-    for raw in paths:
+    files, named_by = [], {}  # real path -> (which path given names it, that path)
+    for number, raw in enumerate(paths):
         path = Path(raw).expanduser()
         if not path.exists():
             raise DataError(f"{path}: no such file or folder; check the path (relative paths start at {Path.cwd()})")
@@ -117,9 +118,14 @@ def corpus_files(paths) -> list[Path]:
                 part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
                 raise DataError(f"{path}: the folder holds no files; put .txt/.csv/... corpus files in it")
-            files.extend(found)
         else:
-            files.append(path)
+            found = [path]
+        for file in found:  # a file named twice, or named and inside a folder named, would count its text twice
+            first, given = named_by.setdefault(os.path.realpath(file), (number, raw))
+            if first != number:
+                raise DataError(f"{file}: would be read twice, named by {given} and by {raw}; name each file or "
+                                "folder once")
+        files.extend(found)
     if not files:
         raise DataError("no corpus given; name at least one file or folder")
     return files
