@@ -38,8 +38,6 @@ def evaluate_command(
     """Accuracy, macro-F1, per-class precision/recall and confusion matrices, beside the baseline."""
     from nlpforge.evaluation.evaluate import evaluate_model
 
-    if output_dir is not None:
-        check_writable(output_dir, "--output-dir", folder=True)
     result = evaluate_model(model, data, text_column or None, label_column, baseline, baseline_train, output_dir,
                             reading=reading_options(delimiter, encoding))
     typer.echo(result.text)

@@ -15,9 +15,10 @@ import numpy as np
 
 from nlpforge import tasks
 from nlpforge.data.labelled import file_sha256, read_labelled_file, some_labels
-from nlpforge.errors import DataError
+from nlpforge.errors import ConfigError, DataError
 from nlpforge.evaluation.baseline import fit_baseline
 from nlpforge.evaluation.render import plot_confusion, render_report
+from nlpforge.settings import check_output_folder
 from nlpforge.tasks.text_classification import classification_metrics
 
 
@@ -57,9 +58,8 @@ def _crf_baseline(loaded, data, baseline_train, notes):
     from nlpforge.evaluation.crf import fit_crf
     from nlpforge.tasks.token_classification import entity_report
 
-    train_file = baseline_train or _training_file(loaded.metadata)
-    if not train_file or not Path(train_file).exists():
-        notes.append(f"baseline skipped: training file {train_file!r} not found; pass --baseline-train FILE")
+    train_file = _baseline_file(baseline_train, loaded.metadata, notes)
+    if train_file is None:
         return None, ""
     crf = fit_crf(read_tagged(train_file).sentences)
     tagged = read_tagged(data)
@@ -83,6 +83,7 @@ def _sliding_window_baseline(loaded, data, baseline_train, notes):
 
 
 BASELINES = {"token-classification": _crf_baseline, "question-answering": _sliding_window_baseline}
+TRAINED_BASELINES = ("text-classification", "token-classification")  # the tasks whose baseline learns from a file
 
 
 def _training_file(meta: dict) -> str | None:
@@ -90,6 +91,18 @@ def _training_file(meta: dict) -> str | None:
         if f.get("role") == "train":
             return f["path"]
     return None
+
+
+def _baseline_file(baseline_train, meta: dict, notes: list) -> str | None:
+    """The file the baseline learns from: `baseline_train` as given (its reader names what is wrong with it),
+    else the model's own training file while it is still there; else None, with a note saying so."""
+    if baseline_train:
+        return str(baseline_train)
+    train_file = _training_file(meta)
+    if not train_file or not Path(train_file).exists():
+        notes.append(f"baseline skipped: training file {train_file!r} not found; pass --baseline-train FILE")
+        return None
+    return train_file
 
 
 def _baseline_rows(train_file, known: dict, text_columns, label_column, reading: dict,
@@ -126,6 +139,11 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
     reading = reading or {}
     loaded = tasks.load(model_path)
     output_dir = Path(output_dir) if output_dir else Path(model_path) / "evaluation"
+    check_output_folder(output_dir, "--output-dir", "evaluation", "report.json")
+    if baseline_train and not (baseline and loaded.task.name in TRAINED_BASELINES):
+        raise ConfigError(f"--baseline-train {baseline_train}: " + (
+            "--no-baseline turns the baseline off; leave out one of the two" if not baseline else
+            f"a {loaded.task.name} model's baseline learns from no file; leave out --baseline-train"))
     if loaded.task.name != "text-classification":
         return _evaluate_task(loaded, data, baseline, baseline_train, output_dir, batch_size, text_columns, reading)
     meta = loaded.metadata
@@ -146,10 +164,8 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
     # The baseline's rows are read and checked before the model runs, so a file it cannot learn from fails fast.
     train_file, baseline_rows = None, None
     if baseline:
-        train_file = baseline_train or _training_file(meta)
-        if not train_file or not Path(train_file).exists():
-            notes.append(f"baseline skipped: training file {train_file!r} not found; pass --baseline-train FILE")
-        else:
+        train_file = _baseline_file(baseline_train, meta, notes)
+        if train_file is not None:
             if not baseline_train:
                 recorded = next(f["sha256"] for f in meta["data_files"] if f.get("role") == "train")
                 if file_sha256(train_file) != recorded:
