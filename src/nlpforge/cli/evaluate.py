@@ -77,6 +77,12 @@ def predict_command(
         return
     if not texts:
         raise DataError("nothing to predict; give texts as arguments or --input FILE --output FILE")
+    file_options = [flag for flag, value in (("--text-column", text_column), ("--delimiter", delimiter),
+                                             ("--encoding", encoding)) if value]
+    if file_options:
+        raise DataError(f"{' and '.join(file_options)} {'is' if len(file_options) == 1 else 'are'} for reading "
+                        "--input FILE, not texts given as arguments; leave out the flag, or predict for a file with "
+                        "--input FILE --output FILE")
     from nlpforge.tasks import load
 
     inputs = list(zip(texts, text_pair)) if text_pair else texts

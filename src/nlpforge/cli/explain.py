@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from nlpforge.cli import app
+from nlpforge.cli.options import at_least
 from nlpforge.settings import check_apart, check_suffix, check_writable
 
 
@@ -28,6 +29,7 @@ def explain_command(
     """The answer, the tokens that moved it (Integrated Gradients) and the attention of every layer and head."""
     from nlpforge.evaluation.attention_view import answer_summary, explain_model
 
+    at_least(top, 0, "--top")
     if json_path is not None:
         check_suffix(json_path, "--json", (".json",))  # not any file: --json t.csv would replace a CSV
         check_apart(json_path, [model], "--json")
@@ -38,7 +40,7 @@ def explain_command(
         json_path.write_text(json.dumps(explanation, ensure_ascii=False) + "\n", encoding="utf-8")
     typer.echo(answer_summary(explanation))
     ranked = sorted(zip(explanation["words"], explanation["importances"]), key=lambda pair: -abs(pair[1]))
-    typer.echo("most important tokens: " + ", ".join(f"{word} {value:+.3f}" for word, value in ranked[:max(top, 0)]))
+    typer.echo("most important tokens: " + ", ".join(f"{word} {value:+.3f}" for word, value in ranked[:top]))
     if explanation["attention"].get("note"):
         typer.echo(explanation["attention"]["note"])
     for path in (output, png, json_path):
