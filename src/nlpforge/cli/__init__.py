@@ -10,12 +10,14 @@
 
 User errors print one line and exit non-zero; a traceback is a bug.
 """
+import errno
+import os
 import sys
 
 import click
 import typer
 
-from nlpforge.errors import NlpforgeError
+from nlpforge.errors import ConfigError, NlpforgeError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="nlpforge: from raw text to a served, monitored NLP model, on your own machine.")
@@ -47,3 +49,18 @@ def main(argv=None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+        # Any path given may be over the file system's limits, and the first look at it (an exists(), an open())
+        # raises this wherever that is: one message here serves every command.
+        too_long = ConfigError(f"{shortened(error.filename)}: a name in this path, or the path as a whole, is longer "
+                               "than the file system allows (255 bytes a name); give a shorter path")
+        print(f"error: {too_long}", file=sys.stderr)
+        sys.exit(ConfigError.exit_code)
+
+
+def shortened(path) -> str:
+    """A path as a message shows it: a long one as its start and end."""
+    text = os.fsdecode(path) if path is not None else "a path"
+    return text if len(text) <= 120 else f"{text[:100]}...{text[-12:]}"
