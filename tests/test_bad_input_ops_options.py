@@ -4,6 +4,7 @@ where the user did not mean."""
 import pytest
 
 from nlpforge.cli import main
+from serving_support import free_port, running_server
 
 LONG = "x" * 300  # over the 255 bytes a file or folder name may have
 
@@ -30,3 +31,54 @@ def cli_error(capsys, *args) -> str:
 def test_a_name_longer_than_the_file_system_allows_is_one_line(tmp_path, capsys, args):
     error = cli_error(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in args))
     assert "longer than the file system allows" in error and "give a shorter path" in error
+
+
+def no_server() -> list[str]:
+    """--management-url of a port nothing listens on: a refusal must come before any request."""
+    return ["--management-url", f"http://127.0.0.1:{free_port()}"]
+
+
+@pytest.mark.parametrize("token", ["clé", "two words", "a\nb", " "])
+def test_a_key_a_header_cannot_carry_is_named(capsys, token):
+    error = cli_error(capsys, "models", "list", *no_server(), "--token", token)
+    assert "the management key holds a space, a control character or a character that is not ASCII" in error
+
+
+def test_an_api_key_a_header_cannot_carry_is_named(capsys):
+    error = cli_error(capsys, "models", "token", "management", "--api-key", "clé", *no_server())
+    assert "the API key holds a space, a control character or a character that is not ASCII" in error
+
+
+def test_a_management_url_that_is_no_url_is_named(capsys):
+    assert "'http://[::1' is not a URL of the model server" in cli_error(capsys, "models", "list",
+                                                                        "--management-url", "http://[::1")
+
+
+def test_a_key_file_that_does_not_exist_is_named_not_blamed_on_the_key(tmp_path, capsys):
+    error = cli_error(capsys, "models", "list", *no_server(), "--key-file", tmp_path / "key_file.json")
+    assert "key_file.json': no such file; give the server's key file" in error
+
+
+@pytest.mark.parametrize("args, message", [
+    (["unregister", "stars", ""], "version '': not a name the server gives"),
+    (["unregister", "stars", "."], "version '.': not a name the server gives"),
+    (["describe", ""], "model name '': not a name the server gives"),
+    (["describe", "stars/2.0"], "model name 'stars/2.0': not a name the server gives"),
+    (["scale", "stars", "2", "--version", ""], "version '': not a name the server gives"),
+    (["scale", "stars", "2", "--version", "traffic"], "version 'traffic': no version has this name"),
+    (["set-default", "stars", "all"], "version 'all': no version has this name"),
+    (["traffic", "stars", "--shadow", "2.0", "--no-shadow"], "--shadow 2.0 and --no-shadow contradict each other"),
+    (["traffic", "stars", "--weight", "1.0=90", "--weight", "1.0=10"], "version 1.0 has a weight already"),
+])
+def test_a_version_that_would_reach_another_route_is_refused_before_any_request(capsys, args, message):
+    # e.g. an empty version made DELETE /models/stars, which unregisters every version
+    assert message in cli_error(capsys, "models", *args, *no_server())
+
+
+def test_an_empty_name_or_version_to_register_is_refused_not_replaced_by_the_default(tmp_path, capsys):
+    with running_server(tmp_path / "store") as server:
+        common = ["--management-url", server.url("management"), "--key-file", server.settings.key_path]
+        assert "model_name '': use 1-100 ASCII" in cli_error(capsys, "models", "register", "stars", "--name", "",
+                                                             *common)
+        assert "model_version '': use 1-100 ASCII" in cli_error(capsys, "models", "register", "stars", "--version",
+                                                                "", *common)

@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -46,6 +47,9 @@ def _key_file(key_file: Optional[str]) -> Optional[str]:
     """The key file given, else ./model_store/key_file.json when there is one."""
     if key_file is None and Path("model_store/key_file.json").exists():
         return "model_store/key_file.json"
+    if key_file is not None and not os.path.exists(key_file):  # else the server's 401 would blame the key
+        raise ConfigError(f"--key-file {key_file!r}: no such file; give the server's key file, "
+                          "<model-store>/key_file.json")
     return key_file
 
 
@@ -120,6 +124,8 @@ def traffic(name: str,
             no_shadow: bool = typer.Option(False, "--no-shadow", help="remove the shadow version"),
             management_url: str = URL, key_file: Optional[str] = KEY_FILE, token: Optional[str] = TOKEN):
     """Show, or set, the weighted A/B split and the shadow version."""
+    if shadow is not None and no_shadow:
+        raise ConfigError(f"--shadow {shadow} and --no-shadow contradict each other; give one of them")
     weights = None
     if weight:
         weights = {}
@@ -127,6 +133,9 @@ def traffic(name: str,
             version, sep, value = entry.partition("=")
             if not sep:
                 raise ConfigError(f"--weight {entry!r}: use version=weight, e.g. 1.0=90")
+            if version in weights:
+                raise ConfigError(f"--weight {entry!r}: version {version} has a weight already; give each version "
+                                  "once")
             try:
                 weights[version] = float(value)
             except ValueError:
