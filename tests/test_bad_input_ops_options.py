@@ -82,3 +82,10 @@ def test_an_empty_name_or_version_to_register_is_refused_not_replaced_by_the_def
                                                              *common)
         assert "model_version '': use 1-100 ASCII" in cli_error(capsys, "models", "register", "stars", "--version",
                                                                 "", *common)
+
+
+def test_jobs_list_with_a_filter_that_matches_nothing_says_so(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["jobs", "list", "--jobs-root", str(tmp_path), "--contains", "stars"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == "no training job's name holds 'stars'; see `nlpforge jobs list`"

@@ -21,7 +21,8 @@ def list_command(contains: str = typer.Option(None, "--contains", help="only job
 
     rows = list_jobs(jobs_root, contains)
     if not rows:
-        typer.echo("no training jobs yet")
+        typer.echo(f"no training job's name holds {contains!r}; see `nlpforge jobs list`" if contains
+                   else "no training jobs yet")
         return
     width = max(len(row["name"]) for row in rows)
     typer.echo(f"{'name':<{width}}  {'status':<10} {'seconds':>7} {'billable':>8}  failure")
