@@ -89,3 +89,19 @@ def test_jobs_list_with_a_filter_that_matches_nothing_says_so(tmp_path, capsys):
         main(["jobs", "list", "--jobs-root", str(tmp_path), "--contains", "stars"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == "no training job's name holds 'stars'; see `nlpforge jobs list`"
+
+
+@pytest.mark.parametrize("command", [["monitor", "schedule", "--baseline", "b", "--capture", "c"],
+                                     ["monitor", "run", "--baseline", "b", "--capture", "c"],
+                                     ["monitor", "baseline", "--data", "d.csv"]])
+def test_an_empty_required_folder_is_refused_not_the_working_directory(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c").mkdir()
+    assert "--output is empty; give it a value" in cli_error(capsys, *command, "--output", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_an_empty_capture_folder_of_a_run_is_refused_not_the_working_directory(tmp_path, capsys):
+    error = cli_error(capsys, "monitor", "run", "--baseline", tmp_path / "b", "--capture", "", "--output",
+                      tmp_path / "report")
+    assert "--capture is empty" in error

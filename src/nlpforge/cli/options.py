@@ -53,16 +53,22 @@ def build_settings(settings_class, values: dict, command: str):
     """Validated settings from flat or nested values; a missing required flag is named with the command's help."""
     nested = nest(settings_class, values, command)
 
-    def given(path: tuple, name: str) -> bool:  # at the setting's own place: --epochs is not --train FILE
+    def given(path: tuple, name: str):  # at the setting's own place: --epochs is not --train FILE
         mapping = nested
         for part in path:
-            mapping = mapping.get(part, {})
-        return name in mapping
+            mapping = mapping.get(part, {}) if isinstance(mapping, dict) else {}
+        return mapping.get(name) if isinstance(mapping, dict) else None
 
-    missing = [flag_name(f) for path, f, _ in leaf_fields(settings_class)
-               if f.metadata.get("required") and not given(path, f.name)]
+    required = [(flag_name(f), given(path, f.name)) for path, f, _ in leaf_fields(settings_class)
+                if f.metadata.get("required")]
+    missing = [flag for flag, value in required if value is None]
     if missing:
         raise ConfigError("missing " + ", ".join(f"--{m}" for m in missing) + f"; see `{command} --help`")
+    # An empty path is the working directory to Path(""): a required folder or file left empty by an unset
+    # variable would be read from, or written into, wherever the command runs.
+    blank = [flag for flag, value in required if isinstance(value, str) and not value.strip()]
+    if blank:
+        raise ConfigError(f"--{blank[0]} is empty; give it a value, see `{command} --help`")
     return from_flat(settings_class, values, where=command)
 
 

@@ -97,6 +97,10 @@ class MonitorRunSettings(Settings):
     reading: ReadingSettings = group(ReadingSettings)
 
     def check(self):
+        for value, flag in ((self.capture, "--capture"), (self.data, "--data")):
+            if value is not None and not value.strip():  # Path("") is the working directory, read recursively
+                raise ConfigError(f"{flag} is empty; give the server's data capture folder (--capture) or a file of "
+                                  "texts (--data)")
         if (self.capture is None) == (self.data is None):
             raise ConfigError("give either --capture (the server's data capture folder) or --data (a file of "
                               "texts), not " + ("both" if self.capture else "neither"))
