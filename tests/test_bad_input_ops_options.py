@@ -4,6 +4,7 @@ where the user did not mean."""
 import pytest
 
 from nlpforge.cli import main
+from nlpforge.errors import ConfigError
 from serving_support import free_port, running_server
 
 LONG = "x" * 300  # over the 255 bytes a file or folder name may have
@@ -105,3 +106,26 @@ def test_an_empty_capture_folder_of_a_run_is_refused_not_the_working_directory(t
     error = cli_error(capsys, "monitor", "run", "--baseline", tmp_path / "b", "--capture", "", "--output",
                       tmp_path / "report")
     assert "--capture is empty" in error
+
+
+def test_a_schedule_does_not_write_into_a_folder_of_other_files(tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (tmp_path / "capture").mkdir()
+    error = cli_error(capsys, "monitor", "schedule", "--baseline", tmp_path / "baseline", "--capture",
+                      tmp_path / "capture", "--output", model, "--runs", "1")
+    assert "holds other files, which this would overwrite or mix with" in error
+    assert sorted(p.name for p in model.iterdir()) == ["config.json"]
+
+
+def test_an_sdk_schedule_refuses_an_output_of_other_files_before_it_starts(tmp_path):
+    from nlpforge.sdk import DefaultModelMonitor
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    monitor = DefaultModelMonitor(jobs_root=tmp_path / "jobs")
+    with pytest.raises(ConfigError, match="output_s3_uri .*out: holds other files"):
+        monitor.create_monitoring_schedule(endpoint_input="reviews", statistics=str(tmp_path / "b/statistics.json"),
+                                           output_s3_uri=str(tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from nlpforge.errors import ConfigError, DataError, NlpforgeError
 from nlpforge.monitoring.run import MonitorRunSettings, monitor_run
-from nlpforge.settings import Settings, check_writable, setting, to_flat
+from nlpforge.settings import Settings, check_output_folder, setting, to_flat
 
 
 class ScheduleError(ConfigError):
@@ -153,7 +153,7 @@ def run_schedule(settings: ScheduleSettings, stop: threading.Event | None = None
     if not capture.is_dir():
         raise DataError(f"{capture}: no such capture folder; give the folder the server writes data capture to "
                         "(its --capture-dir, default <model-store>/capture)")
-    check_writable(settings.output, "--output", folder=True)
+    check_output_folder(settings.output, "--output", "schedule", "schedule.json")
     output = Path(settings.output)
     (output / "runs").mkdir(parents=True, exist_ok=True)
     watched_folder(settings).mkdir(parents=True, exist_ok=True)  # a model that has had no traffic yet: no data

@@ -35,7 +35,7 @@ from pathlib import Path
 from nlpforge.errors import ConfigError
 from nlpforge.sdk.jobs import check_name
 from nlpforge.sdk.processing import check_instances
-from nlpforge.settings import check_writable
+from nlpforge.settings import check_output_folder
 from nlpforge.settings import jobs_root as resolve_jobs_root
 
 
@@ -291,8 +291,8 @@ class DefaultModelMonitor:
         output = (local_folder(output_s3_uri, "output_s3_uri") if output_s3_uri is not None
                   else self.jobs_root / "_monitoring" / name)
         # Found here, not later in describe_schedule()'s FailureReason: a baseline that cannot be read, an
-        # output that cannot be written.
-        check_writable(output, "output_s3_uri", folder=True)
+        # output that cannot be written or that holds other files.
+        check_output_folder(output, "output_s3_uri", "schedule", "schedule.json")
         read_baseline(baseline)
         jobs_root = getattr(endpoint_input, "jobs_root", None) or self.jobs_root
         self._schedule = ScheduleSettings.of(
