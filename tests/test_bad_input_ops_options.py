@@ -129,3 +129,10 @@ def test_an_sdk_schedule_refuses_an_output_of_other_files_before_it_starts(tmp_p
         monitor.create_monitoring_schedule(endpoint_input="reviews", statistics=str(tmp_path / "b/statistics.json"),
                                            output_s3_uri=str(tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.txt"]
+
+
+def test_a_schedule_interval_longer_than_a_wait_can_be_is_refused_before_the_first_run(tmp_path, capsys):
+    # after the first run, waiting 1e308 seconds was an OverflowError traceback
+    error = cli_error(capsys, "monitor", "schedule", "--baseline", tmp_path / "baseline", "--capture", tmp_path,
+                      "--output", tmp_path / "schedule", "--interval", "1e308")
+    assert "interval must be between 0.01 and 31536000, not 1e+308" in error

@@ -135,7 +135,7 @@ def test_bad_schedule_input_is_one_line(tmp_path, baseline, capsys):
         (["monitor", "schedule", "--baseline", baseline, "--capture", tmp_path / "capture", "--output",
           tmp_path / "s5", "--model-name", "../up"], "--model-name '../up'"),
         (["monitor", "schedule", "--baseline", baseline, "--capture", tmp_path / "capture", "--output",
-          tmp_path / "s6", "--interval", "0"], "interval must be at least 0.01"),
+          tmp_path / "s6", "--interval", "0"], "interval must be between 0.01 and 31536000"),
     ]
     for args, message in cases:
         assert_user_error(cli(args, capsys), message)

@@ -55,7 +55,9 @@ class ScheduleSettings(Settings):
                                "<model-store>/capture)", required=True)
     output: str = setting("", "schedule folder: schedule.json, latest.json and one report per run under runs/",
                           required=True)
-    interval: float = setting(3600.0, "seconds from the start of one run to the start of the next", min=0.01)
+    # at most a year: the wait between runs cannot take more than threading.TIMEOUT_MAX (an OverflowError)
+    interval: float = setting(3600.0, "seconds from the start of one run to the start of the next (at most a year)",
+                              min=0.01, max=365 * 24 * 3600)
     runs: int | None = setting(None, "stop after this many runs (default: until Ctrl-C or SIGTERM)", min=1)
     model_name: str | None = setting(None, "watch only this model's capture, and publish its drift status in the "
                                            "server's metrics")
