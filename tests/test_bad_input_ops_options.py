@@ -1,6 +1,8 @@
 """Bad options of the operations commands (models, jobs, monitor, review): one line naming the problem and the
 fix, never a traceback, and never a request that does something else than the one asked for, nor files written
 where the user did not mean."""
+import re
+
 import pytest
 
 from nlpforge.cli import main
@@ -136,3 +138,16 @@ def test_a_schedule_interval_longer_than_a_wait_can_be_is_refused_before_the_fir
     error = cli_error(capsys, "monitor", "schedule", "--baseline", tmp_path / "baseline", "--capture", tmp_path,
                       "--output", tmp_path / "schedule", "--interval", "1e308")
     assert "interval must be between 0.01 and 31536000, not 1e+308" in error
+
+
+@pytest.mark.parametrize("models, message", [
+    (["a b=stars"], "--models 'a b=stars': the name 'a b' must be 1-100 ASCII letters"),
+    (["=stars"], "--models '=stars': the name '' must be 1-100 ASCII letters"),
+    (["stars=models/a,stars=models/b"], "--models names 'stars' more than once"),  # the second was skipped
+])
+def test_serve_refuses_a_bad_or_repeated_model_name_before_it_listens(tmp_path, models, message):
+    # the registry refused a bad name only once the ports were open, and the server took half a minute to stop
+    from nlpforge.serving import ServeSettings
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ServeSettings.of(model_store=str(tmp_path), models=models)

@@ -91,6 +91,18 @@ class ServeSettings(Settings):
         bad = [m for m in self.models if "=" not in m]
         if bad:
             raise ConfigError(f"--models takes name=path, e.g. stars=models/stars, not {bad[0]!r}")
+        # Checked here, before any port opens: the registry would refuse a bad name only once the server is up,
+        # and the server then takes half a minute to stop (its worker start-up is under way).
+        from nlpforge.serving.registry import NAME_RULE
+
+        names = [m.partition("=")[0] for m in self.models]
+        for entry, name in zip(self.models, names):
+            if len(name) > 100 or not NAME_RULE.fullmatch(name):
+                raise ConfigError(f"--models {entry!r}: the name {name!r} must be 1-100 ASCII letters, digits, '-', "
+                                  "'_' or '.', starting with a letter or digit")
+            if names.count(name) > 1:
+                raise ConfigError(f"--models names {name!r} more than once; give each model once (register more "
+                                  "versions with `nlpforge models register --version`)")
         ports = [p for p in (self.inference_port, self.management_port, self.metrics_port) if p]
         if len(set(ports)) < len(ports):
             raise ConfigError(f"--inference-port, --management-port and --metrics-port must differ (given "
