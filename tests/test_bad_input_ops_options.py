@@ -151,3 +151,11 @@ def test_serve_refuses_a_bad_or_repeated_model_name_before_it_listens(tmp_path, 
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         ServeSettings.of(model_store=str(tmp_path), models=models)
+
+
+@pytest.mark.parametrize("header", ["", " ", "X Sticky", "X-Clé"])
+def test_a_sticky_header_no_request_can_carry_is_refused_not_never_matched(tmp_path, header):
+    from nlpforge.serving import ServeSettings
+
+    with pytest.raises(ConfigError, match=re.escape(f"--sticky-header {header!r}: not a header name")):
+        ServeSettings.of(model_store=str(tmp_path), sticky_header=header)

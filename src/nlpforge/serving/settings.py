@@ -7,6 +7,7 @@ parameters and the registry all build and validate it.
     settings = ServeSettings.of(model_store="store", batch_size=16)   # --batch-size 16 for every version
     options = settings.version.override(batch_size=32, workers=2)      # one register call; checked again
 """
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,9 @@ class VersionOptions(Settings):
 def help_of(name: str) -> str:
     """The one-line help of a VersionOptions field (the management API documents its parameters with it)."""
     return next(f.metadata["help"] for f in fields(VersionOptions) if f.name == name)
+
+
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110's token: what a header's name may be
 
 
 @dataclass
@@ -103,6 +107,9 @@ class ServeSettings(Settings):
             if names.count(name) > 1:
                 raise ConfigError(f"--models names {name!r} more than once; give each model once (register more "
                                   "versions with `nlpforge models register --version`)")
+        if not HEADER_NAME.fullmatch(self.sticky_header):  # a name no request can carry: never sticky, silently
+            raise ConfigError(f"--sticky-header {self.sticky_header!r}: not a header name; use ASCII letters, digits "
+                              "and -, e.g. X-Sticky-Key")
         ports = [p for p in (self.inference_port, self.management_port, self.metrics_port) if p]
         if len(set(ports)) < len(ports):
             raise ConfigError(f"--inference-port, --management-port and --metrics-port must differ (given "
