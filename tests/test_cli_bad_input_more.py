@@ -218,3 +218,23 @@ def test_damaged_phrase_file_says_to_learn_phrases_again(tmp_path, monkeypatch, 
     code, out, err = run_in_process(["corpus", "tokenize", "--corpus", "corpus.txt", "--phrases", "ph.json",
                                      "--output", "tokens.txt"], capsys)
     assert_one_line(code, out, err, "ph.json", *words, "learn the phrases again with `nlpforge corpus phrases`")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--bogus"], ["No such option: --bogus", "see `nlpforge --help`"]),
+    (["train", "text-classification", "--batch-size", "abc"],
+     ["'--batch-size'", "valid integer", "see `nlpforge train text-classification --help`"]),
+    (["train", "text-classification", "--precision", "fp64"], ["'fp64' is not one of", "'bf16'"]),
+    (["runs", "show"], ["Missing argument 'name'", "see `nlpforge runs show --help`"]),
+    (["models", "scale", "stars", "two"], ["'workers'", "valid integer"]),
+], ids=["unknown-flag", "not-a-number", "unknown-choice", "missing-argument", "argument-not-a-number"])
+def test_usage_errors_are_one_line_like_every_other_error(args, words, capsys):
+    code, out, err = run_in_process(args, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and "╭" not in err
+    assert_one_line(code, out, err, *words)
+
+
+def test_a_group_named_alone_shows_its_help(capsys):
+    code, out, err = run_in_process(["train"], capsys)
+    assert code == 2 and "text-classification" in out + err and "Traceback" not in out + err

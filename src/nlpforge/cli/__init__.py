@@ -14,10 +14,12 @@ import errno
 import os
 import sys
 
-import click
 import typer
 
 from nlpforge.errors import ConfigError, NlpforgeError
+
+# Typer 0.29 carries its own copy of click (earlier versions use click itself): its errors live where BadParameter does.
+click_errors = sys.modules[typer.BadParameter.__module__]
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="nlpforge: from raw text to a served, monitored NLP model, on your own machine.")
@@ -40,15 +42,29 @@ from nlpforge.cli import ui as _ui  # noqa: E402,F401
 
 def main(argv=None) -> None:
     try:
-        app(args=argv, prog_name="nlpforge")
+        # Not standalone: a usage error (a mistyped flag, a number that is not one) comes here, to be one line as
+        # every other error is, not Typer's usage box. Commands return nothing, so a number is an exit code.
+        code = app(args=argv, prog_name="nlpforge", standalone_mode=False)
+    except click_errors.UsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # a group named alone (a name, as click < 8.2 lacks it)
+            if error.format_message():  # its help; Typer's Rich help has been printed already, and this is empty
+                print(error.format_message(), file=sys.stderr)
+            sys.exit(error.exit_code)
+        where = f"; see `{error.ctx.command_path} --help`" if error.ctx is not None else ""
+        print(f"error: {' '.join(error.format_message().split()).rstrip('.')}{where}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except click_errors.ClickException as error:
+        print(f"error: {' '.join(error.format_message().split())}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
     except NlpforgeError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
     except OSError as error:
         if error.errno != errno.ENAMETOOLONG:
             raise
@@ -58,6 +74,7 @@ def main(argv=None) -> None:
                                "than the file system allows (255 bytes a name); give a shorter path")
         print(f"error: {too_long}", file=sys.stderr)
         sys.exit(ConfigError.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def shortened(path) -> str:
