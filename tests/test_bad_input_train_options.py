@@ -51,3 +51,24 @@ def test_worker_and_thread_counts_are_bounded_before_any_process_starts(setting,
     # Unbounded, --num-workers forked DataLoader workers until memory ran out, and --threads overflowed in torch.
     with pytest.raises(ConfigError, match=words):
         job_class("text-classification").of(train="t.csv", output="m", **{setting: value})
+
+
+# --- bases not laid out as BERT -----------------------------------------------------------------------------
+
+def test_a_base_without_bert_layers_trains_unfrozen_and_refuses_freeze_layers(bases):
+    from transformers import DistilBertForSequenceClassification
+
+    from nlpforge.models.frozen import frozen_layer_count
+
+    model = DistilBertForSequenceClassification.from_pretrained(bases / "distilbert", num_labels=2)
+    assert frozen_layer_count(model, None, pretrained=True) == 0  # the classifier's default: freeze what it can
+    with pytest.raises(ConfigError, match="--freeze-layers 1 needs an encoder of BERT's layout .* is 'distilbert'; "
+                                          "use --freeze-layers 0"):
+        frozen_layer_count(model, 1, pretrained=True)
+
+
+def test_a_distilbert_base_gets_one_line_for_freeze_layers(bases, toy, capsys):
+    (toy / "t.conll").write_text("Ann\tB-PER\nsat\tO\n\nBob\tB-PER\nran\tO\n\nEve\tB-PER\nate\tO\n")
+    code, out, err = run_in_process(["train", "token-classification", "--train", "t.conll", "--model",
+                                     bases / "distilbert", "--freeze-layers", "1", *TRAIN], capsys)
+    assert_one_line(code, out, err, "--freeze-layers 1 needs an encoder of BERT's layout", "use --freeze-layers 0")

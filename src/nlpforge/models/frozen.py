@@ -31,6 +31,12 @@ CACHED_TYPES = ("bert", "mpnet")
 SHALLOW, TRAINED_ON_TOP = 6, 4
 
 
+def _encoder_layers(model):
+    """The encoder's layers where they sit in BERT's layout (`encoder.layer`: BERT, RoBERTa, MPNet, ...), else None
+    (DistilBERT keeps them in `transformer.layer`, ALBERT shares one group between all)."""
+    return getattr(getattr(model.base_model, "encoder", None), "layer", None)
+
+
 def _frozen_modules(model, count: int) -> list:
     base = model.base_model
     layers = base.encoder.layer
@@ -64,10 +70,15 @@ def freeze_lowest_layers(model, count: int) -> None:
 def frozen_layer_count(model, requested: int | None, pretrained: bool) -> int:
     """How many layers to freeze: `requested`, or where it is None, all but the top `TRAINED_ON_TOP` layers of a
     pretrained base deeper than `SHALLOW` layers (which train whole), and none of a base trained from scratch."""
+    layers = _encoder_layers(model)
+    if layers is None:
+        if requested:
+            raise ConfigError(f"--freeze-layers {requested} needs an encoder of BERT's layout (layers in "
+                              f"encoder.layer), and this model is {model.config.model_type!r}; use --freeze-layers 0")
+        return 0
     if requested is not None:
         return requested
-    layers = len(model.base_model.encoder.layer)
-    return layers - TRAINED_ON_TOP if pretrained and layers > SHALLOW else 0
+    return len(layers) - TRAINED_ON_TOP if pretrained and len(layers) > SHALLOW else 0
 
 
 def _memory_bytes() -> int:
