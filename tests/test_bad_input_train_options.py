@@ -111,3 +111,29 @@ def test_a_damaged_base_folder_is_one_line(bases, toy, capsys, damage, words):
                                      *TRAIN], capsys)
     assert_one_line(code, out, err, *words)
     assert not (toy / "model-out").exists()
+
+
+# --- a CSV row with more fields than the header -------------------------------------------------------------
+
+def test_a_first_row_with_an_unquoted_separator_is_named_not_read_as_an_index(tmp_path, capsys, monkeypatch):
+    from nlpforge.data.readers import read_table
+
+    rows = toy_rows(24)
+    (tmp_path / "extra.csv").write_text("text,label\nwhat a film, really,pos\n"
+                                        + "".join(f"{row['text']},{row['label']}\n" for row in rows))
+    with pytest.raises(DataError, match="extra.csv: cannot be read as csv: data row 1 has more fields than the "
+                                        "header's 2; quote a text that holds the separator ','"):
+        read_table(tmp_path / "extra.csv", columns=["text", "label"])
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_in_process(["train", "text-classification", "--train", "extra.csv", "--model", "bert-tiny",
+                                     *TRAIN], capsys)
+    assert_one_line(code, out, err, "data row 1 has more fields than the header's 2")
+
+
+def test_row_names_before_every_row_are_still_read(tmp_path):
+    from nlpforge.data.readers import read_table
+
+    # R's write.table: a header without the row names' column
+    (tmp_path / "r.csv").write_text('"text","label"\n"1","good, film","pos"\n"2","bad","neg"\n')
+    table = read_table(tmp_path / "r.csv", columns=["text", "label"])
+    assert table.frame["text"].tolist() == ["good, film", "bad"]

@@ -11,6 +11,7 @@ character names `delimiter`. Every failure names the file.
         ...
 """
 import codecs
+import csv
 import gzip
 import io
 import json
@@ -151,7 +152,7 @@ def read_table(path, columns=None, *, delimiter: str | None = None, encoding: st
             frame = _parse_text(text, fmt, path, delimiter)
     except DataError:
         raise
-    except (pd.errors.ParserError, ValueError, OSError, EOFError, LookupError, zlib.error) as error:
+    except (pd.errors.ParserError, ValueError, OSError, EOFError, LookupError, zlib.error, csv.Error) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         hint = delimiter_hint(text.partition("\n")[0], delimiter or table_delimiter(fmt)) \
             if fmt in ("csv", "tsv") and isinstance(error, pd.errors.ParserError) else ""
@@ -178,8 +179,17 @@ def _parse_text(text: str, fmt: str, path: Path, delimiter: str | None = None) -
     if fmt in ("csv", "tsv"):
         # keep_default_na=False: an empty review is "", and the string "NA" stays text.
         separator = delimiter or table_delimiter(fmt)
-        return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[],
-                           engine="c" if separator == "," else "python")
+        frame = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[],
+                            engine="c" if separator == "," else "python")
+        if not isinstance(frame.index, pd.RangeIndex):
+            # pandas makes the extra fields of a first data row longer than the header an index: R's row names
+            # (every data row is longer), or a text with the separator unquoted (other rows are not)
+            short = sum(len(row) == len(frame.columns) for row in csv.reader(io.StringIO(text), delimiter=separator))
+            if short > 1:
+                raise DataError(f"{path}: cannot be read as {fmt}: data row 1 has more fields than the header's "
+                                f"{len(frame.columns)}; quote a text that holds the separator {separator!r}, e.g. "
+                                "\"great, really\"")
+        return frame
     records = [json_record(line, number, path) for number, line in enumerate(text_lines(text), start=1)
                if line.strip()]
     return pd.DataFrame.from_records(records)
