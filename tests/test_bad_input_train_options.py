@@ -137,3 +137,25 @@ def test_row_names_before_every_row_are_still_read(tmp_path):
     (tmp_path / "r.csv").write_text('"text","label"\n"1","good, film","pos"\n"2","bad","neg"\n')
     table = read_table(tmp_path / "r.csv", columns=["text", "label"])
     assert table.frame["text"].tolist() == ["good, film", "bad"]
+
+
+# --- outputs kept apart from every data setting -------------------------------------------------------------
+
+@pytest.mark.parametrize("output", ["corpus/model", "corpus"])
+def test_masked_lm_output_inside_its_corpus_folder_is_refused(tmp_path, monkeypatch, capsys, output):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "text.txt").write_text("A first sentence. A second one.\n\nAnother document here.\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_in_process(["train", "masked-lm", "--corpus", "corpus", "--model", "bert-tiny",
+                                     "--overwrite", *TRAIN[:-2], "--output", output], capsys)
+    assert_one_line(code, out, err, f"--output {output}:", "the input corpus", "choose a path apart from the inputs")
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["text.txt"]
+
+
+def test_a_column_name_too_long_for_a_file_name_is_not_a_traceback(toy, capsys):
+    # Every data setting is also looked up as a path (to keep outputs apart from inputs): a name longer than a
+    # file name may be must not stop that look-up.
+    code, out, err = run_in_process(["train", "text-classification", "--train", "train.csv", "--model", "bert-tiny",
+                                     "--label-column", "x" * 5000, *TRAIN], capsys)
+    assert code != 0 and "Traceback" not in out + err
+    assert err.startswith("error: [E100] train.csv: no column 'xxx") and len(err.strip().splitlines()) == 1

@@ -17,7 +17,7 @@ import random
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +116,10 @@ def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
 
 
 def data_paths(data) -> list:
-    """The files and folders a task's data settings name (train, validation, corpus, ...)."""
-    values = [getattr(data, f.name) for f in fields(data)]
+    """The files and folders a task's data settings name (train, validation, a masked-LM corpus, ...)."""
+    values = to_flat(data).values()  # with nested groups': the corpus is in masked-LM's `source`
     return [str(v) for value in values for v in (value if isinstance(value, (list, tuple)) else [value])
-            if isinstance(v, (str, Path)) and v and Path(v).exists()]
+            if isinstance(v, (str, Path)) and v and os.path.exists(v)]
 
 
 def check_output(job: TrainJob) -> None:
