@@ -265,10 +265,10 @@ def test_a_vocabulary_or_phrase_file_that_fails_to_save_leaves_the_earlier_one(c
 
 @pytest.mark.parametrize("validation", ["corpus.txt", "."])
 def test_masked_lm_validation_that_is_in_the_corpus_is_warned_about(corpus, tmp_path, validation):
-    from nlpforge.training.run import warn_if_validation_is_training_data
+    from nlpforge.training.run import warn_if_held_out_is_training_data
 
     lines = []
-    warn_if_validation_is_training_data(masked_lm_job(corpus=[str(corpus)], validation=[str(tmp_path / validation)],
+    warn_if_held_out_is_training_data(masked_lm_job(corpus=[str(corpus)], validation=[str(tmp_path / validation)],
                                                       output=str(tmp_path / "m")).data, lines.append)
     assert len(lines) == 1
     assert lines[0].startswith(f"warning: --validation {tmp_path / validation} is also training data (--corpus "

@@ -159,3 +159,16 @@ def test_a_column_name_too_long_for_a_file_name_is_not_a_traceback(toy, capsys):
                                      "--label-column", "x" * 5000, *TRAIN], capsys)
     assert code != 0 and "Traceback" not in out + err
     assert err.startswith("error: [E100] train.csv: no column 'xxx") and len(err.strip().splitlines()) == 1
+
+
+# --- held-out files that are the training data --------------------------------------------------------------
+
+def test_a_test_file_that_is_the_training_file_is_warned_about(tmp_path):
+    from nlpforge.training.run import warn_if_held_out_is_training_data
+
+    train = write_csv(tmp_path / "train.csv", toy_rows(24))
+    lines = []
+    job = job_class("text-classification").of(train=str(train), test=str(train), output=str(tmp_path / "m"))
+    warn_if_held_out_is_training_data(job.data, lines.append)
+    assert lines == [f"warning: --test {train} is also training data (--train {train}), so the test metrics measure "
+                     "what the model has seen; give a held-out file"]

@@ -155,12 +155,12 @@ def _launch_distributed(job: TrainJob, log) -> TrainResult:
                        rules=meta.get("rules", {}))
 
 
-def warn_if_validation_is_training_data(data, log) -> None:
-    """Say so when a validation file or folder is, holds or lies in the training data (--train, or a masked-LM
-    --corpus, which may be a folder): the validation metrics then measure memory."""
+def warn_if_held_out_is_training_data(data, log) -> None:
+    """Say so when a validation or test file or folder is, holds or lies in the training data (--train, or a
+    masked-LM --corpus, which may be a folder): its metrics then measure memory."""
     def paths(value) -> list[Path]:
         values = value if isinstance(value, (list, tuple)) else [value]
-        return [Path(v) for v in values if isinstance(v, (str, Path)) and v and Path(v).exists()]
+        return [Path(v) for v in values if isinstance(v, (str, Path)) and v and os.path.exists(v)]
 
     def overlap(held: Path, path: Path) -> bool:
         held_at, path_at = held.resolve(), path.resolve()
@@ -169,12 +169,14 @@ def warn_if_validation_is_training_data(data, log) -> None:
     flag, training = "--train", getattr(data, "train", None)
     if not training and getattr(data, "source", None) is not None:
         flag, training = "--corpus", getattr(data.source, "corpus", None)
-    for held in paths(getattr(data, "validation", None)):
-        shared = next((path for path in paths(training) if overlap(held, path)), None)
-        if shared is not None:
-            log(f"warning: --validation {held} is also training data ({flag} {shared}), so the validation metrics "
-                "(and the best epoch they pick) measure what the model has seen; give a held-out file, or leave out "
-                "--validation to hold out part of the training data")
+    for role in ("validation", "test"):
+        for held in paths(getattr(data, role, None)):
+            shared = next((path for path in paths(training) if overlap(held, path)), None)
+            if shared is not None:
+                picks, instead = ((" (and the best epoch they pick)", ", or leave out --validation to hold out part "
+                                   "of the training data") if role == "validation" else ("", ""))
+                log(f"warning: --{role} {held} is also training data ({flag} {shared}), so the {role} metrics{picks} "
+                    f"measure what the model has seen; give a held-out file{instead}")
 
 
 RUN_ENTRIES = ("metrics.jsonl", "tensorboard", "debug", "checkpoints")  # what a run keeps in OUTPUT.training/
@@ -209,7 +211,7 @@ def _train(job: TrainJob, device: torch.device, world, log, on_step=None) -> Tra
         torch.use_deterministic_algorithms(True, warn_only=True)
     precision = resolve_precision(runtime.precision, device)
     seed_everything(job.train.seed)
-    warn_if_validation_is_training_data(job.data, log)
+    warn_if_held_out_is_training_data(job.data, log)
     base = resolve_base(job.model.model, job.model.tokenizer)
     with loading_errors(base.tokenizer, "name another --tokenizer" if job.model.tokenizer else "name another --model"):
         tokenizer = load_tokenizer(base)
