@@ -172,3 +172,24 @@ def test_a_test_file_that_is_the_training_file_is_warned_about(tmp_path):
     warn_if_held_out_is_training_data(job.data, lines.append)
     assert lines == [f"warning: --test {train} is also training data (--train {train}), so the test metrics measure "
                      "what the model has seen; give a held-out file"]
+
+
+# --- checkpoints edited by hand -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("files, problem", [
+    ({"state.json": "{}"}, "state.json lacks entries"),
+    ({"state.json": "[]"}, "state.json lacks entries"),
+    ({"state.json": "{}", "MANIFEST.json": "[1]"}, "MANIFEST.json does not give each file's bytes and sha256"),
+    ({"state.json": "{}", "MANIFEST.json": '{"model.safetensors": 5}'},
+     "MANIFEST.json does not give each file's bytes and sha256"),
+], ids=["state-empty", "state-a-list", "manifest-a-list", "manifest-entry-a-number"])
+def test_a_checkpoint_of_the_wrong_shape_is_damaged_not_a_traceback(tmp_path, files, problem):
+    from nlpforge.training.checkpoint import find_checkpoint
+
+    step = tmp_path / "step-00000001"
+    step.mkdir()
+    (step / "COMPLETE").write_text("ok\n")
+    for name, text in files.items():
+        (step / name).write_text(text)
+    with pytest.raises(ConfigError, match=f"is damaged \\({problem}\\)"):
+        find_checkpoint(str(step), tmp_path, log=lambda *_: None)

@@ -33,6 +33,7 @@ COMPLETE = "COMPLETE"
 MANIFEST = "MANIFEST.json"
 PREFIX = "step-"
 WEIGHT_SETS = ("best", "average")
+STATE_KEYS = {"step", "loop", "optimizer", "scheduler", "rng", "config"}  # what state.json holds for a resume
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict, dict]:
@@ -148,10 +149,13 @@ def damage(path: Path) -> str | None:
         return f"{MANIFEST} is unreadable"
     if manifest is None:
         try:
-            json.loads((path / "state.json").read_text(encoding="utf-8"))
-            return None
+            state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return "state.json is missing or unreadable"
+        return None if isinstance(state, dict) and STATE_KEYS <= state.keys() else "state.json lacks entries"
+    if not isinstance(manifest, dict) or not all(isinstance(entry, dict) and {"bytes", "sha256"} <= entry.keys()
+                                                 for entry in manifest.values()):
+        return f"{MANIFEST} does not give each file's bytes and sha256"
     for name, expected in manifest.items():
         try:
             found = _describe(path / name)
