@@ -193,3 +193,14 @@ def test_a_checkpoint_of_the_wrong_shape_is_damaged_not_a_traceback(tmp_path, fi
         (step / name).write_text(text)
     with pytest.raises(ConfigError, match=f"is damaged \\({problem}\\)"):
         find_checkpoint(str(step), tmp_path, log=lambda *_: None)
+
+
+# --- a masked-LM corpus read as one document ----------------------------------------------------------------
+
+def test_masked_lm_on_one_text_document_names_the_document_boundary(tmp_path, monkeypatch, capsys):
+    # Two-sentence blocks between blank lines: auto reads the file as one document with short paragraphs.
+    (tmp_path / "short.txt").write_text("\n\n".join(f"Sentence {i} here.\nAnd one more {i}." for i in range(6)) + "\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_in_process(["train", "masked-lm", "--corpus", "short.txt", "--model", "bert-tiny",
+                                     *TRAIN], capsys)
+    assert_one_line(code, out, err, "short.txt: 1 document", "--document-boundary blank-line (or line)")

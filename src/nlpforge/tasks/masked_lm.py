@@ -170,8 +170,10 @@ class MaskedLm(Task):
             held_tokens = sentence_tokens(held_sentences, ratio)
         else:
             if len(spans) < 2:
+                split = ("; --document-boundary blank-line (or line) splits a text file into documents where auto "
+                         "took it for one" if settings.document_boundary == "auto" else "")
                 raise DataError(f"{', '.join(settings.source.corpus)}: {len(spans)} document; holding some out for "
-                                "validation needs at least two, or give --validation")
+                                f"validation needs at least two, or give --validation{split}")
             held = min(settings.validation_documents, max(1, len(spans) // 10))
             chosen = set(np.random.default_rng(seed).choice(len(spans), size=held, replace=False).tolist())
             train_spans = [span for i, span in enumerate(spans) if i not in chosen]
