@@ -97,13 +97,23 @@ def damage_tokenizer(folder):
     (folder / "tokenizer.json").write_text("garbage")
 
 
+def resize_config(folder):
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 16}))
+
+
 @pytest.mark.parametrize("damage, words", [
     (damage_config, ["base/config.json is not a JSON object", "name another --model folder"]),
     (config_list, ["base/config.json is not a JSON object"]),
     (truncate_weights, ["base/model.safetensors: damaged", "restore the file or name another --model"]),
     (remove_weights, ["base: cannot load weights or tokenizer", "restore the folder or name another --model"]),
     (damage_tokenizer, ["base: cannot load weights or tokenizer", "restore the folder or name another --model"]),
-], ids=["config-not-json", "config-a-list", "weights-truncated", "weights-missing", "tokenizer-damaged"])
+    # before, the encoder was initialised at random without a word, as a head of another shape is
+    (resize_config, ["base: the weights do not fit config.json", "restore config.json or name another --model"]),
+], ids=["config-not-json", "config-a-list", "weights-truncated", "weights-missing", "tokenizer-damaged",
+        "config-resized"])
 def test_a_damaged_base_folder_is_one_line(bases, toy, capsys, damage, words):
     shutil.copytree(bases / "bert", toy / "base")
     damage(toy / "base")

@@ -236,6 +236,11 @@ def build_model(base: BaseModel, model_class, tokenizer, max_seq_length: int = 5
         if base.pretrained:
             model, info = cls.from_pretrained(str(base.weights), output_loading_info=True,
                                               ignore_mismatched_sizes=True, **config, **overrides)
+            # Sizes may differ for a head of another shape only: an encoder weight that does not fit config.json
+            # would be initialised at random, and the run would train from scratch without a word.
+            if any(key.startswith(f"{model.base_model_prefix}.") for key, *_ in info["mismatched_keys"]):
+                raise ArtifactError(f"{base.weights}: the weights do not fit config.json (their shapes differ from "
+                                    "the sizes it gives); restore config.json or name another --model")
             if missing is not None:
                 missing.extend([*info["missing_keys"], *(key for key, *_ in info["mismatched_keys"])])
             return model
