@@ -53,6 +53,13 @@ def test_worker_and_thread_counts_are_bounded_before_any_process_starts(setting,
         job_class("text-classification").of(train="t.csv", output="m", **{setting: value})
 
 
+def test_a_precision_the_device_lacks_is_one_line_before_launching_processes(toy, capsys):
+    code, out, err = run_in_process(["train", "text-classification", "--train", "train.csv", "--model", "bert-tiny",
+                                     "--nproc", "2", "--device", "cpu", "--precision", "fp16", *TRAIN], capsys)
+    assert_one_line(code, out, err, "fp16 needs a CUDA GPU", "--precision bf16 or fp32")
+    assert "launching" not in out  # before, each of the processes torchrun started said so, then torchrun
+
+
 # --- bases not laid out as BERT -----------------------------------------------------------------------------
 
 def test_a_base_without_bert_layers_trains_unfrozen_and_refuses_freeze_layers(bases):

@@ -98,7 +98,9 @@ def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
     """
     check_output(job)
     if job.distributed.launch and not distributed.under_torchrun():
-        resolve_device(job.runtime.device)  # a device this machine lacks is one line here, not one per rank
+        device = resolve_device(job.runtime.device)  # a device this machine lacks is one line here, not one per rank
+        if job.runtime.precision != "auto":  # so is a precision it lacks (auto would measure, and take a GPU here)
+            resolve_precision(job.runtime.precision, device)
         return _launch_distributed(job, log)
     if distributed.restart_count() and job.checkpoint.resume is None:
         job.checkpoint.resume = "auto"
