@@ -169,6 +169,18 @@ def test_masked_lm_output_inside_its_corpus_folder_is_refused(tmp_path, monkeypa
     assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["text.txt"]
 
 
+def test_masked_lm_checkpoints_inside_its_corpus_folder_are_refused(tmp_path, monkeypatch, capsys):
+    # Before, the first run wrote them there, and its resume then read MANIFEST.json as a corpus file.
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "text.txt").write_text("A first sentence. A second one.\n\nAnother document here.\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_in_process(["train", "masked-lm", "--corpus", "corpus", "--model", "bert-tiny",
+                                     "--checkpoint-dir", "corpus/checkpoints", *TRAIN], capsys)
+    assert_one_line(code, out, err, "--checkpoint-dir corpus/checkpoints is inside the input corpus",
+                    "choose a folder outside it")
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["text.txt"]
+
+
 def test_a_column_name_too_long_for_a_file_name_is_not_a_traceback(toy, capsys):
     # Every data setting is also looked up as a path (to keep outputs apart from inputs): a name longer than a
     # file name may be must not stop that look-up.

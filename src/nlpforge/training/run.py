@@ -126,7 +126,7 @@ def data_paths(data) -> list:
 
 def check_output(job: TrainJob) -> None:
     """Before any work: the model folder can be written (and replaced only with --overwrite), and the
-    checkpoints are kept apart from it."""
+    checkpoints are kept apart from it and out of the data folders."""
     check_apart(job.output, data_paths(job.data))
     artifact.check_output(job.output, job.overwrite)
     check_training_folder(job)
@@ -135,6 +135,12 @@ def check_output(job: TrainJob) -> None:
         if checkpoints == output or output in checkpoints.parents:
             raise ConfigError(f"--checkpoint-dir {job.checkpoint.checkpoint_dir} is inside --output {job.output}, "
                               "which is replaced when the model is written; choose a folder outside it")
+        for source in data_paths(job.data):  # a resume would read the checkpoints as data (a corpus folder)
+            if Path(source).resolve() == checkpoints or Path(source).resolve() in checkpoints.parents:
+                relation = "is" if Path(source).resolve() == checkpoints else "is inside"
+                raise ConfigError(f"--checkpoint-dir {job.checkpoint.checkpoint_dir} {relation} the input {source}, "
+                                  "so the next run, and a resume, would read the checkpoints as data; choose a "
+                                  "folder outside it")
         check_writable(checkpoints, "--checkpoint-dir", folder=True)
 
 
