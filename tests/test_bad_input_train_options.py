@@ -233,3 +233,19 @@ def test_masked_lm_on_one_text_document_names_the_document_boundary(tmp_path, mo
     code, out, err = run_in_process(["train", "masked-lm", "--corpus", "short.txt", "--model", "bert-tiny",
                                      *TRAIN], capsys)
     assert_one_line(code, out, err, "short.txt: 1 document", "--document-boundary blank-line (or line)")
+
+
+# --- SQuAD answers that are not in their context ------------------------------------------------------------
+
+def test_squad_answers_found_nowhere_in_their_context_are_named(tmp_path):
+    import json
+
+    from nlpforge.data.squad import read_squad
+
+    qas = [{"id": f"q{i}", "question": "What is the code?", "answers": [{"text": "amber", "answer_start": 4}]}
+           for i in range(3)]
+    (tmp_path / "q.json").write_text(json.dumps({"data": [{"paragraphs": [{"context": "The code is birch.",
+                                                                           "qas": qas}]}]}))
+    with pytest.raises(DataError, match="q.json: no questions with answers: the text of each of its 3 answers occurs "
+                                        "nowhere in its context"):
+        read_squad(tmp_path / "q.json")

@@ -113,6 +113,9 @@ def read_squad(path) -> tuple[list[QAExample], QAReport]:
         report.impossible += bool(impossible)
         examples.append(QAExample(str(qid), question, context, checked, bool(impossible)))
     report.examples, report.contexts = len(examples), len(contexts)
+    if not examples and report.dropped:
+        raise DataError(f"{path}: no questions with answers: the text of each of its {report.dropped:,} answers occurs "
+                        "nowhere in its context; an answer's text must be copied from the context")
     if not examples:
         raise DataError(f"{path}: no questions with answers; is this a SQuAD file?")
     return examples, report
