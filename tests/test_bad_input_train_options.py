@@ -235,7 +235,7 @@ def test_masked_lm_on_one_text_document_names_the_document_boundary(tmp_path, mo
     assert_one_line(code, out, err, "short.txt: 1 document", "--document-boundary blank-line (or line)")
 
 
-# --- SQuAD answers that are not in their context ------------------------------------------------------------
+# --- files of tagged sentences and questions that hold none -------------------------------------------------
 
 def test_squad_answers_found_nowhere_in_their_context_are_named(tmp_path):
     import json
@@ -249,3 +249,11 @@ def test_squad_answers_found_nowhere_in_their_context_are_named(tmp_path):
     with pytest.raises(DataError, match="q.json: no questions with answers: the text of each of its 3 answers occurs "
                                         "nowhere in its context"):
         read_squad(tmp_path / "q.json")
+
+
+def test_an_empty_jsonl_file_of_tagged_sentences_is_described_as_jsonl(tmp_path):
+    from nlpforge.data.sequences import read_tagged
+
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(DataError, match=r'e.jsonl: no tagged sentences; a JSONL file holds one \{"tokens": '):
+        read_tagged(tmp_path / "e.jsonl")

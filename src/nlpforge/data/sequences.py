@@ -73,8 +73,10 @@ def read_tagged(path) -> TaggedFile:
     else:
         sentences, lines = _conll(text, path)
     if not sentences:
-        raise DataError(f"{path}: no tagged sentences; a CoNLL file holds `token<TAB>tag` lines with a blank line "
-                        "between sentences")
+        layout = ('a JSONL file holds one {"tokens": [...], "tags": [...]} object a line'
+                  if table_format(path) == "jsonl" else
+                  "a CoNLL file holds `token<TAB>tag` lines with a blank line between sentences")
+        raise DataError(f"{path}: no tagged sentences; {layout}")
     report = TaggedReport(str(path), replaced_bytes=replaced)
     prefixed = all(_LANGUAGE_PREFIX.match(token) for tokens, _ in sentences[:200] for token in tokens)
     cleaned = []
