@@ -190,8 +190,12 @@ def loading_errors(folder, otherwise: str):
     except RuntimeError as error:  # transformers: the weights' shapes are not those config.json describes
         if "mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
             raise
-        raise ArtifactError(f"{folder}: the weights do not fit config.json (their shapes differ from the sizes it "
-                            f"gives); restore config.json or {otherwise}") from None
+        raise weights_do_not_fit(folder, otherwise) from None
+
+
+def weights_do_not_fit(folder, otherwise: str) -> ArtifactError:
+    return ArtifactError(f"{folder}: the weights do not fit config.json (their shapes differ from the sizes it gives); "
+                         f"restore config.json or {otherwise}")
 
 
 def quiet_transformers():
@@ -239,8 +243,7 @@ def build_model(base: BaseModel, model_class, tokenizer, max_seq_length: int = 5
             # Sizes may differ for a head of another shape only: an encoder weight that does not fit config.json
             # would be initialised at random, and the run would train from scratch without a word.
             if any(key.startswith(f"{model.base_model_prefix}.") for key, *_ in info["mismatched_keys"]):
-                raise ArtifactError(f"{base.weights}: the weights do not fit config.json (their shapes differ from "
-                                    "the sizes it gives); restore config.json or name another --model")
+                raise weights_do_not_fit(base.weights, "name another --model")
             if missing is not None:
                 missing.extend([*info["missing_keys"], *(key for key, *_ in info["mismatched_keys"])])
             return model

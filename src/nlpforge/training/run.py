@@ -136,11 +136,11 @@ def check_output(job: TrainJob) -> None:
             raise ConfigError(f"--checkpoint-dir {job.checkpoint.checkpoint_dir} is inside --output {job.output}, "
                               "which is replaced when the model is written; choose a folder outside it")
         for source in data_paths(job.data):  # a resume would read the checkpoints as data (a corpus folder)
-            if Path(source).resolve() == checkpoints or Path(source).resolve() in checkpoints.parents:
-                relation = "is" if Path(source).resolve() == checkpoints else "is inside"
-                raise ConfigError(f"--checkpoint-dir {job.checkpoint.checkpoint_dir} {relation} the input {source}, "
-                                  "so the next run, and a resume, would read the checkpoints as data; choose a "
-                                  "folder outside it")
+            at = Path(source).resolve()
+            if at == checkpoints or at in checkpoints.parents:
+                raise ConfigError(f"--checkpoint-dir {job.checkpoint.checkpoint_dir} "
+                                  f"{'is' if at == checkpoints else 'is inside'} the input {source}, so the next "
+                                  "run, and a resume, would read the checkpoints as data; choose a folder outside it")
         check_writable(checkpoints, "--checkpoint-dir", folder=True)
 
 
