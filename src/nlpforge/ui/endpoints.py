@@ -123,8 +123,11 @@ def server_state(settings, server: dict, details_of: str | None = None) -> dict:
             for entry in management.list().get("models", []):
                 model = {"name": entry["modelName"], "versions": [], "traffic": {}}
                 if entry["modelName"] == details_of:
-                    model["versions"] = management.describe(details_of, "all")
-                    model["traffic"] = management.traffic(details_of)
+                    try:  # one model's details that fail (a name the client refuses to send) keep it listed
+                        model["versions"] = management.describe(details_of, "all")
+                        model["traffic"] = management.traffic(details_of)
+                    except NlpforgeError as error:
+                        problems.append(f"management API {server['management']}: {error}")
                 state["models"].append(model)
         finally:
             management.http.close()
