@@ -488,12 +488,13 @@ def file_lock(path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def check_output_folder(path, what: str, kind: str, marker: str) -> None:
-    """Refuse an output folder that holds anything but an earlier `kind` (known by its `marker` file), so a
-    run never writes over a baseline, a model or other files it did not make."""
+def check_output_folder(path, what: str, kind: str, marker: str, own: tuple = ()) -> None:
+    """Refuse an output folder that holds anything but an earlier `kind` (known by its `marker` file, or by holding
+    only files of the `own` names, which an interrupted one leaves), so a run never writes over a baseline, a model
+    or other files it did not make."""
     check_writable(path, what, folder=True)
     path = Path(path).expanduser()
-    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+    if path.is_dir() and not (path / marker).is_file() and any(entry.name not in own for entry in path.iterdir()):
         raise ConfigError(f"{what} {path}: holds other files, which this would overwrite or mix with; give a new or "
                           f"empty folder, or an earlier {kind}")
 

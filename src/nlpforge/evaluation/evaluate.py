@@ -84,6 +84,7 @@ def _sliding_window_baseline(loaded, data, baseline_train, notes):
 
 BASELINES = {"token-classification": _crf_baseline, "question-answering": _sliding_window_baseline}
 TRAINED_BASELINES = ("text-classification", "token-classification")  # the tasks whose baseline learns from a file
+EVALUATION_FILES = ("report.json", "confusion_model.png", "confusion_baseline.png")  # what an evaluation writes
 
 
 def _training_file(meta: dict) -> str | None:
@@ -138,12 +139,16 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
     (tables and corpora only: entity and question files have their own formats)."""
     reading = reading or {}
     loaded = tasks.load(model_path)
+    check_output_folder(output_dir or Path(model_path) / "evaluation",
+                        "--output-dir" if output_dir else "the model's evaluation folder (the default --output-dir)",
+                        "evaluation", "report.json", own=EVALUATION_FILES)
     output_dir = Path(output_dir) if output_dir else Path(model_path) / "evaluation"
-    check_output_folder(output_dir, "--output-dir", "evaluation", "report.json")
     if baseline_train and not (baseline and loaded.task.name in TRAINED_BASELINES):
         raise ConfigError(f"--baseline-train {baseline_train}: " + (
             "--no-baseline turns the baseline off; leave out one of the two" if not baseline else
-            f"a {loaded.task.name} model's baseline learns from no file; leave out --baseline-train"))
+            f"a {loaded.task.name} model's baseline learns from no file; leave out --baseline-train"
+            if loaded.task.name in BASELINES else f"a {loaded.task.name} model has no baseline; leave out "
+            "--baseline-train"))
     if loaded.task.name != "text-classification":
         return _evaluate_task(loaded, data, baseline, baseline_train, output_dir, batch_size, text_columns, reading)
     meta = loaded.metadata
@@ -174,15 +179,15 @@ def evaluate_model(model_path, data, text_columns=None, label_column=None, basel
     answers = loaded.predict(texts, batch_size=batch_size) if texts else []
     predicted = np.array([known[str(answer["label"])] for answer in answers], dtype=np.int64)
     model_report = classification_metrics(true_ids, predicted, loaded.labels)
+    baseline_report = None
+    if baseline_rows is not None:  # before any file is written: a baseline that fails leaves no half evaluation
+        fitted = fit_baseline(*baseline_rows, source=train_file)
+        baseline_report = classification_metrics(true_ids, fitted.predict(texts), loaded.labels)
     output_dir.mkdir(parents=True, exist_ok=True)
     name = Path(model_path).name
     plot_confusion(model_report, output_dir / "confusion_model.png", title=f"{name} on {Path(data).name}")
     parts = [render_report(model_report, f"{name} ({meta.get('base_model')})")]
-
-    baseline_report = None
-    if baseline_rows is not None:
-        fitted = fit_baseline(*baseline_rows, source=train_file)
-        baseline_report = classification_metrics(true_ids, fitted.predict(texts), loaded.labels)
+    if baseline_report is not None:
         plot_confusion(baseline_report, output_dir / "confusion_baseline.png", title="TF-IDF + logistic regression")
         parts.append(render_report(baseline_report, "baseline TF-IDF (1-2 grams) + logistic regression"))
         parts.append(f"transformer vs baseline: accuracy {model_report['accuracy'] - baseline_report['accuracy']:+.4f}, "

@@ -155,7 +155,7 @@ def run_schedule(settings: ScheduleSettings, stop: threading.Event | None = None
     if not capture.is_dir():
         raise DataError(f"{capture}: no such capture folder; give the folder the server writes data capture to "
                         "(its --capture-dir, default <model-store>/capture)")
-    check_output_folder(settings.output, "--output", "schedule", "schedule.json")
+    check_output_folder(settings.output, "--output", "schedule", "schedule.json", own=("runs",))
     output = Path(settings.output)
     (output / "runs").mkdir(parents=True, exist_ok=True)
     watched_folder(settings).mkdir(parents=True, exist_ok=True)  # a model that has had no traffic yet: no data

@@ -292,7 +292,7 @@ class DefaultModelMonitor:
                   else self.jobs_root / "_monitoring" / name)
         # Found here, not later in describe_schedule()'s FailureReason: a baseline that cannot be read, an
         # output that cannot be written or that holds other files.
-        check_output_folder(output, "output_s3_uri", "schedule", "schedule.json")
+        check_output_folder(output, "output_s3_uri", "schedule", "schedule.json", own=("runs",))
         read_baseline(baseline)
         jobs_root = getattr(endpoint_input, "jobs_root", None) or self.jobs_root
         self._schedule = ScheduleSettings.of(
