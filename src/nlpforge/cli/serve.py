@@ -43,20 +43,22 @@ command_from_settings(app, "serve", ServeSettings, _run_serve,
                            "8081, metrics 8082).")
 
 
-def _key_file(key_file: Optional[str]) -> Optional[str]:
-    """The key file given, else ./model_store/key_file.json when there is one."""
+def _key_file(key_file: Optional[str], needed: bool = True) -> Optional[str]:
+    """The key file given, else ./model_store/key_file.json when there is one. A missing one is refused where its
+    key is `needed` (no key given otherwise): the server's 401 would blame the key."""
     if key_file is None and Path("model_store/key_file.json").exists():
         return "model_store/key_file.json"
-    if key_file is not None and not os.path.exists(key_file):  # else the server's 401 would blame the key
+    if needed and key_file is not None and not os.path.exists(key_file):
         raise ConfigError(f"--key-file {key_file!r}: no such file; give the server's key file, "
                           "<model-store>/key_file.json")
     return key_file
 
 
-def _client(url: str, key_file: Optional[str], token: Optional[str]):
+def _client(url: str, key_file: Optional[str], token: Optional[str], needed: bool = True):
     from nlpforge.serving.client import ManagementClient
 
-    return ManagementClient(url, token=token, key_file=_key_file(key_file))
+    needed = needed and not (token or os.environ.get("NLPFORGE_MANAGEMENT_KEY"))
+    return ManagementClient(url, token=token, key_file=_key_file(key_file, needed))
 
 
 def _print(value) -> None:
@@ -154,8 +156,8 @@ def token(kind: str = typer.Argument(..., help="the key to replace: management o
     """Replace the management or inference key (TorchServe's token API); the old one stops working at once."""
     from nlpforge.serving.security import read_key
 
-    client = _client(management_url, key_file, None)
-    path = _key_file(key_file)
+    client = _client(management_url, key_file, None, needed=not api_key)
+    path = _key_file(key_file, needed=not api_key)
     api_key = api_key or (read_key(path, "API") if path else None)
     if not api_key:
         raise ConfigError("the token API needs the server's API key: give --api-key or --key-file "
