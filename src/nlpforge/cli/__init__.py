@@ -50,8 +50,10 @@ def main(argv=None) -> None:
             if error.format_message():  # its help; Typer's Rich help has been printed already, and this is empty
                 print(error.format_message(), file=sys.stderr)
             sys.exit(error.exit_code)
-        where = f"; see `{error.ctx.command_path} --help`" if error.ctx is not None else ""
-        print(f"error: {' '.join(error.format_message().split()).rstrip('.')}{where}", file=sys.stderr)
+        message = " ".join(error.format_message().split()).rstrip(".")
+        where = error.ctx.command_path if error.ctx is not None else command_path(argv)
+        print(f"error: {message}{' (' if message.endswith('?') else '; '}see `{where} --help`"
+              f"{')' if message.endswith('?') else ''}", file=sys.stderr)
         sys.exit(error.exit_code)
     except click_errors.ClickException as error:
         print(f"error: {' '.join(error.format_message().split())}", file=sys.stderr)
@@ -75,6 +77,17 @@ def main(argv=None) -> None:
         print(f"error: {too_long}", file=sys.stderr)
         sys.exit(ConfigError.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def command_path(argv=None) -> str:
+    """`nlpforge GROUP COMMAND` as far as `argv` names commands (an error the parser raises has no context)."""
+    command, words = typer.main.get_command(app), ["nlpforge"]
+    for word in sys.argv[1:] if argv is None else argv:
+        command = getattr(command, "commands", {}).get(word)
+        if command is None:
+            break
+        words.append(word)
+    return " ".join(words)
 
 
 def shortened(path) -> str:
