@@ -15,6 +15,7 @@ import csv
 import gzip
 import io
 import json
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ import numpy as np
 from nlpforge.data.formats import detect_format
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.settings import Settings, setting
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews run to tens of kB, above csv's 128 kB default
 
 if TYPE_CHECKING:  # pandas loads on the first read, so that the CLI's help and checks start without it
     import pandas as pd
@@ -184,7 +187,8 @@ def _parse_text(text: str, fmt: str, path: Path, delimiter: str | None = None) -
         if not isinstance(frame.index, pd.RangeIndex):
             # pandas makes the extra fields of a first data row longer than the header an index: R's row names
             # (every data row is longer), or a text with the separator unquoted (other rows are not)
-            short = sum(len(row) == len(frame.columns) for row in csv.reader(io.StringIO(text), delimiter=separator))
+            rows = csv.reader(io.StringIO(text, newline=""), delimiter=separator)  # newline="": a lone \r ends rows
+            short = sum(len(row) == len(frame.columns) for row in rows)
             if short > 1:
                 raise DataError(f"{path}: cannot be read as {fmt}: data row 1 has more fields than the header's "
                                 f"{len(frame.columns)}; quote a text that holds the separator {separator!r}, e.g. "

@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import re
 import signal
-import sys
 import tarfile
 from array import array
 from collections import Counter, defaultdict, deque
@@ -60,9 +59,6 @@ codecs.register_error("nlpforge-mark", lambda error: (chr(0xDC00 + min(error.end
 _warned: set[tuple[str, int]] = set()  # (file, bytes) already reported: every pass over a corpus re-reads it
 
 log = logging.getLogger(__name__)
-
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # reviews run to tens of kB, above csv's 128 kB default
-
 
 @dataclass
 class CorpusSource(Settings):
@@ -110,6 +106,8 @@ def corpus_files(paths) -> list[Path]:
     """The files named by `paths` (folders are walked, hidden files skipped); missing paths are errors."""
     files, named_by = [], {}  # real path -> (which path given names it, that path)
     for number, raw in enumerate(paths):
+        if not str(raw).strip():  # Path("") is the current folder: an unset variable would read all under it
+            raise DataError("a corpus path is empty; name a file or folder (. for the current folder)")
         path = Path(raw).expanduser()
         if not path.exists():
             raise DataError(f"{path}: no such file or folder; check the path (relative paths start at {Path.cwd()})")
