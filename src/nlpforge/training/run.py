@@ -117,9 +117,11 @@ def train(job: TrainJob, log=print, on_step=None) -> TrainResult:
         distributed.teardown()
 
 
-def data_paths(data) -> list:
-    """The files and folders a task's data settings name (train, validation, a masked-LM corpus, ...)."""
-    values = to_flat(data).values()  # with nested groups': the corpus is in masked-LM's `source`
+def data_paths(job: TrainJob) -> list:
+    """The files and folders a job's data settings name: its task's channels (train, validation, test, a masked-LM
+    corpus), not a column or other setting whose value happens to name a file here."""
+    flat = to_flat(job.data)  # with nested groups': the corpus is in masked-LM's `source`
+    values = [flat.get(name) for name in tasks.get(job.task).channels.values()]
     return [str(v) for value in values for v in (value if isinstance(value, (list, tuple)) else [value])
             if isinstance(v, (str, Path)) and v and os.path.exists(v)]
 
@@ -127,7 +129,7 @@ def data_paths(data) -> list:
 def check_output(job: TrainJob) -> None:
     """Before any work: the model folder can be written (and replaced only with --overwrite), and the
     checkpoints are kept apart from it and out of the data folders."""
-    check_apart(job.output, data_paths(job.data))
+    check_apart(job.output, data_paths(job))
     artifact.check_output(job.output, job.overwrite)
     check_training_folder(job)
     if job.checkpoint.checkpoint_dir:
@@ -135,7 +137,7 @@ def check_output(job: TrainJob) -> None:
         if checkpoints == output or output in checkpoints.parents:
             raise ConfigError(f"--checkpoint-dir {job.checkpoint.checkpoint_dir} is inside --output {job.output}, "
                               "which is replaced when the model is written; choose a folder outside it")
-        for source in data_paths(job.data):  # a resume would read the checkpoints as data (a corpus folder)
+        for source in data_paths(job):  # a resume would read the checkpoints as data (a corpus folder)
             at = Path(source).resolve()
             if at == checkpoints or at in checkpoints.parents:
                 raise ConfigError(f"--checkpoint-dir {job.checkpoint.checkpoint_dir} "
@@ -194,7 +196,7 @@ def check_training_folder(job: TrainJob) -> None:
     """The run's working folder, OUTPUT.training/, is removed when the run ends: refuse one that holds an input
     or anything a run did not write there."""
     live = artifact.training_folder(job.output)
-    check_apart(live, data_paths(job.data), what="the run's working folder")
+    check_apart(live, data_paths(job), what="the run's working folder")
     if live.exists() and not live.is_dir():
         raise ConfigError(f"{live} is a file; a run keeps its metrics and checkpoints in OUTPUT.training/ beside "
                           "the model: move the file or choose another --output")
