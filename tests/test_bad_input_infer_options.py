@@ -3,6 +3,8 @@ commands: numbers gensim's compiled loop cannot take, flags that contradict each
 file read twice and an output folder that holds other files. Each ends in one line that names the problem and the
 fix, never a traceback, a hang or a silently different result.
 """
+import shutil
+
 import pytest
 
 from conftest import planted_sentences, toy_rows, write_csv
@@ -91,6 +93,31 @@ def test_evaluate_writes_into_no_folder_of_other_files(tiny_model, tmp_path, mon
                                          "--output-dir", report], capsys)
         assert code == 0, err
     assert (report / "report.json").is_file()
+
+
+def test_an_evaluation_that_fails_or_stops_halfway_does_not_block_the_next(tiny_model, tmp_path):
+    model = shutil.copytree(tiny_model.output, tmp_path / "model")
+    shutil.rmtree(model / "evaluation", ignore_errors=True)  # another test's evaluation of the shared model
+    data = write_csv(tmp_path / "data.csv", toy_rows(20, seed=3))
+    letters = write_csv(tmp_path / "letters.csv", [{"text": "a b", "label": "neg"}, {"text": "c d", "label": "pos"}] * 2)
+    with pytest.raises(DataError, match="no word of 2 or more letters"):  # the baseline fails after the model ran
+        evaluate_model(model, data, baseline_train=letters)
+    assert not (model / "evaluation").exists()  # computed before anything is written
+    (model / "evaluation").mkdir()
+    (model / "evaluation" / "confusion_model.png").write_bytes(b"an evaluation stopped before its report")
+    evaluate_model(model, data, baseline=False)
+    assert (model / "evaluation" / "report.json").is_file()
+    (model / "evaluation" / "report.json").unlink()
+    (model / "evaluation" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="the model's evaluation folder \\(the default --output-dir\\)"):
+        evaluate_model(model, data, baseline=False)
+
+
+def test_an_empty_corpus_path_is_refused_not_the_current_folder(tmp_path, monkeypatch):
+    write_csv(tmp_path / "a.csv", toy_rows(4))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="a corpus path is empty"):
+        corpus_files([""])
 
 
 # --- predict and explain ------------------------------------------------------------------------------------------

@@ -62,6 +62,14 @@ def test_a_key_file_that_does_not_exist_is_named_not_blamed_on_the_key(tmp_path,
     assert "key_file.json': no such file; give the server's key file" in error
 
 
+@pytest.mark.parametrize("args", [["models", "list", "--token", "k"], ["models", "token", "management", "--api-key", "k"]])
+def test_a_key_file_that_would_not_be_read_is_not_refused(tmp_path, capsys, args):
+    """A key given on the command line wins over the key file, so a missing file is no error: the request is made
+    (and finds no server here)."""
+    error = cli_error(capsys, *args, *no_server(), "--key-file", tmp_path / "key_file.json")
+    assert "cannot reach the model server" in error
+
+
 @pytest.mark.parametrize("args, message", [
     (["unregister", "stars", ""], "version '': not a name the server gives"),
     (["unregister", "stars", "."], "version '.': not a name the server gives"),
@@ -119,6 +127,15 @@ def test_a_schedule_does_not_write_into_a_folder_of_other_files(tmp_path, capsys
                       tmp_path / "capture", "--output", model, "--runs", "1")
     assert "holds other files, which this would overwrite or mix with" in error
     assert sorted(p.name for p in model.iterdir()) == ["config.json"]
+
+
+def test_a_schedule_folder_left_with_its_runs_folder_only_is_taken_again(tmp_path, capsys):
+    """A schedule stopped before it wrote schedule.json leaves runs/ alone: that is its own, not other files."""
+    (tmp_path / "schedule" / "runs").mkdir(parents=True)
+    (tmp_path / "capture").mkdir()
+    error = cli_error(capsys, "monitor", "schedule", "--baseline", tmp_path / "baseline", "--capture",
+                      tmp_path / "capture", "--output", tmp_path / "schedule", "--runs", "1")
+    assert "holds other files" not in error and "baseline" in error
 
 
 def test_an_sdk_schedule_refuses_an_output_of_other_files_before_it_starts(tmp_path):

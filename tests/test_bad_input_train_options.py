@@ -156,6 +156,20 @@ def test_row_names_before_every_row_are_still_read(tmp_path):
     assert table.frame["text"].tolist() == ["good, film", "bad"]
 
 
+def test_row_names_with_old_mac_line_endings_and_long_texts_are_still_read(tmp_path):
+    # The count of fields per row reads the text as csv does: a lone \r ends a row, and a review may be longer than
+    # csv's 128 kB default field limit, in a fresh process that has not imported the corpus reader.
+    import subprocess
+    import sys
+
+    long = "word " * 30_000
+    (tmp_path / "r.csv").write_bytes(f'text,label\r1,"{long}",pos\r2,bad film,neg\r3,good film,pos\r'.encode())
+    read = subprocess.run([sys.executable, "-c", "from nlpforge.data.readers import read_table; "
+                           f"print(read_table({str(tmp_path / 'r.csv')!r}).frame['label'].tolist())"],
+                          capture_output=True, text=True, timeout=120)
+    assert read.stdout.strip() == "['pos', 'neg', 'pos']", read.stderr
+
+
 # --- outputs kept apart from every data setting -------------------------------------------------------------
 
 @pytest.mark.parametrize("output", ["corpus/model", "corpus"])
@@ -181,9 +195,16 @@ def test_masked_lm_checkpoints_inside_its_corpus_folder_are_refused(tmp_path, mo
     assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["text.txt"]
 
 
+def test_a_column_named_like_a_folder_here_is_no_input_folder(toy, capsys):
+    # Only the data files (train, validation, test, a corpus) are inputs to keep outputs and checkpoints out of: a
+    # folder that shares the text column's name is not one.
+    (toy / "text").mkdir()
+    code, out, err = run_in_process(["train", "text-classification", "--train", "train.csv", "--model", "bert-tiny",
+                                     "--text-column", "text", "--checkpoint-dir", "text/checkpoints", *TRAIN], capsys)
+    assert code == 0, err
+
+
 def test_a_column_name_too_long_for_a_file_name_is_not_a_traceback(toy, capsys):
-    # Every data setting is also looked up as a path (to keep outputs apart from inputs): a name longer than a
-    # file name may be must not stop that look-up.
     code, out, err = run_in_process(["train", "text-classification", "--train", "train.csv", "--model", "bert-tiny",
                                      "--label-column", "x" * 5000, *TRAIN], capsys)
     assert code != 0 and "Traceback" not in out + err

@@ -227,7 +227,9 @@ def test_damaged_phrase_file_says_to_learn_phrases_again(tmp_path, monkeypatch, 
     (["train", "text-classification", "--precision", "fp64"], ["'fp64' is not one of", "'bf16'"]),
     (["runs", "show"], ["Missing argument 'name'", "see `nlpforge runs show --help`"]),
     (["models", "scale", "stars", "two"], ["'workers'", "valid integer"]),
-], ids=["unknown-flag", "not-a-number", "unknown-choice", "missing-argument", "argument-not-a-number"])
+    (["train", "text-classification", "--batch-size"],
+     ["'--batch-size' requires an argument", "see `nlpforge train text-classification --help`"]),
+], ids=["unknown-flag", "not-a-number", "unknown-choice", "missing-argument", "argument-not-a-number", "no-value"])
 def test_usage_errors_are_one_line_like_every_other_error(args, words, capsys):
     code, out, err = run_in_process(args, capsys)
     assert code == 2
