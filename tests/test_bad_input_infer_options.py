@@ -99,7 +99,8 @@ def test_an_evaluation_that_fails_or_stops_halfway_does_not_block_the_next(tiny_
     model = shutil.copytree(tiny_model.output, tmp_path / "model")
     shutil.rmtree(model / "evaluation", ignore_errors=True)  # another test's evaluation of the shared model
     data = write_csv(tmp_path / "data.csv", toy_rows(20, seed=3))
-    letters = write_csv(tmp_path / "letters.csv", [{"text": "a b", "label": "neg"}, {"text": "c d", "label": "pos"}] * 2)
+    letters = write_csv(tmp_path / "letters.csv",
+                        [{"text": "a b", "label": "neg"}, {"text": "c d", "label": "pos"}] * 2)
     with pytest.raises(DataError, match="no word of 2 or more letters"):  # the baseline fails after the model ran
         evaluate_model(model, data, baseline_train=letters)
     assert not (model / "evaluation").exists()  # computed before anything is written

@@ -62,7 +62,8 @@ def test_a_key_file_that_does_not_exist_is_named_not_blamed_on_the_key(tmp_path,
     assert "key_file.json': no such file; give the server's key file" in error
 
 
-@pytest.mark.parametrize("args", [["models", "list", "--token", "k"], ["models", "token", "management", "--api-key", "k"]])
+@pytest.mark.parametrize("args", [["models", "list", "--token", "k"],
+                                  ["models", "token", "management", "--api-key", "k"]])
 def test_a_key_file_that_would_not_be_read_is_not_refused(tmp_path, capsys, args):
     """A key given on the command line wins over the key file, so a missing file is no error: the request is made
     (and finds no server here)."""
