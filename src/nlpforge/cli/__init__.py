@@ -52,8 +52,8 @@ def main(argv=None) -> None:
             sys.exit(error.exit_code)
         message = " ".join(error.format_message().split()).rstrip(".")
         where = error.ctx.command_path if error.ctx is not None else command_path(argv)
-        print(f"error: {message}{' (' if message.endswith('?') else '; '}see `{where} --help`"
-              f"{')' if message.endswith('?') else ''}", file=sys.stderr)
+        see = f"see `{where} --help`"
+        print(f"error: {message} ({see})" if message.endswith("?") else f"error: {message}; {see}", file=sys.stderr)
         sys.exit(error.exit_code)
     except click_errors.ClickException as error:
         print(f"error: {' '.join(error.format_message().split())}", file=sys.stderr)
