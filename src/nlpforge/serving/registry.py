@@ -343,10 +343,15 @@ RESERVED_VERSIONS = ("all", "traffic")  # /models/NAME/all describes every versi
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]*")  # TorchServe's rule for model names and versions
 
 
+def valid_name(value: str) -> bool:
+    """Whether a model name or version keeps TorchServe's rule: 1-100 characters of NAME_RULE."""
+    return len(value) <= 100 and NAME_RULE.fullmatch(value) is not None
+
+
 def check_names(name: str | None, version: str | None, what: str = "model_name") -> None:
     """Refuse a model name or version that breaks TorchServe's rule (both become paths and headers)."""
     for value, shown in ((name, what), (version, "model_version")):
-        if value is not None and (len(value) > 100 or not NAME_RULE.fullmatch(value)):
+        if value is not None and not valid_name(value):
             raise RequestError(f"{shown} {value!r}: use 1-100 ASCII letters, digits, '-', '_' or '.', starting "
                                "with a letter or digit")
     if version in RESERVED_VERSIONS:

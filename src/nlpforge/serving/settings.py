@@ -97,11 +97,11 @@ class ServeSettings(Settings):
             raise ConfigError(f"--models takes name=path, e.g. stars=models/stars, not {bad[0]!r}")
         # Checked here, before any port opens: the registry would refuse a bad name only once the server is up,
         # and the server then takes half a minute to stop (its worker start-up is under way).
-        from nlpforge.serving.registry import NAME_RULE
+        from nlpforge.serving.registry import valid_name
 
         names = [m.partition("=")[0] for m in self.models]
         for entry, name in zip(self.models, names):
-            if len(name) > 100 or not NAME_RULE.fullmatch(name):
+            if not valid_name(name):
                 raise ConfigError(f"--models {entry!r}: the name {name!r} must be 1-100 ASCII letters, digits, '-', "
                                   "'_' or '.', starting with a letter or digit")
             if names.count(name) > 1:

@@ -121,9 +121,13 @@ def data_paths(job: TrainJob) -> list:
     """The files and folders a job's data settings name: its task's channels (train, validation, test, a masked-LM
     corpus), not a column or other setting whose value happens to name a file here."""
     flat = to_flat(job.data)  # with nested groups': the corpus is in masked-LM's `source`
-    values = [flat.get(name) for name in tasks.get(job.task).channels.values()]
-    return [str(v) for value in values for v in (value if isinstance(value, (list, tuple)) else [value])
-            if isinstance(v, (str, Path)) and v and os.path.exists(v)]
+    return [path for name in tasks.get(job.task).channels.values() for path in existing_paths(flat.get(name))]
+
+
+def existing_paths(value) -> list[str]:
+    """The paths a data setting (one path, a list of them, or None) names that exist here."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [str(v) for v in values if isinstance(v, (str, Path)) and v and os.path.exists(v)]
 
 
 def check_output(job: TrainJob) -> None:
@@ -168,10 +172,6 @@ def _launch_distributed(job: TrainJob, log) -> TrainResult:
 def warn_if_held_out_is_training_data(data, log) -> None:
     """Say so when a validation or test file or folder is, holds or lies in the training data (--train, or a
     masked-LM --corpus, which may be a folder): its metrics then measure memory."""
-    def paths(value) -> list[Path]:
-        values = value if isinstance(value, (list, tuple)) else [value]
-        return [Path(v) for v in values if isinstance(v, (str, Path)) and v and os.path.exists(v)]
-
     def overlap(held: Path, path: Path) -> bool:
         held_at, path_at = held.resolve(), path.resolve()
         return held.samefile(path) or held_at.is_relative_to(path_at) or path_at.is_relative_to(held_at)
@@ -180,8 +180,8 @@ def warn_if_held_out_is_training_data(data, log) -> None:
     if not training and getattr(data, "source", None) is not None:
         flag, training = "--corpus", getattr(data.source, "corpus", None)
     for role in ("validation", "test"):
-        for held in paths(getattr(data, role, None)):
-            shared = next((path for path in paths(training) if overlap(held, path)), None)
+        for held in map(Path, existing_paths(getattr(data, role, None))):
+            shared = next((path for path in map(Path, existing_paths(training)) if overlap(held, path)), None)
             if shared is not None:
                 picks, instead = ((" (and the best epoch they pick)", ", or leave out --validation to hold out part "
                                    "of the training data") if role == "validation" else ("", ""))
