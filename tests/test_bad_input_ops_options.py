@@ -177,3 +177,48 @@ def test_a_sticky_header_no_request_can_carry_is_refused_not_never_matched(tmp_p
 
     with pytest.raises(ConfigError, match=re.escape(f"--sticky-header {header!r}: not a header name")):
         ServeSettings.of(model_store=str(tmp_path), sticky_header=header)
+
+
+def test_a_jobs_root_that_is_a_file_is_refused_before_the_dashboard_starts(tmp_path, monkeypatch, capsys):
+    # the dashboard started, and every page said there were no jobs
+    (tmp_path / "jobs").write_text("x")
+    error = cli_error(capsys, "ui", "--jobs-root", tmp_path / "jobs", "--port", "0")
+    assert f"--jobs-root {tmp_path / 'jobs'}: is a file; name the folder the jobs were written to" in error
+    monkeypatch.setenv("NLPFORGE_JOBS_ROOT", str(tmp_path / "jobs"))
+    error = cli_error(capsys, "ui", "--port", "0")
+    assert f"$NLPFORGE_JOBS_ROOT ({tmp_path / 'jobs'}): is a file" in error
+
+
+def test_runs_compare_refuses_a_run_named_twice(tmp_path, capsys):
+    # the same run was shown in two columns
+    error = cli_error(capsys, "runs", "compare", "a", "b", "a", "--jobs-root", tmp_path)
+    assert "a named more than once; name each run to compare once" in error
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["corpus", "tokenize", "--corpus", "{tmp}/c.txt", "--output", "  "], "output"),
+    (["corpus", "vocab", "--corpus", "{tmp}/c.txt", "--output", ""], "output"),
+    (["vectors", "train", "--corpus", "{tmp}/c.txt", "--output", " "], "output"),
+    (["train", "text-classification", "--train", "{tmp}/c.txt", "--output", "{tmp}/m", "--checkpoint-dir", " "],
+     "checkpoint-dir"),
+])
+def test_a_blank_output_path_is_refused_not_written_to(tmp_path, monkeypatch, capsys, args, flag):
+    # `--output '  '` wrote a file named two spaces; `--output ''` wrote into the working folder
+    (tmp_path / "c.txt").write_text("Hello world. Another sentence here.\n")
+    monkeypatch.chdir(tmp_path)
+    error = cli_error(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in args))
+    assert f"{flag} is blank; give the path to write to" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_a_null_character_in_a_config_value_is_named(tmp_path, capsys):
+    # open() raised ValueError: embedded null byte, a traceback
+    config = tmp_path / "job.json"
+    config.write_text('{"train": "t.csv", "output": "out\\u0000put"}')
+    error = cli_error(capsys, "train", "text-classification", "--config", config)
+    assert "output holds a null character (\\x00), which no path or name can; remove it" in error
+
+
+def test_a_missing_required_flag_names_the_whole_command(capsys):
+    error = cli_error(capsys, "train", "text-classification", "--train", "t.csv")
+    assert "missing --output; see `nlpforge train text-classification --help`" in error

@@ -1,6 +1,7 @@
 """Reading, validating, splitting and reporting labelled data; every bad input gets its error."""
 import gzip
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 from conftest import toy_rows, write_csv
 from nlpforge.data import load_labelled, read_table
 from nlpforge.data.labelled import stratified_split
+from nlpforge.data.readers import decode_counted
 from nlpforge.data.report import render_data_report
 from nlpforge.errors import DataError
 from nlpforge.data.clean import clean_html
@@ -153,3 +155,14 @@ def test_jsonl_rows_end_at_newlines_only_not_at_separators_a_text_holds(tmp_path
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows), encoding="utf-8")
     assert read_table(path).frame.to_dict("records") == rows
     assert text_lines("a\r\nb\n") == ["a", "b"] and text_lines("a\rb\r") == ["a", "b"] and text_lines("") == []
+
+
+def test_replaced_bytes_are_counted_per_call_when_threads_decode_at_once():
+    # one codec error handler served every call, so a thread's replacements counted in another's result
+    def decode(bad: int) -> tuple[int, int]:
+        raw = (b"ok \xff" * bad + b"fine ") * 2000
+        return bad * 2000, decode_counted(raw)[1]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(decode, [1, 2, 3, 4, 5, 6, 7, 8] * 10))
+    assert all(expected == counted for expected, counted in results), results[:8]

@@ -157,6 +157,10 @@ def _coerce(value, tp, name: str):
     raise ConfigError(f"{name} must be {_describe(tp)}, not {value!r}")
 
 
+# Settings naming a file or folder that a command writes: a blank value there is refused, not written to.
+WRITTEN_PATHS = frozenset({"output", "checkpoint_dir", "capture_dir", "model_store"})
+
+
 @dataclass
 class Settings:
     """Base of every settings dataclass: types, choices and limits are checked when one is built."""
@@ -172,8 +176,13 @@ class Settings:
                 continue
             name = _shown_name(self, f)
             value = _coerce(getattr(self, f.name), hints[f.name], name)
+            if f.name in WRITTEN_PATHS and isinstance(value, str) and not value.strip() and value != f.default:
+                # Path("") is the working folder and Path("  ") a name nobody meant: either gets written into
+                raise ConfigError(f"{name} is blank; give the path to write to")
             low, high = f.metadata.get("min"), f.metadata.get("max")
             for item in (value if isinstance(value, list) else [value]):
+                if isinstance(item, str) and "\x00" in item:  # from a config file or the API: open() would raise
+                    raise ConfigError(f"{name} holds a null character (\\x00), which no path or name can; remove it")
                 if item is None or isinstance(item, str):
                     continue
                 if isinstance(item, float) and not math.isfinite(item):

@@ -74,7 +74,8 @@ def build_settings(settings_class, values: dict, command: str):
 
 def command_from_settings(app: typer.Typer, name: str, settings_class, run, help: str | None = None):
     """Register `name` on `app`; `run(settings)` is called with the validated dataclass."""
-    parameters = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+                  inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                     default=typer.Option(None, "--config", help="JSON or YAML file of settings; "
                                                          "flags given on the command line win"))]
     for _, f, tp in leaf_fields(settings_class):
@@ -82,9 +83,9 @@ def command_from_settings(app: typer.Typer, name: str, settings_class, run, help
         parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                             default=option))
 
-    def command(**given):
-        config = given.pop("config", None)
-        return run(build_settings(settings_class, settings_values(settings_class, config, given), name))
+    def command(ctx: typer.Context, **given):
+        config = given.pop("config", None)  # errors name the whole command: `nlpforge train text-classification`
+        return run(build_settings(settings_class, settings_values(settings_class, config, given), ctx.command_path))
 
     command.__signature__ = inspect.Signature(parameters)
     command.__name__ = name.replace("-", "_")

@@ -61,5 +61,8 @@ def compare_command(names: list[str] = typer.Argument(..., help="two or more job
 
     if len(names) < 2:
         raise TrackingError("compare needs at least two runs")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise TrackingError(f"{', '.join(repeated)} named more than once; name each run to compare once")
     with reading_store(jobs_root):
         print_table(*compare_runs(names, jobs_root))

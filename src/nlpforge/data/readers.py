@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import sys
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,20 +112,23 @@ def delimiter_hint(header: str, delimiter: str) -> str:
     return ""
 
 
+_replacing = threading.local()  # each thread's count: the error handler is registered once, for every thread
+
+
+def _count_replacement(error: UnicodeDecodeError) -> tuple[str, int]:
+    _replacing.count += error.end - error.start
+    return "\ufffd", error.end
+
+
+codecs.register_error("nlpforge-count-replace", _count_replacement)
+
+
 def decode_counted(raw: bytes, encoding: str | None = None) -> tuple[str, int]:
     """Decode (UTF-8 unless `encoding` says otherwise) with replacement; return the text and how many bytes
     were replaced."""
-    replaced = 0
-
-    def count(error):
-        nonlocal replaced
-        replaced += error.end - error.start
-        return "\ufffd", error.end
-
-    name = "nlpforge-count-replace"
-    codecs.register_error(name, count)
-    text = raw.decode(encoding or "utf-8-sig", errors=name)
-    return text, replaced
+    _replacing.count = 0
+    text = raw.decode(encoding or "utf-8-sig", errors="nlpforge-count-replace")
+    return text, _replacing.count
 
 
 def read_table(path, columns=None, *, delimiter: str | None = None, encoding: str | None = None) -> Table:

@@ -11,8 +11,8 @@ and artifacts. gloo on CPU, NCCL on CUDA.
 rendezvous store bound to --master-addr (loopback by default) rather than to every interface, and
 without restarts after a rank's user error (a bad file or setting), which a restart would only repeat.
 """
-import contextlib
 import ipaddress
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,19 +152,36 @@ class _RankGaveUp(Exception):
     """A rank failed on a user error: restarting the ranks would fail the same way."""
 
 
-def stop_restarts(exit_code: int) -> None:
+def stop_restarts(exit_code: int, message: str | None = None) -> None:
     """Called by a rank that fails on a user error: nlpforge's torchrun stops its ranks, restarts none, and exits
-    with `exit_code`."""
+    with `exit_code`. `message` (the error's one line) is printed by the first rank to give up only: the others
+    fail on the same file or setting and would repeat it."""
     agent = os.environ.get(AGENT)
-    if agent and agent.isdigit() and os.getppid() == int(agent):
-        if os.environ.get(EXIT_FILE):
-            with contextlib.suppress(OSError):
-                Path(os.environ[EXIT_FILE]).write_text(str(exit_code))
-        os.kill(int(agent), GIVE_UP)
+    if not (agent and agent.isdigit() and os.getppid() == int(agent)):
+        if message:
+            print(message, file=sys.stderr)
+        return
+    first = True
+    if os.environ.get(EXIT_FILE):
+        try:  # created by one rank only: the first
+            handle = os.open(os.environ[EXIT_FILE], os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            os.write(handle, str(exit_code).encode())
+            os.close(handle)
+        except FileExistsError:
+            first = False
+        except OSError:
+            pass
+    if message and first:
+        print(message, file=sys.stderr, flush=True)  # before the signal: the agent then stops this rank
+    elif not first:
+        time.sleep(1)  # the first rank's signal stops this one; else its line is printed by now
+    os.kill(int(agent), GIVE_UP)
 
 
 def _give_up(signum, frame):
     signal.signal(GIVE_UP, signal.SIG_IGN)  # once: the other ranks may give up at the same moment
+    # The rank has printed the one line that matters; torchrun's notes on stopping the others would bury it.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     raise _RankGaveUp
 
 

@@ -304,9 +304,10 @@ def main(argv=None) -> None:
     try:
         train(read_job(argv[0]))
     except NlpforgeError as error:
-        print(f"error: {error}", file=sys.stderr)
         if isinstance(error, USER_ERRORS):  # a restart would end the same way (not so a server that is down)
-            distributed.stop_restarts(error.exit_code)
+            distributed.stop_restarts(error.exit_code, f"error: {error}")
+        else:
+            print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
 
 

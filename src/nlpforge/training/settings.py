@@ -9,6 +9,7 @@ A job is the task's own settings (`data`: files, columns, head options) plus the
 are the fields' own names (`--learning-rate`), and a JSON/YAML file may give them flat or grouped.
 """
 import functools
+import os
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import ClassVar, Literal
 
@@ -115,7 +116,8 @@ class RuntimeArgs(Settings):
     precision: Literal["fp32", "bf16", "fp16", "auto"] = setting(
         "fp32", "fp32, bf16 (autocast; CPU or CUDA), fp16 (CUDA, grad scaler) or auto (measured)")
     device: str = setting("auto", "cpu, cuda, cuda:N or auto (CUDA when present)")
-    threads: int | None = setting(None, "CPU threads for torch (default: all cores)", min=1, max=256)
+    threads: int | None = setting(None, "CPU threads for torch (default: all cores)", min=1,
+                                  max=max(256, os.cpu_count() or 1))  # no more than a machine could have
     num_workers: int = setting(0, "DataLoader worker processes that prepare batches on the fly", min=0, max=64)
     deterministic: bool = setting(False, "use only deterministic kernels (bit-exact resume on CPU holds without it)")
     compile: bool = setting(False, "compile the model for training with torch.compile (inductor, dynamic shapes): "

@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from nlpforge.errors import ConfigError, NlpforgeError
-from nlpforge.settings import Settings, jobs_root, setting
+from nlpforge.settings import JOBS_ROOT_ENV, Settings, jobs_root, setting
 
 log = logging.getLogger("nlpforge.ui")
 HERE = Path(__file__).parent
@@ -70,6 +70,10 @@ class UISettings(Settings):
                               "127.0.0.1 (or 0.0.0.0 with --token to listen on every interface on purpose)")
         for url in self.server:
             server_urls(url)
+        if self.root.exists() and not self.root.is_dir():  # a missing one is fine: the pages say how to make it
+            given = f"--jobs-root {self.jobs_root}" if self.jobs_root else f"${JOBS_ROOT_ENV} ({self.root})"
+            raise ConfigError(f"{given}: is a file; name the folder the jobs were written to "
+                              "(Estimator(jobs_root=...), default ./jobs)")
         if not self.token and not is_loopback(self.host):
             raise ConfigError(f"--host {self.host} exposes the app beyond this machine; give --token too "
                               f"(e.g. --token {secrets.token_urlsafe(16)}) or bind 127.0.0.1")
