@@ -26,6 +26,18 @@ from nlpforge.errors import ServingError
 ESCAPED = re.compile("[\ud800-\udfff\u2028\u2029\u0085]")
 
 
+def captured_input(value, item):
+    """What a capture line holds as the `input` of one request input: the parsed text, or a [text, text_pair]
+    pair, as the drift monitor reads them; for any other task's input (a masked-LM text with its top_k, a question
+    with its context) the request value as it came, since the parsed form there holds options or is no JSON at all
+    (a question's QAExample)."""
+    if isinstance(item, str) or (isinstance(item, tuple) and len(item) == 2 and all(isinstance(p, str) for p in item)):
+        return item
+    if isinstance(value, bytes):  # a raw or multipart body: decoding it as UTF-8 already passed
+        return value.decode("utf-8-sig", "replace")
+    return list(value) if isinstance(value, tuple) else value  # a CSV row
+
+
 class DataCapture:
     """Thread-safe, sampled JSONL writers, one rotating file per (model, version)."""
 

@@ -13,12 +13,12 @@
 
 A path with a trailing slash answers as the path without it (TorchServe's clients send
 `DELETE /models/m/`), and the register parameters TorchServe has that nlpforge does not use are
-answered, never ignored: see `torchserve_parameters`. An unknown or repeated query parameter is a
-400. With `--shared-state`, register, unregister, traffic and set-default act on every replica on the model
+answered, never ignored: see `torchserve_parameters`. A repeated query parameter is a 400, and so is
+an unknown one on a route that changes something (`DELETE /models/m?model_version=2.0` would otherwise remove every
+version of m). With `--shared-state`, register, unregister, traffic and set-default act on every replica on the model
 store (replicas.py); scaling stays per replica.
 """
 import asyncio
-import inspect
 import json
 import logging
 from dataclasses import fields as dataclass_fields
@@ -40,14 +40,13 @@ def management_app(state) -> FastAPI:
     registry = state.registry
     app = FastAPI(title="nlpforge management API", version="1", docs_url=None, redoc_url=None,
                   description="TorchServe-compatible model management, plus traffic weights and shadow versions",
-                  dependencies=[Depends(single_parameters)])
+                  dependencies=[Depends(checked_parameters)])
     add_error_handlers(app)
     app.add_middleware(WithoutTrailingSlash)
     auth = [Depends(state.require("management"))]
 
     @app.post("/models", dependencies=auth, summary="Register a model version")
     async def register(
-        request: Request,
         url: str = Query(..., description="nlpforge model folder or .tar.gz; relative paths are read from "
                                           "the model store"),
         model_name: str | None = Query(None, description="name to serve it under (default: the folder name)"),
@@ -71,7 +70,6 @@ def management_app(state) -> FastAPI:
         number_gpu: int | None = Query(None, description="GPUs per worker: only 0 (device=cuda gives each worker "
                                                          "one GPU)"),
     ):
-        known_parameters(request, register, "register")
         torchserve_parameters(runtime=runtime, handler=handler, number_gpu=number_gpu)
         if initial_workers is not None and initial_workers < 0:
             initial_workers = 0
@@ -175,29 +173,34 @@ def management_app(state) -> FastAPI:
         return {"status": f"Workers scaled to {low} for model: {model_name}, version: {version}"}
 
     @app.put("/models/{model_name}", dependencies=auth, summary="Scale the default version's workers")
-    async def scale_default(request: Request, model_name: str, min_worker: int | None = Query(None),
+    async def scale_default(model_name: str, min_worker: int | None = Query(None),
                             max_worker: int | None = Query(None), synchronous: str | None = Query(None),
                             number_gpu: int | None = Query(None),
                             timeout: int | None = Query(None, description="TorchServe's: accepted; workers that "
                                                                          "stop finish their batch first")):
-        known_parameters(request, scale_default, "scale", path=("model_name",))
         return await scale(model_name, None, min_worker, max_worker, synchronous, number_gpu)
 
     @app.put("/models/{model_name}/{model_version}", dependencies=auth, summary="Scale a version's workers")
-    async def scale_version(request: Request, model_name: str, model_version: str,
+    async def scale_version(model_name: str, model_version: str,
                             min_worker: int | None = Query(None), max_worker: int | None = Query(None),
                             synchronous: str | None = Query(None), number_gpu: int | None = Query(None),
                             timeout: int | None = Query(None)):
-        known_parameters(request, scale_version, "scale", path=("model_name", "model_version"))
         return await scale(model_name, model_version, min_worker, max_worker, synchronous, number_gpu)
 
+    # TorchServe's clients send these to unregister, and its API suite expects a 200 even for timeout=true:
+    # accepted, whatever their value, and the answer comes once the version is gone either way.
+    unregister_synchronous = Query(None, description="TorchServe's: accepted; the answer comes once it is removed")
+    unregister_timeout = Query(None, description="TorchServe's: accepted; accepted inputs are answered first")
+
     @app.delete("/models/{model_name}", dependencies=auth, summary="Unregister a model")
-    async def unregister(model_name: str):
+    async def unregister(model_name: str, synchronous: str | None = unregister_synchronous,
+                         timeout: str | None = unregister_timeout):
         removed = await state.change(lambda: registry.unregister(model_name))
         return {"status": f"Model \"{model_name}\" unregistered (versions {', '.join(removed)})"}
 
     @app.delete("/models/{model_name}/{model_version}", dependencies=auth, summary="Unregister a version")
-    async def unregister_version(model_name: str, model_version: str):
+    async def unregister_version(model_name: str, model_version: str, synchronous: str | None = unregister_synchronous,
+                                 timeout: str | None = unregister_timeout):
         await state.change(lambda: registry.unregister(model_name, model_version))
         return {"status": f"Model \"{model_name}\" Version: {model_version} unregistered"}
 
@@ -225,20 +228,42 @@ async def _logged(coroutine, what: str) -> None:
         log.error("%s failed: %s", what, getattr(error, "message", error))
 
 
-async def single_parameters(request: Request) -> None:
-    """Refuse a query parameter given twice (`url=a&url=b`): which one was meant cannot be told."""
+# What an unknown-parameter message calls each route's parameters (by route function; others: the route's path).
+PARAMETER_GROUPS = {"register": "register", "scale_default": "scale", "scale_version": "scale",
+                    "unregister": "unregister", "unregister_version": "unregister", "put_traffic": "traffic",
+                    "set_default": "set-default"}
+
+
+async def checked_parameters(request: Request) -> None:
+    """Refuse a query parameter given twice (`url=a&url=b`): which one was meant cannot be told; and on a route
+    that changes something, one the route does not take: were it ignored, `DELETE /models/m?model_version=2.0`
+    would remove every version of m. GET routes ignore unknown ones, as TorchServe's do (its clients send e.g.
+    customized=true)."""
     names = [name for name, _ in request.query_params.multi_items()]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise RequestError(f"parameter(s) {', '.join(repeated)} given more than once; give each once")
+    route = request.scope.get("route")
+    if request.method != "GET" and route is not None:
+        known_parameters(request, route)
 
 
-def known_parameters(request: Request, route, what: str, path: tuple = ()) -> None:
-    """Refuse query parameters that `route` (a route function) does not take, listing those it does."""
-    known = [p for p in inspect.signature(route).parameters if p != "request" and p not in path]
+def known_parameters(request: Request, route) -> None:
+    """Refuse query parameters that `route` (a FastAPI route) does not take, listing those it does."""
+    def query_parameters(dependant) -> list[str]:  # the route's own, then its dependencies'
+        return [p.alias for p in dependant.query_params] + [
+            name for sub in dependant.dependencies for name in query_parameters(sub)]
+
+    known = list(dict.fromkeys(query_parameters(route.dependant)))
     unknown = sorted(set(request.query_params) - set(known))
-    if unknown:
-        raise RequestError(f"unknown {what} parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    if not unknown:
+        return
+    what = PARAMETER_GROUPS.get(route.name, f"{request.method} {route.path}")
+    hint = ""
+    if "model_version" in unknown and "{model_version}" not in route.path and route.path.count("/") == 2:
+        hint = f"; to name a version, put it in the path: {request.method} {route.path}/{{model_version}}"
+    raise RequestError(f"unknown {what} parameter(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}"
+                       f"{hint}")
 
 
 API_NAMES = {"workers": "initial_workers"}  # register parameters named otherwise than their VersionOptions field

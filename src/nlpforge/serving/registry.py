@@ -270,6 +270,8 @@ class ModelRegistry:
             for version, weight in weights.items():
                 self.named_version(name, str(version))
                 try:
+                    if isinstance(weight, bool):  # float(true) is 1.0: a flag is no weight
+                        raise TypeError
                     weight = float(weight)
                 except (TypeError, ValueError):
                     raise RequestError(f"weight of version {version!r} must be a number, got {weight!r}") from None

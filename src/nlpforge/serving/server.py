@@ -68,19 +68,22 @@ class ServerState:
                 self.keys.check(kind, request.headers.get("authorization"))
         return check
 
-    def after_prediction(self, runtime, shadow, items, outputs, request_id: str) -> None:
+    def after_prediction(self, runtime, shadow, items, outputs, request_id: str, captured=None) -> None:
+        """Capture a sample of the answered inputs and run them on the shadow; `captured` is what capture records
+        of each input (capture.captured_input), the decoded `items` themselves when None."""
         spec = runtime.spec
         percent = spec.options.capture_percent
+        captured = items if captured is None else captured
         if percent > 0:
-            for text, output in zip(items, outputs):
+            for text, output in zip(captured, outputs):
                 if self.capture.record(spec.name, spec.version, percent, text, output, request_id=request_id):
                     self.metrics.captured.labels(spec.name, spec.version).inc()
         if shadow is not None:
-            task = asyncio.create_task(self._shadow(runtime, shadow, items, outputs, request_id))
+            task = asyncio.create_task(self._shadow(runtime, shadow, items, outputs, request_id, captured))
             self.background.add(task)
             task.add_done_callback(self.background.discard)
 
-    async def _shadow(self, runtime, shadow, items, outputs, request_id: str) -> None:
+    async def _shadow(self, runtime, shadow, items, outputs, request_id: str, captured) -> None:
         """Run the same inputs on the shadow version; log and count agreement, capture its answers."""
         try:
             futures = shadow.submit(items)
@@ -88,7 +91,7 @@ class ServerState:
         except (RequestError, asyncio.TimeoutError) as error:
             log.warning("shadow %s/%s skipped a request: %s", shadow.spec.name, shadow.spec.version, error)
             return
-        for text, served, shadowed in zip(items, outputs, shadow_outputs):
+        for text, served, shadowed in zip(captured, outputs, shadow_outputs):
             agree = served.get("label") == shadowed.get("label")
             self.metrics.shadow.labels(runtime.spec.name, runtime.spec.version, shadow.spec.version,
                                        str(agree).lower()).inc()
