@@ -27,7 +27,7 @@ import numpy as np
 
 from nlpforge.data.batching import MODEL_INPUTS, inference_batches, pad_arrays
 from nlpforge.data.formats import misspelled_key
-from nlpforge.errors import ArtifactError, DataError, InputError
+from nlpforge.errors import ArtifactError, ConfigError, DataError, InputError
 from nlpforge.models.artifact import read_metadata
 from nlpforge.settings import check_count, check_device, cores
 
@@ -232,8 +232,6 @@ class Task(ABC):
                       reading: dict | None = None) -> tuple[dict, str]:
         """(metrics, a text report) of the model on a file, for `nlpforge evaluate`; `text_columns` and `reading`
         (delimiter, encoding) are the user's, for a task that reads a table."""
-        from nlpforge.errors import ConfigError
-
         raise ConfigError(f"`nlpforge evaluate` does not evaluate {self.name} models on files yet")
 
     def csv_row(self, loaded: "LoadedModel", answer) -> dict:
@@ -244,8 +242,9 @@ class Task(ABC):
         """Refuse a parsed input that does not fit the model (e.g. one text for a model of text pairs);
         `text_columns` are those the model was trained on (`text_columns_of`)."""
 
-    def as_inputs(self, value) -> list:
-        """A single input (a string, a dict, or a tuple: one text pair) or a list of inputs, as a list."""
+    def as_inputs(self, value, text_columns=None) -> list:
+        """A single input (a string, a dict, or a tuple: one text pair) or a list of inputs, as a list;
+        `text_columns` (the model's, else the task's) name a table's columns in the message refusing one."""
         if isinstance(value, (str, dict, tuple)):
             return [value]
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -254,9 +253,7 @@ class Task(ABC):
         if value is None or isinstance(value, (int, float)):
             raise InputError(f"give {self.inputs_wanted}, not {value!r}")
         if hasattr(value, "columns") and hasattr(value, "dtypes"):  # a DataFrame iterates over its column names
-            columns = list(self.text_columns)
-            example = (f"df[{columns[0]!r}].tolist()" if len(columns) == 1
-                       else f"df[{columns!r}].to_dict('records')")
+            example = self.table_rows_example(list(text_columns or self.text_columns))
             raise InputError(f"give {self.inputs_wanted}, not a {type(value).__name__} (it would give one answer per "
                              f"column name); pass its rows as a list, e.g. {example}")
         if isinstance(value, (set, frozenset)):
@@ -266,6 +263,10 @@ class Task(ABC):
             return list(value)
         except TypeError:
             raise InputError(f"give {self.inputs_wanted}, not a {type(value).__name__}") from None
+
+    def table_rows_example(self, columns: list[str]) -> str:
+        """How to pass the rows of a DataFrame `df` holding `columns` as inputs, for messages."""
+        return f"df[{columns[0]!r}].tolist()" if len(columns) == 1 else f"df[{columns!r}].to_dict('records')"
 
     def load_weights(self, folder, **options):
         """The folder's torch model (`options` go to `from_pretrained`, e.g. attn_implementation)."""
@@ -321,10 +322,19 @@ class LoadedModel:
         return {name: getattr(result, name).float().cpu().numpy() for name in self.task.outputs}
 
     def parse(self, inputs) -> list:
-        """One input or a list of them, parsed by the task and checked against this model."""
-        items = [self.task.parse_input(value, None) for value in self.task.as_inputs(inputs)]
-        for item in items:
-            self.task.check_item(item, self.text_columns)
+        """One input or a list of them, parsed by the task and checked against this model; in a list of several,
+        an error names the input it is about ("input 3 of 40: ...")."""
+        values = self.task.as_inputs(inputs, self.text_columns)
+        items = []
+        for number, value in enumerate(values, 1):
+            try:
+                item = self.task.parse_input(value, None)
+                self.task.check_item(item, self.text_columns)
+            except InputError as error:
+                if len(values) == 1:
+                    raise
+                raise InputError(f"input {number} of {len(values)}: {error.message}", error.status) from None
+            items.append(item)
         return items
 
     def predict(self, inputs, batch_size: int = 32) -> list:
@@ -384,15 +394,15 @@ def check_positions(folder: Path, meta: dict) -> None:
 def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
                threads: int | None = None) -> LoadedModel:
     """Load a folder of `task` for prediction on `backend` (torch, onnx or onnx-int8)."""
-    from transformers import AutoTokenizer
-
     from nlpforge.models.registry import loading_errors, quiet_transformers
 
     if backend not in BACKENDS:
         raise ArtifactError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     check_device(device, "device")
-    folder = Path(folder)
+    if threads is not None:
+        check_count(threads, "threads", ConfigError)
     meta, info = read_metadata(folder)
+    folder = Path(folder)
     if meta.get("task") != task.name:
         raise ArtifactError(f"{folder}: holds a '{meta.get('task')}' model, not {task.name}")
     if not (folder / "tokenizer.json").is_file():
@@ -404,7 +414,7 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
         raise ArtifactError(f"{folder / 'labels.json'}: missing or without {', '.join(missing)}; the model folder "
                             "is damaged, restore the file or train the model again")
     with loading_errors(folder, "train the model again"), quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = load_tokenizer(folder)
         loaded = LoadedModel(task, folder, tokenizer, meta, info, backend, max_tokens=task.max_batch_tokens)
         if backend == "torch":
             import torch
@@ -421,3 +431,19 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
             loaded.session = open_session(folder, task.load_weights, task.outputs, quantized=backend == "onnx-int8",
                                           threads=threads or cores(), device=device)
     return loaded
+
+
+def load_tokenizer(folder: Path):
+    """The folder's tokenizer. transformers reads tokenizer.json and tokenizer_config.json that are valid JSON of
+    the wrong shape (a list, null, an object without "model") as if whole and fails inside itself, and the
+    tokenizers library refuses what it cannot read with a bare Exception: both are a damaged folder, named as one."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:
+        if type(error) is not Exception and not isinstance(error, (AttributeError, KeyError, IndexError, TypeError)):
+            raise  # OSError, ValueError: nlpforge.models.registry.loading_errors names them
+        raise ArtifactError(f"{folder}: tokenizer.json or tokenizer_config.json is damaged ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else 'no detail'}); restore the files or train "
+                            "the model again") from None

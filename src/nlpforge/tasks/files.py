@@ -25,6 +25,11 @@ def predict_file(model_path, input_path, output_path, text_columns=None, batch_s
     beside its final name and renamed at the end, so a failure leaves an earlier file untouched."""
     check_count(batch_size, "batch_size", DataError)
     check_count(chunk_rows, "chunk_rows", DataError)
+    unknown = sorted(set(reading or {}) - {"delimiter", "encoding"})
+    if unknown:
+        raise DataError(f"reading takes delimiter and encoding, not {', '.join(map(repr, unknown))}")
+    if isinstance(text_columns, str):  # one column, not its letters
+        text_columns = [text_columns]
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):

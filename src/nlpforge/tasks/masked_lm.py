@@ -272,6 +272,8 @@ class MaskedLm(Task):
     def parse_input(self, value, max_chars: int | None = MAX_TEXT_CHARS):
         """A text with one or more [MASK]: a string, or {"text": ..., "top_k": 5}."""
         top_k = 5
+        if isinstance(value, tuple) and len(value) == 2:  # a pair: --text-pair, or two --text-column of a file
+            value = {"text": value[0], "text_pair": value[1]}
         if isinstance(value, dict):
             check_keys(value, (("text",), ("top_k",)))
             if "text" not in value:
@@ -298,7 +300,8 @@ class MaskedLm(Task):
             ids = encoded["input_ids"][i]
             positions = [p for p, token in enumerate(ids) if token == mask_id]
             if len(positions) < text.count(MASK):
-                raise InputError(f"a {MASK} falls beyond the model's {loaded.max_seq_length} tokens; shorten the text")
+                which = f"input {i + 1} of {len(inputs)}: " if len(inputs) > 1 else ""
+                raise InputError(f"{which}a {MASK} falls beyond the model's {loaded.max_seq_length} tokens; shorten the text")
             features.append({**{k: encoded[k][i] for k in MODEL_INPUTS if k in encoded}, "positions": positions,
                              "truncated": truncated[i]})
         return features

@@ -361,6 +361,12 @@ class TextClassification(Task):
             return text_of(value[0], max_chars), text_of(value[1], max_chars, "text_pair")
         return text_of(value, max_chars)
 
+    def table_rows_example(self, columns: list[str]) -> str:
+        """A pair is a (text, text_pair) tuple: a dict keyed by the table's own column names is not one."""
+        if len(columns) == 2:
+            return f"list(zip(df[{columns[0]!r}], df[{columns[1]!r}]))"
+        return super().table_rows_example(columns)
+
     def check_item(self, item, text_columns: list[str]) -> None:
         pairs = len(text_columns) > 1
         if pairs and not isinstance(item, tuple):

@@ -47,6 +47,9 @@ class TokenIds:
         """Token lists as chunks of (ids (int32), tokens per sentence (int64)) of about `_CHUNK_TOKENS` ids."""
         buffer, lengths = array("i"), array("q")
         for tokens in sentences:
+            if isinstance(tokens, str):  # it would be read as a list of characters
+                raise DataError(f"a sentence is a list of tokens, not a string ({tokens[:40]!r}); split it first, e.g. "
+                                "with nlpforge.text.tokenize.tokenize")
             buffer.extend(map(self.ids.__getitem__, tokens))
             lengths.append(len(tokens))
             if len(buffer) >= _CHUNK_TOKENS:

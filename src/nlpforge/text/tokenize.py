@@ -43,6 +43,8 @@ class TokenizeSettings(Settings):
 
 def split_sentences(text: str) -> list[str]:
     """Split a document at sentence ends; lines breaks in the input also end sentences."""
+    if not isinstance(text, str):
+        raise TypeError(f"split_sentences takes a string, not {type(text).__name__}")
     sentences = []
     for line in text.splitlines():
         sentences.extend(part for part in _SENTENCE_END.split(line) if part and not part.isspace())
@@ -51,6 +53,11 @@ def split_sentences(text: str) -> list[str]:
 
 def tokenize(sentence: str, lowercase: bool = True, punctuation: str = "sentence-end") -> list[str]:
     """The tokens of one sentence (see the module docstring for what counts as a token)."""
+    if not isinstance(sentence, str):
+        raise TypeError(f"tokenize takes a string, not {type(sentence).__name__}"
+                        + ("; decode bytes first, e.g. sentence.decode('utf-8')" if isinstance(sentence, bytes) else ""))
+    if punctuation not in _TOKEN:
+        raise ValueError(f"punctuation must be one of {', '.join(_TOKEN)}, not {punctuation!r}")
     if lowercase:
         sentence = sentence.lower()
     return _TOKEN[punctuation].findall(sentence)

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from nlpforge.errors import ConfigError, DataError
 from nlpforge.settings import Settings, replacing, setting
@@ -120,6 +120,9 @@ class Vocabulary:
 def build_vocabulary(counts: Counter, settings: VocabularySettings | None = None) -> Vocabulary:
     """Keep the tokens seen `min_count` times or more, the `max_size` most frequent (ties by spelling)."""
     settings = settings or VocabularySettings()
+    if not isinstance(counts, Mapping):
+        raise TypeError(f"build_vocabulary takes token counts (a Counter or dict of token -> count), not a "
+                        f"{type(counts).__name__}; count the tokens first, e.g. Counter(tokens)")
     if not counts:
         raise DataError("the corpus is empty: no tokens to build a vocabulary from")
     ordinary = [(t, c) for t, c in counts.items() if t not in settings.special_tokens]

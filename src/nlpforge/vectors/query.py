@@ -11,11 +11,12 @@ closest known spellings.
 """
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlpforge.errors import ArtifactError, ConfigError, VocabularyError
-from nlpforge.settings import from_flat, leaf_fields
+from nlpforge.errors import ArtifactError, ConfigError, InputError, VocabularyError
+from nlpforge.settings import check_count, from_flat, leaf_fields
 from nlpforge.text.corpus import CorpusSettings
 from nlpforge.text.normalize import normalize
 from nlpforge.text.phrases import PhraseModel
@@ -41,6 +42,9 @@ class WordVectors:
 
     def key(self, word: str) -> str:
         """The vocabulary entry for a query word or phrase; unknown words raise VocabularyError."""
+        if not isinstance(word, str):
+            raise InputError(f"a query word must be a string, not {word!r}"
+                             + ("; decode it first, e.g. word.decode('utf-8')" if isinstance(word, bytes) else ""))
         if word in self.keyed_vectors.key_to_index:
             return word
         settings = self.corpus_settings.normalize
@@ -59,10 +63,12 @@ class WordVectors:
 
     def similar(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
         """The `topn` nearest words by cosine similarity."""
+        check_count(topn, "topn", InputError)
         return [(w, float(s)) for w, s in self.keyed_vectors.most_similar(self.key(word), topn=topn)]
 
     def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
         """`a` is to `b` as `c` is to ...: the words nearest to b - a + c (3CosAdd)."""
+        check_count(topn, "topn", InputError)
         keys = [self.key(w) for w in (a, b, c)]
         found = self.keyed_vectors.most_similar(positive=[keys[1], keys[2]], negative=[keys[0]], topn=topn)
         return [(w, float(s)) for w, s in found]
@@ -80,6 +86,9 @@ def unknown_word_message(word: str, key: str, known: list[str]) -> str:
 
 def load_vectors(folder) -> WordVectors:
     """Load a folder written by `train_vectors` (or any word2vec file: .bin binary, .txt/.vec text)."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ArtifactError(f"a vectors folder is a path, not {folder!r}; give the folder `nlpforge vectors train` "
+                            "wrote, or a word2vec file")
     path = Path(folder)
     if path.is_file():
         return WordVectors(_keyed_vectors(path, binary=path.suffix == ".bin"))
