@@ -301,7 +301,8 @@ class MaskedLm(Task):
             positions = [p for p, token in enumerate(ids) if token == mask_id]
             if len(positions) < text.count(MASK):
                 which = f"input {i + 1} of {len(inputs)}: " if len(inputs) > 1 else ""
-                raise InputError(f"{which}a {MASK} falls beyond the model's {loaded.max_seq_length} tokens; shorten the text")
+                raise InputError(f"{which}a {MASK} falls beyond the model's {loaded.max_seq_length} tokens; shorten "
+                                 "the text")
             features.append({**{k: encoded[k][i] for k in MODEL_INPUTS if k in encoded}, "positions": positions,
                              "truncated": truncated[i]})
         return features

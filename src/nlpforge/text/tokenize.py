@@ -54,8 +54,8 @@ def split_sentences(text: str) -> list[str]:
 def tokenize(sentence: str, lowercase: bool = True, punctuation: str = "sentence-end") -> list[str]:
     """The tokens of one sentence (see the module docstring for what counts as a token)."""
     if not isinstance(sentence, str):
-        raise TypeError(f"tokenize takes a string, not {type(sentence).__name__}"
-                        + ("; decode bytes first, e.g. sentence.decode('utf-8')" if isinstance(sentence, bytes) else ""))
+        hint = "; decode bytes first, e.g. sentence.decode('utf-8')" if isinstance(sentence, bytes) else ""
+        raise TypeError(f"tokenize takes a string, not {type(sentence).__name__}{hint}")
     if punctuation not in _TOKEN:
         raise ValueError(f"punctuation must be one of {', '.join(_TOKEN)}, not {punctuation!r}")
     if lowercase:
