@@ -52,6 +52,9 @@ class BuiltinEstimator(Estimator):
             remote_hosts = settings.get("ssh_hosts") or os.environ.get("NLPFORGE_SSH_HOSTS")
             base_model = check_base_model(base_model, local=not remote_hosts)
         hyperparameters = check_hyperparameters_types(check_dict(hyperparameters, "hyperparameters", "{'epochs': 2}"))
+        if base_model is not None and "model" in hyperparameters:  # else the hyperparameter would win unnoticed
+            raise ConfigError(f"{type(self).__name__} got the base model twice, as base_model={base_model!r} and as "
+                              f"the 'model' hyperparameter {hyperparameters['model']!r}; give it once")
         hyperparameters = {**({"model": base_model} if base_model else {}), **hyperparameters}
         if settings.get("rules"):  # Rule.sagemaker(...) objects become the engine's rules setting
             if "rules" in hyperparameters:
@@ -91,6 +94,9 @@ class BuiltinEstimator(Estimator):
     def data_settings(self, paths: contract.JobPaths, channels: dict[str, Path]) -> dict:
         """The task's data settings: each channel's file or folder by its path inside the job folder."""
         data = {}
+        if {"train", "training"} <= set(channels):  # one channel by two names: one file would be dropped unnoticed
+            raise ConfigError(f"{type(self).__name__}.fit got channels 'train' and 'training', which are the same "
+                              "channel; give the training data once, as 'train'")
         for name, source in channels.items():
             channel = "train" if name == "training" else name
             if channel not in self.data_channels:
@@ -145,6 +151,9 @@ def check_base_model(name, local: bool = True) -> str:
     """A base_model as the job should get it: an alias, or a folder as an absolute path (the job runs in its
     own folder). A name that is neither is refused now; nothing is loaded (an alias may unpack its weights in
     the job). With `local` False (the job runs on other hosts), only a non-string is refused."""
+    if isinstance(name, str) and not name.strip():  # Path("") is the working folder, which is no model
+        raise ModelNotFoundError(f"base_model {name!r} is blank; give one of {', '.join(aliases())}, or a model "
+                                 "folder, or leave it out for the task's default")
     if isinstance(name, str) and (not local or name in aliases()):
         return name
     if isinstance(name, str) and Path(name).expanduser().is_dir():

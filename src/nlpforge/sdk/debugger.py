@@ -96,7 +96,7 @@ class Rule:
             raise ConfigError(f"rule_to_invoke {rule!r} must be one rule's name; take the configuration from "
                               "rule_configs, e.g. Rule.sagemaker(rule_configs.loss_not_decreasing()), and give "
                               "each rule its own Rule.sagemaker")
-        if name is not None and not isinstance(name, str):
+        if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigError(f"name {name!r} must be a string naming the rule, e.g. 'LossNotDecreasing'")
         parameters = {k: v for k, v in config["RuleParameters"].items() if k != "rule_to_invoke"}
         parameters.update(check_dict(rule_parameters, "rule_parameters", "{'threshold': '1e-6'}"))
@@ -131,6 +131,8 @@ class ProfilerRule:
     @classmethod
     def sagemaker(cls, base_config: dict, name: str | None = None, **_) -> "ProfilerRule":
         config = rule_configuration(base_config, "ProfilerRuleConfiguration")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"name {name!r} must be a string naming the rule, e.g. 'ProfilerReport'")
         return cls(name or config.get("RuleConfigurationName", "ProfilerReport"))
 
 

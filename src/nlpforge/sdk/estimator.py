@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from nlpforge.errors import ConfigError, TrainingJobError
+from nlpforge.errors import ConfigError, EndpointError, TrainingJobError
 from nlpforge.sdk import contract, remote
 from nlpforge.sdk.debugger import rule_specs
 from nlpforge.sdk.jobs import (check_bool, check_dict, check_hyperparameters_types, check_name, describe_job,
@@ -117,6 +117,8 @@ def channel_paths(inputs) -> dict[str, Path]:
         if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"channel name {name!r} must be letters, digits, '-' or '_'")
         text = str(getattr(value, "config", value))
+        if not text.strip():  # Path("") is the working folder, which would become the channel
+            raise ConfigError(f"channel '{name}': the path {text!r} is blank; give an existing file or folder")
         if text.startswith("s3://"):
             raise ConfigError(f"channel '{name}': {text} is an S3 URI; nlpforge runs locally, give a local path")
         path = Path(text.removeprefix("file://")).expanduser()
@@ -226,6 +228,10 @@ class Estimator:
                                 ("checkpoint_local_path", checkpoint_local_path), ("jobs_root", jobs_root)):
             if not isinstance(value, (str, os.PathLike)) and (value is not None or argument == "entry_point"):
                 raise ConfigError(f"{argument} must be a path (a str or pathlib.Path), not {value!r}")
+            if argument in ("output_path", "checkpoint_local_path") and isinstance(value, str) and value \
+                    and not value.strip():
+                # Path("  ") is a folder named by spaces in the working folder, which the job would write into
+                raise ConfigError(f"{argument} {value!r} is blank; give the folder to write to, or leave it out")
         entry_point = str(entry_point)
         if output_path is not None and str(output_path).startswith("s3://"):
             raise ConfigError(f"output_path {output_path} is an S3 URI; nlpforge runs locally, give a local folder")
@@ -256,6 +262,7 @@ class Estimator:
         environment = check_dict(environment, "environment", "{'MY_SETTING': '1'}", strings=True)
         check_bool(use_spot_instances, "use_spot_instances")
         check_bool(install_requirements, "install_requirements")
+        check_bool(tracking, "tracking")
         if base_job_name is not None and not isinstance(base_job_name, str):
             raise ConfigError(f"base_job_name must be a string such as 'bert-reviews', not {base_job_name!r}")
         self.instance_count, self.instance_type = arguments.instance_count, arguments.instance_type
@@ -474,6 +481,11 @@ class Estimator:
         instances that run at once (sdk/transform.py)."""
         from nlpforge.sdk.transform import Transformer
 
+        # SageMaker's choices: either strategy gives one prediction a row here, and the rows are always lines
+        for argument, value, choices in (("strategy", strategy, ("MultiRecord", "SingleRecord")),
+                                         ("assemble_with", assemble_with, ("Line", "None", None))):
+            if value not in choices:
+                raise EndpointError(f"{argument} must be one of {', '.join(map(repr, choices))}, not {value!r}")
         return Transformer(self.model_dir, output_path=output_path, accept=accept,
                            training_job_name=self._job().name, instance_count=instance_count,
                            instance_type=instance_type, jobs_root=self.jobs_root)

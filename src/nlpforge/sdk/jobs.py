@@ -116,11 +116,21 @@ def check_hyperparameters_types(hyperparameters: dict, error=ConfigError) -> dic
     for name, value in hyperparameters.items():
         if not isinstance(name, str):
             raise error(f"hyperparameter name {name!r} must be a string, e.g. {{'{name}': {value!r}}}")
+        # The script gets `--name value` and SM_HP_<NAME>: an empty name would be a lone '-', and '=' or a null
+        # character cannot be in an environment variable's name (the job would fail to start).
+        if not name.strip() or any(mark in name for mark in "=\x00"):
+            raise error(f"hyperparameter name {name!r} must be a non-blank name without '=' or null characters, "
+                        "e.g. 'learning_rate'")
         try:
             json.dumps(value)
         except (TypeError, ValueError):
             raise error(f"hyperparameter {name!r}: {value!r} cannot be written as JSON; give a number, string, "
                         "bool, list or dict") from None
+        # what the script's arguments hold as they are: a string, or a dict's keys and values (`k=v,...`)
+        if "\x00" in (value if isinstance(value, str) else "".join(map(str, [*value, *value.values()]))
+                       if isinstance(value, dict) else ""):
+            raise error(f"hyperparameter {name!r}: {value!r} holds a null character (\\x00), which no argument "
+                        "or environment variable can; remove it")
     return hyperparameters
 
 

@@ -67,6 +67,8 @@ class PyTorchModel:
 def model_source(model_data) -> Path:
     """model_data as an existing local folder or .tar.gz."""
     text = str(model_data)
+    if not text.strip():  # Path("") is the working folder, which would be packaged and served as the model
+        raise EndpointError(f"model_data {model_data!r} is blank; give a model.tar.gz or a model folder")
     if text.startswith("s3://"):
         raise EndpointError(f"model_data {text} is an S3 URI; nlpforge runs locally: give the local model.tar.gz "
                             "or model folder (a job's is estimator.model_data)")

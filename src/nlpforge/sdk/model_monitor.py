@@ -103,10 +103,13 @@ def interval_of(expression: str) -> tuple[float, int | None]:
     if expression == "NOW":
         return 0.01, 1
     match = re.fullmatch(r"cron\(0 (\*|\d{1,2})(?:/(\d{1,2}))? \? \* \* \*\)", str(expression).strip())
-    if not match:
+    if not match or match.group(1) != "*" and int(match.group(1)) > 23 or match.group(2) and \
+            not 1 <= int(match.group(2)) <= 23:
         raise ConfigError(f"schedule_cron_expression {expression!r}: use CronExpressionGenerator.hourly(), "
-                          "daily(hour), daily_every_x_hours(x) or now(), or give interval_seconds")
-    hours = 1 if match.group(1) == "*" else int(match.group(2) or 24)
+                          "daily(hour) with an hour from 0 to 23, daily_every_x_hours(x) with x from 1 to 23 or now(), "
+                          "or give interval_seconds")
+    # `*` alone is every hour, `*/x` or `h/x` every x hours, `h` once a day
+    hours = int(match.group(2)) if match.group(2) else 1 if match.group(1) == "*" else 24
     return hours * 3600.0, None
 
 
@@ -284,6 +287,16 @@ class DefaultModelMonitor:
         endpoint = getattr(endpoint_input, "endpoint_name", endpoint_input)
         if not isinstance(endpoint, str) or not endpoint:
             raise ConfigError("endpoint_input: give the endpoint's Predictor or its name")
+        from nlpforge.serving.registry import valid_name
+
+        if not valid_name(endpoint):  # the schedule's own check would name the CLI's --model-name
+            raise ConfigError(f"endpoint_input {endpoint!r} is no endpoint name (letters, digits, '-', '_' or '.', "
+                              "starting with a letter or digit); give the endpoint's Predictor or its name")
+        if interval_seconds is not None and (isinstance(interval_seconds, bool) or not isinstance(
+                interval_seconds, (int, float)) or not 0 < interval_seconds < float("inf")):
+            # 0 would otherwise fall back to the cron expression's interval unnoticed
+            raise ConfigError(f"interval_seconds must be a positive number of seconds between runs, such as 3600, "
+                              f"not {interval_seconds!r}; leave it out to use schedule_cron_expression")
         baseline = self._baseline_folder(statistics, constraints)
         self._cron = schedule_cron_expression or CronExpressionGenerator.daily()  # SageMaker's default: daily
         interval, runs = interval_of(self._cron)
@@ -297,7 +310,7 @@ class DefaultModelMonitor:
         jobs_root = getattr(endpoint_input, "jobs_root", None) or self.jobs_root
         self._schedule = ScheduleSettings.of(
             baseline=str(baseline), capture=str(Path(jobs_root) / "_model_store" / "capture"), output=str(output),
-            interval=interval_seconds or interval, runs=runs, model_name=endpoint)
+            interval=interval_seconds if interval_seconds is not None else interval, runs=runs, model_name=endpoint)
         Path(self._schedule.capture).mkdir(parents=True, exist_ok=True)  # an endpoint that captured nothing yet
         self.monitoring_schedule_name, self._endpoint = name, endpoint
         self.start_monitoring_schedule()

@@ -15,6 +15,7 @@ named by the `X-Nlpforge-Model-Store` header of its /ping): when another server 
 another store) holds the ports, it starts its own on free ports and records them. A script-mode
 model is deployed with its inference script (`entry_point`), packaged as SageMaker does (sdk/model.py).
 """
+import csv
 import logging
 import os
 import socket
@@ -134,6 +135,11 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
                                        or not all(isinstance(part, str) for part in server_command)):
         raise EndpointError(f"server_command must be a list of strings, an executable and its arguments, not "
                             f"{server_command!r}")
+    if isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float)) \
+            or not 0 < startup_timeout < float("inf"):
+        # checked before the server starts: a bad value found after it would leave it running, and NaN never ends
+        raise EndpointError(f"startup_timeout must be a positive number of seconds, such as 120, not "
+                            f"{startup_timeout!r}")
     root = resolve_jobs_root(jobs_root)
     record_path = endpoint_record_path(endpoint_name, root)
     existing = read_json(record_path, {}) or {}
@@ -153,6 +159,14 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
             str(model_dir), endpoint_name, workers=initial_instance_count,
             capture_percent=getattr(data_capture_config, "capture_percent", None))
     except RequestError as error:
+        # Nothing is left behind: the folder packaged for it, and a server started for it that serves nothing else
+        # (no endpoint record would name it, so no delete_endpoint could stop it).
+        if packaged:
+            import shutil
+
+            shutil.rmtree(model_dir, ignore_errors=True)
+        if server_pid and not any(same_server(record, {"host": host, **ports}) for record in endpoint_records(root)):
+            stop_process_group(server_pid)
         raise EndpointError(f"the model server refused to register '{endpoint_name}' ({error.message})") from None
     write_json_record(record_path, {"endpoint_name": endpoint_name, "model_dir": str(model_dir),
                                     "packaged": packaged, "training_job_name": training_job_name, "host": host,
@@ -165,6 +179,16 @@ def deploy_model(model_dir, endpoint_name: str, initial_instance_count: int = 1,
         except ImportError:
             pass
     return Predictor(endpoint_name, serializer=serializer, deserializer=deserializer, jobs_root=root)
+
+
+def stop_process_group(pid) -> None:
+    """SIGTERM to the model server deploy() started (its own session, so its workers go with it)."""
+    import signal
+
+    try:
+        os.killpg(int(pid), signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def most_workers() -> int:
@@ -325,7 +349,13 @@ class Predictor:
                 raise EndpointError(f"no endpoint named '{self.endpoint_name}' on {self.host}:"
                                     f"{self.inference_port}; deploy a model first") from None
             raise EndpointError(f"endpoint '{self.endpoint_name}' answered HTTP {error.message}") from None
-        return self.deserializer.deserialize(body, answered_type)
+        try:
+            return self.deserializer.deserialize(body, answered_type)
+        except (ValueError, csv.Error) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            reader = type(self.deserializer).__name__
+            raise EndpointError(f"endpoint '{self.endpoint_name}' answered {answered_type or 'a body'} that {reader} "
+                                f"cannot read ({str(error)[:200]}); give a deserializer for "
+                                f"{answered_type or 'its answers'} (the request asked for {accept})") from None
 
     def delete_endpoint(self, delete_endpoint_config: bool = True, stop_server: bool = True) -> None:
         """Unregister the model; stop the server too if deploy() started it and no endpoint is left. A name that
@@ -358,12 +388,7 @@ class Predictor:
                 if not record.get("server_pid"):
                     write_json_record(path, {**record, "server_pid": pid})
         elif stop_server and pid:
-            import signal
-
-            try:
-                os.killpg(int(pid), signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            stop_process_group(pid)
 
     delete_model = delete_endpoint
 

@@ -42,6 +42,7 @@ Batch transform with instance_count > 1 is a processing job (sdk/transform.py).
 """
 import json
 import os
+import posixpath
 import shutil
 import subprocess
 import sys
@@ -102,9 +103,10 @@ class ProcessingOutput:
 
 def container_path(path: str, what: str) -> str:
     """A container path under /opt/ml/processing/, as SageMaker requires for LocalPath."""
+    # '..' would climb out of the instance's folder (its local copy of /opt/ml) into the jobs root or beyond
     text = str(path).rstrip("/")
-    if not text.startswith(PROCESSING_PATH + "/"):
-        raise ConfigError(f"{what} {path!r} must be a container path under {PROCESSING_PATH}/, e.g. "
+    if not text.startswith(PROCESSING_PATH + "/") or not posixpath.normpath(text).startswith(PROCESSING_PATH + "/"):
+        raise ConfigError(f"{what} {path!r} must be a container path under {PROCESSING_PATH}/ (without '..'), e.g. "
                           f"{PROCESSING_PATH}/input/data")
     return text
 
@@ -138,6 +140,8 @@ def source_files(source: Path) -> list[tuple[str, Path]]:
 
 def existing_source(source, what: str) -> Path:
     text = str(source)
+    if not text.strip():  # Path("") is the working folder, which would be delivered whole
+        raise ConfigError(f"{what} {source!r} is blank; give an existing file or folder")
     if text.startswith("s3://"):
         raise ConfigError(f"{what} {text} is an S3 URI; nlpforge runs locally, give a local file or folder")
     path = Path(text.removeprefix("file://")).expanduser()
@@ -278,6 +282,10 @@ class ProcessingJob:
 class Processor:
     """Runs a command (entrypoint) on instance_count local instances as a SageMaker processing job."""
 
+    # Whether an output may go to an input's folder: only for outputs whose names no input has (a batch
+    # transform's <file>.out); else the output's files could be written over the user's input.
+    outputs_beside_inputs = False
+
     def __init__(self, role=None, image_uri=None, instance_count: int = 1, instance_type: str = "local",
                  entrypoint: list[str] | None = None, env: dict | None = None, base_job_name: str | None = None,
                  max_runtime_in_seconds: int | None = None, jobs_root=None, **sagemaker_options):
@@ -358,6 +366,9 @@ def named_inputs(inputs, code: Path | None, paths: JobPaths) -> list[dict]:
         if not isinstance(given, ProcessingInput):
             raise ConfigError(f"inputs must be ProcessingInput objects, got {given!r}")
         name = given.input_name or f"input-{number}"
+        if not isinstance(name, str) or name in (".", "..") or "/" in name or "\\" in name:
+            raise ConfigError(f"ProcessingInput input_name {name!r} must be a plain name such as 'data', without "
+                              "'/' or '..'")
         source = existing_source(given.source, f"ProcessingInput '{name}' source")
         destination = container_path(given.destination or f"{PROCESSING_PATH}/input/{name}",
                                      "ProcessingInput destination")
@@ -373,17 +384,28 @@ def named_inputs(inputs, code: Path | None, paths: JobPaths) -> list[dict]:
     return records
 
 
-def named_outputs(outputs, paths: JobPaths) -> list[dict]:
+def named_outputs(outputs, paths: JobPaths, inputs: list[dict] = ()) -> list[dict]:
+    """The outputs as job.json records; a destination that is blank, or that overlaps an input's source (its
+    files would be written over the user's input), is refused."""
     records = []
     for number, given in enumerate(string_list(outputs, "outputs", "[ProcessingOutput(...)]"), start=1):
         if not isinstance(given, ProcessingOutput):
             raise ConfigError(f"outputs must be ProcessingOutput objects, got {given!r}")
         name = output_name(given.output_name, number)
+        if isinstance(given.destination, str) and given.destination and not given.destination.strip():
+            raise ConfigError(f"ProcessingOutput '{name}' destination {given.destination!r} is blank; give a local "
+                              "folder, or leave it out for the job's output folder")
         destination = given.destination or str(paths.output / name)
         if str(destination).startswith("s3://"):
             raise ConfigError(f"ProcessingOutput '{name}' destination {destination} is an S3 URI; give a local folder")
         destination = Path(str(destination).removeprefix("file://")).expanduser().resolve()
         check_writable(destination, f"ProcessingOutput '{name}' destination", folder=True)
+        for record in inputs:
+            source = Path(record["source"])
+            if destination == source or destination.is_relative_to(source) or source.is_relative_to(destination):
+                raise ConfigError(f"ProcessingOutput '{name}' destination {destination} overlaps ProcessingInput "
+                                  f"'{record['input_name']}' source {source}; the output's files would be written "
+                                  "over the input's, so give a folder outside it")
         records.append({**asdict(given), "source": container_path(given.source, "ProcessingOutput source"),
                         "destination": str(destination), "output_name": name})
     sources = [r["source"] for r in records]
@@ -415,7 +437,7 @@ def prepare_job(processor: Processor, command: list[str], inputs, outputs, argum
                           "job_name")
     arguments = [str(a) for a in string_list(arguments, "arguments", "['--input', '/opt/ml/processing/input']")]
     input_records = named_inputs(inputs, code, paths)
-    output_records = named_outputs(outputs, paths)
+    output_records = named_outputs(outputs, paths, [] if processor.outputs_beside_inputs else input_records)
     paths.root.mkdir(parents=True, exist_ok=True)
     if code is not None:
         paths.code.mkdir(exist_ok=True)

@@ -20,6 +20,15 @@ def _plain(data):
     return data.tolist() if hasattr(data, "tolist") and not isinstance(data, (str, bytes, bytearray)) else data
 
 
+def _records(data, serializer: str, fix: str) -> list:
+    """The records (rows, lines) of a list, tuple or numpy array; anything else, a dict above all (iterating one
+    would send its keys, and the answer would be for them), is refused with `fix`."""
+    plain = _plain(data)
+    if not isinstance(plain, (list, tuple)):
+        raise EndpointError(f"{serializer} sends a list of records, one a line, not a {type(data).__name__}; {fix}")
+    return plain
+
+
 def _json_default(value):
     plain = _plain(value)
     if plain is value:
@@ -46,8 +55,11 @@ class JSONLinesSerializer:
             return bytes(data)
         if isinstance(data, str):
             return data.encode("utf-8")
+        if isinstance(data, dict):  # one record, such as {"features": ["Loved it"]}
+            data = [data]
+        records = _records(data, "JSONLinesSerializer", "give a list such as [{'features': ['Loved it']}]")
         return "\n".join(json.dumps(value, ensure_ascii=False, default=_json_default)
-                         for value in _plain(data)).encode("utf-8")
+                         for value in records).encode("utf-8")
 
 
 class CSVSerializer:
@@ -60,7 +72,8 @@ class CSVSerializer:
             return data.encode("utf-8")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        for row in _plain(data):
+        for row in _records(data, "CSVSerializer", "give a list of texts or of rows, or use JSONSerializer() for "
+                                                   "a dict"):
             writer.writerow(row if isinstance(row, (list, tuple)) else [row])
         return buffer.getvalue().encode("utf-8")
 
@@ -69,6 +82,9 @@ class IdentitySerializer:
     """Sends the data as it is (str or bytes) with the given content type, e.g. 'text/plain'."""
 
     def __init__(self, content_type: str = "text/plain"):
+        if not isinstance(content_type, str) or not content_type.strip():
+            raise EndpointError(f"IdentitySerializer's content_type must be a media type such as 'text/plain', not "
+                                f"{content_type!r}")
         self.content_type = content_type
 
     def serialize(self, data) -> bytes:

@@ -33,6 +33,9 @@ class Transformer:
             check_instances(instance_count, instance_type)
         except ConfigError as error:
             raise EndpointError(error.message) from None
+        if not isinstance(model_dir, (str, os.PathLike)):
+            raise EndpointError(f"model_dir must be the path of a model folder (a str or pathlib.Path), not "
+                                f"{model_dir!r}")
         if output_path is not None:
             output_folder(output_path)
         self.model_dir, self.output_path, self.accept = Path(model_dir), output_path, accept
@@ -48,7 +51,7 @@ class Transformer:
                   **_sagemaker_options) -> list[Path]:
         """Predict every row of `data` (a file or a folder of files); returns the .out files written. Each
         file is read by its suffix; `content_type`, when given, must say the same of every file."""
-        output = output_path or self.output_path
+        output = output_path if output_path is not None else self.output_path
         if output is None:
             raise EndpointError("give output_path (to transformer() or transform()) for the .out files")
         if str(data).startswith("s3://"):
@@ -63,6 +66,10 @@ class Transformer:
             text_columns = [text_columns]  # one column, not its letters
         output = output_folder(output)
         files = batch_files(source)
+        if not files:  # else the transform would succeed with no predictions (an instance's shard may be empty)
+            raise EndpointError(f"batch transform input {source} holds no data files (only the files directly in it "
+                                "are read, not subfolders, hidden files or .out files); give a file or a folder of "
+                                "them")
         check_content_type(content_type, files)
         if self.instance_count == 1:
             self.outputs = transform_files(self.model_dir, files, output, self.accept, text_columns)
@@ -72,6 +79,7 @@ class Transformer:
         processor = Processor(instance_count=self.instance_count, instance_type=self.instance_type,
                               entrypoint=entrypoint, jobs_root=self.jobs_root,
                               base_job_name=self.base_transform_job_name or self.training_job_name or "transform")
+        processor.outputs_beside_inputs = True  # <file>.out files, which no input has and batch_files skips
         try:
             processor.run(inputs=[ProcessingInput(str(source.resolve()), f"{PROCESSING_PATH}/input/data", "data",
                                                   s3_data_distribution_type="ShardedByS3Key")],
@@ -87,6 +95,9 @@ class Transformer:
 
 def output_folder(output_path) -> Path:
     """The folder the .out files go to, refused now (not after predicting) when it is S3 or cannot be written."""
+    if isinstance(output_path, str) and not output_path.strip():
+        # Path("  ") would be a folder named by spaces in the working folder
+        raise EndpointError(f"output_path {output_path!r} is blank; give the folder for the .out files")
     if str(output_path).startswith("s3://"):
         raise EndpointError(f"output_path {output_path} is an S3 URI; nlpforge runs locally, give a local folder")
     output = Path(str(output_path).removeprefix("file://")).expanduser().resolve()
