@@ -222,3 +222,16 @@ def test_a_null_character_in_a_config_value_is_named(tmp_path, capsys):
 def test_a_missing_required_flag_names_the_whole_command(capsys):
     error = cli_error(capsys, "train", "text-classification", "--train", "t.csv")
     assert "missing --output; see `nlpforge train text-classification --help`" in error
+
+
+def test_a_blank_jobs_root_is_refused_not_made_a_folder_of_spaces(tmp_path, monkeypatch):
+    from nlpforge.settings import jobs_root
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="jobs_root is blank; give the jobs folder"):
+        jobs_root("  ")
+    monkeypatch.setenv("NLPFORGE_JOBS_ROOT", " ")
+    with pytest.raises(ConfigError, match=re.escape("$NLPFORGE_JOBS_ROOT is blank")):
+        jobs_root()
+    monkeypatch.delenv("NLPFORGE_JOBS_ROOT")
+    assert jobs_root("") == tmp_path / "jobs"  # left empty: the default, as when not given
