@@ -131,6 +131,18 @@ def planted_sentences(n: int, seed: int = 0) -> list[list[str]]:
     return sentences
 
 
+@pytest.fixture(scope="session")
+def tiny_vectors(tmp_path_factory) -> Path:
+    """A small word2vec folder trained once on `planted_sentences`; tests that damage it work on copies."""
+    from nlpforge.vectors.train import Word2VecSettings, train_vectors
+
+    folder = tmp_path_factory.mktemp("vectors")
+    (folder / "corpus.txt").write_text("\n".join(" ".join(s) for s in planted_sentences(60)) + "\n")
+    train_vectors(Word2VecSettings.of(corpus=[str(folder / "corpus.txt")], output=str(folder / "vec"), min_count=1,
+                                      vector_size=8, epochs=1, workers=1), log=lambda *_: None)
+    return folder / "vec"
+
+
 class Killed(Exception):
     """Stands in for a SIGKILL: the run stops between two checkpoints and saves nothing."""
 

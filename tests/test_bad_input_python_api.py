@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import planted_sentences, toy_rows, write_csv
+from conftest import toy_rows, write_csv
 from nlpforge import load
 from nlpforge.errors import ArtifactError, ConfigError, DataError, InputError
 from nlpforge.tasks import load as load_task_model
@@ -16,7 +16,6 @@ from nlpforge.text.vocabulary import build_vocabulary
 from nlpforge.training.run import train
 from nlpforge.training.settings import job_class
 from nlpforge.vectors.query import load_vectors
-from nlpforge.vectors.train import Word2VecSettings, train_vectors
 from test_masked_lm import planted_corpus
 
 TINY = dict(model="bert-tiny", epochs=1, max_steps=1, batch_size=16, max_seq_length=32, progress=False)
@@ -57,12 +56,8 @@ def fill_mask(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vectors(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("vectors")
-    (folder / "corpus.txt").write_text("\n".join(" ".join(s) for s in planted_sentences(60)) + "\n")
-    train_vectors(Word2VecSettings.of(corpus=[str(folder / "corpus.txt")], output=str(folder / "vec"), min_count=1,
-                                      vector_size=8, epochs=1, workers=1), log=lambda *_: None)
-    return load_vectors(folder / "vec")
+def vectors(tiny_vectors):
+    return load_vectors(tiny_vectors)
 
 
 # --- predict ---------------------------------------------------------------------------------------------------

@@ -23,14 +23,10 @@ def corpus(tmp_path):
     return path
 
 
-@pytest.fixture(scope="module")
-def vectors(tmp_path_factory):
-    """A small vectors folder, trained once; tests damage copies of it."""
-    folder = tmp_path_factory.mktemp("vectors")
-    (folder / "corpus.txt").write_text("\n".join(" ".join(s) for s in planted_sentences(60)) + "\n")
-    train_vectors(Word2VecSettings.of(corpus=[str(folder / "corpus.txt")], output=str(folder / "vec"), min_count=1,
-                                      vector_size=8, epochs=1, workers=1), log=lambda *_: None)
-    return folder / "vec"
+@pytest.fixture
+def vectors(tiny_vectors):
+    """A small vectors folder (conftest's); tests damage copies of it."""
+    return tiny_vectors
 
 
 # --- corpus tokenize writes its output whole, or not at all -------------------------------------------------------
