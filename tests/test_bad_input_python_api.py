@@ -160,3 +160,22 @@ def test_phrases_of_strings_are_refused_not_learned_from_their_characters():
     with pytest.raises(DataError, match=r"a sentence is a list of tokens, not a string \('new york is big'\)"):
         learn_phrases(["new york is big"] * 50, PhraseSettings())
     assert build_vocabulary(Counter(["a"] * 5)).tokens[-1] == "a"  # a Counter is still counts
+
+
+@pytest.mark.parametrize("task, value, option", [
+    ("question-answering", {"question": "Who?", "context": "Ann met Bob.", "top_k": 3}, "top_k"),
+    ("question-answering", {"question": "Who?", "context": "Ann met Bob.", "max_answer_length": 5},
+     "max_answer_length"),
+    ("masked-lm", {"text": "a [MASK] .", "targets": ["red"]}, "targets"),
+    ("token-classification", {"text": "Ann met Bob.", "ignore_labels": ["O"]}, "ignore_labels"),
+    ("text-classification", {"text": "fine", "function_to_apply": "sigmoid"}, "function_to_apply"),
+])
+def test_a_pipeline_option_the_task_does_not_take_is_refused_not_ignored(task, value, option):
+    from nlpforge.tasks import get
+
+    with pytest.raises(InputError, match=f'"{option}" is not an option this model takes, so it would be ignored'):
+        get(task).parse_input(value, None)
+
+
+def test_keys_of_the_clients_own_pass(model):
+    assert len(load(model).predict([{"text": "fine", "id": 7}])) == 1  # a request id is no option

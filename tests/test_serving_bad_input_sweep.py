@@ -126,3 +126,22 @@ def test_a_captured_masked_lm_input_is_its_text_not_text_and_top_k(server):
         assert response.status_code == 200, response.text
     assert [line["input"] for line in captured(server, "mlm")] == [{"text": "the sky is [MASK] .", "top_k": 2},
                                                                     "the sea is [MASK] ."]
+
+
+def test_a_shadow_agrees_when_its_answer_is_the_same_whatever_the_task():
+    # agreement compared the "label" only, so every question-answering, fill-mask and NER shadow "agreed"
+    from nlpforge.serving.server import answer_of
+
+    def same(a, b) -> bool:
+        return answer_of(a) == answer_of(b)
+
+    assert same({"label": 5, "score": 0.8, "probabilities": {"5": 0.8}, "truncated": False},
+                {"label": 5, "score": 0.6, "probabilities": {"5": 0.6}, "truncated": True})
+    assert not same({"label": 5, "score": 0.8}, {"label": 4, "score": 0.8})
+    assert same({"answer": "Ann", "start": 0, "end": 3, "score": 0.9}, {"answer": "Ann", "start": 0, "end": 3,
+                                                                        "score": 0.4})
+    assert not same({"answer": "Ann", "start": 0, "end": 3, "score": 0.9}, {"answer": "Bob", "start": 8, "end": 11,
+                                                                            "score": 0.9})
+    masks = [{"predictions": [{"token": "red", "score": 0.5}, {"token": "blue", "score": 0.2}]}]
+    assert not same({"masks": masks}, {"masks": [{"predictions": masks[0]["predictions"][::-1]}]})
+    assert not same({"entities": [{"entity": "PER", "word": "Ann", "score": 0.9}]}, {"entities": []})

@@ -92,14 +92,26 @@ class ServerState:
             log.warning("shadow %s/%s skipped a request: %s", shadow.spec.name, shadow.spec.version, error)
             return
         for text, served, shadowed in zip(captured, outputs, shadow_outputs):
-            agree = served.get("label") == shadowed.get("label")
+            agree = answer_of(served) == answer_of(shadowed)
             self.metrics.shadow.labels(runtime.spec.name, runtime.spec.version, shadow.spec.version,
                                        str(agree).lower()).inc()
             log.info("shadow %s: served %s=%s, shadow %s=%s%s", runtime.spec.name, runtime.spec.version,
-                     served.get("label"), shadow.spec.version, shadowed.get("label"), "" if agree else " (DIFFERS)")
+                     served.get("label", answer_of(served)), shadow.spec.version,
+                     shadowed.get("label", answer_of(shadowed)), "" if agree else " (DIFFERS)")
             self.capture.record(shadow.spec.name, shadow.spec.version, 100.0, text,
                                 {**shadowed, "served_version": runtime.spec.version,
                                  "served_label": served.get("label")}, shadow=True, request_id=request_id)
+
+
+def answer_of(output):
+    """An answer with its scores left out, so that a shadow's can be compared with the served one whatever the
+    task: a label, a span of the context, the tokens for each mask, the entities."""
+    if isinstance(output, dict):
+        return {key: answer_of(value) for key, value in output.items()
+                if key not in ("truncated", "probabilities") and not isinstance(value, float)}
+    if isinstance(output, list):
+        return [answer_of(value) for value in output]
+    return output
 
 
 def build_state(settings: ServeSettings) -> ServerState:

@@ -131,18 +131,29 @@ def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -
     return value
 
 
+# Options of Hugging Face's pipelines that a request may carry in the belief that nlpforge honours them too; other
+# keys (an "id", a client's own metadata) pass.
+PIPELINE_OPTIONS = ("top_k", "targets", "max_answer_length", "doc_stride", "max_question_len", "max_seq_len",
+                    "handle_impossible_answer", "align_to_words", "aggregation_strategy", "ignore_labels",
+                    "function_to_apply", "return_all_scores", "truncation", "padding", "max_length", "stride")
+
+
 def check_keys(value: dict, groups: tuple) -> None:
-    """Refuse a request key that looks like a misspelling of one the task needs (see `misspelled_key`), which
-    would otherwise be ignored."""
+    """Refuse a request key that looks like a misspelling of one the task needs (see `misspelled_key`), or that
+    is a pipeline option this task does not take: either would otherwise be ignored."""
     names = {name for group in groups for name in group}
     if "text_pair" in value and "text" in names and "text_pair" not in names:  # NER, fill-mask: it would be dropped
         raise InputError('this model reads one text, not a pair; leave out "text_pair" (--text-pair, or a second '
                          '--text-column)')
+    reads = ", ".join(" or ".join(repr(name) for name in group) for group in groups)
     found = misspelled_key(value, groups)
     if found:
-        reads = ", ".join(" or ".join(repr(name) for name in group) for group in groups)
         raise InputError(f'the key "{found[0]}" is not one this model reads; did you mean "{found[1]}"? (it reads '
                          f"{reads})")
+    option = next((key for key in value if key in PIPELINE_OPTIONS and key not in names), None)
+    if option is not None:
+        raise InputError(f'"{option}" is not an option this model takes, so it would be ignored; leave it out (it '
+                         f"reads {reads})")
 
 
 def truncated_flags(texts: list, encoded, max_length: int) -> list[bool]:
