@@ -112,6 +112,18 @@ def test_a_damaged_tokenizer_is_an_artifact_error(model, tmp_path, file, content
         load(folder)
 
 
+@pytest.mark.parametrize("edit", [{"num_hidden_layers": 3}, {"model_type": "roberta"}])
+def test_a_config_the_weights_do_not_fill_is_refused_not_answered_at_random(model, tmp_path, edit):
+    # an edited config.json built a model that the weights filled in part; the rest answered at random
+    import json
+
+    folder = shutil.copytree(model, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(ArtifactError, match=r"the weights do not fill the model config.json describes \(\d+ tensor"):
+        load(folder)
+
+
 @pytest.mark.parametrize("threads", [0, -1, "2", 1.5])
 def test_threads_must_be_a_count(model, threads):
     with pytest.raises(ConfigError, match=f"threads must be a whole number of at least 1, not {threads!r}"):

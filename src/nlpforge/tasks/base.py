@@ -434,7 +434,9 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
 
             if threads:
                 torch.set_num_threads(threads)
-            loaded.model = task.load_weights(folder).to(device).eval()
+            model, loading = task.load_weights(folder, output_loading_info=True)
+            check_loaded(folder, loading)
+            loaded.model = model.to(device).eval()
             attention_for_varying_lengths(device)  # requests vary in length: no cuDNN plan per shape
         else:
             from nlpforge.models.onnx import open_session
@@ -442,6 +444,16 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
             loaded.session = open_session(folder, task.load_weights, task.outputs, quantized=backend == "onnx-int8",
                                           threads=threads or cores(), device=device)
     return loaded
+
+
+def check_loaded(folder: Path, loading: dict) -> None:
+    """Refuse weights that left part of the model at random: an edited config.json (another model_type, more
+    layers) builds a model the weights file does not fill, which transformers only logs."""
+    missing = loading.get("missing_keys") or []
+    if missing:
+        raise ArtifactError(f"{folder}: the weights do not fill the model config.json describes ({len(missing)} "
+                            f"tensor(s) missing, e.g. {sorted(missing)[0]}), so it would answer at random; restore "
+                            "config.json and the weights, or train the model again")
 
 
 def load_tokenizer(folder: Path):
