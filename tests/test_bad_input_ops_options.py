@@ -187,6 +187,10 @@ def test_a_jobs_root_that_is_a_file_is_refused_before_the_dashboard_starts(tmp_p
     monkeypatch.setenv("NLPFORGE_JOBS_ROOT", str(tmp_path / "jobs"))
     error = cli_error(capsys, "ui", "--port", "0")
     assert f"$NLPFORGE_JOBS_ROOT ({tmp_path / 'jobs'}): is a file" in error
+    monkeypatch.delenv("NLPFORGE_JOBS_ROOT")
+    monkeypatch.chdir(tmp_path)
+    error = cli_error(capsys, "ui", "--port", "0")
+    assert f"the default jobs folder {tmp_path / 'jobs'}: is a file" in error
 
 
 def test_runs_compare_refuses_a_run_named_twice(tmp_path, capsys):
@@ -233,5 +237,6 @@ def test_a_blank_jobs_root_is_refused_not_made_a_folder_of_spaces(tmp_path, monk
     monkeypatch.setenv("NLPFORGE_JOBS_ROOT", " ")
     with pytest.raises(ConfigError, match=re.escape("$NLPFORGE_JOBS_ROOT is blank")):
         jobs_root()
+    assert jobs_root("given") == tmp_path / "given"  # the variable is not read when a folder is given
     monkeypatch.delenv("NLPFORGE_JOBS_ROOT")
     assert jobs_root("") == tmp_path / "jobs"  # left empty: the default, as when not given

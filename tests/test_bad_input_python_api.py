@@ -67,7 +67,7 @@ def test_an_error_in_a_list_of_inputs_names_the_input(model, fill_mask):
         load(model).predict(["fine", None, "fine"])
     with pytest.raises(InputError, match=r"input 2 of 2: the text has no \[MASK\]"):
         fill_mask.predict(["red [MASK] .", "no mask"])
-    with pytest.raises(InputError, match=r"input 2 of 2: a \[MASK\] falls beyond the model's 32 tokens"):
+    with pytest.raises(InputError, match=r"a \[MASK\] falls beyond the model's 32 tokens in 'red red red"):
         fill_mask.predict(["red [MASK] .", "red " * 40 + "[MASK]"])
     with pytest.raises(InputError, match=r"^\[E420\] the text must be a string"):  # one input: nothing to number
         load(model).predict([None])
@@ -112,16 +112,33 @@ def test_a_damaged_tokenizer_is_an_artifact_error(model, tmp_path, file, content
         load(folder)
 
 
-@pytest.mark.parametrize("edit", [{"num_hidden_layers": 3}, {"model_type": "roberta"}])
-def test_a_config_the_weights_do_not_fill_is_refused_not_answered_at_random(model, tmp_path, edit):
-    # an edited config.json built a model that the weights filled in part; the rest answered at random
+@pytest.mark.parametrize("edit, backend", [({"num_hidden_layers": 3}, "torch"), ({"model_type": "roberta"}, "torch"),
+                                           ({"num_hidden_layers": 3}, "onnx")])
+def test_a_config_the_weights_do_not_fill_is_refused_not_answered_at_random(model, tmp_path, monkeypatch, edit,
+                                                                            backend):
+    # an edited config.json built a model that the weights filled in part; the rest answered at random (ONNX: was
+    # exported so, and cached)
     import json
 
+    monkeypatch.setenv("NLPFORGE_CACHE", str(tmp_path / "cache"))
     folder = shutil.copytree(model, tmp_path / "model")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, **edit}))
     with pytest.raises(ArtifactError, match=r"the weights do not fill the model config.json describes \(\d+ tensor"):
-        load(folder)
+        load(folder, backend=backend)
+
+
+def test_tokenizer_options_of_a_pipeline_request_pass():
+    from nlpforge.tasks import get
+
+    assert get("text-classification").parse_input({"text": "fine", "truncation": True}, None) == "fine"
+
+
+def test_reading_that_is_not_a_dict_is_named(model, tmp_path):
+    from nlpforge.tasks.files import predict_file
+
+    with pytest.raises(DataError, match="reading is a dict such as"):
+        predict_file(model, tmp_path / "in.csv", tmp_path / "out.csv", reading="utf-8")
 
 
 @pytest.mark.parametrize("threads", [0, -1, "2", 1.5])

@@ -176,10 +176,12 @@ def baseline(tmp_path_factory):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (dict(interval_seconds=0), "interval_seconds must be a positive number of seconds between runs"),
-    (dict(interval_seconds=-5), "interval_seconds must be a positive number"),
-    (dict(interval_seconds=float("nan")), "interval_seconds must be a positive number"),
-    (dict(interval_seconds="60"), "interval_seconds must be a positive number"),
+    (dict(interval_seconds=0), "interval_seconds must be a number of seconds between runs from 0.01 to 31536000"),
+    (dict(interval_seconds=-5), "interval_seconds must be a number of seconds"),
+    (dict(interval_seconds=float("nan")), "interval_seconds must be a number of seconds"),
+    (dict(interval_seconds="60"), "interval_seconds must be a number of seconds"),
+    (dict(interval_seconds=0.001), r"interval_seconds must be .* not 0.001"),  # was named the CLI's `interval`
+    (dict(interval_seconds=1e9), r"interval_seconds must be .* not 1000000000.0"),
     (dict(endpoint_input="  "), "endpoint_input '  ' is no endpoint name"),
     (dict(endpoint_input="a/b"), "endpoint_input 'a/b' is no endpoint name"),
 ])
@@ -194,6 +196,18 @@ def test_bad_monitoring_schedule_arguments(tmp_path, baseline, arguments, messag
     assert monitor.monitoring_schedule_name is None and not (tmp_path / "reports").exists()
 
 
+def test_interval_seconds_wins_over_a_cron_expression_it_cannot_read(tmp_path, baseline):
+    # the expression was read first, and its error advised giving interval_seconds, which did not help
+    monitor = DefaultModelMonitor(jobs_root=tmp_path / "jobs")
+    try:
+        monitor.create_monitoring_schedule(endpoint_input="reviews", statistics=str(baseline), interval_seconds=3600,
+                                           schedule_cron_expression="cron(0 0 1 * ? *)",
+                                           output_s3_uri=str(tmp_path / "reports"))
+        assert monitor._schedule.interval == 3600 and monitor._schedule.runs is None
+    finally:
+        monitor.delete_monitoring_schedule()
+
+
 # -- processing jobs -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make", [
@@ -203,6 +217,15 @@ def test_bad_monitoring_schedule_arguments(tmp_path, baseline, arguments, messag
 def test_container_paths_cannot_climb_out_with_dot_dot(make):
     with pytest.raises(ConfigError, match=r"must be a container path under /opt/ml/processing/ \(without '..'\)"):
         make()
+
+
+def test_container_paths_are_compared_as_one_path():
+    # "x/../data" and "data/." passed the checks for two inputs on one path, then collided in the job
+    from nlpforge.sdk.processing import container_path
+
+    for given in ("/opt/ml/processing/input/x/../data", "/opt/ml/processing/input/data/.",
+                  "/opt/ml/processing/input/data/"):
+        assert container_path(given, "destination") == "/opt/ml/processing/input/data"
 
 
 def processor(tmp_path, code: str = "print('ran')") -> Processor:
@@ -294,7 +317,7 @@ def test_hyperparameters_the_script_could_not_be_given_are_refused(tmp_path, scr
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (dict(strategy="Bogus"), "strategy must be one of 'MultiRecord', 'SingleRecord', not 'Bogus'"),
+    (dict(strategy="Bogus"), "strategy must be one of 'MultiRecord', 'SingleRecord', None, not 'Bogus'"),
     (dict(assemble_with="Comma"), "assemble_with must be one of 'Line', 'None', None, not 'Comma'"),
 ])
 def test_transformer_choices_are_sagemakers(tmp_path, script, arguments, message):

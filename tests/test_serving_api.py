@@ -113,6 +113,9 @@ def test_management_needs_its_key(server):
     response = management(server, token="wrong").get("/models")
     assert response.status_code == 401 and "key" in response.json()["message"]
     assert management(server, token=server.state.keys.api).get("/models").status_code == 200
+    # a request without the key learns nothing of a route's parameters: the 401 comes before their check
+    assert management(server, token=None).delete("/models/tiny?model_version=1.0").status_code == 401
+    assert management(server, token=None).post("/token?type=management&x=1").status_code == 401
 
 
 def test_register_list_describe_scale_delete(server, tiny_model, tmp_path):

@@ -396,9 +396,9 @@ def check_device(name: str, flag: str = "--device") -> None:
 def jobs_root(root=None) -> Path:
     """The folder holding training jobs, endpoints and the tracking stores: the argument, else
     $NLPFORGE_JOBS_ROOT, else ./jobs. A blank one (spaces) is refused, not made a folder named by spaces."""
-    for given, name in ((root, "jobs_root"), (os.environ.get(JOBS_ROOT_ENV), f"${JOBS_ROOT_ENV}")):
-        if isinstance(given, str) and given and not given.strip():
-            raise ConfigError(f"{name} is blank; give the jobs folder, or leave it out for ./jobs")
+    given, name = (root, "jobs_root") if root else (os.environ.get(JOBS_ROOT_ENV), f"${JOBS_ROOT_ENV}")
+    if isinstance(given, str) and given and not given.strip():
+        raise ConfigError(f"{name} is blank; give the jobs folder, or leave it out for ./jobs")
     return Path(root or os.environ.get(JOBS_ROOT_ENV) or "jobs").expanduser().resolve()
 
 

@@ -110,7 +110,11 @@ def _export(folder: Path, target: Path, load_weights, outputs: dict[str, tuple])
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
-    model = load_weights(folder, attn_implementation="eager").eval()
+    from nlpforge.models.registry import check_loaded
+
+    model, loading = load_weights(folder, attn_implementation="eager", output_loading_info=True)
+    check_loaded(folder, loading)  # an edited config.json: the export would be of a partly random model
+    model = model.eval()
     sample = tokenizer(["an example sentence", "another one"], padding=True, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 

@@ -251,3 +251,13 @@ def build_model(base: BaseModel, model_class, tokenizer, max_seq_length: int = 5
                              pad_token_id=tokenizer.pad_token_id or 0, **base.scratch_config, **config, **overrides)
         # An Auto class builds from a config; a model class is built by calling it.
         return cls.from_config(scratch) if hasattr(cls, "from_config") else cls(scratch)
+
+
+def check_loaded(folder: Path, loading: dict) -> None:
+    """Refuse weights that left part of the model at random: an edited config.json (another model_type, more
+    layers) builds a model the weights file does not fill, which transformers only logs."""
+    missing = loading.get("missing_keys") or []
+    if missing:
+        raise ArtifactError(f"{folder}: the weights do not fill the model config.json describes ({len(missing)} "
+                            f"tensor(s) missing, e.g. {sorted(missing)[0]}), so it would answer at random; restore "
+                            "config.json and the weights, or train the model again")

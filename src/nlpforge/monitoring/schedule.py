@@ -46,6 +46,9 @@ def _as_in_run(name: str):
     return setting(f.default, f.metadata["help"], min=f.metadata["min"], max=f.metadata["max"])
 
 
+MIN_INTERVAL, MAX_INTERVAL = 0.01, 365 * 24 * 3600  # seconds between two runs' starts
+
+
 @dataclass
 class ScheduleSettings(Settings):
     """Run the monitor over new data capture at an interval, keeping each run's report."""
@@ -57,7 +60,7 @@ class ScheduleSettings(Settings):
                           required=True)
     # at most a year: the wait between runs cannot take more than threading.TIMEOUT_MAX (an OverflowError)
     interval: float = setting(3600.0, "seconds from the start of one run to the start of the next (at most a year)",
-                              min=0.01, max=365 * 24 * 3600)
+                              min=MIN_INTERVAL, max=MAX_INTERVAL)
     runs: int | None = setting(None, "stop after this many runs (default: until Ctrl-C or SIGTERM)", min=1)
     model_name: str | None = setting(None, "watch only this model's capture, and publish its drift status in the "
                                            "server's metrics")

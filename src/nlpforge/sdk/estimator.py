@@ -482,7 +482,7 @@ class Estimator:
         from nlpforge.sdk.transform import Transformer
 
         # SageMaker's choices: either strategy gives one prediction a row here, and the rows are always lines
-        for argument, value, choices in (("strategy", strategy, ("MultiRecord", "SingleRecord")),
+        for argument, value, choices in (("strategy", strategy, ("MultiRecord", "SingleRecord", None)),
                                          ("assemble_with", assemble_with, ("Line", "None", None))):
             if value not in choices:
                 raise EndpointError(f"{argument} must be one of {', '.join(map(repr, choices))}, not {value!r}")

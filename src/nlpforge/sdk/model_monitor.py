@@ -275,7 +275,7 @@ class DefaultModelMonitor:
                                    interval_seconds: float | None = None) -> None:
         """Start checking the endpoint's data capture at an interval (default: hourly) in a background thread."""
         from nlpforge.monitoring.run import read_baseline
-        from nlpforge.monitoring.schedule import ScheduleSettings
+        from nlpforge.monitoring.schedule import MAX_INTERVAL, MIN_INTERVAL, ScheduleSettings
 
         if self.monitoring_schedule_name is not None:
             raise ConfigError(f"this monitor already has the schedule {self.monitoring_schedule_name!r}; delete it "
@@ -293,13 +293,17 @@ class DefaultModelMonitor:
             raise ConfigError(f"endpoint_input {endpoint!r} is no endpoint name (letters, digits, '-', '_' or '.', "
                               "starting with a letter or digit); give the endpoint's Predictor or its name")
         if interval_seconds is not None and (isinstance(interval_seconds, bool) or not isinstance(
-                interval_seconds, (int, float)) or not 0 < interval_seconds < float("inf")):
-            # 0 would otherwise fall back to the cron expression's interval unnoticed
-            raise ConfigError(f"interval_seconds must be a positive number of seconds between runs, such as 3600, "
-                              f"not {interval_seconds!r}; leave it out to use schedule_cron_expression")
+                interval_seconds, (int, float)) or not MIN_INTERVAL <= interval_seconds <= MAX_INTERVAL):
+            # 0 would otherwise fall back to the cron expression's interval unnoticed; the schedule's own check
+            # would name the CLI's --interval
+            raise ConfigError(f"interval_seconds must be a number of seconds between runs from {MIN_INTERVAL} to "
+                              f"{MAX_INTERVAL:.0f} (a year), such as 3600, not {interval_seconds!r}; leave it out to "
+                              "use schedule_cron_expression")
         baseline = self._baseline_folder(statistics, constraints)
         self._cron = schedule_cron_expression or CronExpressionGenerator.daily()  # SageMaker's default: daily
-        interval, runs = interval_of(self._cron)
+        # interval_seconds wins over the expression, which is then only read for now()'s single run
+        interval, runs = (interval_seconds, 1 if self._cron == "NOW" else None) if interval_seconds is not None \
+            else interval_of(self._cron)
         name = self._name("monitoring-schedule", monitor_schedule_name, "monitor_schedule_name")
         output = (local_folder(output_s3_uri, "output_s3_uri") if output_s3_uri is not None
                   else self.jobs_root / "_monitoring" / name)

@@ -104,8 +104,8 @@ class ProcessingOutput:
 def container_path(path: str, what: str) -> str:
     """A container path under /opt/ml/processing/, as SageMaker requires for LocalPath."""
     # '..' would climb out of the instance's folder (its local copy of /opt/ml) into the jobs root or beyond
-    text = str(path).rstrip("/")
-    if not text.startswith(PROCESSING_PATH + "/") or not posixpath.normpath(text).startswith(PROCESSING_PATH + "/"):
+    text = posixpath.normpath(str(path))  # as the checks for two inputs on one path compare them
+    if not str(path).startswith(PROCESSING_PATH + "/") or not text.startswith(PROCESSING_PATH + "/"):
         raise ConfigError(f"{what} {path!r} must be a container path under {PROCESSING_PATH}/ (without '..'), e.g. "
                           f"{PROCESSING_PATH}/input/data")
     return text
@@ -400,12 +400,12 @@ def named_outputs(outputs, paths: JobPaths, inputs: list[dict] = ()) -> list[dic
             raise ConfigError(f"ProcessingOutput '{name}' destination {destination} is an S3 URI; give a local folder")
         destination = Path(str(destination).removeprefix("file://")).expanduser().resolve()
         check_writable(destination, f"ProcessingOutput '{name}' destination", folder=True)
-        for record in inputs:
+        for record in inputs if given.destination else ():  # the default, a new job's folder, holds no input
             source = Path(record["source"])
             if destination == source or destination.is_relative_to(source) or source.is_relative_to(destination):
                 raise ConfigError(f"ProcessingOutput '{name}' destination {destination} overlaps ProcessingInput "
                                   f"'{record['input_name']}' source {source}; the output's files would be written "
-                                  "over the input's, so give a folder outside it")
+                                  "among the input's, or over them, so give a folder outside it")
         records.append({**asdict(given), "source": container_path(given.source, "ProcessingOutput source"),
                         "destination": str(destination), "output_name": name})
     sources = [r["source"] for r in records]

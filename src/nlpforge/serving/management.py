@@ -40,10 +40,10 @@ def management_app(state) -> FastAPI:
     registry = state.registry
     app = FastAPI(title="nlpforge management API", version="1", docs_url=None, redoc_url=None,
                   description="TorchServe-compatible model management, plus traffic weights and shadow versions",
-                  dependencies=[Depends(checked_parameters)])
+                  dependencies=[Depends(single_parameters)])
     add_error_handlers(app)
     app.add_middleware(WithoutTrailingSlash)
-    auth = [Depends(state.require("management"))]
+    auth = [Depends(state.require("management")), Depends(route_parameters)]  # in this order
 
     @app.post("/models", dependencies=auth, summary="Register a model version")
     async def register(
@@ -109,7 +109,8 @@ def management_app(state) -> FastAPI:
         return {kind: {"key": key}, "key_file": str(state.keys.path)}
 
     for method in ("GET", "POST"):
-        app.add_api_route("/token", token, methods=[method], dependencies=[Depends(state.require("API"))],
+        app.add_api_route("/token", token, methods=[method],
+                          dependencies=[Depends(state.require("API")), Depends(route_parameters)],
                           operation_id=f"token_{method.lower()}",
                           summary="Replace the management or inference key (needs the API key)")
 
@@ -234,15 +235,19 @@ PARAMETER_GROUPS = {"register": "register", "scale_default": "scale", "scale_ver
                     "set_default": "set-default"}
 
 
-async def checked_parameters(request: Request) -> None:
-    """Refuse a query parameter given twice (`url=a&url=b`): which one was meant cannot be told; and on a route
-    that changes something, one the route does not take: were it ignored, `DELETE /models/m?model_version=2.0`
-    would remove every version of m. GET routes ignore unknown ones, as TorchServe's do (its clients send e.g.
-    customized=true)."""
+async def single_parameters(request: Request) -> None:
+    """Refuse a query parameter given twice (`url=a&url=b`): which one was meant cannot be told."""
     names = [name for name, _ in request.query_params.multi_items()]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise RequestError(f"parameter(s) {', '.join(repeated)} given more than once; give each once")
+
+
+async def route_parameters(request: Request) -> None:
+    """On a route that changes something, refuse a parameter the route does not take: were it ignored,
+    `DELETE /models/m?model_version=2.0` would remove every version of m. GET routes ignore unknown ones, as
+    TorchServe's do (its clients send e.g. customized=true). A route dependency after the key check, so that a
+    request without the key gets its 401, not the route's parameters."""
     route = request.scope.get("route")
     if request.method != "GET" and route is not None:
         known_parameters(request, route)

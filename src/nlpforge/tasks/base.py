@@ -133,9 +133,10 @@ def text_of(value, max_chars: int | None = MAX_TEXT_CHARS, what: str = "text") -
 
 # Options of Hugging Face's pipelines that a request may carry in the belief that nlpforge honours them too; other
 # keys (an "id", a client's own metadata) pass.
+# (Tokenizer options, such as truncation, pass: nlpforge truncates and pads as those clients mean it to.)
 PIPELINE_OPTIONS = ("top_k", "targets", "max_answer_length", "doc_stride", "max_question_len", "max_seq_len",
                     "handle_impossible_answer", "align_to_words", "aggregation_strategy", "ignore_labels",
-                    "function_to_apply", "return_all_scores", "truncation", "padding", "max_length", "stride")
+                    "function_to_apply", "return_all_scores")
 
 
 def check_keys(value: dict, groups: tuple) -> None:
@@ -405,7 +406,7 @@ def check_positions(folder: Path, meta: dict) -> None:
 def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
                threads: int | None = None) -> LoadedModel:
     """Load a folder of `task` for prediction on `backend` (torch, onnx or onnx-int8)."""
-    from nlpforge.models.registry import loading_errors, quiet_transformers
+    from nlpforge.models.registry import check_loaded, loading_errors, quiet_transformers
 
     if backend not in BACKENDS:
         raise ArtifactError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
@@ -444,16 +445,6 @@ def load_model(folder, task: Task, backend: str = "torch", device: str = "cpu",
             loaded.session = open_session(folder, task.load_weights, task.outputs, quantized=backend == "onnx-int8",
                                           threads=threads or cores(), device=device)
     return loaded
-
-
-def check_loaded(folder: Path, loading: dict) -> None:
-    """Refuse weights that left part of the model at random: an edited config.json (another model_type, more
-    layers) builds a model the weights file does not fill, which transformers only logs."""
-    missing = loading.get("missing_keys") or []
-    if missing:
-        raise ArtifactError(f"{folder}: the weights do not fill the model config.json describes ({len(missing)} "
-                            f"tensor(s) missing, e.g. {sorted(missing)[0]}), so it would answer at random; restore "
-                            "config.json and the weights, or train the model again")
 
 
 def load_tokenizer(folder: Path):

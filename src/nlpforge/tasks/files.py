@@ -25,6 +25,8 @@ def predict_file(model_path, input_path, output_path, text_columns=None, batch_s
     beside its final name and renamed at the end, so a failure leaves an earlier file untouched."""
     check_count(batch_size, "batch_size", DataError)
     check_count(chunk_rows, "chunk_rows", DataError)
+    if reading is not None and not isinstance(reading, dict):
+        raise DataError(f"reading is a dict such as {{'delimiter': ';', 'encoding': 'latin-1'}}, not {reading!r}")
     unknown = sorted(set(reading or {}) - {"delimiter", "encoding"})
     if unknown:
         raise DataError(f"reading takes delimiter and encoding, not {', '.join(map(repr, unknown))}")

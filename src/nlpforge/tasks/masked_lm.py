@@ -300,8 +300,9 @@ class MaskedLm(Task):
             ids = encoded["input_ids"][i]
             positions = [p for p, token in enumerate(ids) if token == mask_id]
             if len(positions) < text.count(MASK):
-                which = f"input {i + 1} of {len(inputs)}: " if len(inputs) > 1 else ""
-                raise InputError(f"{which}a {MASK} falls beyond the model's {loaded.max_seq_length} tokens; shorten "
+                # a server's batch pools several requests' texts, so a position in it would mislead: the text says
+                which = f" in {text[:40] + '...' if len(text) > 40 else text!r}" if len(inputs) > 1 else ""
+                raise InputError(f"a {MASK} falls beyond the model's {loaded.max_seq_length} tokens{which}; shorten "
                                  "the text")
             features.append({**{k: encoded[k][i] for k in MODEL_INPUTS if k in encoded}, "positions": positions,
                              "truncated": truncated[i]})

@@ -16,6 +16,7 @@ import hmac
 import importlib
 import ipaddress
 import logging
+import os
 import secrets
 import socket
 import sqlite3
@@ -71,7 +72,8 @@ class UISettings(Settings):
         for url in self.server:
             server_urls(url)
         if self.root.exists() and not self.root.is_dir():  # a missing one is fine: the pages say how to make it
-            given = f"--jobs-root {self.jobs_root}" if self.jobs_root else f"${JOBS_ROOT_ENV} ({self.root})"
+            given = (f"--jobs-root {self.jobs_root}" if self.jobs_root else f"${JOBS_ROOT_ENV} ({self.root})"
+                     if os.environ.get(JOBS_ROOT_ENV) else f"the default jobs folder {self.root}")
             raise ConfigError(f"{given}: is a file; name the folder the jobs were written to "
                               "(Estimator(jobs_root=...), default ./jobs)")
         if not self.token and not is_loopback(self.host):
