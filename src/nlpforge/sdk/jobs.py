@@ -110,6 +110,15 @@ def check_bool(value, what: str, error=ConfigError) -> bool:
     return value
 
 
+def holds_null(value) -> bool:
+    """Whether a string in `value` (itself, or within a dict or list) holds a null character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_null(key) or holds_null(item) for key, item in value.items())
+    return isinstance(value, (list, tuple)) and any(map(holds_null, value))
+
+
 def check_hyperparameters_types(hyperparameters: dict, error=ConfigError) -> dict:
     """Hyperparameters as SageMaker keeps them (hyperparameters.json, `--name value` arguments): string names
     and values that JSON can write; else `error` naming the first that is not."""
@@ -126,9 +135,7 @@ def check_hyperparameters_types(hyperparameters: dict, error=ConfigError) -> dic
         except (TypeError, ValueError):
             raise error(f"hyperparameter {name!r}: {value!r} cannot be written as JSON; give a number, string, "
                         "bool, list or dict") from None
-        # what the script's arguments hold as they are: a string, or a dict's keys and values (`k=v,...`)
-        if "\x00" in (value if isinstance(value, str) else "".join(map(str, [*value, *value.values()]))
-                       if isinstance(value, dict) else ""):
+        if holds_null(value):  # the script gets strings, a dict's keys and values, a list's items as they are
             raise error(f"hyperparameter {name!r}: {value!r} holds a null character (\\x00), which no argument "
                         "or environment variable can; remove it")
     return hyperparameters

@@ -314,7 +314,7 @@ class DefaultModelMonitor:
         jobs_root = getattr(endpoint_input, "jobs_root", None) or self.jobs_root
         self._schedule = ScheduleSettings.of(
             baseline=str(baseline), capture=str(Path(jobs_root) / "_model_store" / "capture"), output=str(output),
-            interval=interval_seconds if interval_seconds is not None else interval, runs=runs, model_name=endpoint)
+            interval=interval, runs=runs, model_name=endpoint)
         Path(self._schedule.capture).mkdir(parents=True, exist_ok=True)  # an endpoint that captured nothing yet
         self.monitoring_schedule_name, self._endpoint = name, endpoint
         self.start_monitoring_schedule()

@@ -41,7 +41,6 @@ from fastapi.responses import JSONResponse, Response
 from nlpforge.data.formats import media_format
 from nlpforge.data.readers import text_lines
 from nlpforge.errors import NlpforgeError, RequestError
-from nlpforge.serving.capture import captured_input
 from nlpforge.serving.handler import Handler, handler_for
 
 log = logging.getLogger("nlpforge.serving")
@@ -342,8 +341,7 @@ def inference_app(state) -> FastAPI:
             state.metrics.truncated.labels(*served).inc(truncated)
         if kind == "predict":
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-            state.after_prediction(runtime, shadow, items, outputs, request_id,
-                                   [captured_input(value, item) for value, item in zip(values, items)])
+            state.after_prediction(runtime, shadow, items, outputs, request_id, values)
         body = [handler.encode_response(o) for o in outputs]
         return body if is_list else body[0], runtime
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlpforge.errors import ConfigError, RequestError
-from nlpforge.serving.capture import DataCapture
+from nlpforge.serving.capture import DataCapture, captured_input
 from nlpforge.serving.metrics import ServerMetrics
 from nlpforge.serving.registry import ModelRegistry
 from nlpforge.serving.replicas import SharedState
@@ -68,12 +68,15 @@ class ServerState:
                 self.keys.check(kind, request.headers.get("authorization"))
         return check
 
-    def after_prediction(self, runtime, shadow, items, outputs, request_id: str, captured=None) -> None:
-        """Capture a sample of the answered inputs and run them on the shadow; `captured` is what capture records
-        of each input (capture.captured_input), the decoded `items` themselves when None."""
+    def after_prediction(self, runtime, shadow, items, outputs, request_id: str, values=None) -> None:
+        """Capture a sample of the answered inputs and run them on the shadow. Capture records each input as
+        `captured_input` makes it of the request's `values` and the decoded `items`, or the items themselves
+        when no values are given."""
         spec = runtime.spec
         percent = spec.options.capture_percent
-        captured = items if captured is None else captured
+        if percent <= 0 and shadow is None:  # most requests: nothing to record or compare
+            return
+        captured = items if values is None else [captured_input(value, item) for value, item in zip(values, items)]
         if percent > 0:
             for text, output in zip(captured, outputs):
                 if self.capture.record(spec.name, spec.version, percent, text, output, request_id=request_id):

@@ -53,14 +53,16 @@ def split_sentences(text: str) -> list[str]:
 
 def tokenize(sentence: str, lowercase: bool = True, punctuation: str = "sentence-end") -> list[str]:
     """The tokens of one sentence (see the module docstring for what counts as a token)."""
-    if not isinstance(sentence, str):
+    try:  # called once a sentence over whole corpora: the checks cost nothing until one fails
+        pattern = _TOKEN[punctuation]
+        return pattern.findall(sentence.lower() if lowercase else sentence)
+    except KeyError:
+        raise ValueError(f"punctuation must be one of {', '.join(_TOKEN)}, not {punctuation!r}") from None
+    except (AttributeError, TypeError):
+        if isinstance(sentence, str):
+            raise
         hint = "; decode bytes first, e.g. sentence.decode('utf-8')" if isinstance(sentence, bytes) else ""
-        raise TypeError(f"tokenize takes a string, not {type(sentence).__name__}{hint}")
-    if punctuation not in _TOKEN:
-        raise ValueError(f"punctuation must be one of {', '.join(_TOKEN)}, not {punctuation!r}")
-    if lowercase:
-        sentence = sentence.lower()
-    return _TOKEN[punctuation].findall(sentence)
+        raise TypeError(f"tokenize takes a string, not {type(sentence).__name__}{hint}") from None
 
 
 def render_markers(tokens: list[str]) -> str:
