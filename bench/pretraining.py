@@ -14,11 +14,14 @@ stopped. Run it alone on the machine (`uptime` first): the budgets are wall-cloc
 
     .venv/bin/python bench/pretraining.py [--pretrain-minutes 60] [--adapt-minutes 25] [--seeds 3] [--adapt-seeds 3]
                                           [--fine-tune-epochs 4] [--fine-tune-learning-rate 2e-4]
-                                          [--fine-tune-max-seq-length 128] [--skip-adaptation]
+                                          [--fine-tune-max-seq-length 128] [--fine-tune-train-rows N]
+                                          [--fine-tune-set KEY=VALUE ...] [--skip-adaptation]
     .venv/bin/python bench/pretraining.py --skip-adaptation --name cram --pretrain-set dropout=0 nsp=false  # a variant
 """
 import argparse
+import csv
 import json
+import random
 import statistics
 import sys
 import time
@@ -111,13 +114,28 @@ def plot_curve(name: str, curve: list) -> None:
     plt.close(figure)
 
 
-def fine_tune(name: str, model: str, seeds: int, results: dict, tokenizer: str | None = None, **settings) -> dict:
+def train_sample(rows: int) -> Path:
+    """`rows` reviews drawn at random (seed 0) from the star-rating training file, written once as a CSV."""
+    path = WORK / f"digital_video_train-{rows}.csv"
+    if not path.exists():
+        with open(AMAZON / "digital_video_train.csv", newline="", encoding="utf-8") as f:
+            header, *body = list(csv.reader(f))
+        if not 0 < rows < len(body):
+            sys.exit(f"--fine-tune-train-rows must be between 1 and {len(body) - 1} (the training file has "
+                     f"{len(body)} reviews; 0 uses all of them)")
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([header, *random.Random(0).sample(body, rows)])
+    return path
+
+
+def fine_tune(name: str, model: str, seeds: int, results: dict, tokenizer: str | None = None,
+              train_file: Path = AMAZON / "digital_video_train.csv", **settings) -> dict:
     """Star ratings from `model`, one run per seed; validation accuracy and macro-F1, mean and sd."""
     runs = results.setdefault("fine_tune", {}).setdefault(name, [])
     for seed in range(len(runs), seeds):
         started = time.perf_counter()
         result = train(job_class("text-classification").of(
-            train=str(AMAZON / "digital_video_train.csv"), validation=str(AMAZON / "digital_video_validation.csv"),
+            train=str(train_file), validation=str(AMAZON / "digital_video_validation.csv"),
             text_column=["review_body"], label_column="star_rating", model=model, tokenizer=tokenizer,
             output=str(WORK / f"{name}-{seed}"), overwrite=True, seed=seed, progress=False, log_every=0, **settings),
             log=lambda *_: None)
@@ -171,6 +189,12 @@ def main():
                         help="peak learning rate of each bert-mini star-rating fine-tune (both arms)")
     parser.add_argument("--fine-tune-max-seq-length", type=int, default=128,
                         help="tokens kept of each review in the bert-mini star-rating fine-tunes (both arms)")
+    parser.add_argument("--fine-tune-train-rows", type=int, default=0,
+                        help="fine-tune both bert-mini arms on this many reviews drawn at random from the training "
+                             "file (0: all of it), to see how the gain depends on the amount of labelled data")
+    parser.add_argument("--fine-tune-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="other settings of both bert-mini star-rating fine-tunes (flat names, as in a config "
+                             "file), e.g. pooling=mean; each becomes part of the runs' names")
     parser.add_argument("--skip-adaptation", action="store_true", help="only the bert-mini comparison")
     parser.add_argument("--pretrain-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="bert-mini pre-training settings changed from the script's recipe (batch 32, 128 tokens, "
@@ -209,6 +233,12 @@ def main():
         suffix += f"-lr{args.fine_tune_learning_rate:g}"
     if args.fine_tune_max_seq_length != 128:
         suffix += f"-seq{args.fine_tune_max_seq_length}"
+    if args.fine_tune_train_rows:
+        suffix += f"-rows{args.fine_tune_train_rows}"
+        small["train_file"] = train_sample(args.fine_tune_train_rows)
+    for key, value in parse_overrides(args.fine_tune_set).items():
+        suffix += f"-{key}{value}"
+        small[key] = value
     pretrained = fine_tune(f"stars-from-pretrained-bert-mini{variant}{suffix}",
                            str(WORK / f"bert-mini-pretrained{variant}"), args.seeds, results, **small)
     random_init = fine_tune(f"stars-from-random-bert-mini{suffix}", "bert-mini", args.seeds, results,
